@@ -1,0 +1,1 @@
+"""Launchers (installed as ``mim.launchers``): where processes run; each calls ``train``."""

@@ -1,0 +1,5 @@
+"""Imports the core's own registrations (tokenizers, masks, models, backends)."""
+import mim.engine.backend  # noqa: F401
+import mim.masking  # noqa: F401
+import mim.models  # noqa: F401
+import mim.tokenizers  # noqa: F401

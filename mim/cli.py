@@ -1,0 +1,75 @@
+"""The ``mim`` command (also ``python -m mim``).
+
+  mim train [key=value ...]   pretrain; Hydra overrides, e.g. modality=image model=mae_vit_base_patch16
+  mim plugins                 list registered tokenizers, masks, models, modalities, backends, launchers
+
+Note: OpenMMLab's ``openmim`` package also installs a command named ``mim``; in an environment
+with both, use ``python -m mim``.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+USAGE = __doc__.split("\n\n")[1]
+EXIT_CONFIG = 2
+
+
+def _plugins() -> int:
+    from mim.registry import ALL, load_plugins
+
+    errors = load_plugins()
+    for kind, registry in ALL.items():
+        print(f"{kind}:")
+        for entry in registry.entries():
+            print(f"  {entry.name:<28} {entry.source}")
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _train(overrides: list[str]) -> int:
+    from mim.config import ConfigError
+    from mim.config.compose import load
+    from mim.engine.checkpoint import CheckpointError
+    from mim.engine.loop import NonFiniteLossError
+    from mim.registry import LAUNCHERS, load_plugins
+
+    for error in load_plugins():
+        print(f"mim: warning: {error}", file=sys.stderr)
+    try:
+        spec = load(overrides)
+        launcher = LAUNCHERS.get(spec.launcher["name"])()
+        launcher.launch(spec)
+    except ConfigError as exc:
+        print(f"mim: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (NonFiniteLossError, CheckpointError) as exc:
+        logging.getLogger("mim").error("%s", exc)
+        print(f"mim: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mim: interrupted; run the same command to resume from the last checkpoint",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import mim  # noqa: F401  (torchvision compatibility before anything imports timm)
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if args else EXIT_CONFIG
+    command, rest = args[0], args[1:]
+    if command == "train":
+        return _train(rest)
+    if command == "plugins":
+        return _plugins()
+    print(f"mim: unknown command '{command}'; valid: train, plugins", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

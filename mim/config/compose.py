@@ -1,0 +1,214 @@
+"""Compose the run config with Hydra, then check every section against its schema.
+
+Group options come from two places: YAML files in ``mim.configs`` (and in plugin config dirs)
+and nodes generated from the registries (every model preset, mask policy, modality, backend and
+launcher), so a registered plugin is selectable without writing a YAML file. Any failure becomes
+a ``ConfigError`` whose message is one line naming the key and the valid values.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+import mim.configs
+from mim.config.errors import ConfigError
+from mim.config.schema import BaseConfig, OptimConfig, RunConfig, TrainConfig
+from mim.masking import MaskConfigError, build_mask
+from mim.models import ModelConfig
+from mim.registry import ALL, BACKENDS, CONFIG_DIRS, LAUNCHERS, MASKS, MODALITIES, MODELS
+from mim.registry import UnknownNameError, load_plugins
+from mim.spec import ModalitySpec
+
+CONFIG_DIR = Path(mim.configs.__file__).parent
+GROUPS = ("modality", "data", "model", "mask", "optim", "backend", "launcher", "experiment")
+
+
+@dataclass
+class RunSpec:
+    """The validated config: typed sections plus the composed tree (saved as config.yaml)."""
+
+    raw: DictConfig
+    seed: int
+    train: TrainConfig
+    optim: OptimConfig
+    run: RunConfig
+    model: ModelConfig
+    mask: Any  # a mask policy instance
+    modality: ModalitySpec
+    data: Any  # the modality's data-config dataclass
+    backend: dict[str, Any]
+    launcher: dict[str, Any]
+
+
+def _plugin_config(cls: Any) -> dict[str, Any]:
+    """Default parameters of a registered class with an optional ``Config`` dataclass."""
+    config = getattr(cls, "Config", None)
+    return dataclasses.asdict(config()) if config else {}
+
+
+def register_configs() -> None:
+    """Fill Hydra's ConfigStore from the registries (idempotent)."""
+    load_plugins()
+    cs = ConfigStore.instance()
+    # a plain root (modality plugins add sections) holding typed sections
+    cs.store(name="mim_base", node={"seed": BaseConfig.seed,
+                                    "train": OmegaConf.structured(TrainConfig),
+                                    "run": OmegaConf.structured(RunConfig)})
+    cs.store(group="optim", name="adamw", node=OptimConfig)
+    for name in MODELS.names():
+        cs.store(group="model", name=name, node=MODELS.get(name)())
+    for name in MASKS.names():
+        defaults = dataclasses.asdict(MASKS.get(name)())
+        cs.store(group="mask", name=name, node={"name": name, **defaults})
+    for name in MODALITIES.names():
+        spec = MODALITIES.get(name)
+        cs.store(group="modality", name=name, node={"name": name})
+        cs.store(group="data", name=name, node=spec.data_config)
+    for name in BACKENDS.names():
+        cs.store(group="backend", name=name,
+                 node={"name": name, **_plugin_config(BACKENDS.get(name))})
+    for name in LAUNCHERS.names():
+        cs.store(group="launcher", name=name,
+                 node={"name": name, **_plugin_config(LAUNCHERS.get(name))})
+
+
+def _group_options(group: str) -> list[str]:
+    names = set(ConfigStore.instance().list(group)) if group in GROUPS else set()
+    for folder in [CONFIG_DIR, *map(Path, CONFIG_DIRS)]:
+        if (folder / group).is_dir():
+            names |= {p.name for p in (folder / group).glob("*.yaml")}
+    return sorted(n.removesuffix(".yaml") for n in names)
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """Hydra composition of ``configs/config.yaml`` with ``overrides``; errors -> ConfigError."""
+    register_configs()
+    extra = [f"file://{d}" for d in CONFIG_DIRS]
+    search = [f"hydra.searchpath=[{','.join(extra)}]"] if extra else []
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="mim"):
+            return hydra_compose(config_name="config", overrides=[*overrides, *search])
+    except MissingConfigException as exc:
+        raise ConfigError(_missing_message(exc)) from None
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(_override_message(exc, overrides)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _missing_message(exc: MissingConfigException) -> str:
+    text = str(exc)
+    found = re.search(r"Could not find '([^']+)/([^']+)'", text) or re.search(
+        r"Could not load '([^']+)/([^']+)'", text)
+    if found:
+        group, choice = found.groups()
+        group = group.lstrip("/")
+        return f"{group}: unknown option '{choice}'; valid: {', '.join(_group_options(group))}"
+    return " ".join(text.split())
+
+
+def _override_message(exc: Exception, overrides: list[str]) -> str:
+    texts = [str(exc)] + ([str(exc.__cause__)] if exc.__cause__ else [])
+    joined = "\n".join(texts)
+    key = re.search(r"full_key: ([\w.\[\]]+)", joined)
+    bad = re.search(r"Could not override '([\w.]+)'", joined)
+    path = (key or bad).group(1) if (key or bad) else None
+    if "not in struct" in joined and path:
+        parent, _, leaf = path.rpartition(".")
+        return f"{path}: unknown key; valid keys{' in ' + parent if parent else ''}: " \
+               f"{', '.join(_valid_keys(parent, overrides))}"
+    detail = next((line for t in reversed(texts) for line in t.splitlines()
+                   if line.strip() and "full_key" not in line and "object_type" not in line
+                   and "reference_type" not in line), joined)
+    return f"{path}: {detail.strip()}" if path else " ".join(joined.split())
+
+
+def _valid_keys(parent: str, overrides: list[str]) -> list[str]:
+    choices = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0]
+               and not o.startswith(("+", "~"))]
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="mim"):
+            base = hydra_compose(config_name="config", overrides=choices)
+        node = OmegaConf.select(base, parent) if parent else base
+        return sorted(node.keys()) if isinstance(node, DictConfig) else []
+    except Exception:  # listing is best effort; the key itself is already named
+        return []
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _typed(schema: Any, node: Any, section: str) -> Any:
+    """Merge ``node`` into a structured ``schema`` and build the dataclass (runs its checks)."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "") or ""
+        msg = str(exc).splitlines()[0]
+        if "not in struct" in str(exc):
+            valid = ", ".join(f.name for f in dataclasses.fields(schema))
+            return _raise(f"{section}.{key}: unknown key; valid: {valid}")
+        return _raise(f"{section}.{key}: {msg}" if key else f"{section}: {msg}")
+    except (ValueError, TypeError) as exc:
+        text = str(exc)
+        return _raise(text if text.startswith(section) else f"{section}: {text}")
+
+
+def _raise(message: str) -> Any:
+    raise ConfigError(message)
+
+
+def validate(raw: DictConfig) -> RunSpec:
+    """Check every section of a composed config; the first problem -> ConfigError."""
+    expected = {"seed", "train", "optim", "run", "model", "mask", "modality", "data",
+                "backend", "launcher"}
+    unknown = sorted(set(raw.keys()) - expected)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown key; valid: {', '.join(sorted(expected))}")
+    plain = OmegaConf.to_container(raw, resolve=True)
+    try:
+        modality = MODALITIES.get(plain["modality"]["name"])
+        mask_params = dict(plain["mask"])
+        mask_name = mask_params.pop("name")
+        mask = build_mask(mask_name, **mask_params)
+        backend, launcher = plain["backend"], plain["launcher"]
+        BACKENDS.get(backend["name"])
+        LAUNCHERS.get(launcher["name"])
+    except UnknownNameError as exc:
+        raise ConfigError(str(exc)) from None
+    except MaskConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"mask: {exc}") from None
+    return RunSpec(
+        raw=raw,
+        seed=int(plain["seed"]),
+        train=_typed(TrainConfig, plain["train"], "train"),
+        optim=_typed(OptimConfig, plain["optim"], "optim"),
+        run=_typed(RunConfig, plain["run"], "run"),
+        model=_typed(ModelConfig, plain["model"], "model"),
+        mask=mask,
+        modality=modality,
+        data=_typed(modality.data_config, plain["data"], "data"),
+        backend=backend,
+        launcher=launcher,
+    )
+
+
+def load(overrides: list[str]) -> RunSpec:
+    return validate(compose(overrides))
+
+
+__all__ = ["compose", "validate", "load", "RunSpec", "ConfigError", "ALL"]

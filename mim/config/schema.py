@@ -1,0 +1,84 @@
+"""Typed schemas of the config sections that the core owns.
+
+Defaults are the paper's recipe (MAE, Appendix A.1): ViT-B/16 at 224, random masking 0.75,
+norm-pix loss, batch 64 per process, 800 epochs with 40 warmup epochs, AdamW, blr 1.5e-4.
+Sections owned by a plugin (``data`` by the modality, ``mask`` by the policy) are checked
+against that plugin's dataclass after composition.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64  # per process; effective batch = batch_size x accum_steps x world size
+    epochs: int = 800
+    max_steps: Optional[int] = None  # optimiser steps; overrides epochs when set
+    accum_steps: int = 1
+    clip_grad: Optional[float] = None
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    compile: bool = False
+    num_workers: int = 4
+    log_every: int = 10
+    ckpt_every: int = 500  # optimiser steps between checkpoints (and one at the end)
+    keep_last: int = 2
+    vis_every: int = 1000  # steps between reconstruction pictures (and one at the end)
+    vis_samples: int = 4
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "epochs", "accum_steps", "log_every", "ckpt_every",
+                    "keep_last", "vis_every", "vis_samples"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"train.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"train.max_steps: must be >= 1, got {self.max_steps}")
+        if self.num_workers < 0:
+            raise ValueError(f"train.num_workers: must be >= 0, got {self.num_workers}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"train.precision: '{self.precision}' is not one of: fp32, bf16")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise ValueError(f"train.clip_grad: must be > 0, got {self.clip_grad}")
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"
+    blr: float = 1.5e-4  # base lr; lr = blr x effective batch / 256
+    lr: Optional[float] = None  # absolute lr; overrides blr when set
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.05
+    warmup_epochs: float = 40.0
+    warmup_steps: Optional[int] = None  # overrides warmup_epochs when set
+    min_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.name != "adamw":
+            raise ValueError(f"optim.name: '{self.name}' is not one of: adamw")
+        if self.blr <= 0 or (self.lr is not None and self.lr <= 0):
+            raise ValueError("optim.blr / optim.lr: must be > 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optim.betas: two values in [0, 1) expected, got {self.betas}")
+        if self.weight_decay < 0 or self.warmup_epochs < 0 or self.min_lr < 0:
+            raise ValueError("optim.weight_decay / warmup_epochs / min_lr: must be >= 0")
+
+
+@dataclass
+class RunConfig:
+    dir: Optional[str] = None  # default: <root>/<modality>/<model>/<hash of the config>
+    root: str = "runs"
+    resume: str = "auto"  # auto | never | must
+
+    def __post_init__(self) -> None:
+        if self.resume not in ("auto", "never", "must"):
+            raise ValueError(f"run.resume: '{self.resume}' is not one of: auto, never, must")
+
+
+@dataclass
+class BaseConfig:
+    """The typed part of the primary config (Hydra checks overrides against it)."""
+
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)

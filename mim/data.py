@@ -1,0 +1,162 @@
+"""Data contract of the core: samples, skipping of unreadable items, resumable order, masking.
+
+Every random choice about a sample (its augmentation, its mask) is a pure function of
+``(seed, epoch, position in epoch)``. Resuming therefore needs only the number of samples
+consumed, and gives the same batches whatever the number of loader workers.
+Shapes: C channels, L tokens, B batch.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+log = logging.getLogger("mim.data")
+
+
+class UnreadableSample(Exception):
+    """Raised by a dataset's ``load`` with the reason an item cannot be used."""
+
+
+@dataclass
+class Sample:
+    x: torch.Tensor  # [C, *spatial]
+    label: int = -1  # -1: unlabelled
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) replaced
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # [B, C, *spatial]
+    mask: torch.Tensor  # [B, L] bool, True = masked, same count per row
+    label: torch.Tensor  # [B] int64, -1 where unlabelled
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        return Batch(self.x.to(device, non_blocking=non_blocking),
+                     self.mask.to(device, non_blocking=non_blocking),
+                     self.label.to(device, non_blocking=non_blocking), self.skipped)
+
+
+def sample_seed(seed: int, epoch: int, position: int, stream: str = "") -> int:
+    """A 63-bit seed for one sample's randomness, independent of workers and world size."""
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{position}/{stream}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "little") >> 1
+
+
+class MimDataset(Dataset, ABC):
+    """Base for modality datasets: indexed by ``(index, seed)``, skipping unreadable items.
+
+    Subclasses implement ``__len__``, ``describe(index)`` (a path, for messages) and
+    ``load(index, seed) -> (x, label)``, raising ``UnreadableSample`` (or any I/O or decode
+    error) for an item that cannot be used. The item is then replaced by the next readable one
+    and reported in ``Sample.skipped``; nothing crashes.
+    """
+
+    max_consecutive_failures = 64
+
+    def describe(self, index: int) -> str:
+        return str(index)
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of items (readable or not)."""
+
+    @abstractmethod
+    def load(self, index: int, seed: int) -> tuple[torch.Tensor, int]:
+        """Item ``index`` augmented with randomness from ``seed`` -> (x [C, *spatial], label)."""
+
+    def __getitem__(self, key: tuple[int, int]) -> Sample:
+        index, seed = key
+        skipped: list[tuple[str, str]] = []
+        for attempt in range(min(len(self), self.max_consecutive_failures)):
+            current = (index + attempt) % len(self)
+            try:
+                x, label = self.load(current, seed)
+                return Sample(x, label, skipped)
+            except (UnreadableSample, OSError, ValueError, RuntimeError, SyntaxError) as exc:
+                reason = str(exc) or type(exc).__name__
+                skipped.append((self.describe(current), reason))
+        raise RuntimeError(
+            f"{len(skipped)} consecutive items could not be read, last: "
+            f"{skipped[-1][0]} ({skipped[-1][1]}); check the data folder"
+        )
+
+
+class StreamSampler(Sampler):
+    """An endless, resumable order over a dataset, sharded across ranks.
+
+    Epoch ``e`` is a permutation seeded by ``(seed, e)``, cut to a multiple of the global batch
+    (``drop_last``). The global order is consumed ``global_batch`` samples per micro-step; rank
+    ``r`` takes the ``r``-th slice of ``local_batch`` of each. Yields ``(index, sample_seed)``.
+    """
+
+    def __init__(self, num_items: int, seed: int, local_batch: int, rank: int = 0,
+                 world_size: int = 1, start: int = 0):
+        self.num_items, self.seed = num_items, seed
+        self.local_batch, self.rank, self.world_size = local_batch, rank, world_size
+        self.global_batch = local_batch * world_size
+        self.per_epoch = num_items // self.global_batch * self.global_batch
+        if self.per_epoch == 0:
+            raise ValueError(
+                f"train.batch_size: a global batch of {self.global_batch} is larger than the "
+                f"dataset ({num_items} items); lower train.batch_size or add data"
+            )
+        self.start = start  # samples already consumed (global count)
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, -1, "order"))
+        return torch.randperm(self.num_items, generator=g)[: self.per_epoch]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        position = self.start
+        while True:
+            epoch, offset = divmod(position, self.per_epoch)
+            order = self.epoch_order(epoch)
+            for step_start in range(offset, self.per_epoch, self.global_batch):
+                first = step_start + self.rank * self.local_batch
+                for p in range(first, first + self.local_batch):
+                    yield int(order[p]), sample_seed(self.seed, epoch, p)
+            position = (epoch + 1) * self.per_epoch
+
+
+class MaskingCollate:
+    """Stacks samples and draws each sample's mask, in the loader worker (static counts)."""
+
+    def __init__(self, policy: Callable, grid: tuple[int, ...]):
+        self.policy, self.grid = policy, tuple(grid)
+
+    def __call__(self, samples: list[tuple[Sample, int]]) -> Batch:
+        masks = []
+        for _, seed in samples:
+            g = torch.Generator().manual_seed(sample_seed(seed, 0, 0, "mask"))
+            masks.append(self.policy(self.grid, g))  # [L]
+        return Batch(
+            x=torch.stack([s.x for s, _ in samples]),  # [B, C, *spatial]
+            mask=torch.stack(masks),  # [B, L]
+            label=torch.tensor([s.label for s, _ in samples], dtype=torch.long),
+            skipped=[item for s, _ in samples for item in s.skipped],
+        )
+
+
+class SeededView(Dataset):
+    """Passes the sample seed through to the collate function along with the sample."""
+
+    def __init__(self, dataset: MimDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Sample, int]:
+        return self.dataset[key], key[1]
+
+
+def steps_per_epoch(num_items: int, global_batch: int) -> int:
+    return max(1, math.floor(num_items / global_batch))

@@ -1,0 +1,1 @@
+"""The training engine: backends, optimiser and schedule, checkpoints, logging, the loop."""

@@ -1,0 +1,131 @@
+"""Backends run the optimisation step; the training loop never asks which one it has.
+
+Contract (DESIGN.md): ``setup(model, optimizer, scheduler)``, ``backward(loss)``, ``step()``,
+``state_dict()`` / ``load_state_dict()``, ``save(dir)`` / ``load(dir)``. Gradient accumulation
+lives here because engines differ in how they do it (DDP's ``no_sync``, DeepSpeed's own
+counter): the loop calls ``backward`` and ``step`` once per micro-batch and ``step`` returns
+True when an optimiser step was taken.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mim.registry import BACKENDS
+
+STATE_FILE = "state.pt"
+
+
+class Backend:
+    """Base class: holds the distributed facts every backend shares."""
+
+    def __init__(self, precision: str = "fp32", accum_steps: int = 1,
+                 clip_grad: float | None = None):
+        self.precision, self.accum_steps, self.clip_grad = precision, accum_steps, clip_grad
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world_size = dist.get_world_size() if dist.is_initialized() else 1
+        self.micro_step = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def mean_across_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        if self.world_size > 1:
+            value = value.detach().clone()
+            dist.all_reduce(value)
+            value /= self.world_size
+        return value
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+@BACKENDS.register("torch")
+class TorchBackend(Backend):
+    """Plain PyTorch: one process, or DistributedDataParallel when a process group exists."""
+
+    def __init__(self, precision: str = "fp32", accum_steps: int = 1,
+                 clip_grad: float | None = None, compile: bool = False):
+        super().__init__(precision, accum_steps, clip_grad)
+        self.compile = compile
+        if torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_RANK", 0))
+            self.device = torch.device("cuda", local)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+
+    def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+              scheduler: torch.optim.lr_scheduler.LRScheduler) -> nn.Module:
+        self.model = model.to(self.device)
+        self.optimizer, self.scheduler = optimizer, scheduler
+        if self.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.runner = torch.compile(self.model) if self.compile else self.model
+        return self.runner
+
+    @property
+    def module(self) -> nn.Module:
+        """The bare model (unwrapped from DDP)."""
+        return getattr(self.model, "module", self.model)
+
+    def _at_boundary(self) -> bool:
+        return (self.micro_step + 1) % self.accum_steps == 0
+
+    def backward(self, loss: torch.Tensor) -> None:
+        sync = self._at_boundary() or self.world_size == 1
+        context = contextlib.nullcontext() if sync else self.model.no_sync()
+        with context:
+            (loss / self.accum_steps).backward()
+
+    def step(self) -> bool:
+        boundary = self._at_boundary()
+        self.micro_step += 1
+        if not boundary:
+            return False
+        if self.clip_grad:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.clip_grad)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return True
+
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "micro_step": self.micro_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.micro_step = state["micro_step"]
+
+    def save(self, directory: Path, client_state: dict[str, Any]) -> None:
+        """Write the full state into ``directory`` (an unpublished temp dir; rank 0 only)."""
+        if self.is_main:
+            with open(directory / STATE_FILE, "wb") as f:
+                torch.save({**self.state_dict(), "client": client_state}, f)
+                f.flush()
+                os.fsync(f.fileno())
+
+    def load(self, directory: Path) -> dict[str, Any]:
+        state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
+        self.load_state_dict(state)
+        return state["client"]

@@ -1,0 +1,93 @@
+"""Checkpoints that a crash or a kill can never corrupt.
+
+A checkpoint is a directory ``step_XXXXXXXX`` written in full under a temporary name in the same
+folder, synced to disk, then published with one atomic ``rename``; ``last`` is a symlink
+replaced atomically after that. A reader therefore only ever sees complete checkpoints, and a
+kill at any point leaves the previous one intact. The backend decides what goes inside (one
+file for torch, DeepSpeed's shards for ZeRO).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+_NAME = re.compile(r"^step_(\d{8,})$")
+LAST = "last"
+
+
+class CheckpointError(RuntimeError):
+    """Saving failed; the previous checkpoint is untouched."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Checkpoints:
+    def __init__(self, root: Path, keep_last: int = 2):
+        self.root = Path(root)
+        self.keep_last = max(1, keep_last)
+
+    def complete(self) -> list[Path]:
+        """Published checkpoints, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.root.iterdir()
+                 if (m := _NAME.match(p.name)) and p.is_dir()]
+        return [p for _, p in sorted(found)]
+
+    def latest(self) -> Path | None:
+        link = self.root / LAST
+        if link.is_symlink() and link.resolve().is_dir():
+            return link.resolve()
+        done = self.complete()
+        return done[-1] if done else None
+
+    def save(self, step: int, backend: Any, client_state: dict[str, Any]) -> Path:
+        """Write checkpoint ``step`` through ``backend.save`` (collective: every rank calls)."""
+        final = self.root / f"step_{step:08d}"
+        tmp = self.root / f".tmp-{final.name}"
+        try:
+            if backend.is_main:
+                self.root.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+            backend.barrier()
+            backend.save(tmp, client_state)
+            backend.barrier()
+            if backend.is_main:
+                self._publish(tmp, final)
+        except OSError as exc:
+            if backend.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            previous = self.latest()
+            raise CheckpointError(
+                f"could not write checkpoint {final} ({exc.strerror or exc}); the previous "
+                f"checkpoint {previous or '(none)'} is intact; free space or fix permissions "
+                f"of {self.root}, then run the same command to resume"
+            ) from exc
+        backend.barrier()
+        return final
+
+    def _publish(self, tmp: Path, final: Path) -> None:
+        _fsync_dir(tmp)
+        if final.exists():  # the same step saved again: move the old one aside first
+            stale = final.with_name(f".stale-{final.name}")
+            shutil.rmtree(stale, ignore_errors=True)
+            final.rename(stale)
+            shutil.rmtree(stale)
+        tmp.rename(final)
+        link_tmp = self.root / f".{LAST}.tmp"
+        link_tmp.unlink(missing_ok=True)
+        link_tmp.symlink_to(final.name)
+        os.replace(link_tmp, self.root / LAST)
+        _fsync_dir(self.root)
+        for old in self.complete()[: -self.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,155 @@
+"""The training loop: micro-batches in, optimiser steps, logs, pictures and checkpoints out.
+
+It talks only to the ``Backend`` (DESIGN.md): no branch on which backend runs the step.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from mim.data import Batch
+from mim.engine.checkpoint import Checkpoints
+from mim.engine.metrics import RunLogger
+from mim.engine.visual import reconstruction_panels
+
+log = logging.getLogger("mim")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or Inf; the step was not applied."""
+
+
+@dataclass
+class LoopState:
+    step: int = 0  # optimiser steps done
+    samples: int = 0  # global samples consumed (the data position)
+    skipped: int = 0  # unreadable items replaced so far
+    rng: dict[str, Any] = field(default_factory=dict)
+
+    def capture_rng(self) -> None:
+        self.rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate()}
+        if torch.cuda.is_available():
+            self.rng["cuda"] = torch.cuda.get_rng_state_all()
+
+    def restore_rng(self) -> None:
+        if not self.rng:
+            return
+        torch.set_rng_state(self.rng["torch"])
+        np.random.set_state(self.rng["numpy"])
+        random.setstate(self.rng["python"])
+        if "cuda" in self.rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self.rng["cuda"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "samples": self.samples, "skipped": self.skipped,
+                "rng": self.rng}
+
+
+@dataclass
+class LoopSettings:
+    total_steps: int
+    global_batch: int  # samples per micro-step across all ranks
+    accum_steps: int
+    log_every: int
+    ckpt_every: int
+    vis_every: int
+    samples_per_epoch: int
+
+
+class Trainer:
+    def __init__(self, runner: torch.nn.Module, model: torch.nn.Module, backend: Any,
+                 batches: Callable[[int], Iterator[Batch]], settings: LoopSettings,
+                 checkpoints: Checkpoints, logger: RunLogger, state: LoopState,
+                 picture: Callable[[Any, int], Path | None], config_snapshot: dict[str, Any]):
+        self.runner, self.model, self.backend = runner, model, backend
+        self.batches, self.settings = batches, settings
+        self.checkpoints, self.logger, self.state = checkpoints, logger, state
+        self.picture, self.config_snapshot = picture, config_snapshot
+        self._warned: set[str] = set()
+
+    def fit(self) -> LoopState:
+        s, st = self.settings, self.state
+        stream = self.batches(st.samples)
+        window_loss, window_samples, t0 = 0.0, 0, time.perf_counter()
+        self.runner.train()
+        while st.step < s.total_steps:
+            batch = next(stream).to(self.backend.device, non_blocking=True)
+            self._report_skipped(batch)
+            with self.backend.autocast():
+                out = self.runner(batch.x, batch.mask)
+            loss_value = float(self.backend.mean_across_ranks(out.loss.detach()))
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(
+                    f"loss is {loss_value} at step {st.step + 1}; the step was not applied and "
+                    f"the last good checkpoint ({self.checkpoints.latest() or 'none'}) is kept; "
+                    "lower optim.blr, set train.clip_grad, or check the data")
+            self.backend.backward(out.loss)
+            stepped = self.backend.step()
+            st.samples += s.global_batch
+            window_loss += loss_value
+            window_samples += s.global_batch
+            if not stepped:
+                continue
+            st.step += 1
+            elapsed = time.perf_counter() - t0
+            rate = window_samples / max(elapsed, 1e-9)
+            self.logger.progress(st.step, loss_value, self.backend.lr(), rate)
+            if st.step % s.log_every == 0 or st.step == s.total_steps:
+                micro = window_samples / s.global_batch
+                self.logger.record(st.step, {
+                    "loss": window_loss / micro, "lr": self.backend.lr(),
+                    "samples_per_s": rate, "samples": st.samples, "skipped": st.skipped,
+                    "epoch": st.samples / s.samples_per_epoch})
+                window_loss, window_samples, t0 = 0.0, 0, time.perf_counter()
+            if st.step % s.vis_every == 0 or st.step == s.total_steps:
+                self._picture()
+            if st.step % s.ckpt_every == 0 or st.step == s.total_steps:
+                self.save()
+        return st
+
+    def _report_skipped(self, batch: Batch) -> None:
+        for path, reason in batch.skipped:
+            if path not in self._warned:  # once per file; every occurrence is counted
+                self._warned.add(path)
+                log.warning("skipped unreadable item %s: %s", path, reason)
+        self.state.skipped += len(batch.skipped)
+
+    def _picture(self) -> None:
+        if self.backend.is_main:
+            self.model.eval()
+            with self.backend.autocast():
+                path = self.picture(self.model, self.state.step)
+            self.model.train()
+            if path is not None:
+                log.debug("reconstruction picture: %s", path)
+
+    def save(self) -> Path:
+        self.state.capture_rng()
+        client = {"loop": self.state.as_dict(), "config": self.config_snapshot}
+        return self.checkpoints.save(self.state.step, self.backend, client)
+
+
+def picture_writer(spec: Any, data_cfg: Any, samples: Batch, out_dir: Path,
+                   logger: RunLogger) -> Callable[[torch.nn.Module, int], Path]:
+    """A function that renders reconstructions of fixed ``samples`` at a given step."""
+
+    def write(model: torch.nn.Module, step: int) -> Path:
+        device = next(model.parameters()).device
+        panels = reconstruction_panels(model, samples.x.to(device), samples.mask.to(device))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = spec.visualize(panels, data_cfg, out_dir / f"step_{step:08d}")
+        if path.suffix == ".png":
+            from PIL import Image
+            logger.image("reconstruction", np.asarray(Image.open(path).convert("RGB")), step)
+        return path
+
+    return write

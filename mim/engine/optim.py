@@ -1,0 +1,50 @@
+"""AdamW with MAE's parameter groups, and the per-step cosine schedule with linear warmup.
+
+MAE (Appendix A.1, Table 8): AdamW, betas (0.9, 0.95), weight decay 0.05, lr = blr x batch / 256
+with blr 1.5e-4, cosine decay, warmup; no weight decay on biases, norms, tokens and position
+embeddings (timm's ``param_groups_weight_decay`` convention).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+_NO_DECAY_NAMES = ("cls_token", "mask_token", "pos_embed")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        skip = param.ndim <= 1 or name.endswith(".bias") or any(k in name for k in _NO_DECAY_NAMES)
+        (no_decay if skip else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def effective_lr(blr: float, effective_batch: int) -> float:
+    """MAE's linear scaling rule: lr = blr x effective batch / 256."""
+    return blr * effective_batch / 256
+
+
+def build_adamw(model: nn.Module, lr: float, betas: tuple[float, float],
+                weight_decay: float) -> torch.optim.AdamW:
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
+
+
+def cosine_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """lr multiplier for the optimiser step ``step`` (0-based)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
+                    min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_factor(s, warmup_steps, total_steps, min_ratio))

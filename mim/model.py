@@ -1,0 +1,162 @@
+"""The modality-agnostic masked autoencoder: tokenize -> keep visible -> encode -> decode -> loss.
+
+MAE (He et al. 2021, Sec. 3): the encoder runs on visible tokens only (no mask tokens); the light
+decoder sees the encoded visible tokens plus one shared learned mask token per masked position,
+with position embeddings added again; the loss is the MSE on masked patches, optionally against
+per-patch normalised pixels ("norm-pix", Table 1d). Shapes: B batch, L tokens on the grid,
+Lv visible, D encoder width, Dd decoder width, P values per patch.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from mim.pos_embed import sincos_pos_embed
+from mim.tokenizers.base import Tokenizer, visible_ids
+
+
+@dataclass
+class Encoded:
+    tokens: torch.Tensor  # [B, prefix + Lv, D], after the final norm
+    ids_keep: torch.Tensor | None  # [B, Lv] grid positions of the visible tokens (None: all)
+    grid: tuple[int, ...]
+    num_prefix: int  # 1 with a cls token, else 0
+
+
+@dataclass
+class MAEOutput:
+    loss: torch.Tensor  # scalar
+    pred: torch.Tensor  # [B, L, P] in the target layout of tokenizer.patchify
+    mask: torch.Tensor  # [B, L] bool, True = masked
+
+
+def _blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float) -> nn.ModuleList:
+    rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
+    # timm's Block uses fused scaled_dot_product_attention; LayerNorm eps 1e-6 as MAE
+    norm = functools.partial(nn.LayerNorm, eps=1e-6)
+    return nn.ModuleList(
+        Block(dim, heads, mlp_ratio, qkv_bias=True, drop_path=r, norm_layer=norm) for r in rates
+    )
+
+
+class MaskedAutoencoder(nn.Module):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        depth: int,
+        num_heads: int,
+        decoder_embed_dim: int,
+        decoder_depth: int,
+        decoder_num_heads: int,
+        mlp_ratio: float = 4.0,
+        cls_token: bool = True,
+        norm_pix_loss: bool = True,
+        loss_on: str = "masked",
+        drop_path: float = 0.0,
+    ):
+        super().__init__()
+        if loss_on not in ("masked", "all"):
+            raise ValueError(f"model.loss_on: '{loss_on}' is not one of: masked, all")
+        dim = tokenizer.embed_dim
+        self.tokenizer = tokenizer
+        self.num_prefix = int(cls_token)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
+        self.blocks = _blocks(dim, depth, num_heads, mlp_ratio, drop_path)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+
+        self.decoder_embed = nn.Linear(dim, decoder_embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
+        self.decoder_blocks = _blocks(decoder_embed_dim, decoder_depth, decoder_num_heads,
+                                      mlp_ratio, 0.0)
+        self.decoder_norm = nn.LayerNorm(decoder_embed_dim, eps=1e-6)
+        self.decoder_pred = nn.Linear(decoder_embed_dim, tokenizer.patch_dim)
+
+        self.norm_pix_loss = norm_pix_loss
+        self.loss_on = loss_on
+        self._pos_cache: dict[tuple, torch.Tensor] = {}
+        self._init_weights()
+
+    # -- MAE initialisation (xavier-uniform linears, normal(0.02) tokens) -----------------------
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        proj = getattr(self.tokenizer, "proj", None)
+        if proj is not None:  # MAE initialises the patch conv like a linear layer
+            nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def pos_embed(self, grid: tuple[int, ...], dim: int, like: torch.Tensor) -> torch.Tensor:
+        """Fixed sin-cos table [L, dim] for ``grid``, cached per grid, width, device and dtype."""
+        key = (tuple(grid), dim, like.device, like.dtype)
+        if key not in self._pos_cache:
+            self._pos_cache[key] = sincos_pos_embed(dim, grid).to(like.device, like.dtype)
+        return self._pos_cache[key]
+
+    # -- the four steps ----------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> MAEOutput:
+        """x [B, C, *spatial], mask bool [B, L] (True = masked) -> MAEOutput."""
+        encoded = self.encode(x, mask)
+        pred = self.decode(encoded)
+        return MAEOutput(loss=self.loss(x, pred, mask), pred=pred, mask=mask)
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
+        """Encode the visible tokens (all tokens when ``mask`` is None)."""
+        grid = self.tokenizer.grid(x.shape[1:])
+        tokens = self.tokenizer(x, mask)  # [B, Lv, D]
+        pos = self.pos_embed(grid, tokens.shape[-1], tokens)  # [L, D]
+        ids_keep = visible_ids(mask) if mask is not None else None
+        tokens = tokens + (pos[ids_keep] if ids_keep is not None else pos)  # [B, Lv, D]
+        if self.cls_token is not None:  # its position embedding is zero (MAE)
+            cls = self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
+            tokens = torch.cat([cls, tokens], dim=1)  # [B, 1 + Lv, D]
+        for block in self.blocks:
+            tokens = block(tokens)
+        return Encoded(self.norm(tokens), ids_keep, grid, self.num_prefix)
+
+    def decode(self, encoded: Encoded) -> torch.Tensor:
+        """Encoded visible tokens -> predictions for every grid position [B, L, P]."""
+        y = self.decoder_embed(encoded.tokens)  # [B, prefix + Lv, Dd]
+        prefix, visible = y[:, : encoded.num_prefix], y[:, encoded.num_prefix:]
+        batch, width = y.shape[0], y.shape[-1]
+        num_tokens = torch.Size(encoded.grid).numel()
+        if encoded.ids_keep is None:
+            full = visible  # [B, L, Dd]
+        else:  # mask tokens everywhere, then the visible tokens back at their grid positions
+            full = self.mask_token.to(y.dtype).expand(batch, num_tokens, width)  # [B, L, Dd]
+            index = encoded.ids_keep.unsqueeze(-1).expand(-1, -1, width)  # [B, Lv, Dd]
+            full = full.scatter(1, index, visible)  # [B, L, Dd]
+        full = full + self.pos_embed(encoded.grid, width, full)
+        y = torch.cat([prefix, full], dim=1)  # [B, prefix + L, Dd]
+        for block in self.decoder_blocks:
+            y = block(y)
+        y = self.decoder_pred(self.decoder_norm(y))  # [B, prefix + L, P]
+        return y[:, encoded.num_prefix:]  # [B, L, P]
+
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction target [B, L, P]: pixels, or per-patch normalised pixels (norm-pix)."""
+        target = self.tokenizer.patchify(x)
+        if self.norm_pix_loss:
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1.0e-6) ** 0.5
+        return target
+
+    def loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean squared error per patch, averaged over masked patches (or all, ``loss_on``)."""
+        per_patch = ((pred.float() - self.target(x).float()) ** 2).mean(dim=-1)  # [B, L]
+        if self.loss_on == "all":
+            return per_patch.mean()
+        weight = mask.to(per_patch.dtype)
+        return (per_patch * weight).sum() / weight.sum()

@@ -1,0 +1,115 @@
+"""Model presets registered by name, and ``create_model`` / ``list_models``.
+
+A preset is a factory returning a ``ModelConfig``; the same dataclass is the Hydra schema of the
+``model`` config group, so ``model=mae_vit_base_patch16 model.depth=6`` is typed and checked.
+Sizes: ViT (Dosovitskiy et al.) as used by MAE; MAE's decoder is 8 blocks x 512 wide
+(MAE Table 1a/1b). Long-sequence MAE (Hu et al. 2022, Sec. 3): 448 px with patch 16 (L = 784),
+decoder half the encoder's width with the encoder's number of heads.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from mim.model import MaskedAutoencoder
+from mim.registry import MODELS, TOKENIZERS
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mae_vit_base_patch16"
+    tokenizer: str = "patch2d"
+    patch_size: int = 16
+    tubelet_size: int = 1  # time (or depth) extent of a cube; ignored by patch2d
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    decoder_embed_dim: int = 512
+    decoder_depth: int = 8
+    decoder_num_heads: int = 16
+    cls_token: bool = True
+    norm_pix_loss: bool = True
+    loss_on: str = "masked"  # masked | all
+    drop_path: float = 0.0
+
+    def __post_init__(self) -> None:
+        for key in ("patch_size", "tubelet_size", "embed_dim", "depth", "num_heads",
+                    "decoder_embed_dim", "decoder_depth", "decoder_num_heads"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"model.{key}: must be >= 1, got {getattr(self, key)}")
+        for dim, heads, key in ((self.embed_dim, self.num_heads, "num_heads"),
+                                (self.decoder_embed_dim, self.decoder_num_heads,
+                                 "decoder_num_heads")):
+            if dim % heads:
+                raise ValueError(f"model.{key}: {heads} does not divide the width {dim}")
+        if self.loss_on not in ("masked", "all"):
+            raise ValueError(f"model.loss_on: '{self.loss_on}' is not one of: masked, all")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ValueError(f"model.drop_path: must be in [0, 1), got {self.drop_path}")
+
+
+# (embed_dim, depth, num_heads): ViT-Ti/S/B/L/H
+_VIT = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12),
+        "large": (1024, 24, 16), "huge": (1280, 32, 16)}
+
+
+def _register_mae(size: str, patch: int) -> None:
+    dim, depth, heads = _VIT[size]
+    name = f"mae_vit_{size}_patch{patch}"
+
+    def preset() -> ModelConfig:
+        return ModelConfig(name=name, patch_size=patch, embed_dim=dim, depth=depth,
+                           num_heads=heads)
+
+    preset.__doc__ = f"MAE ViT-{size} /{patch}, decoder 8 x 512 (MAE Table 1)."
+    MODELS.register(name, obj=preset)
+
+
+def _register_longseq(size: str) -> None:
+    dim, depth, heads = _VIT[size]
+    name = f"lsmae_vit_{size}_patch16"
+
+    def preset() -> ModelConfig:
+        return ModelConfig(name=name, patch_size=16, embed_dim=dim, depth=depth,
+                           num_heads=heads, decoder_embed_dim=dim // 2, decoder_num_heads=heads)
+
+    preset.__doc__ = (f"Long-sequence MAE ViT-{size}/16 (use at 448 px with a 2x2 mask unit; "
+                      "decoder half the encoder width, encoder heads).")
+    MODELS.register(name, obj=preset)
+
+
+for _size in _VIT:
+    for _patch in (16, 14):
+        _register_mae(_size, _patch)
+for _size in ("base", "large"):
+    _register_longseq(_size)
+
+
+def list_models() -> list[str]:
+    return MODELS.names()
+
+
+def model_config(name: str, **overrides) -> ModelConfig:
+    """The preset's config with ``overrides`` applied (unknown keys are an error)."""
+    base = MODELS.get(name)()
+    unknown = sorted(set(overrides) - set(asdict(base)))
+    if unknown:
+        raise TypeError(f"model.{unknown[0]}: unknown; valid: {', '.join(asdict(base))}")
+    return replace(base, **overrides)
+
+
+def build_model(cfg: ModelConfig, in_chans: int) -> MaskedAutoencoder:
+    tokenizer = TOKENIZERS.get(cfg.tokenizer)(
+        in_chans=in_chans, embed_dim=cfg.embed_dim, patch_size=cfg.patch_size,
+        tubelet_size=cfg.tubelet_size)
+    return MaskedAutoencoder(
+        tokenizer, depth=cfg.depth, num_heads=cfg.num_heads,
+        decoder_embed_dim=cfg.decoder_embed_dim, decoder_depth=cfg.decoder_depth,
+        decoder_num_heads=cfg.decoder_num_heads, mlp_ratio=cfg.mlp_ratio,
+        cls_token=cfg.cls_token, norm_pix_loss=cfg.norm_pix_loss, loss_on=cfg.loss_on,
+        drop_path=cfg.drop_path)
+
+
+def create_model(name: str, in_chans: int = 3, **overrides) -> MaskedAutoencoder:
+    """``mim.create_model("mae_vit_base_patch16", depth=6)`` -> a MaskedAutoencoder."""
+    return build_model(model_config(name, **overrides), in_chans)

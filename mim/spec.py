@@ -1,0 +1,36 @@
+"""``ModalitySpec``: everything ``mim train modality=X`` needs to know about a modality.
+
+A modality package registers one spec (``MODALITIES.register(spec.name, obj=spec)``), either
+built in (``mim.modalities.*``) or from a third-party package through the ``mim.plugins`` entry
+point group. The core only ever talks to the spec.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from mim.data import MimDataset
+
+
+@dataclass(frozen=True)
+class Panels:
+    """Reconstruction pictures for a few samples, all [N, C, *spatial] in the input's domain."""
+
+    original: torch.Tensor
+    masked: torch.Tensor  # visible patches only, masked patches zero
+    reconstruction: torch.Tensor
+    pasted: torch.Tensor  # reconstruction with the visible patches pasted back
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    name: str
+    data_config: type  # dataclass: schema and defaults of ``cfg.data``
+    build_dataset: Callable[[Any], MimDataset]  # data config -> dataset (demo data if no root)
+    sample_shape: Callable[[Any], tuple[int, ...]]  # data config -> (C, *spatial)
+    visualize: Callable[[Panels, Any, Path], Path]  # panels, data config, path stem -> file
+    tokenizer: str = "patch2d"  # the default tokenizer for this modality's samples
+    description: str = ""

@@ -1,0 +1,75 @@
+"""The tokenizer contract every tokenizer (patch2d, cube, hybrid) implements.
+
+A tokenizer owns every size: the grid of tokens for an input, the patch size, and the number of
+values per patch. Nothing else in mim hard-codes them. Shape legend: B batch, C channels,
+L tokens on the full grid, Lv visible tokens, D width, P values per patch.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+
+class Tokenizer(nn.Module, ABC):
+    in_chans: int
+    embed_dim: int
+    patch_size: tuple[int, ...]  # one entry per grid axis
+
+    @property
+    def rank(self) -> int:
+        """Number of grid axes (2 for images, 3 for video and volumes)."""
+        return len(self.patch_size)
+
+    @property
+    def patch_dim(self) -> int:
+        """P: values per patch in ``patchify``'s output."""
+        return math.prod(self.patch_size) * self.in_chans
+
+    def grid(self, input_shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
+        """Token grid for one sample of shape ``(C, *spatial)`` (no batch axis)."""
+        spatial = tuple(input_shape)[1:]
+        if len(input_shape) != self.rank + 1 or input_shape[0] != self.in_chans:
+            raise ValueError(
+                f"{type(self).__name__} expects samples of shape (C={self.in_chans}, "
+                f"{self.rank} spatial axes), got {tuple(input_shape)}"
+            )
+        bad = [(s, p) for s, p in zip(spatial, self.patch_size) if s % p]
+        if bad:
+            raise ValueError(
+                f"input size {spatial} is not divisible by the patch size {self.patch_size}"
+            )
+        return tuple(s // p for s, p in zip(spatial, self.patch_size))
+
+    def num_tokens(self, input_shape: tuple[int, ...]) -> int:
+        """L for one sample of shape ``(C, *spatial)``."""
+        return math.prod(self.grid(input_shape))
+
+    @abstractmethod
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """x [B, C, *spatial], mask bool [B, L] (True = masked) or None -> tokens [B, Lv, D]."""
+
+    @abstractmethod
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, C, *spatial] -> [B, L, P] (the reconstruction target layout)."""
+
+    @abstractmethod
+    def unpatchify(self, y: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        """y [B, L, P] on ``grid`` -> x [B, C, *spatial]."""
+
+
+def visible_ids(mask: torch.Tensor) -> torch.Tensor:
+    """mask bool [B, L] with the same count per row -> ids of visible tokens [B, Lv], in order.
+
+    A stable argsort puts the visible (False) positions first, in grid order.
+    """
+    num_visible = mask.shape[1] - int(mask[0].sum())
+    order = torch.argsort(mask.to(torch.int8), dim=1, stable=True)  # [B, L]
+    return order[:, :num_visible]
+
+
+def gather_tokens(tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """tokens [B, L, D], ids [B, Lk] -> [B, Lk, D]."""
+    return torch.gather(tokens, 1, ids.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))

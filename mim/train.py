@@ -1,0 +1,169 @@
+"""``train(spec)``: build everything from a validated config and run the loop.
+
+Every launcher calls this same function in every process it starts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+
+from mim.config.compose import RunSpec
+from mim.config.errors import ConfigError
+from mim.data import Batch, MaskingCollate, SeededView, StreamSampler, sample_seed
+from mim.engine.checkpoint import Checkpoints
+from mim.engine.loop import LoopSettings, LoopState, Trainer, picture_writer
+from mim.engine.metrics import RunLogger
+from mim.engine.optim import build_adamw, cosine_schedule, effective_lr
+from mim.masking import MaskConfigError
+from mim.models import build_model
+from mim.registry import BACKENDS
+
+log = logging.getLogger("mim")
+
+
+def config_hash(spec: RunSpec) -> str:
+    """Identifies a run: the same command (same config) maps to the same run directory."""
+    tree = OmegaConf.to_container(spec.raw, resolve=True)
+    tree.pop("run", None)
+    tree.pop("launcher", None)
+    return hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def run_dir(spec: RunSpec) -> Path:
+    if spec.run.dir:
+        return Path(spec.run.dir).expanduser().resolve()
+    return (Path(spec.run.root) / spec.modality.name / spec.model.name / config_hash(spec)).resolve()
+
+
+def _init_distributed() -> None:
+    if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def _setup_logging(directory: Path, is_main: bool) -> None:
+    root = logging.getLogger("mim")
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    stream = logging.StreamHandler()
+    stream.setFormatter(fmt)
+    stream.setLevel(logging.INFO if is_main else logging.WARNING)
+    root.addHandler(stream)
+    if is_main:
+        file = logging.FileHandler(directory / "train.log")
+        file.setFormatter(fmt)
+        root.addHandler(file)
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train(spec: RunSpec) -> Path:
+    """Pretrain as configured; returns the run directory."""
+    _init_distributed()
+    backend_params = {k: v for k, v in spec.backend.items() if k != "name"}
+    backend = BACKENDS.get(spec.backend["name"])(
+        precision=spec.train.precision, accum_steps=spec.train.accum_steps,
+        clip_grad=spec.train.clip_grad, compile=spec.train.compile, **backend_params)
+    directory = run_dir(spec)
+    if backend.is_main:
+        directory.mkdir(parents=True, exist_ok=True)
+    backend.barrier()
+    _setup_logging(directory, backend.is_main)
+
+    dataset = spec.modality.build_dataset(spec.data)
+    sample_shape = tuple(spec.modality.sample_shape(spec.data))  # (C, *spatial)
+    _seed_all(spec.seed)  # identical initial weights on every rank
+    model = build_model(spec.model, in_chans=sample_shape[0])
+    try:
+        grid = model.tokenizer.grid(sample_shape)
+        spec.mask.check(grid)
+    except MaskConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    except ValueError as exc:
+        raise ConfigError(f"data: {exc}") from None
+
+    t = spec.train
+    global_batch = t.batch_size * backend.world_size
+    sampler_probe = StreamSampler(len(dataset), spec.seed, t.batch_size, 0, backend.world_size)
+    steps_per_epoch = max(1, sampler_probe.per_epoch // global_batch // t.accum_steps)
+    total_steps = t.max_steps or t.epochs * steps_per_epoch
+    warmup = spec.optim.warmup_steps
+    if warmup is None:
+        warmup = round(spec.optim.warmup_epochs * steps_per_epoch)
+    warmup = min(warmup, max(total_steps - 1, 0))
+    lr = spec.optim.lr or effective_lr(spec.optim.blr, global_batch * t.accum_steps)
+    optimizer = build_adamw(model, lr, tuple(spec.optim.betas), spec.optim.weight_decay)
+    scheduler = cosine_schedule(optimizer, warmup, total_steps, spec.optim.min_lr / lr)
+    runner = backend.setup(model, optimizer, scheduler)
+
+    derived = {"lr": lr, "effective_batch": global_batch * t.accum_steps,
+               "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+               "warmup_steps": warmup, "grid": list(grid), "tokens": int(np.prod(grid)),
+               "masked_tokens": spec.mask.num_masked(grid), "dataset_items": len(dataset),
+               "decoder_embed_dim": spec.model.decoder_embed_dim,
+               "encoder_params": sum(p.numel() for n, p in model.named_parameters()
+                                     if not n.startswith(("decoder", "mask_token"))),
+               "world_size": backend.world_size}
+    checkpoints = Checkpoints(directory / "checkpoints", t.keep_last)
+    state = LoopState()
+    latest = checkpoints.latest()
+    if spec.run.resume == "must" and latest is None:
+        raise ConfigError(f"run.resume: 'must' but {checkpoints.root} holds no checkpoint")
+    if latest is not None and spec.run.resume != "never":
+        client = backend.load(latest)
+        state = LoopState(**client["loop"])
+        state.restore_rng()
+        log.info("resumed from %s (step %d, %d samples)", latest, state.step, state.samples)
+    if backend.is_main:
+        OmegaConf.save(spec.raw, directory / "config.yaml", resolve=True)
+        (directory / "derived.json").write_text(json.dumps(derived, indent=2) + "\n")
+        log.info("run directory: %s", directory)
+        log.info("derived: %s", json.dumps(derived))
+
+    collate = MaskingCollate(spec.mask, grid)
+    view = SeededView(dataset)
+
+    def batches(start: int) -> Iterator[Batch]:
+        sampler = StreamSampler(len(dataset), spec.seed, t.batch_size, backend.rank,
+                                backend.world_size, start)
+        loader = DataLoader(view, batch_size=t.batch_size, sampler=sampler, collate_fn=collate,
+                            num_workers=t.num_workers, pin_memory=backend.device.type == "cuda",
+                            persistent_workers=t.num_workers > 0)
+        return iter(loader)
+
+    fixed = collate([view[(i, sample_seed(spec.seed, -1, i, "vis"))]
+                     for i in range(min(t.vis_samples, len(dataset)))])
+    logger = RunLogger(directory, backend.is_main, total_steps, state.step)
+    settings = LoopSettings(total_steps, global_batch, t.accum_steps, t.log_every,
+                            t.ckpt_every, t.vis_every, sampler_probe.per_epoch)
+    trainer = Trainer(runner, model, backend, batches, settings, checkpoints, logger, state,
+                      picture_writer(spec.modality, spec.data, fixed, directory / "pictures",
+                                     logger),
+                      OmegaConf.to_container(spec.raw, resolve=True))
+    try:
+        trainer.fit()
+    finally:
+        logger.close()
+    if backend.is_main:
+        log.info("done: %d steps, %d unreadable items skipped; run directory: %s",
+                 state.step, state.skipped, directory)
+    return directory

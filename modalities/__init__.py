@@ -1,0 +1,1 @@
+"""Built-in modalities (installed as ``mim.modalities``); each registers one ModalitySpec."""

@@ -1,0 +1,27 @@
+"""The image modality: a folder of pictures (or the built-in demo photos), 2D patches.
+
+Registered through the ``mim.plugins`` entry point exactly as a third-party modality would be.
+"""
+from mim.registry import MODALITIES
+from mim.spec import ModalitySpec
+from mim.modalities.image.config import ImageDataConfig
+from mim.modalities.image.dataset import ImageFolder, build_dataset
+from mim.modalities.image.visual import visualize
+
+
+def sample_shape(cfg: ImageDataConfig) -> tuple[int, int, int]:
+    return (3, cfg.input_size, cfg.input_size)  # (C, H, W)
+
+
+SPEC = ModalitySpec(
+    name="image",
+    data_config=ImageDataConfig,
+    build_dataset=build_dataset,
+    sample_shape=sample_shape,
+    visualize=visualize,
+    tokenizer="patch2d",
+    description="RGB images from a folder (any format PIL reads); demo: scikit-image photos",
+)
+MODALITIES.register("image", obj=SPEC)
+
+__all__ = ["SPEC", "ImageDataConfig", "ImageFolder"]

@@ -1,0 +1,31 @@
+"""``data`` settings of the image modality (MAE's pretraining augmentation by default)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+@dataclass
+class ImageDataConfig:
+    root: Optional[str] = None  # a folder, searched recursively; None: built-in demo photos
+    input_size: int = 224
+    min_scale: float = 0.2  # RandomResizedCrop scale range (MAE: 0.2 - 1.0)
+    max_scale: float = 1.0
+    hflip: float = 0.5
+    labels: str = "none"  # none | folders | path to a CSV of "relative/path,label"
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+
+    def __post_init__(self) -> None:
+        if self.input_size < 1:
+            raise ValueError(f"data.input_size: must be >= 1, got {self.input_size}")
+        if not 0 < self.min_scale <= self.max_scale <= 1:
+            raise ValueError("data.min_scale / data.max_scale: need 0 < min <= max <= 1, got "
+                             f"{self.min_scale}, {self.max_scale}")
+        if not 0 <= self.hflip <= 1:
+            raise ValueError(f"data.hflip: must be in [0, 1], got {self.hflip}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("data.mean / data.std: three values each, std > 0")
