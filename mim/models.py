@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 
 from mim.model import MaskedAutoencoder
 from mim.registry import MODELS, TOKENIZERS
+from mim.tokenizers.base import Tokenizer
 
 
 @dataclass
@@ -98,10 +99,14 @@ def model_config(name: str, **overrides) -> ModelConfig:
     return replace(base, **overrides)
 
 
-def build_model(cfg: ModelConfig, in_chans: int) -> MaskedAutoencoder:
-    tokenizer = TOKENIZERS.get(cfg.tokenizer)(
+def build_tokenizer(cfg: ModelConfig, in_chans: int) -> Tokenizer:
+    return TOKENIZERS.get(cfg.tokenizer)(
         in_chans=in_chans, embed_dim=cfg.embed_dim, patch_size=cfg.patch_size,
         tubelet_size=cfg.tubelet_size)
+
+
+def build_model(cfg: ModelConfig, in_chans: int) -> MaskedAutoencoder:
+    tokenizer = build_tokenizer(cfg, in_chans)
     return MaskedAutoencoder(
         tokenizer, depth=cfg.depth, num_heads=cfg.num_heads,
         decoder_embed_dim=cfg.decoder_embed_dim, decoder_depth=cfg.decoder_depth,

@@ -18,14 +18,13 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from mim.config.compose import RunSpec
+from mim.config.compose import RunSpec, token_grid
 from mim.config.errors import ConfigError
 from mim.data import Batch, MaskingCollate, SeededView, StreamSampler, sample_seed
 from mim.engine.checkpoint import Checkpoints
 from mim.engine.loop import LoopSettings, LoopState, Trainer, picture_writer
 from mim.engine.metrics import RunLogger
 from mim.engine.optim import build_adamw, cosine_schedule, effective_lr
-from mim.masking import MaskConfigError
 from mim.models import build_model
 from mim.registry import BACKENDS
 
@@ -46,10 +45,12 @@ def run_dir(spec: RunSpec) -> Path:
     return (Path(spec.run.root) / spec.modality.name / spec.model.name / config_hash(spec)).resolve()
 
 
-def _init_distributed() -> None:
+def _init_distributed() -> bool:
+    """Join the process group torchrun (or a launcher) describes; True if this call created it."""
     if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return
+        return False
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return True
 
 
 def _setup_logging(directory: Path, is_main: bool) -> None:
@@ -78,7 +79,15 @@ def _seed_all(seed: int) -> None:
 
 def train(spec: RunSpec) -> Path:
     """Pretrain as configured; returns the run directory."""
-    _init_distributed()
+    created = _init_distributed()
+    try:
+        return _train(spec)
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def _train(spec: RunSpec) -> Path:
     backend_params = {k: v for k, v in spec.backend.items() if k != "name"}
     backend = BACKENDS.get(spec.backend["name"])(
         precision=spec.train.precision, accum_steps=spec.train.accum_steps,
@@ -89,21 +98,21 @@ def train(spec: RunSpec) -> Path:
     backend.barrier()
     _setup_logging(directory, backend.is_main)
 
-    dataset = spec.modality.build_dataset(spec.data)
+    try:
+        dataset = spec.modality.build_dataset(spec.data)
+    except FileNotFoundError as exc:  # a data.root that is missing or holds no usable files
+        raise ConfigError(str(exc)) from None
     sample_shape = tuple(spec.modality.sample_shape(spec.data))  # (C, *spatial)
     _seed_all(spec.seed)  # identical initial weights on every rank
     model = build_model(spec.model, in_chans=sample_shape[0])
-    try:
-        grid = model.tokenizer.grid(sample_shape)
-        spec.mask.check(grid)
-    except MaskConfigError as exc:
-        raise ConfigError(str(exc)) from None
-    except ValueError as exc:
-        raise ConfigError(f"data: {exc}") from None
+    grid = token_grid(spec)
 
     t = spec.train
     global_batch = t.batch_size * backend.world_size
-    sampler_probe = StreamSampler(len(dataset), spec.seed, t.batch_size, 0, backend.world_size)
+    try:
+        sampler_probe = StreamSampler(len(dataset), spec.seed, t.batch_size, 0, backend.world_size)
+    except ValueError as exc:  # a global batch larger than the dataset
+        raise ConfigError(str(exc)) from None
     steps_per_epoch = max(1, sampler_probe.per_epoch // global_batch // t.accum_steps)
     total_steps = t.max_steps or t.epochs * steps_per_epoch
     warmup = spec.optim.warmup_steps

@@ -25,7 +25,7 @@ import mim.configs
 from mim.config.errors import ConfigError
 from mim.config.schema import BaseConfig, OptimConfig, RunConfig, TrainConfig
 from mim.masking import MaskConfigError, build_mask
-from mim.models import ModelConfig
+from mim.models import ModelConfig, build_tokenizer
 from mim.registry import ALL, BACKENDS, CONFIG_DIRS, LAUNCHERS, MASKS, MODALITIES, MODELS
 from mim.registry import UnknownNameError, load_plugins
 from mim.spec import ModalitySpec
@@ -125,7 +125,9 @@ def _override_message(exc: Exception, overrides: list[str]) -> str:
     key = re.search(r"full_key: ([\w.\[\]]+)", joined)
     bad = re.search(r"Could not override '([\w.]+)'", joined)
     path = (key or bad).group(1) if (key or bad) else None
-    if "not in struct" in joined and path:
+    # "is not in struct" for plain dict nodes, "Key 'x' not in 'SomeConfig'" for typed ones
+    unknown_key = "not in struct" in joined or re.search(r"Key '[^']*' not in '", joined)
+    if unknown_key and path:
         parent, _, leaf = path.rpartition(".")
         return f"{path}: unknown key; valid keys{' in ' + parent if parent else ''}: " \
                f"{', '.join(_valid_keys(parent, overrides))}"
@@ -136,8 +138,8 @@ def _override_message(exc: Exception, overrides: list[str]) -> str:
 
 
 def _valid_keys(parent: str, overrides: list[str]) -> list[str]:
-    choices = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0]
-               and not o.startswith(("+", "~"))]
+    # only group choices (model=..., experiment=...): a bad top-level key (bogus=1) would fail
+    choices = [o for o in overrides if "=" in o and o.split("=", 1)[0] in GROUPS]
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="mim"):
             base = hydra_compose(config_name="config", overrides=choices)
@@ -192,9 +194,11 @@ def validate(raw: DictConfig) -> RunSpec:
         raise ConfigError(str(exc)) from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"mask: {exc}") from None
-    return RunSpec(
+    if not isinstance(plain["seed"], int) or isinstance(plain["seed"], bool):
+        raise ConfigError(f"seed: must be an integer, got {plain['seed']!r}")
+    spec = RunSpec(
         raw=raw,
-        seed=int(plain["seed"]),
+        seed=plain["seed"],
         train=_typed(TrainConfig, plain["train"], "train"),
         optim=_typed(OptimConfig, plain["optim"], "optim"),
         run=_typed(RunConfig, plain["run"], "run"),
@@ -205,6 +209,26 @@ def validate(raw: DictConfig) -> RunSpec:
         backend=backend,
         launcher=launcher,
     )
+    token_grid(spec)
+    return spec
+
+
+def token_grid(spec: RunSpec) -> tuple[int, ...]:
+    """The token grid of this config's samples, checked against the tokenizer and the mask."""
+    shape = tuple(spec.modality.sample_shape(spec.data))  # (C, *spatial)
+    try:
+        tokenizer = build_tokenizer(spec.model, in_chans=shape[0])
+        grid = tokenizer.grid(shape)
+    except UnknownNameError as exc:
+        raise ConfigError(f"model.tokenizer: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"data.input_size: {exc} (model.patch_size="
+                          f"{spec.model.patch_size})") from None
+    try:
+        spec.mask.check(grid)
+    except MaskConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    return grid
 
 
 def load(overrides: list[str]) -> RunSpec:

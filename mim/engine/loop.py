@@ -35,7 +35,11 @@ class LoopState:
     rng: dict[str, Any] = field(default_factory=dict)
 
     def capture_rng(self) -> None:
-        self.rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+        # numpy's key array as a list of ints: checkpoints are read with weights_only=True,
+        # which refuses pickled numpy arrays
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        self.rng = {"torch": torch.get_rng_state(),
+                    "numpy": (name, keys.tolist(), pos, has_gauss, gauss),
                     "python": random.getstate()}
         if torch.cuda.is_available():
             self.rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -44,7 +48,8 @@ class LoopState:
         if not self.rng:
             return
         torch.set_rng_state(self.rng["torch"])
-        np.random.set_state(self.rng["numpy"])
+        name, keys, pos, has_gauss, gauss = self.rng["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
         random.setstate(self.rng["python"])
         if "cuda" in self.rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(self.rng["cuda"])
