@@ -115,15 +115,18 @@ class StreamSampler(Sampler):
         return torch.randperm(self.num_items, generator=g)[: self.per_epoch]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        position = self.start
+        # Walk the global stream from ``start`` in steps of ``global_batch``; a position maps to
+        # (epoch, place in epoch). Starting mid-step (not at a multiple of the global batch) is
+        # therefore fine too: the stream simply continues after ``start`` items.
+        step_start, epoch, order = self.start, None, None
         while True:
-            epoch, offset = divmod(position, self.per_epoch)
-            order = self.epoch_order(epoch)
-            for step_start in range(offset, self.per_epoch, self.global_batch):
-                first = step_start + self.rank * self.local_batch
-                for p in range(first, first + self.local_batch):
-                    yield int(order[p]), sample_seed(self.seed, epoch, p)
-            position = (epoch + 1) * self.per_epoch
+            first = step_start + self.rank * self.local_batch
+            for position in range(first, first + self.local_batch):
+                e, p = divmod(position, self.per_epoch)
+                if e != epoch:
+                    epoch, order = e, self.epoch_order(e)
+                yield int(order[p]), sample_seed(self.seed, epoch, p)
+            step_start += self.global_batch
 
 
 class MaskingCollate:
