@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from mim.config.compose import RunSpec, token_grid
 from mim.config.errors import ConfigError
-from mim.data import Batch, MaskingCollate, SeededView, StreamSampler, sample_seed
+from mim.data import Batch, MaskingCollate, MimDataset, SeededView, StreamSampler, sample_seed
 from mim.engine.checkpoint import Checkpoints
 from mim.engine.loop import LoopSettings, LoopState, Trainer, picture_writer
 from mim.engine.metrics import RunLogger
@@ -87,32 +87,38 @@ def train(spec: RunSpec) -> Path:
             dist.destroy_process_group()
 
 
+def _dataset(spec: RunSpec, world_size: int) -> tuple[MimDataset, StreamSampler]:
+    """The dataset and a probe of its order; data errors are config errors, raised early."""
+    try:
+        dataset = spec.modality.build_dataset(spec.data)
+        probe = StreamSampler(len(dataset), spec.seed, spec.train.batch_size, 0, world_size)
+    except FileNotFoundError as exc:  # a data.root that is missing or holds no usable files
+        raise ConfigError(str(exc)) from None
+    except ValueError as exc:  # a global batch larger than the dataset
+        raise ConfigError(str(exc)) from None
+    return dataset, probe
+
+
 def _train(spec: RunSpec) -> Path:
     backend_params = {k: v for k, v in spec.backend.items() if k != "name"}
     backend = BACKENDS.get(spec.backend["name"])(
         precision=spec.train.precision, accum_steps=spec.train.accum_steps,
         clip_grad=spec.train.clip_grad, compile=spec.train.compile, **backend_params)
+    grid = token_grid(spec)
+    dataset, sampler_probe = _dataset(spec, backend.world_size)
     directory = run_dir(spec)
     if backend.is_main:
         directory.mkdir(parents=True, exist_ok=True)
     backend.barrier()
     _setup_logging(directory, backend.is_main)
+    log.info("data: %d items (%s)", len(dataset), spec.data.root or "built-in demo data")
 
-    try:
-        dataset = spec.modality.build_dataset(spec.data)
-    except FileNotFoundError as exc:  # a data.root that is missing or holds no usable files
-        raise ConfigError(str(exc)) from None
     sample_shape = tuple(spec.modality.sample_shape(spec.data))  # (C, *spatial)
     _seed_all(spec.seed)  # identical initial weights on every rank
     model = build_model(spec.model, in_chans=sample_shape[0])
-    grid = token_grid(spec)
 
     t = spec.train
     global_batch = t.batch_size * backend.world_size
-    try:
-        sampler_probe = StreamSampler(len(dataset), spec.seed, t.batch_size, 0, backend.world_size)
-    except ValueError as exc:  # a global batch larger than the dataset
-        raise ConfigError(str(exc)) from None
     steps_per_epoch = max(1, sampler_probe.per_epoch // global_batch // t.accum_steps)
     total_steps = t.max_steps or t.epochs * steps_per_epoch
     warmup = spec.optim.warmup_steps

@@ -1,0 +1,109 @@
+"""Shared helpers of the end-to-end tests: run the real ``mim`` CLI in a subprocess.
+
+Every run uses a tiny model (32 px input, 8 px patches: a 4x4 token grid, 2 encoder blocks of
+width 48) so that a training run costs seconds on two CPU cores. The fixtures are the only
+interface (no helper module to import), so the tests work under any pytest import mode.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = 240  # seconds for one CLI call; a normal one takes 5-25 s here
+
+# small and fast, still a real MAE: the 75 % random mask leaves 4 of 16 tokens visible
+FAST = ["experiment=demo", "data.input_size=32", "model.patch_size=8", "model.embed_dim=48",
+        "model.depth=2", "model.num_heads=3", "model.decoder_embed_dim=32",
+        "model.decoder_depth=1", "model.decoder_num_heads=2", "train.batch_size=8",
+        "train.num_workers=0", "train.log_every=1", "optim.lr=1e-3", "optim.warmup_steps=2"]
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)  # the installed mim, not whatever a caller put first
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def mim_command(*args: str, python: str | Path = sys.executable) -> list[str]:
+    return [str(python), "-m", "mim", *args]
+
+
+def run_mim(*args: str, cwd: Path, python: str | Path = sys.executable,
+            timeout: float = TIMEOUT,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m mim ARGS`` from ``cwd`` (never the checkout, so nothing lands in the repo)."""
+    return subprocess.run(mim_command(*args, python=python), capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env=_env(env))
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+            if line.strip()]
+
+
+def describe(result: subprocess.CompletedProcess[str]) -> str:
+    """For assertion messages: exit code and the tail of both streams."""
+    return (f"exit {result.returncode}\n--- stdout ---\n{result.stdout[-3000:]}"
+            f"\n--- stderr ---\n{result.stderr[-5000:]}")
+
+
+class Cli:
+    """The fixture object: ``cli.train(run_dir, *overrides)`` and friends."""
+
+    fast = FAST
+    repo = REPO
+    timeout = TIMEOUT
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+
+    def run(self, *args: str, python: str | Path = sys.executable, timeout: float = TIMEOUT,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return run_mim(*args, cwd=self.workdir, python=python, timeout=timeout, env=env)
+
+    def train_args(self, run_dir: Path, *overrides: str) -> list[str]:
+        return ["train", "modality=image", *FAST, *overrides, f"run.dir={run_dir}"]
+
+    def train(self, run_dir: Path, *overrides: str, check: bool = True,
+              python: str | Path = sys.executable,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        result = self.run(*self.train_args(run_dir, *overrides), python=python, env=env)
+        if check:
+            assert result.returncode == 0, describe(result)
+        return result
+
+    def popen(self, args: list[str]) -> subprocess.Popen[str]:
+        """Start ``python -m mim ARGS`` in its own session (so its workers can be reaped)."""
+        return subprocess.Popen(mim_command(*args), cwd=self.workdir, env=_env(), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+
+    metrics = staticmethod(read_metrics)
+    describe = staticmethod(describe)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    work = tmp_path / "cwd"
+    work.mkdir()
+    return Cli(work)
+
+
+@pytest.fixture
+def load_state() -> Callable[[Path], dict]:
+    """``state.pt`` of a checkpoint directory, loaded as mim loads it (weights_only=True)."""
+    import torch
+
+    def load(checkpoint: Path) -> dict:
+        return torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)
+
+    return load

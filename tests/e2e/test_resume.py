@@ -1,0 +1,140 @@
+"""Kill, interrupt and resume: a resumed run ends bit-identical to an uninterrupted one.
+
+The data design makes every random choice about a sample a pure function of
+(seed, epoch, position), so neither a restart nor the number of loader workers may change a
+single bit of the final weights or optimiser state.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.e2e
+
+RESUME = ["train.max_steps=30", "train.ckpt_every=5", "train.num_workers=2"]
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts / lists -> {"a.b.0": leaf}."""
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    else:
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in items:
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    """Model and optimiser state bit-identical (every tensor with torch.equal)."""
+    assert a["model"].keys() == b["model"].keys()
+    assert a["model"], "empty model state"
+    for name, tensor in a["model"].items():
+        other = b["model"][name]
+        assert tensor.dtype == other.dtype and tensor.shape == other.shape, name
+        assert torch.equal(tensor, other), f"model tensor {name} differs"
+    opt_a, opt_b = _flatten(a["optimizer"]), _flatten(b["optimizer"])
+    assert opt_a.keys() == opt_b.keys()
+    tensors = 0
+    for key, value in opt_a.items():
+        if isinstance(value, torch.Tensor):
+            tensors += 1
+            assert torch.equal(value, opt_b[key]), f"optimizer state {key} differs"
+        else:
+            assert value == opt_b[key], f"optimizer {key}: {value!r} != {opt_b[key]!r}"
+    assert tensors >= 2 * len(a["model"]), "optimizer holds no Adam moments?"
+    assert a["scheduler"] == b["scheduler"]
+    assert a["client"]["loop"]["step"] == b["client"]["loop"]["step"]
+    assert a["client"]["loop"]["samples"] == b["client"]["loop"]["samples"]
+
+
+def _wait_for(proc: subprocess.Popen, ready: Callable[[], bool], what: str,
+              timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"run ended (exit {proc.returncode}) before {what}:\n{err[-4000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    """Kill what is left of the session we started (loader workers), then collect the pipes."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.communicate(timeout=30)
+    except (subprocess.TimeoutExpired, ValueError):
+        pass
+
+
+def test_kill_9_then_resume_is_bit_identical(cli, tmp_path: Path, load_state) -> None:
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    cli.train(straight, *RESUME)
+
+    proc = cli.popen(cli.train_args(killed, *RESUME))
+    try:
+        _wait_for(proc, lambda: (killed / "checkpoints" / "step_00000010").is_dir(),
+                  "the step-10 checkpoint")
+        os.kill(proc.pid, signal.SIGKILL)  # the main process only, as `kill -9 PID` would
+        assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before the kill"
+    finally:
+        _reap(proc)
+    done = sorted(p.name for p in (killed / "checkpoints").glob("step_*"))
+    assert "step_00000030" not in done, done  # really killed mid-run
+
+    result = cli.train(killed, *RESUME)  # the same command again
+    log = (killed / "train.log").read_text()
+    assert "resumed from" in log, cli.describe(result)
+
+    steps = [r["step"] for r in cli.metrics(killed)]
+    assert steps == list(range(1, 31)), steps  # each step once, none lost, none twice
+    assert_same_training_state(load_state(straight / "checkpoints" / "last"),
+                               load_state(killed / "checkpoints" / "last"))
+
+
+def test_worker_count_does_not_change_the_result(cli, tmp_path: Path, load_state) -> None:
+    runs = {}
+    for workers in (0, 2):
+        runs[workers] = tmp_path / f"workers{workers}"
+        cli.train(runs[workers], "train.max_steps=5", f"train.num_workers={workers}")
+    assert_same_training_state(load_state(runs[0] / "checkpoints" / "last"),
+                               load_state(runs[2] / "checkpoints" / "last"))
+
+
+def test_ctrl_c_exits_130_and_the_rerun_resumes(cli, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["train.max_steps=40", "train.ckpt_every=5"]
+    proc = cli.popen(cli.train_args(run, *args))
+    try:
+        _wait_for(proc, lambda: (run / "checkpoints" / "step_00000005").is_dir(),
+                  "the first checkpoint")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        _reap(proc)
+    assert proc.returncode == 130, err[-4000:]
+    assert "Traceback" not in err, err[-4000:]
+    assert "run the same command to resume" in err, err[-4000:]
+    assert not (run / "checkpoints" / "step_00000040").exists()
+
+    result = cli.train(run, *args)
+    assert "resumed from" in result.stderr, cli.describe(result)
+    assert "resumed from" in (run / "train.log").read_text()
+    steps = [r["step"] for r in cli.metrics(run)]
+    assert steps == list(range(1, 41)), steps
+    assert (run / "checkpoints" / "last").resolve().name == "step_00000040"
