@@ -37,11 +37,14 @@ class Batch:
     mask: torch.Tensor  # [B, L] bool, True = masked, same count per row
     label: torch.Tensor  # [B] int64, -1 where unlabelled
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    targets: torch.Tensor | None = None  # [B, L] bool: masked tokens to reconstruct (None: all)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        return Batch(self.x.to(device, non_blocking=non_blocking),
-                     self.mask.to(device, non_blocking=non_blocking),
-                     self.label.to(device, non_blocking=non_blocking), self.skipped)
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+
+        return Batch(move(self.x), move(self.mask), move(self.label), self.skipped,
+                     move(self.targets))
 
 
 def sample_seed(seed: int, epoch: int, position: int, stream: str = "") -> int:
@@ -130,21 +133,37 @@ class StreamSampler(Sampler):
 
 
 class MaskingCollate:
-    """Stacks samples and draws each sample's mask, in the loader worker (static counts)."""
+    """Stacks samples and draws each clip's mask, in the loader worker (static counts).
+
+    A sample may carry several views of one item (repeated sampling, Feichtenhofer et al. 2022:
+    ``x [K, C, *spatial]``); every view becomes a row of the batch with its own mask.
+    """
 
     def __init__(self, policy: Callable, grid: tuple[int, ...]):
         self.policy, self.grid = policy, tuple(grid)
 
+    def _views(self, x: torch.Tensor) -> torch.Tensor:
+        """[C, *spatial] or [K, C, *spatial] -> [K, C, *spatial]."""
+        return x.unsqueeze(0) if x.dim() == len(self.grid) + 1 else x
+
     def __call__(self, samples: list[tuple[Sample, int]]) -> Batch:
-        masks = []
-        for _, seed in samples:
-            g = torch.Generator().manual_seed(sample_seed(seed, 0, 0, "mask"))
-            masks.append(self.policy(self.grid, g))  # [L]
+        xs, masks, targets, labels = [], [], [], []
+        decoder_part = getattr(self.policy, "targets", None)  # decoder masking policies
+        for sample, seed in samples:
+            views = self._views(sample.x)
+            for k in range(views.shape[0]):
+                g = torch.Generator().manual_seed(sample_seed(seed, 0, k, "mask"))
+                masks.append(self.policy(self.grid, g))  # [L]
+                if decoder_part is not None:
+                    targets.append(decoder_part(self.grid, g, masks[-1]))  # [L]
+            xs.append(views)
+            labels += [sample.label] * views.shape[0]
         return Batch(
-            x=torch.stack([s.x for s, _ in samples]),  # [B, C, *spatial]
-            mask=torch.stack(masks),  # [B, L]
-            label=torch.tensor([s.label for s, _ in samples], dtype=torch.long),
+            x=torch.cat(xs),  # [B * K, C, *spatial]
+            mask=torch.stack(masks),  # [B * K, L]
+            label=torch.tensor(labels, dtype=torch.long),
             skipped=[item for s, _ in samples for item in s.skipped],
+            targets=torch.stack(targets) if targets else None,  # [B * K, L]
         )
 
 

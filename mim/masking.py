@@ -127,3 +127,104 @@ def build_mask(name: str, **params) -> object:
             f"mask.{unknown[0]}: not a parameter of mask '{name}'; valid: {', '.join(fields)}"
         )
     return cls(**params)
+
+
+@MASKS.register("tube")
+@dataclass
+class TubeMask:
+    """Tong et al. 2022: draw ``inner`` on the grid without its leading (time) axis and repeat
+    it along that axis, so a masked patch stays masked in every step (default ratio 0.9).
+
+    ``inner`` is ``random`` or ``block`` (with ``unit`` on the remaining axes).
+    """
+
+    ratio: float = 0.9
+    inner: str = "random"
+    unit: list[int] = field(default_factory=lambda: [2, 2])
+
+    def __post_init__(self) -> None:
+        _check_ratio(self.ratio)
+        if self.inner not in ("random", "block"):
+            raise MaskConfigError(f"mask.inner: '{self.inner}' is not one of: random, block")
+        params = {"ratio": self.ratio, **({"unit": list(self.unit)} if self.inner == "block"
+                                          else {})}
+        self._inner = build_mask(self.inner, **params)
+
+    def check(self, grid: tuple[int, ...]) -> None:
+        if len(grid) < 3:
+            raise MaskConfigError(
+                f"mask: tube needs a grid with a leading time axis (3 axes), got {list(grid)}; "
+                "use mask=random or mask=block")
+        self._inner.check(grid[1:])
+
+    def num_masked(self, grid: tuple[int, ...]) -> int:
+        self.check(grid)
+        return self._inner.num_masked(grid[1:]) * grid[0]
+
+    def __call__(self, grid: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        self.check(grid)
+        plane = self._inner(grid[1:], generator)  # [h * w]
+        return repeat(plane, "s -> (t s)", t=grid[0])  # [t * h * w]
+
+
+@MASKS.register("running_cell")
+@dataclass
+class RunningCellMask:
+    """Decoder masking (Wang et al. 2023, VideoMAE v2): the encoder mask comes from ``encoder``
+    (``tube`` by default, at ``ratio``); the decoder then reconstructs only part of the masked
+    tokens, and the loss is taken on that part.
+
+    The part is chosen by a running cell: the last two grid axes are tiled into ``cell`` cells;
+    in step ``t`` of the leading axis a token at cell offset ``i`` is preferred when
+    ``(i + t) mod |cell|`` falls in the kept fraction, so the preferred offsets move from step
+    to step. To keep shapes static, exactly ``round(masked x (1 - decoder_ratio))`` masked
+    tokens are taken, preferred ones first (random order within each preference class).
+    """
+
+    ratio: float = 0.9
+    encoder: str = "tube"
+    decoder_ratio: float = 0.5
+    cell: list[int] = field(default_factory=lambda: [2, 2])
+
+    def __post_init__(self) -> None:
+        if self.encoder == "running_cell":
+            raise MaskConfigError("mask.encoder: cannot be running_cell itself")
+        self._encoder = build_mask(self.encoder, ratio=self.ratio)
+        if not 0.0 <= self.decoder_ratio < 1.0:
+            raise MaskConfigError(f"mask.decoder_ratio: must be in [0, 1), got {self.decoder_ratio}")
+        if len(self.cell) != 2 or min(self.cell) < 1:
+            raise MaskConfigError(f"mask.cell: two positive integers expected, got {self.cell}")
+
+    def check(self, grid: tuple[int, ...]) -> None:
+        self._encoder.check(grid)
+        if self.num_targets(grid) < 1:
+            raise MaskConfigError(f"mask.decoder_ratio: {self.decoder_ratio} leaves no token to "
+                                  "reconstruct")
+
+    def num_masked(self, grid: tuple[int, ...]) -> int:
+        return self._encoder.num_masked(grid)
+
+    def num_targets(self, grid: tuple[int, ...]) -> int:
+        return round(self._encoder.num_masked(grid) * (1.0 - self.decoder_ratio))
+
+    def __call__(self, grid: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        return self._encoder(grid, generator)
+
+    def targets(self, grid: tuple[int, ...], generator: torch.Generator,
+                mask: torch.Tensor) -> torch.Tensor:
+        """bool[L]: the masked tokens the decoder reconstructs (exactly ``num_targets``)."""
+        lead = math.prod(grid[:-2])
+        h, w = grid[-2:]
+        ch, cw = self.cell
+        size = ch * cw
+        kept = size - round(size * self.decoder_ratio)
+        t = torch.arange(lead).view(-1, 1, 1)
+        offset = (torch.arange(h).view(1, -1, 1) % ch) * cw + torch.arange(w).view(1, 1, -1) % cw
+        preferred = ((offset + t) % size < kept).reshape(-1)  # [L]
+        # sort key: masked-and-preferred first, then masked, then visible; random within each
+        rank = (~mask).float() * 4 + (~preferred).float() * 2 + torch.rand(mask.numel(),
+                                                                          generator=generator)
+        chosen = torch.argsort(rank)[: self.num_targets(grid)]
+        out = torch.zeros_like(mask)
+        out[chosen] = True
+        return out

@@ -15,8 +15,8 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from mim.pos_embed import sincos_pos_embed
-from mim.tokenizers.base import Tokenizer, visible_ids
+from mim.pos_embed import POS_EMBEDS
+from mim.tokenizers.base import Tokenizer, gather_tokens, visible_ids
 
 
 @dataclass
@@ -54,11 +54,15 @@ class MaskedAutoencoder(nn.Module):
         decoder_num_heads: int,
         mlp_ratio: float = 4.0,
         cls_token: bool = True,
+        pos_embed: str = "joint",
         norm_pix_loss: bool = True,
         loss_on: str = "masked",
         drop_path: float = 0.0,
     ):
         super().__init__()
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f"model.pos_embed: '{pos_embed}' is not one of: {', '.join(POS_EMBEDS)}")
+        self._pos_table = POS_EMBEDS[pos_embed]
         if loss_on not in ("masked", "all"):
             raise ValueError(f"model.loss_on: '{loss_on}' is not one of: masked, all")
         dim = tokenizer.embed_dim
@@ -101,15 +105,21 @@ class MaskedAutoencoder(nn.Module):
         """Fixed sin-cos table [L, dim] for ``grid``, cached per grid, width, device and dtype."""
         key = (tuple(grid), dim, like.device, like.dtype)
         if key not in self._pos_cache:
-            self._pos_cache[key] = sincos_pos_embed(dim, grid).to(like.device, like.dtype)
+            self._pos_cache[key] = self._pos_table(dim, grid).to(like.device, like.dtype)
         return self._pos_cache[key]
 
     # -- the four steps ----------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> MAEOutput:
-        """x [B, C, *spatial], mask bool [B, L] (True = masked) -> MAEOutput."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor,
+                targets: torch.Tensor | None = None) -> MAEOutput:
+        """x [B, C, *spatial], mask bool [B, L] (True = masked) -> MAEOutput.
+
+        ``targets`` bool [B, L] (decoder masking): reconstruct and score only these masked
+        tokens; None reconstructs every token and scores the masked ones.
+        """
         encoded = self.encode(x, mask)
-        pred = self.decode(encoded)
-        return MAEOutput(loss=self.loss(x, pred, mask), pred=pred, mask=mask)
+        pred = self.decode(encoded, targets)
+        return MAEOutput(loss=self.loss(x, pred, mask if targets is None else targets),
+                         pred=pred, mask=mask)
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
         """Encode the visible tokens (all tokens when ``mask`` is None)."""
@@ -125,8 +135,9 @@ class MaskedAutoencoder(nn.Module):
             tokens = block(tokens)
         return Encoded(self.norm(tokens), ids_keep, grid, self.num_prefix)
 
-    def decode(self, encoded: Encoded) -> torch.Tensor:
-        """Encoded visible tokens -> predictions for every grid position [B, L, P]."""
+    def decode(self, encoded: Encoded, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoded visible tokens -> predictions [B, L, P] for every grid position, or, with
+        ``targets`` [B, L], for the visible and target positions only (zeros elsewhere)."""
         y = self.decoder_embed(encoded.tokens)  # [B, prefix + Lv, Dd]
         prefix, visible = y[:, : encoded.num_prefix], y[:, encoded.num_prefix:]
         batch, width = y.shape[0], y.shape[-1]
@@ -138,11 +149,18 @@ class MaskedAutoencoder(nn.Module):
             index = encoded.ids_keep.unsqueeze(-1).expand(-1, -1, width)  # [B, Lv, Dd]
             full = full.scatter(1, index, visible)  # [B, L, Dd]
         full = full + self.pos_embed(encoded.grid, width, full)
-        y = torch.cat([prefix, full], dim=1)  # [B, prefix + L, Dd]
+        ids = None
+        if targets is not None and encoded.ids_keep is not None:
+            ids = torch.cat([encoded.ids_keep, visible_ids(~targets)], dim=1)  # [B, Lv + Lt]
+            full = gather_tokens(full, ids)  # [B, Lv + Lt, Dd]
+        y = torch.cat([prefix, full], dim=1)  # [B, prefix + Ld, Dd]
         for block in self.decoder_blocks:
             y = block(y)
-        y = self.decoder_pred(self.decoder_norm(y))  # [B, prefix + L, P]
-        return y[:, encoded.num_prefix:]  # [B, L, P]
+        y = self.decoder_pred(self.decoder_norm(y))[:, encoded.num_prefix:]  # [B, Ld, P]
+        if ids is None:
+            return y  # [B, L, P]
+        out = y.new_zeros(batch, num_tokens, y.shape[-1])  # [B, L, P]
+        return out.scatter(1, ids.unsqueeze(-1).expand(-1, -1, y.shape[-1]), y)
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction target [B, L, P]: pixels, or per-patch normalised pixels (norm-pix)."""

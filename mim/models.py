@@ -29,6 +29,7 @@ class ModelConfig:
     decoder_depth: int = 8
     decoder_num_heads: int = 16
     cls_token: bool = True
+    pos_embed: str = "joint"  # joint | separable (space + time tables added; MAE-ST)
     norm_pix_loss: bool = True
     loss_on: str = "masked"  # masked | all
     drop_path: float = 0.0
@@ -43,6 +44,8 @@ class ModelConfig:
                                  "decoder_num_heads")):
             if dim % heads:
                 raise ValueError(f"model.{key}: {heads} does not divide the width {dim}")
+        if self.pos_embed not in ("joint", "separable"):
+            raise ValueError(f"model.pos_embed: '{self.pos_embed}' is not one of: joint, separable")
         if self.loss_on not in ("masked", "all"):
             raise ValueError(f"model.loss_on: '{self.loss_on}' is not one of: masked, all")
         if not 0.0 <= self.drop_path < 1.0:
@@ -50,12 +53,12 @@ class ModelConfig:
 
 
 # (embed_dim, depth, num_heads): ViT-Ti/S/B/L/H
-_VIT = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12),
+VIT_SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12),
         "large": (1024, 24, 16), "huge": (1280, 32, 16)}
 
 
 def _register_mae(size: str, patch: int) -> None:
-    dim, depth, heads = _VIT[size]
+    dim, depth, heads = VIT_SIZES[size]
     name = f"mae_vit_{size}_patch{patch}"
 
     def preset() -> ModelConfig:
@@ -67,7 +70,7 @@ def _register_mae(size: str, patch: int) -> None:
 
 
 def _register_longseq(size: str) -> None:
-    dim, depth, heads = _VIT[size]
+    dim, depth, heads = VIT_SIZES[size]
     name = f"lsmae_vit_{size}_patch16"
 
     def preset() -> ModelConfig:
@@ -79,11 +82,27 @@ def _register_longseq(size: str) -> None:
     MODELS.register(name, obj=preset)
 
 
-for _size in _VIT:
+for _size in VIT_SIZES:
     for _patch in (16, 14):
         _register_mae(_size, _patch)
 for _size in ("base", "large"):
     _register_longseq(_size)
+
+
+def _register_volume(size: str) -> None:
+    dim, depth, heads = VIT_SIZES[size]
+    name = f"mae3d_vit_{size}_patch16"
+
+    def preset() -> ModelConfig:
+        return ModelConfig(name=name, tokenizer="cube", patch_size=16, tubelet_size=16,
+                           embed_dim=dim, depth=depth, num_heads=heads)
+
+    preset.__doc__ = f"ViT-{size} on 16x16x16 cubes for 3D volumes, MAE's decoder."
+    MODELS.register(name, obj=preset)
+
+
+for _size in ("tiny", "small", "base"):
+    _register_volume(_size)
 
 
 def list_models() -> list[str]:
@@ -111,7 +130,8 @@ def build_model(cfg: ModelConfig, in_chans: int) -> MaskedAutoencoder:
         tokenizer, depth=cfg.depth, num_heads=cfg.num_heads,
         decoder_embed_dim=cfg.decoder_embed_dim, decoder_depth=cfg.decoder_depth,
         decoder_num_heads=cfg.decoder_num_heads, mlp_ratio=cfg.mlp_ratio,
-        cls_token=cfg.cls_token, norm_pix_loss=cfg.norm_pix_loss, loss_on=cfg.loss_on,
+        cls_token=cfg.cls_token, pos_embed=cfg.pos_embed, norm_pix_loss=cfg.norm_pix_loss,
+        loss_on=cfg.loss_on,
         drop_path=cfg.drop_path)
 
 

@@ -63,3 +63,19 @@ def interpolate_pos_embed(
     resized = F.interpolate(volume.float(), size=tuple(new_grid), mode=mode, align_corners=False)
     resized = resized.movedim(1, -1).reshape(-1, dim).to(pos.dtype)  # [L_new, D]
     return torch.cat([prefix, resized], dim=0)
+
+
+def separable_sincos_pos_embed(dim: int, grid: tuple[int, ...]) -> torch.Tensor:
+    """Space + time (Feichtenhofer et al. 2022, MAE-ST): a 2D table over the last two axes plus a
+    1D table over the leading axis, each of the full width, summed -> [L, dim]. A 2D grid gets
+    the plain 2D table."""
+    if len(grid) == 2:
+        return sincos_pos_embed(dim, grid)
+    if len(grid) != 3:
+        raise ValueError(f"grid must have 2 or 3 axes, got {grid}")
+    space = sincos_pos_embed(dim, grid[1:])  # [h * w, dim]
+    time = sincos_1d(dim, torch.arange(grid[0])).float()  # [t, dim]
+    return (time[:, None, :] + space[None, :, :]).reshape(-1, dim)  # [t * h * w, dim]
+
+
+POS_EMBEDS = {"joint": sincos_pos_embed, "separable": separable_sincos_pos_embed}

@@ -33,4 +33,7 @@ class ModalitySpec:
     sample_shape: Callable[[Any], tuple[int, ...]]  # data config -> (C, *spatial)
     visualize: Callable[[Panels, Any, Path], Path]  # panels, data config, path stem -> file
     tokenizer: str = "patch2d"  # the default tokenizer for this modality's samples
+    default_model: str | None = None  # model preset chosen by ``modality=<name>``
+    default_mask: str | None = None  # mask policy chosen by ``modality=<name>``
+    views: Callable[[Any], int] = lambda cfg: 1  # clips per item (repeated sampling)
     description: str = ""

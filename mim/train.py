@@ -87,11 +87,20 @@ def train(spec: RunSpec) -> Path:
             dist.destroy_process_group()
 
 
+def _items_per_batch(spec: RunSpec) -> int:
+    """Items drawn per process and micro-step: the batch counts clips, K views per item."""
+    views = spec.modality.views(spec.data)
+    if spec.train.batch_size % views:
+        raise ConfigError(f"train.batch_size: {spec.train.batch_size} is not a multiple of the "
+                          f"{views} views per item (data.repeat)")
+    return spec.train.batch_size // views
+
+
 def _dataset(spec: RunSpec, world_size: int) -> tuple[MimDataset, StreamSampler]:
     """The dataset and a probe of its order; data errors are config errors, raised early."""
     try:
         dataset = spec.modality.build_dataset(spec.data)
-        probe = StreamSampler(len(dataset), spec.seed, spec.train.batch_size, 0, world_size)
+        probe = StreamSampler(len(dataset), spec.seed, _items_per_batch(spec), 0, world_size)
     except FileNotFoundError as exc:  # a data.root that is missing or holds no usable files
         raise ConfigError(str(exc)) from None
     except ValueError as exc:  # a global batch larger than the dataset
@@ -118,8 +127,10 @@ def _train(spec: RunSpec) -> Path:
     model = build_model(spec.model, in_chans=sample_shape[0])
 
     t = spec.train
-    global_batch = t.batch_size * backend.world_size
-    steps_per_epoch = max(1, sampler_probe.per_epoch // global_batch // t.accum_steps)
+    global_batch = t.batch_size * backend.world_size  # clips per micro-step, all ranks
+    items = _items_per_batch(spec)
+    global_items = items * backend.world_size
+    steps_per_epoch = max(1, sampler_probe.per_epoch // global_items // t.accum_steps)
     total_steps = t.max_steps or t.epochs * steps_per_epoch
     warmup = spec.optim.warmup_steps
     if warmup is None:
@@ -158,9 +169,9 @@ def _train(spec: RunSpec) -> Path:
     view = SeededView(dataset)
 
     def batches(start: int) -> Iterator[Batch]:
-        sampler = StreamSampler(len(dataset), spec.seed, t.batch_size, backend.rank,
+        sampler = StreamSampler(len(dataset), spec.seed, items, backend.rank,
                                 backend.world_size, start)
-        loader = DataLoader(view, batch_size=t.batch_size, sampler=sampler, collate_fn=collate,
+        loader = DataLoader(view, batch_size=items, sampler=sampler, collate_fn=collate,
                             num_workers=t.num_workers, pin_memory=backend.device.type == "cuda",
                             persistent_workers=t.num_workers > 0)
         return iter(loader)
@@ -168,7 +179,7 @@ def _train(spec: RunSpec) -> Path:
     fixed = collate([view[(i, sample_seed(spec.seed, -1, i, "vis"))]
                      for i in range(min(t.vis_samples, len(dataset)))])
     logger = RunLogger(directory, backend.is_main, total_steps, state.step)
-    settings = LoopSettings(total_steps, global_batch, t.accum_steps, t.log_every,
+    settings = LoopSettings(total_steps, global_batch, global_items, t.accum_steps, t.log_every,
                             t.ckpt_every, t.vis_every, sampler_probe.per_epoch)
     trainer = Trainer(runner, model, backend, batches, settings, checkpoints, logger, state,
                       picture_writer(spec.modality, spec.data, fixed, directory / "pictures",

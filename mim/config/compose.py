@@ -73,7 +73,11 @@ def register_configs() -> None:
         cs.store(group="mask", name=name, node={"name": name, **defaults})
     for name in MODALITIES.names():
         spec = MODALITIES.get(name)
-        cs.store(group="modality", name=name, node={"name": name})
+        # a modality may choose its own default model and mask; the command line still wins
+        defaults = [{f"override /{group}": choice} for group, choice in
+                    (("model", spec.default_model), ("mask", spec.default_mask)) if choice]
+        cs.store(group="modality", name=name, package="_global_",
+                 node={"defaults": defaults, "modality": {"name": name}})
         cs.store(group="data", name=name, node=spec.data_config)
     for name in BACKENDS.names():
         cs.store(group="backend", name=name,

@@ -62,7 +62,8 @@ class LoopState:
 @dataclass
 class LoopSettings:
     total_steps: int
-    global_batch: int  # samples per micro-step across all ranks
+    global_batch: int  # clips per micro-step across all ranks (for samples/s)
+    global_items: int  # items drawn from the data order per micro-step, all ranks
     accum_steps: int
     log_every: int
     ckpt_every: int
@@ -90,7 +91,7 @@ class Trainer:
             batch = next(stream).to(self.backend.device, non_blocking=True)
             self._report_skipped(batch)
             with self.backend.autocast():
-                out = self.runner(batch.x, batch.mask)
+                out = self.runner(batch.x, batch.mask, batch.targets)
             loss_value = float(self.backend.mean_across_ranks(out.loss.detach()))
             if not math.isfinite(loss_value):
                 raise NonFiniteLossError(
@@ -99,7 +100,7 @@ class Trainer:
                     "lower optim.blr, set train.clip_grad, or check the data")
             self.backend.backward(out.loss)
             stepped = self.backend.step()
-            st.samples += s.global_batch
+            st.samples += s.global_items
             window_loss += loss_value
             window_samples += s.global_batch
             if not stepped:

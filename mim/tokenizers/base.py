@@ -20,7 +20,7 @@ class Tokenizer(nn.Module, ABC):
 
     @property
     def rank(self) -> int:
-        """Number of grid axes (2 for images, 3 for video and volumes)."""
+        """Number of grid axes (2 for images, 3 for space-time and volumes)."""
         return len(self.patch_size)
 
     @property

@@ -1,7 +1,7 @@
-"""Non-overlapping patch tokenizers: ``patch2d`` (images) and ``cube`` (video, volumes).
+"""Non-overlapping patch tokenizers: ``patch2d`` (2D grids) and ``cube`` (3D grids).
 
 Both keep their weights in a ``ConvNd`` named ``proj`` so checkpoints are interchangeable with
-timm's ``PatchEmbed`` (2D) and VideoMAE's cube embedding (3D). Because kernel == stride, the
+timm's ``PatchEmbed`` (2D) and Tong et al. 2022's cube embedding (3D). Because kernel == stride, the
 convolution equals a linear map on flattened patches; we apply that linear map to the visible
 patches only, so masked patches cost nothing (MAE, Sec. 3: the encoder sees only visible patches).
 """
@@ -73,7 +73,7 @@ class Patch2dTokenizer(PatchTokenizer):
 
 @TOKENIZERS.register("cube")
 class CubeTokenizer(PatchTokenizer):
-    """3D cubes ``tubelet_size`` x ``patch_size`` x ``patch_size`` (VideoMAE: 2 x 16 x 16)."""
+    """3D cubes ``tubelet_size`` x ``patch_size`` x ``patch_size`` (Tong et al. 2022: 2x16x16)."""
 
     def __init__(self, in_chans: int, embed_dim: int, patch_size: int = 16, tubelet_size: int = 2):
         super().__init__(in_chans, embed_dim, (tubelet_size, patch_size, patch_size))
