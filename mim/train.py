@@ -9,8 +9,9 @@ import json
 import logging
 import os
 import random
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -108,6 +109,54 @@ def _dataset(spec: RunSpec, world_size: int) -> tuple[MimDataset, StreamSampler]
     return dataset, probe
 
 
+@dataclass
+class Schedule:
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    lr: float
+
+
+def _schedule(spec: RunSpec, items_per_epoch: int, global_items: int, global_batch: int) -> Schedule:
+    """Steps, warmup and the learning rate (MAE: lr = blr x effective batch / 256)."""
+    t, o = spec.train, spec.optim
+    steps_per_epoch = max(1, items_per_epoch // global_items // t.accum_steps)
+    total = t.max_steps or t.epochs * steps_per_epoch
+    warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs *
+                                                                     steps_per_epoch)
+    lr = o.lr or effective_lr(o.blr, global_batch * t.accum_steps)
+    return Schedule(steps_per_epoch, total, min(warmup, max(total - 1, 0)), lr)
+
+
+def _resume(spec: RunSpec, backend, checkpoints: Checkpoints) -> LoopState:
+    """Load the newest complete checkpoint unless told not to; a fresh state otherwise."""
+    latest = checkpoints.latest()
+    if spec.run.resume == "must" and latest is None:
+        raise ConfigError(f"run.resume: 'must' but {checkpoints.root} holds no checkpoint")
+    if latest is None or spec.run.resume == "never":
+        return LoopState()
+    state = LoopState(**backend.load(latest)["loop"])
+    state.restore_rng()
+    log.info("resumed from %s (step %d, %d samples)", latest, state.step, state.samples)
+    return state
+
+
+def _loader(spec: RunSpec, dataset: MimDataset, collate: MaskingCollate, items: int,
+            backend) -> Callable[[int], Iterator[Batch]]:
+    """A function giving the batch stream from a data position (items consumed)."""
+    view = SeededView(dataset)
+    workers = spec.train.num_workers
+
+    def batches(start: int) -> Iterator[Batch]:
+        sampler = StreamSampler(len(dataset), spec.seed, items, backend.rank,
+                                backend.world_size, start)
+        return iter(DataLoader(view, batch_size=items, sampler=sampler, collate_fn=collate,
+                               num_workers=workers, persistent_workers=workers > 0,
+                               pin_memory=backend.device.type == "cuda"))
+
+    return batches
+
+
 def _train(spec: RunSpec) -> Path:
     backend_params = {k: v for k, v in spec.backend.items() if k != "name"}
     backend = BACKENDS.get(spec.backend["name"])(
@@ -125,40 +174,25 @@ def _train(spec: RunSpec) -> Path:
     sample_shape = tuple(spec.modality.sample_shape(spec.data))  # (C, *spatial)
     _seed_all(spec.seed)  # identical initial weights on every rank
     model = build_model(spec.model, in_chans=sample_shape[0])
-
     t = spec.train
     global_batch = t.batch_size * backend.world_size  # clips per micro-step, all ranks
     items = _items_per_batch(spec)
     global_items = items * backend.world_size
-    steps_per_epoch = max(1, sampler_probe.per_epoch // global_items // t.accum_steps)
-    total_steps = t.max_steps or t.epochs * steps_per_epoch
-    warmup = spec.optim.warmup_steps
-    if warmup is None:
-        warmup = round(spec.optim.warmup_epochs * steps_per_epoch)
-    warmup = min(warmup, max(total_steps - 1, 0))
-    lr = spec.optim.lr or effective_lr(spec.optim.blr, global_batch * t.accum_steps)
-    optimizer = build_adamw(model, lr, tuple(spec.optim.betas), spec.optim.weight_decay)
-    scheduler = cosine_schedule(optimizer, warmup, total_steps, spec.optim.min_lr / lr)
+    plan = _schedule(spec, sampler_probe.per_epoch, global_items, global_batch)
+    optimizer = build_adamw(model, plan.lr, tuple(spec.optim.betas), spec.optim.weight_decay)
+    scheduler = cosine_schedule(optimizer, plan.warmup_steps, plan.total_steps,
+                                spec.optim.min_lr / plan.lr)
     runner = backend.setup(model, optimizer, scheduler)
+    checkpoints = Checkpoints(directory / "checkpoints", t.keep_last)
+    state = _resume(spec, backend, checkpoints)
 
-    derived = {"lr": lr, "effective_batch": global_batch * t.accum_steps,
-               "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-               "warmup_steps": warmup, "grid": list(grid), "tokens": int(np.prod(grid)),
+    derived = {**asdict(plan), "effective_batch": global_batch * t.accum_steps,
+               "grid": list(grid), "tokens": int(np.prod(grid)),
                "masked_tokens": spec.mask.num_masked(grid), "dataset_items": len(dataset),
                "decoder_embed_dim": spec.model.decoder_embed_dim,
                "encoder_params": sum(p.numel() for n, p in model.named_parameters()
                                      if not n.startswith(("decoder", "mask_token"))),
                "world_size": backend.world_size}
-    checkpoints = Checkpoints(directory / "checkpoints", t.keep_last)
-    state = LoopState()
-    latest = checkpoints.latest()
-    if spec.run.resume == "must" and latest is None:
-        raise ConfigError(f"run.resume: 'must' but {checkpoints.root} holds no checkpoint")
-    if latest is not None and spec.run.resume != "never":
-        client = backend.load(latest)
-        state = LoopState(**client["loop"])
-        state.restore_rng()
-        log.info("resumed from %s (step %d, %d samples)", latest, state.step, state.samples)
     if backend.is_main:
         OmegaConf.save(spec.raw, directory / "config.yaml", resolve=True)
         (directory / "derived.json").write_text(json.dumps(derived, indent=2) + "\n")
@@ -166,22 +200,13 @@ def _train(spec: RunSpec) -> Path:
         log.info("derived: %s", json.dumps(derived))
 
     collate = MaskingCollate(spec.mask, grid)
-    view = SeededView(dataset)
-
-    def batches(start: int) -> Iterator[Batch]:
-        sampler = StreamSampler(len(dataset), spec.seed, items, backend.rank,
-                                backend.world_size, start)
-        loader = DataLoader(view, batch_size=items, sampler=sampler, collate_fn=collate,
-                            num_workers=t.num_workers, pin_memory=backend.device.type == "cuda",
-                            persistent_workers=t.num_workers > 0)
-        return iter(loader)
-
-    fixed = collate([view[(i, sample_seed(spec.seed, -1, i, "vis"))]
-                     for i in range(min(t.vis_samples, len(dataset)))])
-    logger = RunLogger(directory, backend.is_main, total_steps, state.step)
-    settings = LoopSettings(total_steps, global_batch, global_items, t.accum_steps, t.log_every,
-                            t.ckpt_every, t.vis_every, sampler_probe.per_epoch)
-    trainer = Trainer(runner, model, backend, batches, settings, checkpoints, logger, state,
+    fixed = collate([(dataset[(i, seed)], seed) for i in range(min(t.vis_samples, len(dataset)))
+                     for seed in [sample_seed(spec.seed, -1, i, "vis")]])
+    logger = RunLogger(directory, backend.is_main, plan.total_steps, state.step)
+    settings = LoopSettings(plan.total_steps, global_batch, global_items, t.accum_steps,
+                            t.log_every, t.ckpt_every, t.vis_every, sampler_probe.per_epoch)
+    trainer = Trainer(runner, model, backend, _loader(spec, dataset, collate, items, backend),
+                      settings, checkpoints, logger, state,
                       picture_writer(spec.modality, spec.data, fixed, directory / "pictures",
                                      logger),
                       OmegaConf.to_container(spec.raw, resolve=True))
