@@ -1,2 +1,42 @@
-"""The video modality (being built): space-time presets are registered here."""
+"""The video modality: a folder or list of videos (or the built-in demo clips), space-time cubes.
+
+Decoding by frame index with decord (default) or PyAV (``data.decoder``) through the native
+reader (default: measured 2x (decord) to 10x (PyAV) faster than pytorchvideo's
+``EncodedVideo.get_clip``, and seed-exact so a resumed run sees the same clips), or through
+pytorchvideo's EncodedVideo, clip sampler and functional transforms with
+``data.reader=pytorchvideo``. VideoMAE's defaults: 16 frames every 4th,
+2x16x16 cubes, 90 % tube masking, ViT-B. Registered through the ``mim.plugins`` entry point
+exactly as a third-party modality would be.
+"""
+from mim.registry import MODALITIES
+from mim.spec import ModalitySpec
 from mim.modalities.video import presets  # noqa: F401  (videomae_*, maest_* model presets)
+from mim.modalities.video.config import VideoDataConfig
+from mim.modalities.video.dataset import VideoDataset, build_dataset
+from mim.modalities.video.visual import visualize
+
+
+def sample_shape(cfg: VideoDataConfig) -> tuple[int, int, int, int]:
+    return (3, cfg.num_frames, cfg.input_size, cfg.input_size)  # (C, T, H, W)
+
+
+def views(cfg: VideoDataConfig) -> int:
+    return cfg.repeat  # clips per decoded video (repeated sampling)
+
+
+SPEC = ModalitySpec(
+    name="video",
+    data_config=VideoDataConfig,
+    build_dataset=build_dataset,
+    sample_shape=sample_shape,
+    visualize=visualize,
+    tokenizer="cube",
+    default_model="videomae_vit_base_patch16_16x224",
+    default_mask="tube",
+    views=views,
+    description="RGB video clips from files decord or PyAV reads; demo: clips made from "
+                "scikit-image photos",
+)
+MODALITIES.register("video", obj=SPEC)
+
+__all__ = ["SPEC", "VideoDataConfig", "VideoDataset"]

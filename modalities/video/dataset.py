@@ -1,0 +1,155 @@
+"""Video items from a folder, a list file or the built-in demo; broken files skipped.
+
+A folder is searched recursively for video extensions (labels -1). A list file has one item a
+line, ``path [label] [start_sec end_sec]`` (paths relative to the list file's folder; quote a
+path with spaces; ``#`` starts a comment); labels may be integers or class names. Files that
+cannot be used (zero bytes, not a video, audio only, truncated, corrupt, too short) raise
+``UnreadableSample``; the core's ``MimDataset`` replaces them and reports path and reason.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from mim.data import MimDataset, UnreadableSample
+from mim.modalities.video import demo
+from mim.modalities.video.config import VideoDataConfig
+from mim.modalities.video.decode import open_video
+from mim.modalities.video.pvreader import PyTorchVideoReader
+from mim.modalities.video.transforms import ClipSampler
+
+log = logging.getLogger("mim.data")
+
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".gif", ".mpg", ".mpeg", ".wmv", ".flv",
+    ".ts", ".mts", ".m2ts", ".3gp", ".ogv", ".asf", ".vob", ".mxf", ".y4m"})
+
+
+@dataclass(frozen=True)
+class VideoItem:
+    path: Path
+    label: int = -1
+    start: Optional[float] = None  # seconds; None: the whole video
+    end: Optional[float] = None
+
+
+class VideoDataset(MimDataset):
+    def __init__(self, items: list[VideoItem], cfg: VideoDataConfig,
+                 classes: list[str] | None = None):
+        self.items, self.cfg, self.classes = items, cfg, classes or []
+        self.sampler = ClipSampler(cfg)
+        self.pytorchvideo = PyTorchVideoReader(cfg) if cfg.reader == "pytorchvideo" else None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def describe(self, index: int) -> str:
+        item = self.items[index]
+        if item.start is None:
+            return str(item.path)
+        return f"{item.path} [{item.start:g}-{item.end:g} s]"
+
+    @property
+    def labels(self) -> list[int]:
+        return [item.label for item in self.items]
+
+    def load(self, index: int, seed: int) -> tuple[torch.Tensor, int]:
+        """One clip [3, T, S, S] (or K views [K, 3, T, S, S]) and the item's label."""
+        item = self.items[index]
+        if self.pytorchvideo is not None:
+            return self.pytorchvideo(item.path, seed, item.start, item.end), item.label
+        with open_video(item.path, self.cfg.decoder) as video:
+            first, end = 0, video.num_frames
+            if item.start is not None:
+                duration = video.num_frames / video.fps
+                if item.start >= duration:
+                    raise UnreadableSample(f"start {item.start:g} s is past the end of the "
+                                           f"video ({duration:.2f} s)")
+                first = math.floor(item.start * video.fps + 1e-6)
+                end = min(end, math.ceil(item.end * video.fps - 1e-6))
+            x = self.sampler(video.read, seed, first, end)
+        return x, item.label
+
+
+def scan(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root: {root} is not a directory")
+    files = []
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        dirs.sort()
+        files += [Path(folder) / n for n in sorted(names)
+                  if Path(n).suffix.lower() in VIDEO_EXTENSIONS and not n.startswith(".")]
+    if not files:
+        raise FileNotFoundError(f"data.root: no video files under {root} (looked for "
+                                f"{', '.join(sorted(VIDEO_EXTENSIONS))})")
+    return files
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def read_list(list_file: Path) -> tuple[list[VideoItem], list[str]]:
+    """Parse ``path [label] [start_sec end_sec]`` lines -> items and class names."""
+    if not list_file.is_file():
+        raise FileNotFoundError(f"data.list_file: {list_file} is not a file")
+    rows = []
+    for number, line in enumerate(list_file.read_text().splitlines(), 1):
+        where = f"data.list_file: {list_file} line {number}"
+        try:
+            parts = shlex.split(line, comments=True)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if not parts:
+            continue
+        path, rest, start, end = parts[0], parts[1:], None, None
+        if len(rest) >= 2 and _number(rest[-1]) is not None and _number(rest[-2]) is not None:
+            start, end = _number(rest[-2]), _number(rest[-1])
+            rest = rest[:-2]
+            if not 0 <= start < end:
+                raise ValueError(f"{where}: need 0 <= start_sec < end_sec, got {start:g} "
+                                 f"{end:g}")
+        if len(rest) > 1:
+            raise ValueError(f"{where}: expected 'path [label] [start_sec end_sec]', got "
+                             f"{len(parts)} fields (quote paths with spaces)")
+        resolved = Path(path).expanduser()
+        if not resolved.is_absolute():
+            resolved = list_file.parent / resolved
+        rows.append((resolved, rest[0] if rest else None, start, end))
+    if not rows:
+        raise FileNotFoundError(f"data.list_file: {list_file} lists no videos")
+    names = sorted({label for _, label, _, _ in rows if label is not None})
+    numeric = all(name.lstrip("-").isdigit() for name in names)
+    classes = [] if numeric else names
+    items = [VideoItem(path, -1 if label is None else int(label) if numeric
+                       else classes.index(label), start, end)
+             for path, label, start, end in rows]
+    return items, classes
+
+
+def build_dataset(cfg: VideoDataConfig) -> VideoDataset:
+    if cfg.list_file:
+        items, classes = read_list(Path(cfg.list_file).expanduser())
+        source = cfg.list_file
+    elif cfg.root:
+        root = Path(cfg.root).expanduser()
+        items, classes = [VideoItem(p) for p in scan(root)], []
+        source = str(root)
+    else:
+        files = demo.demo_files(1 if cfg.pad_short else cfg.span)
+        items = [VideoItem(path, label) for path, label in files]
+        classes, source = list(demo.CLASSES), f"{demo.cache_dir()} (built-in demo videos)"
+    log.info("video data: %d items from %s, decoder %s, reader %s", len(items), source,
+             cfg.decoder, cfg.reader)
+    return VideoDataset(items, cfg, classes)

@@ -1,0 +1,235 @@
+"""Open a video file and decode frames by index, with decord (default) or PyAV.
+
+Frames are addressed by index, not by time: a clip is a pure function of the sample's seed,
+and both decoders return the same frames for the same indices (checked by the tests).
+pytorchvideo's ``EncodedVideo.get_clip`` works with both decoders here but is not the default:
+it is time-based, converts every frame of the window to float32 (``sampling_rate`` times the
+frames a clip needs) and measured 2x (decord) to 10x (PyAV) slower than decoding the indices
+directly. It is selectable with ``data.reader=pytorchvideo`` (``pvreader.py``).
+
+decord cannot read GIFs; they always go through PyAV. Every failure (zero bytes, not a video,
+no video stream, truncated, corrupt packets) becomes ``UnreadableSample`` with a short reason.
+"""
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from mim.data import UnreadableSample
+
+SEEK_AFTER = 64  # PyAV: seek (keyframe + pts arithmetic) when the first wanted frame is later
+
+
+class Video:
+    """An open video: ``num_frames``, ``fps`` and ``read(indices) -> uint8 [N, H, W, 3]``."""
+
+    num_frames: int
+    fps: float
+
+    def read(self, indices: list[int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Video":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise UnreadableSample("file not found")
+    if not path.is_file():
+        raise UnreadableSample("not a regular file (a directory?)")
+    if path.stat().st_size == 0:
+        raise UnreadableSample("empty file (0 bytes)")
+
+
+def _is_gif(path: Path) -> bool:
+    if path.suffix.lower() == ".gif":
+        return True
+    with open(path, "rb") as f:
+        return f.read(4) == b"GIF8"
+
+
+def open_video(path: Path | str, decoder: str = "decord") -> Video:
+    """Open ``path`` for index-based decoding; raises ``UnreadableSample`` with the reason."""
+    path = Path(path)
+    _check_file(path)
+    if decoder == "pyav" or _is_gif(path):
+        return PyAVVideo(path)
+    if decoder == "decord":
+        return DecordVideo(path)
+    raise ValueError(f"data.decoder: '{decoder}' is not one of: decord, pyav")
+
+
+def _short(exc: BaseException) -> str:
+    """One line of an exception: decord's '[time] file.cc:line:' prefixes and PyAV's errno
+    and file name removed."""
+    strerror = getattr(exc, "strerror", None)  # av.error.FFmpegError is an OSError
+    text = " ".join((strerror or str(exc)).split()) or type(exc).__name__
+    text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+\.cc:\d+: ", "", text)
+    return text[:200]
+
+
+# ---------------------------------------------------------------- decord
+
+_decord = None
+
+
+def _import_decord():
+    global _decord
+    if _decord is None:
+        import decord
+
+        decord.logging.set_level(decord.logging.QUIET)  # its bundled ffmpeg's chatter
+        _decord = decord
+    return _decord
+
+
+class DecordVideo(Video):
+    def __init__(self, path: Path):
+        decord = _import_decord()
+        try:
+            # one thread: parallelism comes from the data-loader workers
+            self._reader = decord.VideoReader(str(path), num_threads=1)
+            self.num_frames = len(self._reader)
+            self.fps = float(self._reader.get_avg_fps())
+        except Exception as exc:  # noqa: BLE001 (decord raises RuntimeError and DECORDError)
+            raise UnreadableSample(_decord_reason(exc)) from exc
+
+    def read(self, indices: list[int]) -> np.ndarray:
+        try:
+            batch = self._reader.get_batch(list(indices))
+        except Exception as exc:  # noqa: BLE001
+            raise UnreadableSample(f"decode failed: {_decord_reason(exc)}") from exc
+        # another library (pytorchvideo) may have switched decord's bridge to torch
+        frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
+        return np.ascontiguousarray(frames, dtype=np.uint8)
+
+    def close(self) -> None:
+        self._reader = None
+
+
+def _decord_reason(exc: BaseException) -> str:
+    text = _short(exc)
+    if "cannot find video stream" in text:
+        return "no video stream (audio only, or not a video)"
+    if text.startswith("Error reading"):
+        return "cannot open: not a video file, or a truncated or corrupt container"
+    if "broken metadata" in text:
+        return "not a video (no duration or frame count; an image renamed?)"
+    if "avcodec_send_packet" in text:
+        return "corrupt data: the decoder rejected a packet"
+    if "av_read_frame failed" in text:
+        return "truncated or corrupt: reading the packets failed"
+    if "Cannot create buffer source" in text:
+        return "truncated or corrupt: no decodable frame"
+    return re.sub(r"^Check failed: .*?\) ", "", text)
+
+
+# ---------------------------------------------------------------- PyAV
+
+class PyAVVideo(Video):
+    def __init__(self, path: Path):
+        import av
+
+        self._rewind = False  # True once the container is no longer at its start
+        try:
+            self._container = av.open(str(path))
+        except Exception as exc:  # noqa: BLE001 (av.error.* and OSError)
+            raise UnreadableSample(f"cannot open: {_short(exc)}") from exc
+        try:
+            if not self._container.streams.video:
+                raise UnreadableSample("no video stream (audio only, or not a video)")
+            kind = self._container.format.name
+            if kind == "image2" or kind.endswith("_pipe"):
+                raise UnreadableSample(f"an image, not a video (format {kind})")
+            self._stream = self._container.streams.video[0]
+            rate = self._stream.average_rate or self._stream.guessed_rate
+            if not rate or rate <= 0:
+                raise UnreadableSample("no frame rate in the video stream")
+            self.fps = float(rate)
+            self._rate = Fraction(rate)
+            self.num_frames = self._stream.frames or self._count_packets()
+            if self.num_frames < 1:
+                raise UnreadableSample("video stream holds no frames")
+        except UnreadableSample:
+            self.close()
+            raise
+        except Exception as exc:  # noqa: BLE001
+            self.close()
+            raise UnreadableSample(f"cannot read the stream: {_short(exc)}") from exc
+
+    def _count_packets(self) -> int:
+        """Frame count where the header has none (Matroska, WebM, GIF): demux, no decoding."""
+        count = sum(1 for packet in self._container.demux(self._stream) if packet.size)
+        self._rewind = True
+        return count
+
+    def read(self, indices: list[int]) -> np.ndarray:
+        wanted = sorted(set(indices))
+        try:
+            found = self._seek_read(wanted) if wanted[0] >= SEEK_AFTER else None
+            if found is None or len(found) < len(wanted):  # variable frame rate, or truncated
+                found = self._linear_read(wanted)
+        except UnreadableSample:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise UnreadableSample(f"decode failed (corrupt data?): {_short(exc)}") from exc
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise UnreadableSample(f"truncated: frame {missing[0]} of {self.num_frames} could "
+                                   f"not be decoded ({len(found)} of {len(wanted)} found)")
+        return np.stack([found[i] for i in indices])
+
+    def _rgb(self, frame) -> np.ndarray:
+        return frame.to_ndarray(format="rgb24")
+
+    def _linear_read(self, wanted: list[int]) -> dict[int, np.ndarray]:
+        """Decode from the first frame, counting: exact for any video."""
+        if self._rewind:
+            self._container.seek(0, stream=self._stream, backward=True)
+        self._rewind = True
+        targets, found = set(wanted), {}
+        for index, frame in enumerate(self._container.decode(self._stream)):
+            if index in targets:
+                found[index] = self._rgb(frame)
+            if index >= wanted[-1]:
+                break
+        return found
+
+    def _seek_read(self, wanted: list[int]) -> dict[int, np.ndarray] | None:
+        """Seek to the keyframe before the first wanted frame and index frames by their pts
+        (exact at a constant frame rate); None when pts are missing or the seek overshot."""
+        stream, tb = self._stream, self._stream.time_base
+        if tb is None:
+            return None
+        start = stream.start_time or 0
+        to_pts = lambda i: start + int(Fraction(i) / self._rate / tb)  # noqa: E731
+        self._container.seek(to_pts(wanted[0]), stream=stream, backward=True, any_frame=False)
+        self._rewind = True
+        targets, found, first = set(wanted), {}, True
+        for frame in self._container.decode(stream):
+            if frame.pts is None:
+                return None
+            index = round((frame.pts - start) * tb * self._rate)
+            if first and index > wanted[0]:
+                return None  # landed after the first wanted frame: decode linearly instead
+            first = False
+            if index in targets:
+                found[index] = self._rgb(frame)
+            if index >= wanted[-1]:
+                break
+        return found
+
+    def close(self) -> None:
+        container, self._container = getattr(self, "_container", None), None
+        if container is not None:
+            container.close()

@@ -1,0 +1,117 @@
+"""Seeded clip sampling and augmentation: where in the video, which square, flipped or not.
+
+Temporal: ``num_frames`` indices every ``sampling_rate`` frames from a uniformly random start
+(VideoMAE / MAE-ST). Spatial: pytorchvideo's ``random_short_side_scale`` + ``random_crop``
+(short side to a random size in ``[min_scale, max_scale] x input_size``, then a random square),
+computed in the source frame's coordinates so only the cropped square is converted to float and
+resized (with antialiasing): the same picture, without scaling a full 1080p clip first.
+All randomness comes from a ``random.Random`` seeded per clip, never a global RNG, so a resumed
+run sees exactly the same clips.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mim.data import UnreadableSample
+from mim.modalities.video.config import VideoDataConfig
+
+
+def clip_indices(rng: random.Random, first: int, end: int, num_frames: int,
+                 sampling_rate: int, pad: bool) -> list[int]:
+    """Frame indices of one clip inside frames ``[first, end)`` of a video.
+
+    Too short a range raises ``UnreadableSample``, or with ``pad`` repeats its last frame.
+    """
+    span = (num_frames - 1) * sampling_rate + 1
+    available = end - first
+    if available < 1:
+        raise UnreadableSample("no frames in the requested range")
+    if available < span:
+        if not pad:
+            raise UnreadableSample(
+                f"too short: {available} frames, a clip of {num_frames} frames every "
+                f"{sampling_rate} needs {span} (set data.pad_short=true to pad)")
+        return [min(first + i * sampling_rate, end - 1) for i in range(num_frames)]
+    start = rng.randint(first, end - span)
+    return [start + i * sampling_rate for i in range(num_frames)]
+
+
+def crop_box(height: int, width: int, size: int, scale: tuple[float, float],
+             rng: random.Random) -> tuple[int, int, int]:
+    """(top, left, side) in the source frame of a random short-side-scale-then-crop.
+
+    The short side is scaled to an integer in ``[scale[0] * size, scale[1] * size]`` and a
+    ``size`` square is cropped at a random place of the scaled frame.
+    """
+    short = min(height, width)
+    target = rng.randint(round(scale[0] * size), max(round(scale[0] * size),
+                                                     round(scale[1] * size)))
+    factor = target / short
+    scaled_h, scaled_w = int(height * factor), int(width * factor)
+    top = rng.randint(0, max(scaled_h - size, 0))
+    left = rng.randint(0, max(scaled_w - size, 0))
+    side = max(1, min(round(size / factor), short))
+    top = min(round(top / factor), height - side)
+    left = min(round(left / factor), width - side)
+    return top, left, side
+
+
+class ClipTransform:
+    """uint8 frames [T, H, W, 3] -> normalised float clip [3, T, size, size]."""
+
+    def __init__(self, cfg: VideoDataConfig):
+        self.size = cfg.input_size
+        self.scale = (cfg.min_scale, cfg.max_scale)
+        self.hflip = cfg.hflip
+        self.mean = torch.tensor(cfg.mean).view(3, 1, 1, 1)
+        self.std = torch.tensor(cfg.std).view(3, 1, 1, 1)
+
+    def __call__(self, frames: np.ndarray | torch.Tensor, rng: random.Random) -> torch.Tensor:
+        frames = torch.as_tensor(frames)  # [T, H, W, 3] uint8
+        _, height, width, _ = frames.shape
+        top, left, side = crop_box(height, width, self.size, self.scale, rng)
+        square = frames[:, top:top + side, left:left + side]  # [T, side, side, 3]
+        x = square.permute(0, 3, 1, 2).float()  # [T, 3, side, side]
+        if side != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                              align_corners=False, antialias=side > self.size)
+        if rng.random() < self.hflip:
+            x = x.flip(-1)
+        x = x.permute(1, 0, 2, 3).div_(255.0)  # [3, T, size, size]
+        return (x - self.mean) / self.std
+
+
+class ClipSampler:
+    """K views of one video: each its own window and augmentation from its own sub-seed,
+    the union of their frames decoded once (MAE-ST repeated sampling)."""
+
+    def __init__(self, cfg: VideoDataConfig):
+        self.cfg = cfg
+        self.transform = ClipTransform(cfg)
+
+    def windows(self, seed: int, first: int, end: int) -> tuple[list[list[int]],
+                                                                  list[random.Random]]:
+        """Per view: its frame indices and its generator (continued by the augmentation)."""
+        root = random.Random(seed)
+        rngs = [random.Random(root.getrandbits(63)) for _ in range(self.cfg.repeat)]
+        windows = [clip_indices(r, first, end, self.cfg.num_frames, self.cfg.sampling_rate,
+                                self.cfg.pad_short) for r in rngs]
+        return windows, rngs
+
+    def __call__(self, read, seed: int, first: int, end: int) -> torch.Tensor:
+        """``read(indices) -> uint8 [N, H, W, 3]``; returns [3, T, S, S] or [K, 3, T, S, S]."""
+        windows, rngs = self.windows(seed, first, end)
+        union = sorted({i for window in windows for i in window})
+        frames = read(union)  # [U, H, W, 3]
+        if frames.ndim != 4 or frames.shape[0] != len(union) or frames.shape[-1] != 3:
+            raise UnreadableSample(f"decoder returned frames of shape {tuple(frames.shape)}")
+        if frames.shape[1] < 1 or frames.shape[2] < 1:
+            raise UnreadableSample("frames of zero size")
+        where = {index: row for row, index in enumerate(union)}
+        views = [self.transform(frames[[where[i] for i in window]], rng)
+                 for window, rng in zip(windows, rngs)]
+        return views[0] if len(views) == 1 else torch.stack(views)

@@ -1,0 +1,31 @@
+"""The volume modality: 3D scans (.npy / .npz / NIfTI) or the built-in demo phantoms, 3D cubes.
+
+Registered through the ``mim.plugins`` entry point exactly as a third-party modality would be.
+Default model: ViT-B on 16x16x16 cubes (``mae3d_vit_base_patch16``); see
+``configs/experiment/volume_demo.yaml`` for a small, fast run.
+"""
+from mim.registry import MODALITIES
+from mim.spec import ModalitySpec
+from mim.modalities.volume.config import VolumeDataConfig
+from mim.modalities.volume.dataset import VolumeDataset, build_dataset
+from mim.modalities.volume.visual import visualize
+
+
+def sample_shape(cfg: VolumeDataConfig) -> tuple[int, int, int, int]:
+    return (cfg.channels, *cfg.input_size)  # (C, D, H, W)
+
+
+SPEC = ModalitySpec(
+    name="volume",
+    data_config=VolumeDataConfig,
+    build_dataset=build_dataset,
+    sample_shape=sample_shape,
+    visualize=visualize,
+    tokenizer="cube",
+    default_model="mae3d_vit_base_patch16",
+    default_mask="random",
+    description="3D volumes (.npy, .npz, NIfTI with nibabel); demo: procedural phantoms",
+)
+MODALITIES.register("volume", obj=SPEC)
+
+__all__ = ["SPEC", "VolumeDataConfig", "VolumeDataset"]
