@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 
 from mim.data import MimDataset
+from mim.stream import Source
 
 
 @dataclass(frozen=True)
@@ -36,4 +37,6 @@ class ModalitySpec:
     default_model: str | None = None  # model preset chosen by ``modality=<name>``
     default_mask: str | None = None  # mask policy chosen by ``modality=<name>``
     views: Callable[[Any], int] = lambda cfg: 1  # clips per item (repeated sampling)
+    # several data sources mixed per step (OmniMAE); None: one source from build_dataset
+    sources: Callable[[Any], list[Source]] | None = None
     description: str = ""

@@ -1,0 +1,78 @@
+"""The batch stream of a run: one or several data sources, mixed per micro-step.
+
+Every run trains from a list of ``Source``s; an ordinary modality is a list of one. With several
+(OmniMAE, Girdhar et al. 2022: images and clips into one encoder), each micro-step draws its
+whole batch from one source, chosen by a seeded draw weighted by ``Source.weight``, so batches
+keep static shapes. The choice for micro-step ``n`` is a pure function of ``(seed, n)``: a
+resumed run replays the choices to find each source's data position, and continues exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from torch.utils.data import DataLoader
+
+from mim.data import Batch, MaskingCollate, MimDataset, SeededView, StreamSampler, sample_seed
+
+
+@dataclass
+class Source:
+    name: str
+    dataset: MimDataset
+    sample_shape: tuple[int, ...]  # (C, *spatial) as the tokenizer sees it
+    mask: Any = None  # a mask policy; None: the run's ``mask``
+    weight: float = 1.0  # share of the micro-steps
+    views: int = 1  # clips per item (repeated sampling)
+
+
+def choose(seed: int, micro_step: int, weights: list[float]) -> int:
+    """Index of the source that feeds ``micro_step`` (0 when there is one source)."""
+    if len(weights) == 1:
+        return 0
+    u = sample_seed(seed, micro_step, 0, "source") / 2**63 * sum(weights)
+    for index, weight in enumerate(weights):
+        u -= weight
+        if u < 0:
+            return index
+    return len(weights) - 1
+
+
+@dataclass
+class Feed:
+    """One source made ready: its masking collate and items drawn per process and step."""
+
+    source: Source
+    collate: MaskingCollate
+    items: int
+
+
+def make_stream(feeds: list[Feed], seed: int, rank: int, world_size: int, workers: int,
+                pin_memory: bool) -> Callable[[int], Iterator[Batch]]:
+    """A function giving the batch stream that starts at micro-step ``start``."""
+    weights = [f.source.weight for f in feeds]
+
+    def loader(feed: Feed, done_steps: int) -> Iterator[Batch]:
+        start = done_steps * feed.items * world_size  # items this source already gave
+        sampler = StreamSampler(len(feed.source.dataset), seed, feed.items, rank, world_size,
+                                start)
+        return iter(DataLoader(SeededView(feed.source.dataset), batch_size=feed.items,
+                               sampler=sampler, collate_fn=feed.collate, num_workers=workers,
+                               persistent_workers=workers > 0, pin_memory=pin_memory))
+
+    def batches(start: int) -> Iterator[Batch]:
+        done = [0] * len(feeds)
+        for step in range(start if len(feeds) > 1 else 0):
+            done[choose(seed, step, weights)] += 1
+        if len(feeds) == 1:
+            done[0] = start
+        streams: list[Iterator[Batch] | None] = [None] * len(feeds)
+        step = start
+        while True:
+            index = choose(seed, step, weights)
+            if streams[index] is None:  # opened on first use: an unused source costs nothing
+                streams[index] = loader(feeds[index], done[index])
+            yield next(streams[index])
+            step += 1
+
+    return batches
