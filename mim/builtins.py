@@ -1,5 +1,6 @@
 """Imports the core's own registrations (tokenizers, masks, models, backends)."""
 import mim.engine.backend  # noqa: F401
+import mim.engine.deepspeed_backend  # noqa: F401  (imports deepspeed only when used)
 import mim.masking  # noqa: F401
 import mim.models  # noqa: F401
 import mim.tokenizers  # noqa: F401

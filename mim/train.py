@@ -11,7 +11,7 @@ import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,13 +21,14 @@ from torch.utils.data import DataLoader
 
 from mim.config.compose import RunSpec, token_grid
 from mim.config.errors import ConfigError
-from mim.data import Batch, MaskingCollate, MimDataset, SeededView, StreamSampler, sample_seed
+from mim.data import MaskingCollate, StreamSampler, sample_seed
 from mim.engine.checkpoint import Checkpoints
 from mim.engine.loop import LoopSettings, LoopState, Trainer, picture_writer
 from mim.engine.metrics import RunLogger
 from mim.engine.optim import build_adamw, cosine_schedule, effective_lr
-from mim.models import build_model
+from mim.models import build_model, build_tokenizer
 from mim.registry import BACKENDS
+from mim.stream import Feed, Source, make_stream
 
 log = logging.getLogger("mim")
 
@@ -54,7 +55,8 @@ def _init_distributed() -> bool:
     return True
 
 
-def _setup_logging(directory: Path, is_main: bool) -> None:
+def _setup_logging(directory: Path | None, is_main: bool) -> None:
+    """Log to stderr (non-main ranks: warnings only) and, once known, to the run's train.log."""
     root = logging.getLogger("mim")
     root.setLevel(logging.INFO)
     root.propagate = False
@@ -66,7 +68,7 @@ def _setup_logging(directory: Path, is_main: bool) -> None:
     stream.setFormatter(fmt)
     stream.setLevel(logging.INFO if is_main else logging.WARNING)
     root.addHandler(stream)
-    if is_main:
+    if is_main and directory is not None:
         file = logging.FileHandler(directory / "train.log")
         file.setFormatter(fmt)
         root.addHandler(file)
@@ -88,25 +90,41 @@ def train(spec: RunSpec) -> Path:
             dist.destroy_process_group()
 
 
-def _items_per_batch(spec: RunSpec) -> int:
-    """Items drawn per process and micro-step: the batch counts clips, K views per item."""
-    views = spec.modality.views(spec.data)
-    if spec.train.batch_size % views:
-        raise ConfigError(f"train.batch_size: {spec.train.batch_size} is not a multiple of the "
-                          f"{views} views per item (data.repeat)")
-    return spec.train.batch_size // views
-
-
-def _dataset(spec: RunSpec, world_size: int) -> tuple[MimDataset, StreamSampler]:
-    """The dataset and a probe of its order; data errors are config errors, raised early."""
+def _sources(spec: RunSpec) -> list[Source]:
+    """The run's data sources (one unless the modality mixes several); data errors are config
+    errors, raised before anything is written."""
+    modality = spec.modality
     try:
-        dataset = spec.modality.build_dataset(spec.data)
-        probe = StreamSampler(len(dataset), spec.seed, _items_per_batch(spec), 0, world_size)
+        if modality.sources is not None:
+            return modality.sources(spec.data)
+        return [Source(modality.name, modality.build_dataset(spec.data),
+                       tuple(modality.sample_shape(spec.data)), None, 1.0,
+                       modality.views(spec.data))]
     except FileNotFoundError as exc:  # a data.root that is missing or holds no usable files
         raise ConfigError(str(exc)) from None
-    except ValueError as exc:  # a global batch larger than the dataset
-        raise ConfigError(str(exc)) from None
-    return dataset, probe
+
+
+def _feeds(spec: RunSpec, sources: list[Source], tokenizer: Any, world_size: int) -> list[Feed]:
+    """Per source: the mask on its grid and the items per process and micro-step."""
+    feeds = []
+    for source in sources:
+        policy = source.mask or spec.mask
+        try:
+            grid = tokenizer.grid(source.sample_shape)
+            policy.check(grid)
+        except ValueError as exc:  # MaskConfigError included
+            raise ConfigError(f"{exc} (source '{source.name}')") from None
+        if spec.train.batch_size % source.views:
+            raise ConfigError(f"train.batch_size: {spec.train.batch_size} is not a multiple of "
+                              f"the {source.views} views per item (data.repeat)")
+        items = spec.train.batch_size // source.views
+        try:
+            StreamSampler(len(source.dataset), spec.seed, items, 0, world_size)
+        except ValueError as exc:  # a global batch larger than the dataset
+            raise ConfigError(f"{exc} (source '{source.name}')" if len(sources) > 1
+                              else str(exc)) from None
+        feeds.append(Feed(source, MaskingCollate(policy, grid), items))
+    return feeds
 
 
 @dataclass
@@ -141,57 +159,52 @@ def _resume(spec: RunSpec, backend, checkpoints: Checkpoints) -> LoopState:
     return state
 
 
-def _loader(spec: RunSpec, dataset: MimDataset, collate: MaskingCollate, items: int,
-            backend) -> Callable[[int], Iterator[Batch]]:
-    """A function giving the batch stream from a data position (items consumed)."""
-    view = SeededView(dataset)
-    workers = spec.train.num_workers
-
-    def batches(start: int) -> Iterator[Batch]:
-        sampler = StreamSampler(len(dataset), spec.seed, items, backend.rank,
-                                backend.world_size, start)
-        return iter(DataLoader(view, batch_size=items, sampler=sampler, collate_fn=collate,
-                               num_workers=workers, persistent_workers=workers > 0,
-                               pin_memory=backend.device.type == "cuda"))
-
-    return batches
-
-
 def _train(spec: RunSpec) -> Path:
     backend_params = {k: v for k, v in spec.backend.items() if k != "name"}
     backend = BACKENDS.get(spec.backend["name"])(
         precision=spec.train.precision, accum_steps=spec.train.accum_steps,
-        clip_grad=spec.train.clip_grad, compile=spec.train.compile, **backend_params)
+        clip_grad=spec.train.clip_grad, compile=spec.train.compile,
+        batch_size=spec.train.batch_size, **backend_params)
     grid = token_grid(spec)
-    dataset, sampler_probe = _dataset(spec, backend.world_size)
+    _setup_logging(None, backend.is_main)  # messages from building the data reach stderr
+    sources = _sources(spec)
+    in_chans = sources[0].sample_shape[0]
+    feeds = _feeds(spec, sources, build_tokenizer(spec.model, in_chans), backend.world_size)
     directory = run_dir(spec)
     if backend.is_main:
         directory.mkdir(parents=True, exist_ok=True)
     backend.barrier()
     _setup_logging(directory, backend.is_main)
-    log.info("data: %d items (%s)", len(dataset), spec.data.root or "built-in demo data")
+    for feed in feeds:
+        log.info("data: %s, %d items (%s), grid %s, %d masked", feed.source.name,
+                 len(feed.source.dataset), getattr(spec.data, "root", None) or "built-in demo",
+                 list(feed.collate.grid), feed.collate.policy.num_masked(feed.collate.grid))
 
-    sample_shape = tuple(spec.modality.sample_shape(spec.data))  # (C, *spatial)
     _seed_all(spec.seed)  # identical initial weights on every rank
-    model = build_model(spec.model, in_chans=sample_shape[0])
+    model = build_model(spec.model, in_chans=in_chans)
     t = spec.train
     global_batch = t.batch_size * backend.world_size  # clips per micro-step, all ranks
-    items = _items_per_batch(spec)
-    global_items = items * backend.world_size
-    plan = _schedule(spec, sampler_probe.per_epoch, global_items, global_batch)
+    first = feeds[0]
+    per_epoch = StreamSampler(len(first.source.dataset), spec.seed, first.items, 0,
+                              backend.world_size).per_epoch  # items in one pass
+    plan = _schedule(spec, per_epoch, first.items * backend.world_size, global_batch)
     optimizer = build_adamw(model, plan.lr, tuple(spec.optim.betas), spec.optim.weight_decay)
     scheduler = cosine_schedule(optimizer, plan.warmup_steps, plan.total_steps,
                                 spec.optim.min_lr / plan.lr)
+    # counted before setup: ZeRO-3 leaves each rank a shard of every parameter
+    encoder_params = sum(p.numel() for n, p in model.named_parameters()
+                         if not n.startswith(("decoder", "mask_token")))
     runner = backend.setup(model, optimizer, scheduler)
     checkpoints = Checkpoints(directory / "checkpoints", t.keep_last)
     state = _resume(spec, backend, checkpoints)
 
     derived = {**asdict(plan), "effective_batch": global_batch * t.accum_steps,
                "grid": list(grid), "tokens": int(np.prod(grid)),
-               "masked_tokens": spec.mask.num_masked(grid), "dataset_items": len(dataset),
+               "masked_tokens": spec.mask.num_masked(grid),
+               "dataset_items": sum(len(f.source.dataset) for f in feeds),
+               "sources": {f.source.name: len(f.source.dataset) for f in feeds},
                "decoder_embed_dim": spec.model.decoder_embed_dim,
-               "encoder_params": sum(p.numel() for n, p in model.named_parameters()
-                                     if not n.startswith(("decoder", "mask_token"))),
+               "encoder_params": encoder_params,
                "world_size": backend.world_size}
     if backend.is_main:
         OmegaConf.save(spec.raw, directory / "config.yaml", resolve=True)
@@ -199,16 +212,18 @@ def _train(spec: RunSpec) -> Path:
         log.info("run directory: %s", directory)
         log.info("derived: %s", json.dumps(derived))
 
-    collate = MaskingCollate(spec.mask, grid)
-    fixed = collate([(dataset[(i, seed)], seed) for i in range(min(t.vis_samples, len(dataset)))
-                     for seed in [sample_seed(spec.seed, -1, i, "vis")]])
+    dataset = first.source.dataset
+    fixed = first.collate([(dataset[(i, seed)], seed)
+                           for i in range(min(t.vis_samples, len(dataset)))
+                           for seed in [sample_seed(spec.seed, -1, i, "vis")]])
+    stream = make_stream(feeds, spec.seed, backend.rank, backend.world_size, t.num_workers,
+                         backend.device.type == "cuda")
     logger = RunLogger(directory, backend.is_main, plan.total_steps, state.step)
-    settings = LoopSettings(plan.total_steps, global_batch, global_items, t.accum_steps,
-                            t.log_every, t.ckpt_every, t.vis_every, sampler_probe.per_epoch)
-    trainer = Trainer(runner, model, backend, _loader(spec, dataset, collate, items, backend),
-                      settings, checkpoints, logger, state,
+    settings = LoopSettings(plan.total_steps, global_batch, t.accum_steps, t.log_every,
+                            t.ckpt_every, t.vis_every, per_epoch * first.source.views)
+    trainer = Trainer(runner, model, backend, stream, settings, checkpoints, logger, state,
                       picture_writer(spec.modality, spec.data, fixed, directory / "pictures",
-                                     logger),
+                                     logger, backend.is_main),
                       OmegaConf.to_container(spec.raw, resolve=True))
     try:
         trainer.fit()

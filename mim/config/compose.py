@@ -49,6 +49,7 @@ class RunSpec:
     data: Any  # the modality's data-config dataclass
     backend: dict[str, Any]
     launcher: dict[str, Any]
+    overrides: tuple[str, ...] | None = None  # the command line of ``load`` (a launcher re-runs it)
 
 
 def _plugin_config(cls: Any) -> dict[str, Any]:
@@ -176,6 +177,14 @@ def _raise(message: str) -> Any:
     raise ConfigError(message)
 
 
+def _check_plugin(cls: Any, node: dict[str, Any], section: str) -> None:
+    """A backend's or launcher's parameters against its ``Config`` dataclass (types and the
+    dataclass's own checks), before any process or model exists."""
+    config = getattr(cls, "Config", None)
+    if config is not None:
+        _typed(config, {k: v for k, v in node.items() if k != "name"}, section)
+
+
 def validate(raw: DictConfig) -> RunSpec:
     """Check every section of a composed config; the first problem -> ConfigError."""
     expected = {"seed", "train", "optim", "run", "model", "mask", "modality", "data",
@@ -213,6 +222,8 @@ def validate(raw: DictConfig) -> RunSpec:
         backend=backend,
         launcher=launcher,
     )
+    _check_plugin(BACKENDS.get(backend["name"]), backend, "backend")
+    _check_plugin(LAUNCHERS.get(launcher["name"]), launcher, "launcher")
     token_grid(spec)
     return spec
 
@@ -225,7 +236,11 @@ def token_grid(spec: RunSpec) -> tuple[int, ...]:
         grid = tokenizer.grid(shape)
     except UnknownNameError as exc:
         raise ConfigError(f"model.tokenizer: {exc}") from None
-    except ValueError as exc:
+    except ValueError as exc:  # the sample size does not fit the patch or cube size
+        spatial_ok = all(n % spec.model.patch_size == 0 for n in shape[-2:])
+        if len(shape) == 4 and spatial_ok:  # only the leading (frames / depth) axis is off
+            raise ConfigError(f"data: {shape[1]} frames (or slices) are not a multiple of "
+                              f"model.tubelet_size={spec.model.tubelet_size}") from None
         raise ConfigError(f"data.input_size: {exc} (model.patch_size="
                           f"{spec.model.patch_size})") from None
     try:
@@ -236,7 +251,7 @@ def token_grid(spec: RunSpec) -> tuple[int, ...]:
 
 
 def load(overrides: list[str]) -> RunSpec:
-    return validate(compose(overrides))
+    return dataclasses.replace(validate(compose(overrides)), overrides=tuple(overrides))
 
 
 __all__ = ["compose", "validate", "load", "RunSpec", "ConfigError", "ALL"]

@@ -17,17 +17,28 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mim.config.errors import ConfigError
 from mim.registry import BACKENDS
 
 STATE_FILE = "state.pt"
+
+
+def local_device() -> torch.device:
+    """This process's GPU (``LOCAL_RANK`` as torchrun and the local launcher set it), else CPU."""
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+        return device
+    return torch.device("cpu")
 
 
 class Backend:
     """Base class: holds the distributed facts every backend shares."""
 
     def __init__(self, precision: str = "fp32", accum_steps: int = 1,
-                 clip_grad: float | None = None):
+                 clip_grad: float | None = None, batch_size: int = 1):
         self.precision, self.accum_steps, self.clip_grad = precision, accum_steps, clip_grad
+        self.batch_size = batch_size  # clips per process and micro-step (DeepSpeed asks for it)
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world_size = dist.get_world_size() if dist.is_initialized() else 1
         self.micro_step = 0
@@ -58,15 +69,10 @@ class TorchBackend(Backend):
     """Plain PyTorch: one process, or DistributedDataParallel when a process group exists."""
 
     def __init__(self, precision: str = "fp32", accum_steps: int = 1,
-                 clip_grad: float | None = None, compile: bool = False):
-        super().__init__(precision, accum_steps, clip_grad)
+                 clip_grad: float | None = None, compile: bool = False, batch_size: int = 1):
+        super().__init__(precision, accum_steps, clip_grad, batch_size)
         self.compile = compile
-        if torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", 0))
-            self.device = torch.device("cuda", local)
-            torch.cuda.set_device(self.device)
-        else:
-            self.device = torch.device("cpu")
+        self.device = local_device()
 
     def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer,
               scheduler: torch.optim.lr_scheduler.LRScheduler) -> nn.Module:
@@ -126,6 +132,10 @@ class TorchBackend(Backend):
                 os.fsync(f.fileno())
 
     def load(self, directory: Path) -> dict[str, Any]:
+        if not (directory / STATE_FILE).is_file():  # e.g. written by backend=deepspeed
+            raise ConfigError(f"backend: checkpoint {directory} was not written by backend=torch; "
+                              "resume with the backend that wrote it, or set run.resume=never "
+                              "or another run.dir")
         state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
         self.load_state_dict(state)
         return state["client"]

@@ -30,7 +30,7 @@ class NonFiniteLossError(FloatingPointError):
 @dataclass
 class LoopState:
     step: int = 0  # optimiser steps done
-    samples: int = 0  # global samples consumed (the data position)
+    samples: int = 0  # clips consumed, all ranks (reported; the data position is the step)
     skipped: int = 0  # unreadable items replaced so far
     rng: dict[str, Any] = field(default_factory=dict)
 
@@ -62,13 +62,12 @@ class LoopState:
 @dataclass
 class LoopSettings:
     total_steps: int
-    global_batch: int  # clips per micro-step across all ranks (for samples/s)
-    global_items: int  # items drawn from the data order per micro-step, all ranks
+    global_batch: int  # clips per micro-step across all ranks
     accum_steps: int
     log_every: int
     ckpt_every: int
     vis_every: int
-    samples_per_epoch: int
+    samples_per_epoch: int  # clips in one pass over the (first) source
 
 
 class Trainer:
@@ -84,7 +83,7 @@ class Trainer:
 
     def fit(self) -> LoopState:
         s, st = self.settings, self.state
-        stream = self.batches(st.samples)
+        stream = self.batches(st.step * s.accum_steps)  # checkpoints sit on step boundaries
         window_loss, window_samples, t0 = 0.0, 0, time.perf_counter()
         self.runner.train()
         while st.step < s.total_steps:
@@ -100,7 +99,7 @@ class Trainer:
                     "lower optim.blr, set train.clip_grad, or check the data")
             self.backend.backward(out.loss)
             stepped = self.backend.step()
-            st.samples += s.global_items
+            st.samples += s.global_batch
             window_loss += loss_value
             window_samples += s.global_batch
             if not stepped:
@@ -130,13 +129,14 @@ class Trainer:
         self.state.skipped += len(batch.skipped)
 
     def _picture(self) -> None:
-        if self.backend.is_main:
-            self.model.eval()
-            with self.backend.autocast():
-                path = self.picture(self.model, self.state.step)
-            self.model.train()
-            if path is not None:
-                log.debug("reconstruction picture: %s", path)
+        # every rank runs the forward: under ZeRO-3 it gathers the weight shards, a collective;
+        # only the main rank writes the picture
+        self.model.eval()
+        with self.backend.autocast():
+            path = self.picture(self.model, self.state.step)
+        self.model.train()
+        if path is not None:
+            log.debug("reconstruction picture: %s", path)
 
     def save(self) -> Path:
         self.state.capture_rng()
@@ -144,13 +144,16 @@ class Trainer:
         return self.checkpoints.save(self.state.step, self.backend, client)
 
 
-def picture_writer(spec: Any, data_cfg: Any, samples: Batch, out_dir: Path,
-                   logger: RunLogger) -> Callable[[torch.nn.Module, int], Path]:
-    """A function that renders reconstructions of fixed ``samples`` at a given step."""
+def picture_writer(spec: Any, data_cfg: Any, samples: Batch, out_dir: Path, logger: RunLogger,
+                   is_main: bool) -> Callable[[torch.nn.Module, int], Path | None]:
+    """A function that renders reconstructions of fixed ``samples`` at a given step (called on
+    every rank; only the main one writes and gets a path)."""
 
-    def write(model: torch.nn.Module, step: int) -> Path:
+    def write(model: torch.nn.Module, step: int) -> Path | None:
         device = next(model.parameters()).device
         panels = reconstruction_panels(model, samples.x.to(device), samples.mask.to(device))
+        if not is_main:
+            return None
         out_dir.mkdir(parents=True, exist_ok=True)
         path = spec.visualize(panels, data_cfg, out_dir / f"step_{step:08d}")
         if path.suffix == ".png":

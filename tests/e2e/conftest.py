@@ -74,9 +74,10 @@ class Cli:
         return ["train", "modality=image", *FAST, *overrides, f"run.dir={run_dir}"]
 
     def train(self, run_dir: Path, *overrides: str, check: bool = True,
-              python: str | Path = sys.executable,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        result = self.run(*self.train_args(run_dir, *overrides), python=python, env=env)
+              python: str | Path = sys.executable, env: dict[str, str] | None = None,
+              timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+        result = self.run(*self.train_args(run_dir, *overrides), python=python, env=env,
+                          timeout=timeout)
         if check:
             assert result.returncode == 0, describe(result)
         return result
@@ -95,6 +96,13 @@ class Cli:
 def cli(tmp_path: Path) -> Cli:
     work = tmp_path / "cwd"
     work.mkdir()
+    return Cli(work)
+
+
+@pytest.fixture(scope="module")
+def module_cli(tmp_path_factory: pytest.TempPathFactory) -> Cli:
+    """``cli`` shared by the tests of one module: a run several tests compare against runs once."""
+    work = tmp_path_factory.mktemp("cwd")
     return Cli(work)
 
 

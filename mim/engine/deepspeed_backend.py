@@ -1,0 +1,260 @@
+"""``backend=deepspeed``: ZeRO stages 0-3 through DeepSpeed's engine (Rajbhandari et al. 2020).
+
+DeepSpeed is imported inside the methods, never at module level: the core must import (and
+``mim plugins`` list this backend) where DeepSpeed is missing or slow to import. The engine owns
+gradient accumulation, gradient clipping, bf16 master weights and the sharded checkpoint; this
+class only maps mim's settings onto its config and the Backend contract onto its methods.
+On a CPU machine DeepSpeed picks gloo and JIT-compiles a shared-memory comm op on first use
+(cached in ``TORCH_EXTENSIONS_DIR``); fp16 is not offered (``train.precision`` is fp32 | bf16).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mim.config.errors import ConfigError
+from mim.engine.backend import Backend, local_device
+from mim.model import MAEOutput
+from mim.registry import BACKENDS
+
+TAG = "ds"  # DeepSpeed's sub-folder inside a mim checkpoint directory
+LAYOUT = "mim_layout.json"  # beside DeepSpeed's files: the ZeRO stage and process count
+_NEVER = 2**31 - 1  # steps_per_print: mim logs progress itself
+
+
+@BACKENDS.register("deepspeed")
+class DeepSpeedBackend(Backend):
+    @dataclass
+    class Config:
+        # ZeRO (Rajbhandari et al. 2020): 0 plain data parallel, 1 shards the optimiser state,
+        # 2 also the gradients, 3 also the weights
+        zero_stage: int = 2
+        offload_optimizer: bool = False  # ZeRO-Offload: optimiser state and step on the CPU
+        fused_adam: bool = False  # DeepSpeed's own AdamW (compiled on first use) instead of torch's
+
+        def __post_init__(self) -> None:
+            if self.zero_stage not in (0, 1, 2, 3):
+                raise ValueError(f"backend.zero_stage: must be 0, 1, 2 or 3, got {self.zero_stage}")
+            if self.offload_optimizer and self.zero_stage == 0:
+                raise ValueError("backend.offload_optimizer: needs backend.zero_stage >= 1")
+
+    def __init__(self, precision: str = "fp32", accum_steps: int = 1,
+                 clip_grad: float | None = None, compile: bool = False, batch_size: int = 1,
+                 zero_stage: int = 2, offload_optimizer: bool = False, fused_adam: bool = False):
+        super().__init__(precision, accum_steps, clip_grad, batch_size)
+        self.options = self.Config(zero_stage, offload_optimizer, fused_adam)  # runs the checks
+        self.compile = compile
+        self.device = local_device()
+
+    def _ds_config(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        o = self.options
+        zero: dict[str, Any] = {"stage": o.zero_stage}
+        if o.offload_optimizer:
+            zero["offload_optimizer"] = {"device": "cpu"}
+        config: dict[str, Any] = {
+            # DeepSpeed derives train_batch_size = micro x accumulation x world size; it needs
+            # the micro batch (it asserts without one) although mim feeds the batches itself
+            "train_micro_batch_size_per_gpu": self.batch_size,
+            "gradient_accumulation_steps": self.accum_steps,
+            "gradient_clipping": float(self.clip_grad or 0.0),
+            "zero_optimization": zero,
+            "bf16": {"enabled": self.precision == "bf16"},
+            "steps_per_print": _NEVER,
+            # a torch optimiser under ZeRO-Offload is allowed (slower than DeepSpeed's CPU Adam,
+            # which fused_adam selects, but it needs no compiled op)
+            "zero_force_ds_cpu_optimizer": False,
+        }
+        if o.fused_adam:
+            d = optimizer.defaults
+            config["optimizer"] = {"type": "AdamW", "params": {
+                "lr": d["lr"], "betas": list(d["betas"]), "eps": d["eps"],
+                "weight_decay": d["weight_decay"]}}
+        return config
+
+    def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+              scheduler: torch.optim.lr_scheduler.LRScheduler) -> nn.Module:
+        import deepspeed
+
+        if not dist.is_initialized():
+            # one process, not under torchrun: DeepSpeed would look for MPI (mpi4py) to find
+            # its peers, and it asserts that LOCAL_RANK is set; a one-rank group on an in-memory
+            # store needs neither a port nor MPI
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
+                                    store=dist.HashStore(), rank=0, world_size=1)
+            os.environ.setdefault("LOCAL_RANK", "0")
+        self.model = model
+        if self.options.fused_adam:
+            # DeepSpeed builds its AdamW over the same parameter groups (MAE's no-decay split,
+            # each group keeps its weight_decay); the schedule is rebuilt on that optimiser from
+            # the same per-step factors
+            params: Any = [{"params": g["params"], "weight_decay": g["weight_decay"]}
+                           for g in optimizer.param_groups]
+            lambdas = scheduler.lr_lambdas  # mim's schedules are LambdaLR (engine/optim.py)
+            client_optimizer = None
+            client_scheduler: Any = (
+                lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambdas))
+        else:
+            params, client_optimizer, client_scheduler = None, optimizer, scheduler
+        logging.getLogger("DeepSpeed").addFilter(_handled_output_warning)
+        self.root = _TupleOutput(model)
+        for param in model.parameters(recurse=False):  # e.g. mask_token: see _TupleOutput
+            deepspeed.zero.register_external_parameter(self.root, param)
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=self.root, optimizer=client_optimizer, model_parameters=params,
+            lr_scheduler=client_scheduler, config=self._ds_config(optimizer))
+        if self.compile:
+            self.engine.compile()
+        self.runner = _Runner(self.engine, self.root)
+        return self.runner
+
+    @property
+    def module(self) -> nn.Module:
+        """The bare model (under ZeRO-3 its parameters are shards; see ``state_dict``)."""
+        return self.model
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)  # divides by the accumulation steps itself
+
+    def step(self) -> bool:
+        boundary = self.engine.is_gradient_accumulation_boundary()  # asked before stepping
+        self.engine.step()  # the optimiser and the schedule step only on a boundary
+        self.micro_step += 1
+        return boundary
+
+    def lr(self) -> float:
+        return self.engine.get_lr()[0]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole model in fp32 on the CPU, on every rank (collective under ZeRO-3).
+
+        The weights come from the optimiser's fp32 master copy (DeepSpeed's public
+        ``safe_get_full_fp32_param``, which gathers ZeRO shards); a parameter without one (no
+        ZeRO partitioning, fp32) is itself the master. Optimiser state lives only in ``save``.
+        """
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        model = {}
+        for name, value in self.module.state_dict(keep_vars=True).items():
+            full = safe_get_full_fp32_param(value) if isinstance(value, nn.Parameter) else None
+            tensor = (full if full is not None else value).detach()
+            dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
+            model[name] = tensor.to("cpu", dtype, copy=True)  # a snapshot, not the live weights
+        return {"model": model}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load model weights (as ``state_dict`` gives them): the fp32 masters and the module."""
+        import deepspeed
+        from deepspeed.utils import safe_set_full_fp32_param
+
+        weights = state["model"]
+        params = dict(self.module.named_parameters())
+        for name, param in params.items():
+            safe_set_full_fp32_param(param, weights[name].to(self.device))
+        # the module's own (possibly bf16, possibly sharded) copy: under ZeRO-3 the gathered
+        # parameters are written on rank 0 and re-sharded from there on leaving the context
+        gathered = (deepspeed.zero.GatheredParameters(list(params.values()), modifier_rank=0)
+                    if self.options.zero_stage == 3 else contextlib.nullcontext())
+        with gathered, torch.no_grad():
+            if self.options.zero_stage != 3 or self.is_main:
+                for name, value in self.module.state_dict(keep_vars=True).items():
+                    value.data.copy_(weights[name].to(value.device, value.dtype))
+
+    def _layout(self) -> dict[str, int]:
+        return {"zero_stage": self.options.zero_stage, "world_size": self.world_size}
+
+    def save(self, directory: Path, client_state: dict[str, Any]) -> None:
+        """DeepSpeed's checkpoint (every rank writes its shards) into ``directory/ds``."""
+        self.engine.save_checkpoint(str(directory), tag=TAG, client_state={"client": client_state},
+                                    save_latest=False)
+        if self.is_main:
+            (directory / TAG / LAYOUT).write_text(json.dumps(self._layout()) + "\n")
+        _fsync_tree(directory / TAG)  # mim publishes with a rename: the data must be on disk
+
+    def _check_layout(self, directory: Path) -> None:
+        """ZeRO shards fit only the stage and process count that wrote them (DeepSpeed cannot
+        re-shard them on load), so a changed setting is named instead of failing inside it."""
+        layout = directory / TAG / LAYOUT
+        if not layout.is_file():
+            raise ConfigError(f"backend: checkpoint {directory} was not written by "
+                              "backend=deepspeed; resume with the backend that wrote it, or set "
+                              "run.resume=never or another run.dir")
+        saved, now = json.loads(layout.read_text()), self._layout()
+        if saved != now:
+            raise ConfigError(
+                f"backend: checkpoint {directory} holds ZeRO-{saved['zero_stage']} shards of "
+                f"{saved['world_size']} processes, this run has ZeRO-{now['zero_stage']} with "
+                f"{now['world_size']}; resume with backend.zero_stage={saved['zero_stage']} and "
+                f"{saved['world_size']} processes (launcher.nprocs), or set run.resume=never or "
+                "another run.dir")
+
+    def load(self, directory: Path) -> dict[str, Any]:
+        self._check_layout(directory)
+        # DeepSpeed reads its files with torch.load(weights_only=False) and offers no switch: its
+        # optimiser states hold pickled DeepSpeed objects. These files are the ones this run's
+        # own processes wrote into its own run directory, never downloaded ones.
+        path, client = self.engine.load_checkpoint(str(directory), tag=TAG,
+                                                   load_module_strict=True)
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint in {directory / TAG}")
+        self.micro_step = self.engine.global_steps * self.accum_steps
+        return client["client"]
+
+
+class _TupleOutput(nn.Module):
+    """The model as ZeRO-3 can follow it through backward.
+
+    ZeRO-3 gathers a module's weight shards again for backward through hooks on the tensors the
+    module returns, and finds them only in tuples, lists and dicts; mim's model returns a
+    dataclass (``MAEOutput``), so the weights owned by the model itself (``mask_token``,
+    ``cls_token``; its blocks are modules of their own) would stay sharded when their gradients
+    arrive. This root returns the fields as a tuple, and those weights are registered as its
+    external parameters (``deepspeed.zero.register_external_parameter``): gathered before its
+    backward starts. Other stages ignore both.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.output_type: type | None = None
+
+    def forward(self, *args: Any) -> tuple:
+        out = self.model(*args)
+        self.output_type = type(out)
+        return tuple(getattr(out, f.name) for f in dataclasses.fields(out))
+
+
+def _handled_output_warning(record: logging.LogRecord) -> bool:
+    """Drops ZeRO-3's warning that it cannot see into ``MAEOutput``: _TupleOutput handles it."""
+    return f"<class '{MAEOutput.__module__}.{MAEOutput.__qualname__}'>" not in record.getMessage()
+
+
+class _Runner(nn.Module):
+    """What the loop calls: the engine, with the model's output type restored."""
+
+    def __init__(self, engine: nn.Module, root: _TupleOutput):
+        super().__init__()
+        self.engine, self.root = engine, root
+
+    def forward(self, *args: Any) -> Any:
+        values = self.engine(*args)
+        return self.root.output_type(*values)
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)

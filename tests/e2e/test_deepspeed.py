@@ -1,0 +1,146 @@
+"""DeepSpeed ZeRO and multi-process launching, for real: 2-process gloo groups on this machine.
+
+The data order is a global order sliced per rank (mim/data.py, StreamSampler), so 2 processes
+with batch 4 see exactly the samples 1 process with batch 8 sees; DDP and ZeRO average the
+gradients, so the loss curves agree up to float32 rounding. The learning rate is constant after
+warmup (``optim.min_lr`` = ``optim.lr``): a run stopped with ``max_steps=4`` then resumed with
+``max_steps=8`` then has the same schedule as one run of 8 steps.
+
+The first DeepSpeed run on a machine JIT-compiles a C++ comm op (about 40-110 s); it is cached in
+``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``, kept between sessions and
+fresh clones), so later runs start in seconds.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+COMMON = ["train.max_steps=8", "train.ckpt_every=4", "train.vis_every=4",
+          "optim.warmup_steps=3", "optim.min_lr=1e-3"]  # FAST sets optim.lr=1e-3
+ONE = ["train.batch_size=8"]
+TWO = ["launcher.nprocs=2", "train.batch_size=4"]  # the same global batch
+# Measured on 2 CPU cores: the 2-process curves (DDP, ZeRO-2, ZeRO-3) differ from the
+# 1-process one by at most 1.4e-7 relative (float32 rounding: the all-reduce of the two ranks'
+# gradients adds in another order than one batch of 8 does); 1e-5 leaves room, a wrong
+# gradient scale or a skipped step is off by 1e-2 or more.
+RTOL = 1e-5
+DS_TIMEOUT = 600  # a run that compiles the comm op first (about 2 min on 2 busy cores)
+
+
+def zero(stage: int) -> list[str]:
+    return ["backend=deepspeed", f"backend.zero_stage={stage}"]
+
+
+@pytest.fixture(scope="module")
+def runs(module_cli, tmp_path_factory) -> Callable[..., list[dict]]:
+    """``runs(name, *overrides)``: the metrics of an 8-step run, trained once per module."""
+    root = tmp_path_factory.mktemp("runs")
+    done: dict[str, list[dict]] = {}
+
+    def run(name: str, *overrides: str) -> list[dict]:
+        if name not in done:
+            module_cli.train(root / name, *COMMON, *overrides, timeout=DS_TIMEOUT)
+            done[name] = module_cli.metrics(root / name)
+        return done[name]
+
+    run.root = root  # type: ignore[attr-defined]
+    return run
+
+
+def assert_same_curve(got: list[dict], want: list[dict], rtol: float) -> None:
+    assert [r["step"] for r in got] == list(range(1, 9))
+    assert [r["step"] for r in want] == list(range(1, 9))
+    assert [r["lr"] for r in got] == [r["lr"] for r in want]  # the schedule stepped alike
+    assert [r["samples"] for r in got] == [r["samples"] for r in want]
+    losses, expected = [r["loss"] for r in got], [r["loss"] for r in want]
+    assert losses == pytest.approx(expected, rel=rtol, abs=0), (losses, expected)
+
+
+def test_ddp_two_processes_match_one(runs) -> None:
+    assert_same_curve(runs("ddp", *TWO), runs("one", *ONE), RTOL)
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_zero_two_processes_match_one(runs, stage: int) -> None:
+    assert_same_curve(runs(f"zero{stage}", *zero(stage), *TWO), runs("one", *ONE), RTOL)
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_zero_resume_continues_identically(runs, module_cli, stage: int) -> None:
+    straight = runs(f"zero{stage}", *zero(stage), *TWO)
+    run = runs.root / f"zero{stage}-stopped"
+    module_cli.train(run, *COMMON, *zero(stage), *TWO, "train.max_steps=4", timeout=DS_TIMEOUT)
+    assert [p.name for p in (run / "checkpoints").glob("step_*")] == ["step_00000004"]
+    assert (run / "checkpoints" / "step_00000004" / "ds").is_dir()  # DeepSpeed's shards
+
+    result = module_cli.train(run, *COMMON, *zero(stage), *TWO, timeout=DS_TIMEOUT)
+    assert "resumed from" in result.stderr, module_cli.describe(result)
+    # the restored fp32 shards and Adam moments are exact: the same bits, not merely close
+    assert_same_curve(module_cli.metrics(run), straight, rtol=0)
+
+
+def test_zero_checkpoint_of_another_layout_is_named(runs, module_cli) -> None:
+    runs("zero2", *zero(2), *TWO)
+    result = module_cli.train(runs.root / "zero2", *COMMON, *zero(3), *TWO, check=False,
+                              timeout=DS_TIMEOUT)
+    assert result.returncode == 2, module_cli.describe(result)
+    assert "holds ZeRO-2 shards of 2 processes" in result.stderr, module_cli.describe(result)
+    assert "rank" in result.stderr.splitlines()[-1]  # the launcher's own last word
+
+
+def test_zero_stage_out_of_range_is_a_config_error(cli, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = cli.train(run, *zero(5), *TWO, check=False)
+    assert result.returncode == 2, cli.describe(result)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "backend.zero_stage" in lines[0], result.stderr
+    assert not run.exists()
+
+
+def _group_alive(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``, read from /proc."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(entry.name))
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_killing_the_launcher_stops_every_rank(cli, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = cli.popen(cli.train_args(run, *TWO, "train.max_steps=400", "train.ckpt_every=4"))
+    try:
+        deadline = time.monotonic() + 180
+        while not (run / "checkpoints" / "step_00000004").is_dir():
+            assert proc.poll() is None, proc.communicate()[1][-4000:]
+            assert time.monotonic() < deadline, "no checkpoint at step 4"
+            time.sleep(0.05)
+        assert len(_group_alive(proc.pid)) == 3  # the launcher and its two ranks
+        os.kill(proc.pid, signal.SIGKILL)  # the launcher only, as `kill -9 PID` would
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _group_alive(proc.pid):
+            assert time.monotonic() < deadline, "ranks outlived the launcher"
+            time.sleep(0.1)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate(timeout=30)
+    assert not (run / "checkpoints" / "step_00000400").exists()
