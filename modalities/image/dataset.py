@@ -7,9 +7,7 @@ channels, 16-bit and float images are scaled to 8 bits before that. Files PIL ca
 """
 from __future__ import annotations
 
-import csv
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import torch
 from PIL import Image
 
 from mim.data import MimDataset, UnreadableSample
+from mim.files import file_labels, find_files
 from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.transforms import PretrainTransform
 
@@ -40,17 +39,8 @@ def demo_files() -> tuple[Path, list[Path]]:
 
 
 def scan(root: Path) -> list[Path]:
-    if not root.is_dir():
-        raise FileNotFoundError(f"data.root: {root} is not a directory")
     extensions = image_extensions()
-    files = []
-    for folder, dirs, names in os.walk(root, followlinks=True):
-        dirs.sort()
-        files += [Path(folder) / n for n in sorted(names)
-                  if Path(n).suffix.lower() in extensions and not n.startswith(".")]
-    if not files:
-        raise FileNotFoundError(f"data.root: no image files under {root}")
-    return files
+    return find_files(root, lambda name: Path(name).suffix.lower() in extensions, "image files")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -90,30 +80,13 @@ class ImageFolder(MimDataset):
         return self.transform(rgb, seed), self.labels[index]
 
 
-def _labels(files: list[Path], root: Path, how: str) -> tuple[list[int], list[str]]:
-    if how == "none":
-        return [-1] * len(files), []
-    if how == "folders":
-        names = [f.parent.relative_to(root).parts[0] if f.parent != root else "" for f in files]
-        classes = sorted(set(names))
-        return [classes.index(n) for n in names], classes
-    table = Path(how)
-    if not table.is_file():
-        raise FileNotFoundError(f"data.labels: '{how}' is not none, folders or a CSV file")
-    with open(table, newline="") as f:
-        rows = {row[0]: row[1] for row in csv.reader(f) if len(row) >= 2}
-    classes = sorted(set(rows.values()))
-    return [classes.index(rows[str(p.relative_to(root))]) if str(p.relative_to(root)) in rows
-            else -1 for p in files], classes
-
-
 def build_dataset(cfg: ImageDataConfig) -> ImageFolder:
     if cfg.root:
         root = Path(cfg.root).expanduser()
         files = scan(root)
     else:
         root, files = demo_files()
-    labels, classes = _labels(files, root, cfg.labels)
+    labels, classes = file_labels(files, root, cfg.labels)
     log.info("image data: %d files under %s%s", len(files), root,
              "" if cfg.root else " (built-in demo photos)")
     return ImageFolder(files, labels, PretrainTransform(cfg), classes)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Optional
 import torch
 
 from mim.data import MimDataset, UnreadableSample
+from mim.files import find_files
 from mim.modalities.video import demo
 from mim.modalities.video.config import VideoDataConfig
 from mim.modalities.video.decode import open_video
@@ -79,17 +79,8 @@ class VideoDataset(MimDataset):
 
 
 def scan(root: Path) -> list[Path]:
-    if not root.is_dir():
-        raise FileNotFoundError(f"data.root: {root} is not a directory")
-    files = []
-    for folder, dirs, names in os.walk(root, followlinks=True):
-        dirs.sort()
-        files += [Path(folder) / n for n in sorted(names)
-                  if Path(n).suffix.lower() in VIDEO_EXTENSIONS and not n.startswith(".")]
-    if not files:
-        raise FileNotFoundError(f"data.root: no video files under {root} (looked for "
-                                f"{', '.join(sorted(VIDEO_EXTENSIONS))})")
-    return files
+    return find_files(root, lambda name: Path(name).suffix.lower() in VIDEO_EXTENSIONS,
+                      f"video files (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
 
 
 def _number(text: str) -> float | None:

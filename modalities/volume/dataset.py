@@ -10,9 +10,7 @@ reason.
 """
 from __future__ import annotations
 
-import csv
 import logging
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 
 from mim.data import MimDataset, UnreadableSample
+from mim.files import file_labels, find_files
 from mim.modalities.volume.config import VolumeDataConfig
 from mim.modalities.volume.transforms import VolumeTransform
 
@@ -51,14 +50,7 @@ def nibabel() -> Any | None:
 
 
 def scan(root: Path) -> list[Path]:
-    if not root.is_dir():
-        raise FileNotFoundError(f"data.root: {root} is not a directory")
-    files = []
-    for folder, dirs, names in os.walk(root, followlinks=True):
-        dirs.sort()
-        files += [Path(folder) / n for n in sorted(names) if is_volume_file(n)]
-    if not files:
-        raise FileNotFoundError(f"data.root: no volumes (.npy, .npz, .nii, .nii.gz) under {root}")
+    files = find_files(root, is_volume_file, "volumes (.npy, .npz, .nii, .nii.gz)")
     if nibabel() is None and all(is_nifti(f) for f in files):
         raise FileNotFoundError(f"data.root: {len(files)} NIfTI files under {root}; "
                                 f"{NIFTI_HINT}")
@@ -204,28 +196,11 @@ class VolumeDataset(MimDataset):
         return self.transform(volume, spacing, seed), self.labels[index]
 
 
-def _labels(files: list[Path], root: Path, how: str) -> tuple[list[int], list[str]]:
-    if how == "none":
-        return [-1] * len(files), []
-    if how == "folders":
-        names = [f.parent.relative_to(root).parts[0] if f.parent != root else "" for f in files]
-        classes = sorted(set(names))
-        return [classes.index(n) for n in names], classes
-    table = Path(how).expanduser()
-    if not table.is_file():
-        raise FileNotFoundError(f"data.labels: '{how}' is not none, folders or a CSV file")
-    with open(table, newline="") as f:
-        rows = {row[0]: row[1] for row in csv.reader(f) if len(row) >= 2}
-    classes = sorted(set(rows.values()))
-    keys = [str(p.relative_to(root)) for p in files]
-    return [classes.index(rows[k]) if k in rows else -1 for k in keys], classes
-
-
 def build_dataset(cfg: VolumeDataConfig) -> VolumeDataset:
     if cfg.root:
         root = Path(cfg.root).expanduser()
         files = scan(root)
-        labels, classes = _labels(files, root, cfg.labels)
+        labels, classes = file_labels(files, root, cfg.labels)
     else:
         from mim.modalities.volume.demo import demo_files
 

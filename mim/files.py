@@ -1,0 +1,45 @@
+"""Helpers for datasets made of files: a recursive scan and optional labels.
+
+Modality-agnostic: a modality says which names it accepts; labels come from nothing, from the
+first-level folder names, or from a CSV of ``relative/path,label`` rows.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Callable
+
+
+def find_files(root: Path, accept: Callable[[str], bool], what: str) -> list[Path]:
+    """Accepted files under ``root`` (recursive, sorted, links followed, hidden names skipped).
+
+    Raises FileNotFoundError naming ``data.root`` when the folder is missing or holds none.
+    """
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root: {root} is not a directory")
+    files = []
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        dirs.sort()
+        files += [Path(folder) / n for n in sorted(names) if not n.startswith(".") and accept(n)]
+    if not files:
+        raise FileNotFoundError(f"data.root: no {what} under {root}")
+    return files
+
+
+def file_labels(files: list[Path], root: Path, how: str) -> tuple[list[int], list[str]]:
+    """``how``: none | folders | a CSV path -> (label per file, -1 if none; class names)."""
+    if how == "none":
+        return [-1] * len(files), []
+    if how == "folders":
+        names = [f.parent.relative_to(root).parts[0] if f.parent != root else "" for f in files]
+        classes = sorted(set(names))
+        return [classes.index(n) for n in names], classes
+    table = Path(how).expanduser()
+    if not table.is_file():
+        raise FileNotFoundError(f"data.labels: '{how}' is not none, folders or a CSV file")
+    with open(table, newline="") as f:
+        rows = {row[0]: row[1] for row in csv.reader(f) if len(row) >= 2}
+    classes = sorted(set(rows.values()))
+    keys = [str(p.relative_to(root)) for p in files]
+    return [classes.index(rows[k]) if k in rows else -1 for k in keys], classes
