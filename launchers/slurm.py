@@ -95,19 +95,23 @@ class SlurmLauncher:
             if not self.job_name:
                 raise ValueError("launcher.job_name: must not be empty")
 
-    def launch(self, spec: RunSpec) -> Path:
-        import submitit
-
+    def _config(self, spec: RunSpec) -> "SlurmLauncher.Config":
         if spec.overrides is None:  # a spec built in Python, not by compose.load
             raise ConfigError("launcher=slurm: needs the spec of "
                               "mim.config.compose.load(overrides), which the job re-runs")
-        cfg = self.Config(**{k: v for k, v in spec.launcher.items() if k != "name"})
-        directory = run_dir(spec)
-        # pinned: the job and every requeue of it train in this directory
-        overrides = [*_without(spec.overrides, "run.dir"), f"run.dir={directory}"]
-        folder = Path(cfg.folder).expanduser().resolve() if cfg.folder else directory / "slurm"
-        folder.mkdir(parents=True, exist_ok=True)
+        return self.Config(**{k: v for k, v in spec.launcher.items() if k != "name"})
 
+    @staticmethod
+    def _pinned(spec: RunSpec) -> tuple[Path, list[str]]:
+        """The run directory and the overrides that pin it: the job and every requeue of it
+        train in this directory."""
+        directory = run_dir(spec)
+        return directory, [*_without(spec.overrides, "run.dir"), f"run.dir={directory}"]
+
+    def _executor(self, cfg: "SlurmLauncher.Config", folder: Path):
+        import submitit
+
+        folder.mkdir(parents=True, exist_ok=True)
         executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm",
                                          slurm_max_num_timeout=cfg.max_requeues)
         params = dict(nodes=cfg.nodes, tasks_per_node=cfg.tasks_per_node,
@@ -122,16 +126,47 @@ class SlurmLauncher:
             if value:
                 params[f"slurm_{key}"] = value
         executor.update_parameters(**params)
-        job = executor.submit(Job(overrides))
-        print(f"mim: submitted Slurm job {job.job_id} "
-              f"({cfg.nodes} node(s) x {cfg.tasks_per_node} task(s)); run directory {directory}")
-        print(f"mim: stdout {job.paths.stdout}")
-        print(f"mim: stderr {job.paths.stderr}", flush=True)
-        if cfg.wait:
+        return executor
+
+    @staticmethod
+    def _wait(jobs: list) -> None:
+        for job in jobs:
             try:
                 job.results()
             except Exception as exc:  # submitit's UncompletedJobError / FailedJobError
                 print(f"mim: error: Slurm job {job.job_id} failed: {exc}", file=sys.stderr)
                 raise SystemExit(1) from None
             print(f"mim: Slurm job {job.job_id} finished", flush=True)
+
+    def launch(self, spec: RunSpec) -> Path:
+        cfg = self._config(spec)
+        directory, overrides = self._pinned(spec)
+        folder = Path(cfg.folder).expanduser().resolve() if cfg.folder else directory / "slurm"
+        job = self._executor(cfg, folder).submit(Job(overrides))
+        print(f"mim: submitted Slurm job {job.job_id} "
+              f"({cfg.nodes} node(s) x {cfg.tasks_per_node} task(s)); run directory {directory}")
+        print(f"mim: stdout {job.paths.stdout}")
+        print(f"mim: stderr {job.paths.stderr}", flush=True)
+        if cfg.wait:
+            self._wait([job])
         return directory
+
+    def launch_sweep(self, specs: list[RunSpec]) -> list[Path]:
+        """A Hydra multirun sweep as one Slurm job array (one task per point)."""
+        cfgs = [self._config(spec) for spec in specs]
+        if any(c != cfgs[0] for c in cfgs):
+            raise ConfigError("launcher: a swept job array needs the same launcher.* settings "
+                              "for every point; sweep other keys, or submit separately")
+        cfg = cfgs[0]
+        pinned = [self._pinned(spec) for spec in specs]
+        folder = (Path(cfg.folder).expanduser().resolve() if cfg.folder
+                  else pinned[0][0].parent / "slurm")
+        executor = self._executor(cfg, folder)
+        with executor.batch():  # submitit submits the batch as one job array
+            jobs = [executor.submit(Job(overrides)) for _, overrides in pinned]
+        for job, (directory, _) in zip(jobs, pinned):
+            print(f"mim: submitted Slurm job {job.job_id}; run directory {directory}")
+        print(f"mim: logs under {folder}", flush=True)
+        if cfg.wait:
+            self._wait(jobs)
+        return [directory for directory, _ in pinned]

@@ -1,6 +1,7 @@
 """The ``mim`` command (also ``python -m mim``).
 
   mim train [key=value ...]   pretrain; Hydra overrides, e.g. modality=image model=mae_vit_base_patch16
+  mim train -m key=a,b ...    a sweep: one run per point (a Slurm job array with launcher=slurm)
   mim plugins                 list registered tokenizers, masks, models, modalities, backends, launchers
 
 Note: OpenMMLab's ``openmim`` package also installs a command named ``mim``; in an environment
@@ -31,16 +32,27 @@ def _plugins() -> int:
 def _train(overrides: list[str]) -> int:
     from mim.config import ConfigError
     from mim.config.compose import load
+    from mim.config.sweep import expand_sweep
     from mim.engine.checkpoint import CheckpointError
     from mim.engine.loop import NonFiniteLossError
     from mim.registry import LAUNCHERS, load_plugins
 
     for error in load_plugins():
         print(f"mim: warning: {error}", file=sys.stderr)
+    multirun = any(a in ("-m", "--multirun") for a in overrides)
+    overrides = [a for a in overrides if a not in ("-m", "--multirun")]
     try:
-        spec = load(overrides)
-        launcher = LAUNCHERS.get(spec.launcher["name"])()
-        launcher.launch(spec)
+        # every point of a sweep is checked before any of them starts
+        specs = [load(point) for point in (expand_sweep(overrides) if multirun else [overrides])]
+        names = {spec.launcher["name"] for spec in specs}
+        if len(names) > 1:
+            raise ConfigError(f"launcher: a sweep must use one launcher, got {sorted(names)}")
+        launcher = LAUNCHERS.get(names.pop())()
+        if multirun and hasattr(launcher, "launch_sweep"):  # e.g. a Slurm job array
+            launcher.launch_sweep(specs)
+        else:
+            for spec in specs:
+                launcher.launch(spec)
     except ConfigError as exc:
         print(f"mim: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -99,3 +99,18 @@ def _logs(run_dir: Path) -> str:
         if path.is_file():
             parts.append(f"--- {path} ---\n{path.read_text()[-2000:]}")
     return "\n".join(parts)
+
+
+def test_a_sweep_becomes_one_job_array(cli, tmp_path, slurm_cluster):
+    from tests.e2e.conftest import FAST
+
+    root = tmp_path / "runs"
+    result = cli.run("train", "-m", "modality=image", *FAST, "seed=0,1", "launcher=slurm",
+                     "launcher.cpus_per_task=1", "launcher.wait=true", "train.max_steps=2",
+                     f"run.root={root}", timeout=240)
+    assert result.returncode == 0, cli.describe(result)
+    ids = re.findall(r"submitted Slurm job (\d+)_(\d+)", result.stdout)
+    assert len(ids) == 2 and ids[0][0] == ids[1][0], result.stdout  # one array, two tasks
+    runs = sorted(p.parent.parent for p in root.glob("**/checkpoints/last"))
+    assert len(runs) == 2
+    assert [_steps(cli, r) for r in runs] == [[1, 2], [1, 2]]

@@ -113,3 +113,17 @@ def test_batch_larger_than_the_dataset_is_a_config_error(cli, tmp_path: Path) ->
     assert "1000" in errors[0]
     assert not (run / "checkpoints").exists()
     assert not (run / "metrics.jsonl").exists()
+
+
+def test_a_local_sweep_runs_every_point_and_checks_all_first(cli, tmp_path):
+    from tests.e2e.conftest import FAST
+
+    root = tmp_path / "runs"
+    bad = cli.run("train", "-m", "modality=image", *FAST, "mask.ratio=0.5,1.5",
+                  "train.max_steps=2", f"run.root={root}")
+    assert bad.returncode == 2 and "mask.ratio" in bad.stderr
+    assert not root.exists()  # no point started: the bad one was found first
+    good = cli.run("train", "-m", "modality=image", *FAST, "seed=0,1", "train.max_steps=2",
+                   f"run.root={root}")
+    assert good.returncode == 0, cli.describe(good)
+    assert len(list(root.glob("**/checkpoints/last"))) == 2
