@@ -40,8 +40,9 @@ def test_slurm_ddp_two_tasks(cli, tmp_path, slurm_cluster):
     assert (run_dir / "slurm").is_dir()  # submitit's logs land in <run dir>/slurm
 
 
-def test_slurm_requeue_resumes(cli, tmp_path, slurm_cluster):
-    run_dir = tmp_path / "run"
+def _interrupt_then_finish(cli, run_dir: Path, interrupt: list[str]) -> None:
+    """Submit a 40-step run, ``interrupt`` it (``{job}`` is its id) after its first
+    checkpoint, and check it comes back, resumes, and runs every step exactly once."""
     max_steps = 40
     result = cli.train(run_dir, "launcher=slurm", "launcher.cpus_per_task=1",
                        f"train.max_steps={max_steps}", "train.ckpt_every=5", timeout=60)
@@ -55,12 +56,13 @@ def test_slurm_requeue_resumes(cli, tmp_path, slurm_cluster):
         assert time.monotonic() < deadline, f"no checkpoint within 120 s; {_logs(run_dir)}"
         time.sleep(0.2)
     first = sorted(p.name for p in checkpoints.glob("step_*"))
-    requeue = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
-    assert requeue.returncode == 0, requeue.stderr
+    sent = subprocess.run([a.format(job=job_id) for a in interrupt], capture_output=True,
+                          text=True)
+    assert sent.returncode == 0, sent.stderr
     # Slurm holds a requeued batch job back for 120 s (Reason=BeginTime); lift that
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while _state(job_id) != "PENDING":
-        assert time.monotonic() < deadline, f"job {job_id} not pending after the requeue"
+        assert time.monotonic() < deadline, f"job {job_id} not pending; {_logs(run_dir)}"
         time.sleep(0.2)
     subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True,
                    capture_output=True)
@@ -70,10 +72,20 @@ def test_slurm_requeue_resumes(cli, tmp_path, slurm_cluster):
     while not (final.is_dir() and _finished(job_id)):
         assert time.monotonic() < deadline, f"not finished within 200 s; {_logs(run_dir)}"
         time.sleep(1)
-    assert f"step_{max_steps:08d}" not in first  # the requeue interrupted the run
+    assert f"step_{max_steps:08d}" not in first  # the interruption really cut the run
     log = (run_dir / "train.log").read_text()
     assert "resumed from" in log, log[-3000:]
     assert _steps(cli, run_dir) == list(range(1, max_steps + 1))
+
+
+def test_slurm_requeue_resumes(cli, tmp_path, slurm_cluster):
+    _interrupt_then_finish(cli, tmp_path / "run", ["scontrol", "requeue", "{job}"])
+
+
+def test_slurm_time_out_signal_checkpoints_requeues_and_resumes(cli, tmp_path, slurm_cluster):
+    # USR2 is the signal Slurm sends before a time-out (submitit asks for it); submitit then
+    # calls Job.checkpoint(), which resubmits the same job into the same run directory
+    _interrupt_then_finish(cli, tmp_path / "run", ["scancel", "--signal=USR2", "{job}"])
 
 
 def test_slurm_config_checked_before_submitting(cli):
