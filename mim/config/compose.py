@@ -7,6 +7,7 @@ a ``ConfigError`` whose message is one line naming the key and the valid values.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 from dataclasses import dataclass
@@ -55,7 +56,21 @@ class RunSpec:
 def _plugin_config(cls: Any) -> dict[str, Any]:
     """Default parameters of a registered class with an optional ``Config`` dataclass."""
     config = getattr(cls, "Config", None)
-    return dataclasses.asdict(config()) if config else {}
+    if config is None:
+        return {}
+    # read from the fields, not by building Config(): its checks may require a parameter that
+    # has no usable default (launcher=tpu's name and zone); validate() runs them on the real node
+    defaults = {}
+    for field in dataclasses.fields(config):
+        if field.default is not dataclasses.MISSING:
+            value = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            value = field.default_factory()
+        else:
+            value = "???"  # OmegaConf's mandatory marker
+        defaults[field.name] = (dataclasses.asdict(value) if dataclasses.is_dataclass(value)
+                                else copy.deepcopy(value))
+    return defaults
 
 
 def register_configs() -> None:
