@@ -12,6 +12,8 @@ no video stream, truncated, corrupt packets) becomes ``UnreadableSample`` with a
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -23,14 +25,15 @@ from mim.data import UnreadableSample
 SEEK_AFTER = 64  # PyAV: seek (keyframe + pts arithmetic) when the first wanted frame is later
 
 
-class Video:
+class Video(ABC):
     """An open video: ``num_frames``, ``fps`` and ``read(indices) -> uint8 [N, H, W, 3]``."""
 
     num_frames: int
     fps: float
 
+    @abstractmethod
     def read(self, indices: list[int]) -> np.ndarray:
-        raise NotImplementedError
+        """Frames at ``indices`` (in order) -> uint8 [N, H, W, 3]."""
 
     def close(self) -> None:
         pass
