@@ -36,14 +36,19 @@ def losses(run_dir: Path) -> list[float]:
 
 
 def test_accumulating_two_half_batches_equals_one_full_batch(tmp_path):
-    full = run(tmp_path, "full", "train.batch_size=8", "train.max_steps=4")
+    full = run(tmp_path, "full", "train.batch_size=8", "train.max_steps=4", "train.ckpt_every=1",
+               "train.keep_last=4")
     half = run(tmp_path, "half", "train.batch_size=4", "train.accum_steps=2", "train.max_steps=4")
     torch.testing.assert_close(losses(half), losses(full), rtol=1e-5, atol=1e-6)
+    start = torch.load(full / "checkpoints" / "step_00000001" / "state.pt",
+                       weights_only=True)["model"]
     a, b = final_model(full), final_model(half)
-    # the two sums differ in float rounding order only (measured: at most 7e-6 after 4 Adam
-    # steps, where Adam divides tiny gradients by their own tiny scale); weights are ~0.1
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=5e-5)
+    # the two gradient sums differ only in float rounding order, but Adam divides each
+    # gradient by its own running scale, so a parameter whose gradient is ~0 can take a
+    # different full-size step: compare the whole update, not single elements
+    moved = torch.cat([(a[k] - start[k]).flatten() for k in a])
+    apart = torch.cat([(a[k] - b[k]).flatten() for k in a])
+    assert float(apart.norm()) < 1e-2 * float(moved.norm()), (apart.norm(), moved.norm())
 
 
 def test_clipping_bounds_the_update(tmp_path):
