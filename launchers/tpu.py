@@ -36,11 +36,10 @@ Required on every TPU VM host (this launcher installs nothing):
   (a relative ``run.root`` is relative to ``workdir`` on each host) and warns: on a local disk
   every host would write its own copy.
 
-Limitation, stated plainly: ``backend=xla`` trains one process on one XLA device (see
-``mim/engine/xla_backend.py``); it has no multi-host/multi-device support. On a single-host TPU
-VM ``--worker=all`` is that one host. On a multi-host pod slice every worker would run an
-independent single-device copy of the same run into the same ``run.dir``; use
-``launcher.worker=0`` there until the backend supports pods. Importing this module needs no
+Sharding: the hosts run ``backend=xla`` with SPMD over every chip of every host, one process
+per host (``mim/engine/xla_backend.py``): ``backend.sharding=data`` unless the command line
+sets ``backend.sharding`` (``fsdp`` splits the weights too). ``train.batch_size`` is per host.
+Importing this module needs no
 gcloud; it is only needed to run the command.
 """
 from __future__ import annotations
@@ -127,6 +126,9 @@ class TpuLauncher:
                 if _key(o) not in dropped and not _key(o).startswith("launcher.")]
         train = ["python3", "-m", "mim", "train", *kept,
                  "launcher=local", "backend=xla", f"run.dir={_hydra_value(directory)}"]
+        if not any(_key(o) == "backend.sharding" for o in kept):
+            # SPMD over every chip of every host; a pod needs it (one process per host)
+            train.append("backend.sharding=data")
         env = {"PJRT_DEVICE": "TPU", **{str(k): str(v) for k, v in cfg.env.items()}}
         steps = [f"cd {_remote_path(cfg.workdir)}"]
         if cfg.venv:

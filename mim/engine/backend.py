@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from mim import faults
 from mim.config.errors import ConfigError
 from mim.registry import BACKENDS
 
@@ -52,6 +53,16 @@ class Backend:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def at_boundary(self) -> bool:
+        """True when the next ``step()`` call takes an optimiser step (the last micro-batch of
+        an accumulation window)."""
+        return (self.micro_step + 1) % self.accum_steps == 0
+
+    def device_batches(self, batches: Iterator[Any]) -> Iterator[Any]:
+        """Batches moved to this backend's device (``Batch.to``), one at a time."""
+        for batch in batches:
+            yield batch.to(self.device, non_blocking=True)
+
     def mean_across_ranks(self, value: torch.Tensor) -> torch.Tensor:
         if self.world_size > 1:
             value = value.detach().clone()
@@ -62,6 +73,26 @@ class Backend:
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()
+
+
+class _KilledMidWrite:
+    """A file whose every ``write`` passes the ``ckpt.half_written`` fault point (tests only)."""
+
+    def __init__(self, file: Any):
+        self.file = file
+
+    def write(self, data: bytes) -> int:
+        written = self.file.write(data)
+        self.file.flush()
+        faults.kill("ckpt.half_written")
+        return written
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _faulty(file: Any) -> Any:
+    return _KilledMidWrite(file) if faults.ENV in os.environ else file
 
 
 @BACKENDS.register("torch")
@@ -89,17 +120,14 @@ class TorchBackend(Backend):
         """The bare model (unwrapped from DDP)."""
         return getattr(self.model, "module", self.model)
 
-    def _at_boundary(self) -> bool:
-        return (self.micro_step + 1) % self.accum_steps == 0
-
     def backward(self, loss: torch.Tensor) -> None:
-        sync = self._at_boundary() or self.world_size == 1
+        sync = self.at_boundary() or self.world_size == 1
         context = contextlib.nullcontext() if sync else self.model.no_sync()
         with context:
             (loss / self.accum_steps).backward()
 
     def step(self) -> bool:
-        boundary = self._at_boundary()
+        boundary = self.at_boundary()
         self.micro_step += 1
         if not boundary:
             return False
@@ -127,7 +155,7 @@ class TorchBackend(Backend):
         """Write the full state into ``directory`` (an unpublished temp dir; rank 0 only)."""
         if self.is_main:
             with open(directory / STATE_FILE, "wb") as f:
-                torch.save({**self.state_dict(), "client": client_state}, f)
+                torch.save({**self.state_dict(), "client": client_state}, _faulty(f))
                 f.flush()
                 os.fsync(f.fileno())
 

@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from mim import faults
+
 _NAME = re.compile(r"^step_(\d{8,})$")
 LAST = "last"
 
@@ -59,8 +61,10 @@ class Checkpoints:
                 self.root.mkdir(parents=True, exist_ok=True)
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir()
+                faults.kill("ckpt.tmp_created")
             backend.barrier()
             backend.save(tmp, client_state)
+            faults.kill("ckpt.written")
             backend.barrier()
             if backend.is_main:
                 self._publish(tmp, final)
@@ -84,10 +88,12 @@ class Checkpoints:
             final.rename(stale)
             shutil.rmtree(stale)
         tmp.rename(final)
+        faults.kill("ckpt.renamed")
         link_tmp = self.root / f".{LAST}.tmp"
         link_tmp.unlink(missing_ok=True)
         link_tmp.symlink_to(final.name)
         os.replace(link_tmp, self.root / LAST)
+        faults.kill("ckpt.linked")
         _fsync_dir(self.root)
         for old in self.complete()[: -self.keep_last]:
             shutil.rmtree(old, ignore_errors=True)

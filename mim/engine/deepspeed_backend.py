@@ -125,6 +125,9 @@ class DeepSpeedBackend(Backend):
     def backward(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)  # divides by the accumulation steps itself
 
+    def at_boundary(self) -> bool:
+        return self.engine.is_gradient_accumulation_boundary()
+
     def step(self) -> bool:
         boundary = self.engine.is_gradient_accumulation_boundary()  # asked before stepping
         self.engine.step()  # the optimiser and the schedule step only on a boundary

@@ -83,27 +83,37 @@ class Trainer:
 
     def fit(self) -> LoopState:
         s, st = self.settings, self.state
-        stream = self.batches(st.step * s.accum_steps)  # checkpoints sit on step boundaries
+        # checkpoints sit on step boundaries; the backend moves batches to its device (XLA
+        # overlaps the copy with the step)
+        stream = self.backend.device_batches(self.batches(st.step * s.accum_steps))
         window_loss, window_samples, t0 = 0.0, 0, time.perf_counter()
+        step_loss: torch.Tensor | float = 0.0  # summed on the device over the micro-steps
         self.runner.train()
         while st.step < s.total_steps:
-            batch = next(stream).to(self.backend.device, non_blocking=True)
+            batch = next(stream)
             self._report_skipped(batch)
             with self.backend.autocast():
                 out = self.runner(batch.x, batch.mask, batch.targets)
-            loss_value = float(self.backend.mean_across_ranks(out.loss.detach()))
-            if not math.isfinite(loss_value):
+            self.backend.backward(out.loss)
+            step_loss = step_loss + out.loss.detach().float()
+            st.samples += s.global_batch
+            window_samples += s.global_batch
+            if not self.backend.at_boundary():
+                self.backend.step()  # accumulates; no host read of the loss
+                continue
+            # one device-to-host read per optimiser step, before the step: a non-finite loss
+            # stops the run with the weights of the last good step
+            loss_sum = float(self.backend.mean_across_ranks(step_loss))
+            step_loss = 0.0
+            if not math.isfinite(loss_sum):
                 raise NonFiniteLossError(
-                    f"loss is {loss_value} at step {st.step + 1}; the step was not applied and "
+                    f"loss is {loss_sum} at step {st.step + 1}; the step was not applied and "
                     f"the last good checkpoint ({self.checkpoints.latest() or 'none'}) is kept; "
                     "lower optim.blr, set train.clip_grad, or check the data")
-            self.backend.backward(out.loss)
             stepped = self.backend.step()
-            st.samples += s.global_batch
-            window_loss += loss_value
-            window_samples += s.global_batch
-            if not stepped:
-                continue
+            assert stepped, "backend.at_boundary() and backend.step() disagree"
+            loss_value = loss_sum / s.accum_steps
+            window_loss += loss_sum
             st.step += 1
             elapsed = time.perf_counter() - t0
             rate = window_samples / max(elapsed, 1e-9)

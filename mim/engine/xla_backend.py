@@ -1,4 +1,4 @@
-"""``backend=xla``: one XLA device through torch_xla (PJRT): a TPU, or the CPU with PJRT_DEVICE=CPU.
+"""``backend=xla``: torch_xla with PJRT: a TPU (one host or a pod), or the CPU with PJRT_DEVICE=CPU.
 
 torch_xla is imported inside the methods, never at module level: the core must import (and
 ``mim plugins`` list this backend) where torch_xla is missing. torch_xla pins torch exactly
@@ -6,35 +6,62 @@ torch_xla is imported inside the methods, never at module level: the core must i
 lives in a venv of its own: ``tests/xla_env.sh`` builds one.
 
 Tensors on an XLA device are lazy: operations are recorded and compiled/executed as one graph
-when a step boundary is marked (``torch_xla.sync()``). This backend marks one in
-``mean_across_ranks`` (the loop reads the loss there once per micro-step: the sync materialises
-the forward together with everything backward needs, instead of running the forward twice) and
-one at the end of every ``step`` (after the optimiser step on a boundary, after accumulating
-the gradients otherwise), so every micro-step traces the same graphs.
+when a step boundary is marked (``torch_xla.sync()``). This backend marks one at the end of
+every ``step`` (after the optimiser step on a boundary, after accumulating the gradients
+otherwise) and one in ``mean_across_ranks``, which the loop calls once per optimiser step
+(before applying it) to read the step's loss: one device-to-host read per optimiser step, none
+per accumulated micro-step. Every step traces the same graphs (masks come from the loader, so
+shapes are static).
 
-The checkpoint is ``TorchBackend``'s: ``state.pt`` with model, optimizer, scheduler, micro_step
-and client state, every tensor moved to the CPU first; a run written under ``backend=xla``
-resumes under ``backend=torch`` and the other way round.
+Batches reach the device through ``torch_xla``'s ``MpDeviceLoader``, which copies the next
+batches while the current step runs (and, under SPMD, places each device's slice).
 
-What runs here (tested, ``tests/e2e/test_xla.py``): one process, one device, PJRT_DEVICE=CPU,
-fp32, batches moved with ``batch.to(device)``; checked by hand only: ``train.precision=bf16``
-(``torch.autocast("xla")``) and ``train.accum_steps=2`` with ``train.clip_grad`` (the same loss
-curve as backend=torch). Never run on a TPU or GPU through PJRT. Not done: several processes/devices (pods:
-``torch_xla.launch`` with an ``xla`` process group, or SPMD sharding) — refused with a clear
-error rather than run wrongly; the loader is not wrapped in
-``torch_xla.distributed.parallel_loader.MpDeviceLoader`` (it overlaps the host-to-device copy;
-``batch.to(device)`` is correct, only slower on a TPU).
+``backend.sharding`` (XLA SPMD, see ``xla_sharding.py``):
+
+- ``none``: one process, one device (``launcher.nprocs > 1`` is refused).
+- ``data``: one process per host drives every device of the pod; the batch is split over all
+  devices, weights replicated.
+- ``fsdp``: as ``data``, and every weight (with its gradient and AdamW moments) is split over
+  the devices.
+
+Under SPMD a "rank" is a host: ``train.batch_size`` is per host (each host loads its own part of
+the global batch, split over its devices, so it must divide by the host's device count) and
+``rank``/``world_size`` are ``process_index``/``process_count``.
+
+Checkpoints (``backend.checkpoint``): ``full`` writes ``TorchBackend``'s ``state.pt`` with every
+tensor gathered to the CPU (a run written under ``backend=xla`` resumes under ``backend=torch``
+and the other way round); ``sharded`` writes each host's shards with
+``torch.distributed.checkpoint`` and torch_xla's SPMD planners (``dcp/``) plus ``client.pt``,
+needed on a multi-host pod where no host can address every shard; ``auto`` is ``full`` on one
+host and ``sharded`` on several. A multi-host run joins a gloo process group
+(``init_method="xla://"``) for the checkpoint's coordination and the barriers.
+
+Tested here (``tests/e2e/test_xla.py``, PJRT_DEVICE=CPU): one device; ``data`` and ``fsdp`` over
+4 CPU devices (``CPU_NUM_DEVICES=4``) with the loss curve of one device; ``sharded``
+checkpoints written and resumed. Not testable here (no TPU pod, and PJRT's CPU client runs
+one process only): several hosts.
 """
 from __future__ import annotations
 
-from typing import Any
+import collections
+import itertools
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
 
 import torch
+import torch.distributed as dist
 from torch import nn
+
+from mim.data import Batch
 
 from mim.config.errors import ConfigError
 from mim.engine.backend import TorchBackend
 from mim.registry import BACKENDS
+
+log = logging.getLogger("mim")
 
 
 def _sync() -> None:
@@ -59,33 +86,77 @@ def _to_cpu(value: Any) -> Any:
     return value
 
 
+SHARDINGS = ("none", "data", "fsdp")
+CHECKPOINTS = ("auto", "full", "sharded")
+DCP_DIR = "dcp"
+CLIENT_FILE = "client.pt"
+
+
 @BACKENDS.register("xla")
 class XLABackend(TorchBackend):
-    """One XLA device (``torch_xla.device()``); the rest is ``TorchBackend``."""
+    """XLA devices through torch_xla: one device, or SPMD over all of them; the step is
+    ``TorchBackend``'s."""
+
+    @dataclass
+    class Config:
+        sharding: str = "none"  # none | data | fsdp (SPMD over every device; module docstring)
+        checkpoint: str = "auto"  # auto | full (state.pt) | sharded (torch.distributed.checkpoint)
+        prefetch: int = 2  # batches MpDeviceLoader keeps on the device ahead of the step
+
+        def __post_init__(self) -> None:
+            if self.sharding not in SHARDINGS:
+                raise ValueError(f"backend.sharding: '{self.sharding}' is not one of: "
+                                 f"{', '.join(SHARDINGS)}")
+            if self.checkpoint not in CHECKPOINTS:
+                raise ValueError(f"backend.checkpoint: '{self.checkpoint}' is not one of: "
+                                 f"{', '.join(CHECKPOINTS)}")
+            if self.prefetch < 1:
+                raise ValueError(f"backend.prefetch: must be >= 1, got {self.prefetch}")
 
     def __init__(self, precision: str = "fp32", accum_steps: int = 1,
-                 clip_grad: float | None = None, compile: bool = False, batch_size: int = 1):
+                 clip_grad: float | None = None, compile: bool = False, batch_size: int = 1,
+                 sharding: str = "none", checkpoint: str = "auto", prefetch: int = 2):
         # TorchBackend.__init__ would pick a CUDA device; the base class is enough here
         super(TorchBackend, self).__init__(precision, accum_steps, clip_grad, batch_size)
-        if self.world_size > 1:
-            raise ConfigError("backend=xla: runs one process on one XLA device; several "
-                              "processes (launcher.nprocs > 1, pods) are not supported yet")
+        self.options = self.Config(sharding, checkpoint, prefetch)  # runs the checks
+        self.spmd = sharding != "none"
+        if self.world_size > 1 and not self.spmd:
+            raise ConfigError("backend=xla: with backend.sharding=none it runs one process on one "
+                              "XLA device; for several devices or hosts set backend.sharding="
+                              "data or fsdp (one process per host) instead of launcher.nprocs")
         if compile:
             raise ConfigError("train.compile: not supported with backend=xla (XLA already "
                               "compiles every traced step)")
         self.compile = False
         try:
             import torch_xla
+            import torch_xla.runtime as xr
         except (ImportError, OSError) as error:
             raise ConfigError(f"backend=xla: torch_xla cannot be imported ({error}); it needs "
                               "the exact torch version it was built for (torch_xla 2.9.0 -> "
                               "torch 2.9.0), see tests/xla_env.sh") from error
-        if hasattr(torch_xla, "device"):
-            self.device = torch_xla.device()
-        else:  # torch_xla < 2.6
-            import torch_xla.core.xla_model as xm
+        self.mesh = None
+        if not self.spmd and xr.process_count() > 1:
+            raise ConfigError("backend.sharding: 'none' runs one device, but this is one of "
+                              f"{xr.process_count()} hosts; set backend.sharding=data or fsdp")
+        if self.spmd:
+            xr.use_spmd()  # before any tensor reaches the device
+            from mim.engine.xla_sharding import make_mesh
 
-            self.device = xm.xla_device()
+            self.mesh = make_mesh()
+            local = xr.addressable_runtime_device_count()
+            if batch_size % local:
+                raise ConfigError(f"train.batch_size: {batch_size} (per host) does not split "
+                                  f"over this host's {local} XLA devices "
+                                  f"(backend.sharding={sharding}); use a multiple of {local}")
+            # a rank is a host: it loads its own part of the global batch
+            self.rank, self.world_size = xr.process_index(), xr.process_count()
+            if self.world_size > 1 and not dist.is_initialized():
+                dist.init_process_group("gloo", init_method="xla://")
+        self.sharded_checkpoint = (checkpoint == "sharded" or
+                                   (checkpoint == "auto" and self.world_size > 1))
+        self.sharded_axes: dict[str, int | None] = {}
+        self.device = torch_xla.device() if hasattr(torch_xla, "device") else _legacy_device()
 
     def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer,
               scheduler: torch.optim.lr_scheduler.LRScheduler) -> nn.Module:
@@ -101,16 +172,63 @@ class XLABackend(TorchBackend):
         if optimizer.state:
             optimizer.state = type(optimizer.state)(
                 {remap.get(id(p), p): s for p, s in optimizer.state.items()})
+        if self.options.sharding == "fsdp":
+            from mim.engine.xla_sharding import shard_parameters
+
+            self.sharded_axes = shard_parameters(model, self.mesh)
+        if self.spmd:
+            import torch_xla
+
+            # read back from the runtime, not from what was asked for
+            split = sum(1 for p in model.parameters()
+                        if torch_xla._XLAC._get_xla_sharding_spec(p).startswith("{devices="))
+            log.info("xla: sharding=%s over %d devices; %d of %d weight tensors split",
+                     self.options.sharding, self.mesh.size(), split,
+                     len(list(model.parameters())))
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.runner = model
         _sync()
         return self.runner
 
+    def device_batches(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        """``MpDeviceLoader`` over the batches: the copy of the next ``prefetch`` batches
+        overlaps the step; under SPMD each tensor is split along its batch axis."""
+        import torch_xla.distributed.parallel_loader as pl
+
+        skipped: collections.deque = collections.deque()  # non-tensor part, in batch order
+
+        def tensors() -> Iterator[dict[str, torch.Tensor]]:
+            for batch in batches:
+                skipped.append(batch.skipped)
+                fields = {"x": batch.x, "mask": batch.mask, "label": batch.label}
+                if batch.targets is not None:
+                    fields["targets"] = batch.targets
+                yield fields
+
+        source = tensors()
+        first = next(source)
+        specs = None
+        if self.spmd:
+            from mim.engine.xla_sharding import batch_specs
+
+            specs = batch_specs(first, self.mesh)
+        loader = pl.MpDeviceLoader(itertools.chain([first], source), self.device,
+                                   loader_prefetch_size=self.options.prefetch,
+                                   device_prefetch_size=self.options.prefetch,
+                                   input_sharding=specs)
+        for fields in loader:
+            yield Batch(fields["x"], fields["mask"], fields["label"], skipped.popleft(),
+                        fields.get("targets"))
+
     def mean_across_ranks(self, value: torch.Tensor) -> torch.Tensor:
-        # one process: the value itself; the sync runs the traced forward once, keeping the
-        # activations backward needs, so reading the loss does not trace a second forward
+        # one device, or SPMD (the value is already the global one): the sync runs the traced
+        # forward and backward once, so reading the loss does not trace a second forward
         _sync()
         return value
+
+    def barrier(self) -> None:
+        if self.world_size > 1:  # hosts of a pod, through the gloo group joined in __init__
+            dist.barrier()
 
     def step(self) -> bool:
         stepped = super().step()
@@ -125,3 +243,48 @@ class XLABackend(TorchBackend):
         # module/optimizer load_state_dict copy/cast the CPU tensors onto the parameters' device
         super().load_state_dict(state)
         _sync()
+
+    # -- sharded checkpoints (torch.distributed.checkpoint with torch_xla's SPMD planners) ---------
+    def save(self, directory: Path, client_state: dict[str, Any]) -> None:
+        if not self.sharded_checkpoint:
+            super().save(directory, client_state)
+            return
+        import torch.distributed.checkpoint as dcp
+        from torch_xla.experimental.distributed_checkpoint import SPMDSavePlanner
+
+        _sync()
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        dcp.save(state, storage_writer=dcp.FileSystemWriter(directory / DCP_DIR, sync_files=True),
+                 planner=SPMDSavePlanner())
+        if self.is_main:
+            extra = {"scheduler": self.scheduler.state_dict(), "micro_step": self.micro_step,
+                     "client": client_state}
+            with open(directory / CLIENT_FILE, "wb") as f:
+                torch.save(extra, f)
+                f.flush()
+                os.fsync(f.fileno())
+
+    def load(self, directory: Path) -> dict[str, Any]:
+        if not (directory / DCP_DIR).is_dir():
+            return super().load(directory)  # state.pt (backend=torch, or checkpoint=full)
+        import torch.distributed.checkpoint as dcp
+        from torch_xla.experimental.distributed_checkpoint import (SPMDLoadPlanner,
+                                                                   prime_optimizer)
+
+        prime_optimizer(self.optimizer)  # AdamW's moments exist (sharded) before loading
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        dcp.load(state, storage_reader=dcp.FileSystemReader(directory / DCP_DIR),
+                 planner=SPMDLoadPlanner())
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        extra = torch.load(directory / CLIENT_FILE, map_location="cpu", weights_only=True)
+        self.scheduler.load_state_dict(extra["scheduler"])
+        self.micro_step = extra["micro_step"]
+        _sync()
+        return extra["client"]
+
+
+def _legacy_device() -> torch.device:  # torch_xla < 2.6
+    import torch_xla.core.xla_model as xm
+
+    return xm.xla_device()

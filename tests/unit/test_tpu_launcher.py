@@ -65,6 +65,7 @@ def test_default_run_dir_pinned_and_warned(capsys):
     pinned = [w for w in train if w.startswith("run.dir=")]
     assert len(pinned) == 1 and pinned[0].startswith("run.dir=runs/image/")
     assert "backend=torch" not in train and "backend=xla" in train
+    assert "backend.sharding=data" in train  # a pod needs SPMD: the default the hosts get
     assert "--project" not in argv
     assert "run.dir not set" in capsys.readouterr().err
 
@@ -117,3 +118,10 @@ def test_cli_exit_2_names_tpu_name(capsys):
 def test_bad_worker():
     with pytest.raises(ConfigError, match="launcher.worker"):
         load([*BASE, "launcher.worker=some"])
+
+
+def test_sharding_from_the_command_line_is_kept():
+    spec = load([*BASE, "backend=xla", "backend.sharding=fsdp", "train.max_steps=7"])
+    train = _train_words(_launcher().command(spec))
+    assert [w for w in train if w.startswith("backend.sharding=")] == ["backend.sharding=fsdp"]
+    assert load(train[4:]).backend["sharding"] == "fsdp"

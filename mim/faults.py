@@ -1,0 +1,59 @@
+"""Fault injection for the reliability tests (``tests/reliability/``): named points in the code
+where a test can make the process die, hang or see bad numbers, to prove what survives.
+
+Off unless the environment variable ``MIM_FAULTS`` is set (a comma-separated list of
+``point`` or ``point@N``: fire on the N-th time the point is reached, counting from 1; without
+``@N`` on the first). Reaching a point costs one dictionary lookup when faults are off.
+
+Points and what they do when they fire:
+
+- ``ckpt.*`` (``ckpt.tmp_created``, ``ckpt.half_written``, ``ckpt.written``,
+  ``ckpt.renamed``, ``ckpt.linked``): SIGKILL this process at that moment of a checkpoint
+  write (``kill`` below), like a node dying mid-save.
+- ``loss.nan`` / ``loss.inf``: the loop's loss of that micro-step becomes NaN / Inf.
+- ``grad.nan``: one gradient becomes NaN after the backward pass of that micro-step.
+- ``load.hang``: the data loader hangs forever on that item (a stuck network filesystem).
+- ``load.die``: the worker process loading that item is SIGKILLed (the OOM killer).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+
+ENV = "MIM_FAULTS"
+_counts: Counter = Counter()
+
+
+def _armed() -> dict[str, int]:
+    spec = os.environ.get(ENV, "")
+    armed = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        point, _, nth = item.partition("@")
+        armed[point] = int(nth) if nth else 1
+    return armed
+
+
+def fires(point: str) -> bool:
+    """True exactly once: the N-th time ``point`` is reached in this process (N from ``MIM_FAULTS``)."""
+    if ENV not in os.environ:
+        return False
+    nth = _armed().get(point)
+    if nth is None:
+        return False
+    _counts[point] += 1
+    return _counts[point] == nth
+
+
+def kill(point: str) -> None:
+    """SIGKILL this process if ``point`` fires (nothing runs after: no cleanup, no flush)."""
+    if fires(point):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hang(point: str) -> None:
+    """Block forever if ``point`` fires."""
+    if fires(point):
+        while True:
+            time.sleep(3600)
