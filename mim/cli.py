@@ -34,7 +34,7 @@ def _train(overrides: list[str]) -> int:
     from mim.config.compose import load
     from mim.config.sweep import expand_sweep
     from mim.engine.checkpoint import CheckpointError
-    from mim.engine.loop import NonFiniteLossError
+    from mim.engine.loop import DataLoadError, NonFiniteLossError
     from mim.registry import LAUNCHERS, load_plugins
 
     for error in load_plugins():
@@ -56,9 +56,13 @@ def _train(overrides: list[str]) -> int:
     except ConfigError as exc:
         print(f"mim: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (NonFiniteLossError, CheckpointError) as exc:
+    except (NonFiniteLossError, CheckpointError, DataLoadError) as exc:
         logging.getLogger("mim").error("%s", exc)
         print(f"mim: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. the run directory became unwritable outside a checkpoint
+        print(f"mim: error: {exc.strerror or exc}: {exc.filename or ''}; the last checkpoint "
+              "is intact: fix the cause, then run the same command to resume", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("mim: interrupted; run the same command to resume from the last checkpoint",

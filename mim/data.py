@@ -17,6 +17,8 @@ from typing import Callable, Iterator
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from mim import faults
+
 log = logging.getLogger("mim.data")
 
 
@@ -38,13 +40,14 @@ class Batch:
     label: torch.Tensor  # [B] int64, -1 where unlabelled
     skipped: list[tuple[str, str]] = field(default_factory=list)
     targets: torch.Tensor | None = None  # [B, L] bool: masked tokens to reconstruct (None: all)
+    items: int = 0  # dataset items read for this batch (B / views); skipped ones not counted
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=non_blocking)
 
         return Batch(move(self.x), move(self.mask), move(self.label), self.skipped,
-                     move(self.targets))
+                     move(self.targets), self.items)
 
 
 def sample_seed(seed: int, epoch: int, position: int, stream: str = "") -> int:
@@ -77,6 +80,8 @@ class MimDataset(Dataset, ABC):
 
     def __getitem__(self, key: tuple[int, int]) -> Sample:
         index, seed = key
+        faults.hang("load.hang")  # reliability tests: a stuck filesystem
+        faults.kill("load.die")  # reliability tests: the OOM killer takes this worker
         skipped: list[tuple[str, str]] = []
         for attempt in range(min(len(self), self.max_consecutive_failures)):
             current = (index + attempt) % len(self)
@@ -164,6 +169,7 @@ class MaskingCollate:
             label=torch.tensor(labels, dtype=torch.long),
             skipped=[item for s, _ in samples for item in s.skipped],
             targets=torch.stack(targets) if targets else None,  # [B * K, L]
+            items=len(samples),
         )
 
 

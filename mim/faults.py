@@ -2,8 +2,8 @@
 where a test can make the process die, hang or see bad numbers, to prove what survives.
 
 Off unless the environment variable ``MIM_FAULTS`` is set (a comma-separated list of
-``point`` or ``point@N``: fire on the N-th time the point is reached, counting from 1; without
-``@N`` on the first). Reaching a point costs one dictionary lookup when faults are off.
+``point``, ``point@N`` or ``point@N+``: fire on the N-th time the point is reached, counting
+from 1 (without ``@N`` on the first), or with ``+`` on the N-th and every time after). Reaching a point costs one dictionary lookup when faults are off.
 
 Points and what they do when they fire:
 
@@ -26,24 +26,26 @@ ENV = "MIM_FAULTS"
 _counts: Counter = Counter()
 
 
-def _armed() -> dict[str, int]:
+def _armed() -> dict[str, tuple[int, bool]]:
     spec = os.environ.get(ENV, "")
     armed = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         point, _, nth = item.partition("@")
-        armed[point] = int(nth) if nth else 1
+        armed[point] = (int(nth.rstrip("+")) if nth else 1, nth.endswith("+"))
     return armed
 
 
 def fires(point: str) -> bool:
-    """True exactly once: the N-th time ``point`` is reached in this process (N from ``MIM_FAULTS``)."""
+    """True the N-th time ``point`` is reached in this process (and every time after with
+    ``@N+``), N from ``MIM_FAULTS``."""
     if ENV not in os.environ:
         return False
-    nth = _armed().get(point)
-    if nth is None:
+    armed = _armed().get(point)
+    if armed is None:
         return False
+    nth, onwards = armed
     _counts[point] += 1
-    return _counts[point] == nth
+    return _counts[point] == nth or (onwards and _counts[point] > nth)
 
 
 def kill(point: str) -> None:

@@ -48,8 +48,9 @@ class Feed:
 
 
 def make_stream(feeds: list[Feed], seed: int, rank: int, world_size: int, workers: int,
-                pin_memory: bool) -> Callable[[int], Iterator[Batch]]:
-    """A function giving the batch stream that starts at micro-step ``start``."""
+                pin_memory: bool, timeout: float | None = None) -> Callable[[int], Iterator[Batch]]:
+    """A function giving the batch stream that starts at micro-step ``start``. With loader
+    workers, a batch that takes longer than ``timeout`` seconds raises (a stuck worker)."""
     weights = [f.source.weight for f in feeds]
 
     def loader(feed: Feed, done_steps: int) -> Iterator[Batch]:
@@ -58,7 +59,8 @@ def make_stream(feeds: list[Feed], seed: int, rank: int, world_size: int, worker
                                 start)
         return iter(DataLoader(SeededView(feed.source.dataset), batch_size=feed.items,
                                sampler=sampler, collate_fn=feed.collate, num_workers=workers,
-                               persistent_workers=workers > 0, pin_memory=pin_memory))
+                               persistent_workers=workers > 0, pin_memory=pin_memory,
+                               timeout=timeout if workers > 0 and timeout else 0))
 
     def batches(start: int) -> Iterator[Batch]:
         done = [0] * len(feeds)

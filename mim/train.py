@@ -165,6 +165,9 @@ def _train(spec: RunSpec) -> Path:
         precision=spec.train.precision, accum_steps=spec.train.accum_steps,
         clip_grad=spec.train.clip_grad, compile=spec.train.compile,
         batch_size=spec.train.batch_size, **backend_params)
+    if spec.train.nonfinite == "skip" and not backend.can_skip_steps:
+        raise ConfigError(f"train.nonfinite: 'skip' is not supported by backend="
+                          f"{spec.backend['name']}; valid there: stop")
     grid = token_grid(spec)
     _setup_logging(None, backend.is_main)  # messages from building the data reach stderr
     sources = _sources(spec)
@@ -217,14 +220,16 @@ def _train(spec: RunSpec) -> Path:
                            for i in range(min(t.vis_samples, len(dataset)))
                            for seed in [sample_seed(spec.seed, -1, i, "vis")]])
     stream = make_stream(feeds, spec.seed, backend.rank, backend.world_size, t.num_workers,
-                         backend.device.type == "cuda")
+                         backend.device.type == "cuda", timeout=t.timeout)
     logger = RunLogger(directory, backend.is_main, plan.total_steps, state.step)
-    settings = LoopSettings(plan.total_steps, global_batch, t.accum_steps, t.log_every,
+    settings = LoopSettings(plan.total_steps, t.timeout, global_batch, t.accum_steps, t.log_every,
                             t.ckpt_every, t.vis_every, per_epoch * first.source.views)
     trainer = Trainer(runner, model, backend, stream, settings, checkpoints, logger, state,
                       picture_writer(spec.modality, spec.data, fixed, directory / "pictures",
                                      logger, backend.is_main),
-                      OmegaConf.to_container(spec.raw, resolve=True))
+                      OmegaConf.to_container(spec.raw, resolve=True),
+                      nonfinite=t.nonfinite, max_nonfinite_skips=t.max_nonfinite_skips,
+                      max_unreadable=t.max_unreadable)
     try:
         trainer.fit()
     finally:

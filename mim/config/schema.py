@@ -26,6 +26,11 @@ class TrainConfig:
     keep_last: int = 2
     vis_every: int = 1000  # steps between reconstruction pictures (and one at the end)
     vis_samples: int = 4
+    # reliability (README "What mim guarantees")
+    nonfinite: str = "stop"  # stop | skip: a NaN/Inf loss or gradient stops the run, or skips the step
+    max_nonfinite_skips: int = 10  # with nonfinite=skip: stop after this many skipped steps in a row
+    max_unreadable: float = 0.5  # stop when more than this fraction of items read is unreadable
+    timeout: Optional[float] = 1800.0  # seconds one step (data + compute) may take; None: no limit
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "epochs", "accum_steps", "log_every", "ckpt_every",
@@ -40,6 +45,16 @@ class TrainConfig:
             raise ValueError(f"train.precision: '{self.precision}' is not one of: fp32, bf16")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ValueError(f"train.clip_grad: must be > 0, got {self.clip_grad}")
+        if self.nonfinite not in ("stop", "skip"):
+            raise ValueError(f"train.nonfinite: '{self.nonfinite}' is not one of: stop, skip")
+        if self.max_nonfinite_skips < 1:
+            raise ValueError(f"train.max_nonfinite_skips: must be >= 1, "
+                             f"got {self.max_nonfinite_skips}")
+        if not 0.0 <= self.max_unreadable <= 1.0:
+            raise ValueError(f"train.max_unreadable: must be in [0, 1], got {self.max_unreadable}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"train.timeout: must be > 0 seconds (or null: no limit), "
+                             f"got {self.timeout}")
 
 
 @dataclass

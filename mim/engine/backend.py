@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -58,6 +59,13 @@ class Backend:
         an accumulation window)."""
         return (self.micro_step + 1) % self.accum_steps == 0
 
+    can_skip_steps = False  # whether ``skip_step`` exists (train.nonfinite=skip)
+
+    def grad_norm(self) -> torch.Tensor | None:
+        """The global L2 norm of the accumulated gradients (a 0-d tensor on the device), or
+        None where the backend cannot see them (DeepSpeed keeps them in its own buffers)."""
+        return None
+
     def device_batches(self, batches: Iterator[Any]) -> Iterator[Any]:
         """Batches moved to this backend's device (``Batch.to``), one at a time."""
         for batch in batches:
@@ -76,15 +84,19 @@ class Backend:
 
 
 class _KilledMidWrite:
-    """A file whose every ``write`` passes the ``ckpt.half_written`` fault point (tests only)."""
+    """A file that passes the ``ckpt.half_written`` fault point once, when its first 64 KiB
+    are on disk (tests only: a checkpoint file cut short)."""
 
     def __init__(self, file: Any):
-        self.file = file
+        self.file, self.written, self.passed = file, 0, False
 
     def write(self, data: bytes) -> int:
         written = self.file.write(data)
-        self.file.flush()
-        faults.kill("ckpt.half_written")
+        self.written += written
+        if not self.passed and self.written >= 1 << 16:
+            self.passed = True
+            self.file.flush()
+            faults.kill("ckpt.half_written")
         return written
 
     def flush(self) -> None:
@@ -126,6 +138,23 @@ class TorchBackend(Backend):
         with context:
             (loss / self.accum_steps).backward()
 
+    can_skip_steps = True
+
+    def grad_norm(self) -> torch.Tensor | None:
+        grads = [p.grad for p in self.module.parameters() if p.grad is not None]
+        if not grads:
+            return None
+        # after backward on a boundary DDP has already averaged them: the same on every rank
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+    def skip_step(self) -> None:
+        """Drop the accumulated gradients instead of stepping (a non-finite step under
+        train.nonfinite=skip); the schedule still advances, so the step count stays aligned
+        with the data position."""
+        self.micro_step += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
     def step(self) -> bool:
         boundary = self.at_boundary()
         self.micro_step += 1
@@ -164,6 +193,47 @@ class TorchBackend(Backend):
             raise ConfigError(f"backend: checkpoint {directory} was not written by backend=torch; "
                               "resume with the backend that wrote it, or set run.resume=never "
                               "or another run.dir")
-        state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
+        state = load_weights_only(directory / STATE_FILE)
+        check_fits(state.get("model", {}), self.module.state_dict(), directory)
         self.load_state_dict(state)
         return state["client"]
+
+
+def load_weights_only(path: Path) -> dict[str, Any]:
+    """``torch.load`` that never executes pickled code: tensors and plain containers only
+    (``weights_only=True``); anything else -> CheckpointError naming the file."""
+    from mim.engine.checkpoint import CheckpointError
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"refused to load {path}: it holds pickled objects other than "
+                              f"tensors and plain containers, which could run code when "
+                              f"unpickled (weights_only=True: {first})") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+
+
+def check_fits(saved: dict[str, torch.Tensor], current: dict[str, torch.Tensor],
+               where: Path) -> None:
+    """A checkpoint written for another model -> ConfigError listing the mismatched keys."""
+    missing = sorted(set(current) - set(saved))
+    unexpected = sorted(set(saved) - set(current))
+    shapes = sorted(k for k in set(saved) & set(current)
+                    if tuple(saved[k].shape) != tuple(current[k].shape))
+    if not (missing or unexpected or shapes):
+        return
+
+    def listed(names: list[str], what: str, limit: int = 6) -> str:
+        more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+        return f"{what}: {', '.join(names[:limit])}{more}"
+
+    parts = [listed(missing, "missing"), listed(unexpected, "unexpected"),
+             "shape mismatch: " + ", ".join(
+                 f"{k} {tuple(saved[k].shape)} vs {tuple(current[k].shape)}"
+                 for k in shapes[:6]) + (f" (+{len(shapes) - 6} more)" if len(shapes) > 6 else "")]
+    found = "; ".join(p for p, names in zip(parts, (missing, unexpected, shapes)) if names)
+    raise ConfigError(f"run.dir: checkpoint {where} was written for another model ({found}); "
+                      "use the model settings it was trained with, or another run.dir, or "
+                      "run.resume=never")

@@ -15,23 +15,34 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from mim import faults
 from mim.data import Batch
 from mim.engine.checkpoint import Checkpoints
 from mim.engine.metrics import RunLogger
 from mim.engine.visual import reconstruction_panels
+from mim.engine.watchdog import Watchdog
 
 log = logging.getLogger("mim")
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or Inf; the step was not applied."""
+    """The loss or the gradients became NaN or Inf; the step was not applied."""
+
+
+class DataLoadError(RuntimeError):
+    """The data cannot feed the run: a loader worker died or stalled, or too much is unreadable."""
+
+
+MIN_ITEMS_JUDGED = 50  # items read before train.max_unreadable is judged (one batch is noise)
 
 
 @dataclass
 class LoopState:
     step: int = 0  # optimiser steps done
     samples: int = 0  # clips consumed, all ranks (reported; the data position is the step)
-    skipped: int = 0  # unreadable items replaced so far
+    skipped: int = 0  # unreadable items replaced so far (all ranks)
+    items: int = 0  # items read so far (all ranks)
+    nonfinite_skips: int = 0  # steps skipped for a non-finite loss or gradient
     rng: dict[str, Any] = field(default_factory=dict)
 
     def capture_rng(self) -> None:
@@ -56,12 +67,13 @@ class LoopState:
 
     def as_dict(self) -> dict[str, Any]:
         return {"step": self.step, "samples": self.samples, "skipped": self.skipped,
-                "rng": self.rng}
+                "items": self.items, "nonfinite_skips": self.nonfinite_skips, "rng": self.rng}
 
 
 @dataclass
 class LoopSettings:
     total_steps: int
+    timeout: float | None  # seconds a step may take (train.timeout); None: no watchdog
     global_batch: int  # clips per micro-step across all ranks
     accum_steps: int
     log_every: int
@@ -74,69 +86,144 @@ class Trainer:
     def __init__(self, runner: torch.nn.Module, model: torch.nn.Module, backend: Any,
                  batches: Callable[[int], Iterator[Batch]], settings: LoopSettings,
                  checkpoints: Checkpoints, logger: RunLogger, state: LoopState,
-                 picture: Callable[[Any, int], Path | None], config_snapshot: dict[str, Any]):
+                 picture: Callable[[Any, int], Path | None], config_snapshot: dict[str, Any],
+                 nonfinite: str = "stop", max_nonfinite_skips: int = 10,
+                 max_unreadable: float = 1.0):
         self.runner, self.model, self.backend = runner, model, backend
         self.batches, self.settings = batches, settings
         self.checkpoints, self.logger, self.state = checkpoints, logger, state
         self.picture, self.config_snapshot = picture, config_snapshot
         self._warned: set[str] = set()
+        self.nonfinite, self.max_nonfinite_skips = nonfinite, max_nonfinite_skips
+        self.max_unreadable = max_unreadable
 
     def fit(self) -> LoopState:
+        try:
+            return self._fit()
+        except RuntimeError as exc:
+            # torch's DataLoader reports a dead or stuck worker as a RuntimeError, raised from
+            # its SIGCHLD handler wherever the main thread is (even inside optimizer.step)
+            text = str(exc).strip()
+            if not text.startswith(("DataLoader worker", "DataLoader timed out")):
+                raise
+            raise DataLoadError(
+                f"data loading failed before step {self.state.step + 1}: "
+                f"{text.splitlines()[0]}; the last checkpoint "
+                f"({self.checkpoints.latest() or 'none'}) is intact: run the same command to "
+                "resume (lower train.num_workers if workers run out of memory)") from None
+
+    def _fit(self) -> LoopState:
         s, st = self.settings, self.state
         # checkpoints sit on step boundaries; the backend moves batches to its device (XLA
         # overlaps the copy with the step)
         stream = self.backend.device_batches(self.batches(st.step * s.accum_steps))
-        window_loss, window_samples, t0 = 0.0, 0, time.perf_counter()
-        step_loss: torch.Tensor | float = 0.0  # summed on the device over the micro-steps
+        window_loss, window_micro, window_samples, t0 = 0.0, 0, 0, time.perf_counter()
+        # summed on the device over the micro-steps of one optimiser step: loss, unreadable
+        # items, items read; read to the host once per optimiser step
+        step_stats: torch.Tensor | float = 0.0
+        skips_in_a_row = 0
         self.runner.train()
-        while st.step < s.total_steps:
-            batch = next(stream)
-            self._report_skipped(batch)
-            with self.backend.autocast():
-                out = self.runner(batch.x, batch.mask, batch.targets)
-            self.backend.backward(out.loss)
-            step_loss = step_loss + out.loss.detach().float()
-            st.samples += s.global_batch
-            window_samples += s.global_batch
-            if not self.backend.at_boundary():
-                self.backend.step()  # accumulates; no host read of the loss
-                continue
-            # one device-to-host read per optimiser step, before the step: a non-finite loss
-            # stops the run with the weights of the last good step
-            loss_sum = float(self.backend.mean_across_ranks(step_loss))
-            step_loss = 0.0
-            if not math.isfinite(loss_sum):
-                raise NonFiniteLossError(
-                    f"loss is {loss_sum} at step {st.step + 1}; the step was not applied and "
-                    f"the last good checkpoint ({self.checkpoints.latest() or 'none'}) is kept; "
-                    "lower optim.blr, set train.clip_grad, or check the data")
-            stepped = self.backend.step()
-            assert stepped, "backend.at_boundary() and backend.step() disagree"
-            loss_value = loss_sum / s.accum_steps
-            window_loss += loss_sum
-            st.step += 1
-            elapsed = time.perf_counter() - t0
-            rate = window_samples / max(elapsed, 1e-9)
-            self.logger.progress(st.step, loss_value, self.backend.lr(), rate)
-            if st.step % s.log_every == 0 or st.step == s.total_steps:
-                micro = window_samples / s.global_batch
-                self.logger.record(st.step, {
-                    "loss": window_loss / micro, "lr": self.backend.lr(),
-                    "samples_per_s": rate, "samples": st.samples, "skipped": st.skipped,
-                    "epoch": st.samples / s.samples_per_epoch})
-                window_loss, window_samples, t0 = 0.0, 0, time.perf_counter()
-            if st.step % s.vis_every == 0 or st.step == s.total_steps:
-                self._picture()
-            if st.step % s.ckpt_every == 0 or st.step == s.total_steps:
-                self.save()
+        watchdog = Watchdog(s.timeout, lambda: f"at step {st.step + 1}")
+        with watchdog:
+            while st.step < s.total_steps:
+                batch = next(stream)
+                self._report_skipped(batch)
+                with self.backend.autocast():
+                    out = self.runner(batch.x, batch.mask, batch.targets)
+                loss = out.loss
+                if faults.fires("loss.nan"):
+                    loss = loss * float("nan")
+                if faults.fires("loss.inf"):
+                    loss = loss * float("inf")
+                self.backend.backward(loss)
+                if faults.fires("grad.nan"):
+                    next(p for p in self.model.parameters() if p.grad is not None).grad.fill_(
+                        float("nan"))
+                counts = torch.tensor([len(batch.skipped), batch.items], dtype=torch.float32)
+                step_stats = step_stats + torch.cat([loss.detach().float().reshape(1),
+                                                     counts.to(loss.device)])
+                st.samples += s.global_batch
+                window_samples += s.global_batch
+                watchdog.beat()
+                if not self.backend.at_boundary():
+                    self.backend.step()  # accumulates; no host read
+                    continue
+                loss_sum, finite = self._read_step(step_stats)
+                step_stats = 0.0
+                if finite:
+                    stepped = self.backend.step()
+                    assert stepped, "backend.at_boundary() and backend.step() disagree"
+                    skips_in_a_row = 0
+                else:
+                    skips_in_a_row += 1
+                    self._nonfinite(loss_sum, skips_in_a_row)  # raises unless skipping
+                    self.backend.skip_step()
+                    st.nonfinite_skips += 1
+                watchdog.beat()
+                st.step += 1
+                if finite:
+                    window_loss, window_micro = window_loss + loss_sum, window_micro + s.accum_steps
+                loss_value = loss_sum / s.accum_steps
+                elapsed = time.perf_counter() - t0
+                rate = window_samples / max(elapsed, 1e-9)
+                self.logger.progress(st.step, loss_value, self.backend.lr(), rate)
+                if st.step % s.log_every == 0 or st.step == s.total_steps:
+                    self.logger.record(st.step, {
+                        "loss": window_loss / window_micro if window_micro else None,
+                        "lr": self.backend.lr(),
+                        "samples_per_s": rate, "samples": st.samples, "skipped": st.skipped,
+                        "nonfinite_skipped": st.nonfinite_skips,
+                        "epoch": st.samples / s.samples_per_epoch})
+                    window_loss, window_micro, window_samples = 0.0, 0, 0
+                    t0 = time.perf_counter()
+                if st.step % s.vis_every == 0 or st.step == s.total_steps:
+                    self._picture()
+                if st.step % s.ckpt_every == 0 or st.step == s.total_steps:
+                    self.save()
+                watchdog.beat()
         return st
+
+    def _read_step(self, step_stats: torch.Tensor) -> tuple[float, bool]:
+        """One host read per optimiser step (all ranks agree: the values are averaged across
+        them): the loss sum, the data health and the gradient norm. Returns (loss sum, finite)."""
+        norm = self.backend.grad_norm()
+        parts = [step_stats] + ([norm.detach().float().reshape(1).to(step_stats.device)]
+                                if norm is not None else [])
+        values = self.backend.mean_across_ranks(torch.cat(parts)).tolist()
+        loss_sum, skipped, items = values[:3]
+        finite = all(math.isfinite(v) for v in [loss_sum, *values[3:]])
+        st, limit = self.state, self.max_unreadable
+        st.items += round(items * self.backend.world_size)
+        st.skipped += round(skipped * self.backend.world_size)
+        attempts = st.items + st.skipped
+        if attempts >= MIN_ITEMS_JUDGED and st.skipped > limit * attempts:
+            raise DataLoadError(
+                f"data: {st.skipped} of the {attempts} items read so far were unreadable "
+                f"(more than train.max_unreadable={limit:g} of them); fix the data (train.log "
+                "names every skipped file and why) or raise train.max_unreadable")
+        return loss_sum, finite
+
+    def _nonfinite(self, loss_sum: float, in_a_row: int) -> None:
+        what = (f"loss is {loss_sum}" if not math.isfinite(loss_sum)
+                else "gradients are not finite")
+        where = f"at step {self.state.step + 1}"
+        kept = f"the last good checkpoint ({self.checkpoints.latest() or 'none'}) is kept"
+        if self.nonfinite == "stop":
+            raise NonFiniteLossError(
+                f"{what} {where}; the step was not applied and {kept}; lower optim.blr, set "
+                "train.clip_grad, check the data, or set train.nonfinite=skip")
+        if in_a_row > self.max_nonfinite_skips:
+            raise NonFiniteLossError(
+                f"{what} {where}, {in_a_row} steps in a row (train.max_nonfinite_skips="
+                f"{self.max_nonfinite_skips}); stopping, {kept}")
+        log.warning("%s %s; step skipped (train.nonfinite=skip, %d in a row)", what, where,
+                    in_a_row)
 
     def _report_skipped(self, batch: Batch) -> None:
         for path, reason in batch.skipped:
             if path not in self._warned:  # once per file; every occurrence is counted
                 self._warned.add(path)
                 log.warning("skipped unreadable item %s: %s", path, reason)
-        self.state.skipped += len(batch.skipped)
 
     def _picture(self) -> None:
         # every rank runs the forward: under ZeRO-3 it gathers the weight shards, a collective;

@@ -195,11 +195,11 @@ class XLABackend(TorchBackend):
         overlaps the step; under SPMD each tensor is split along its batch axis."""
         import torch_xla.distributed.parallel_loader as pl
 
-        skipped: collections.deque = collections.deque()  # non-tensor part, in batch order
+        host: collections.deque = collections.deque()  # non-tensor parts, in batch order
 
         def tensors() -> Iterator[dict[str, torch.Tensor]]:
             for batch in batches:
-                skipped.append(batch.skipped)
+                host.append((batch.skipped, batch.items))
                 fields = {"x": batch.x, "mask": batch.mask, "label": batch.label}
                 if batch.targets is not None:
                     fields["targets"] = batch.targets
@@ -217,8 +217,9 @@ class XLABackend(TorchBackend):
                                    device_prefetch_size=self.options.prefetch,
                                    input_sharding=specs)
         for fields in loader:
-            yield Batch(fields["x"], fields["mask"], fields["label"], skipped.popleft(),
-                        fields.get("targets"))
+            skipped, items = host.popleft()
+            yield Batch(fields["x"], fields["mask"], fields["label"], skipped,
+                        fields.get("targets"), items)
 
     def mean_across_ranks(self, value: torch.Tensor) -> torch.Tensor:
         # one device, or SPMD (the value is already the global one): the sync runs the traced
