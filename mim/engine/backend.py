@@ -207,10 +207,13 @@ def load_weights_only(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        # torch names the refused global on a "WeightsUnpickler error: ..." line
+        why = next((line for line in lines if "Unpickler error" in line),
+                   lines[0] if lines else type(exc).__name__)
         raise CheckpointError(f"refused to load {path}: it holds pickled objects other than "
                               f"tensors and plain containers, which could run code when "
-                              f"unpickled (weights_only=True: {first})") from None
+                              f"unpickled (weights_only=True; {why})") from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
 
