@@ -12,10 +12,11 @@ import functools
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from mim.pos_embed import POS_EMBEDS
+from mim.pos_embed import POS_EMBEDS, LearnedPosEmbed
 from mim.tokenizers.base import Tokenizer, gather_tokens, visible_ids
 
 
@@ -25,6 +26,9 @@ class Encoded:
     ids_keep: torch.Tensor | None  # [B, Lv] grid positions of the visible tokens (None: all)
     grid: tuple[int, ...]
     num_prefix: int  # 1 with a cls token, else 0
+    # from multi-scale (hybrid) tokenizers, see Tokenizer.tokenize; plain tokenizers leave them
+    skip: torch.Tensor | None = None  # [B, Lv, D] added before decoder_embed (MCMAE Eq. 1)
+    stages: tuple[torch.Tensor, ...] = ()  # earlier-stage maps [B, C_k, *grid_k], finest first
 
 
 @dataclass
@@ -34,10 +38,12 @@ class MAEOutput:
     mask: torch.Tensor  # [B, L] bool, True = masked
 
 
-def _blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float) -> nn.ModuleList:
-    rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
+def _blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float,
+            eps: float = 1e-6) -> nn.ModuleList:
+    # on the CPU even under ``with torch.device("meta")`` (sizes are counted that way)
+    rates = torch.linspace(0, drop_path, depth, device="cpu").tolist() if depth else []
     # timm's Block uses fused scaled_dot_product_attention; LayerNorm eps 1e-6 as MAE
-    norm = functools.partial(nn.LayerNorm, eps=1e-6)
+    norm = functools.partial(nn.LayerNorm, eps=eps)
     return nn.ModuleList(
         Block(dim, heads, mlp_ratio, qkv_bias=True, drop_path=r, norm_layer=norm) for r in rates
     )
@@ -58,25 +64,31 @@ class MaskedAutoencoder(nn.Module):
         norm_pix_loss: bool = True,
         loss_on: str = "masked",
         drop_path: float = 0.0,
+        norm_eps: float = 1e-6,
+        pos_grid: tuple[int, ...] | None = None,
     ):
         super().__init__()
-        if pos_embed not in POS_EMBEDS:
-            raise ValueError(f"model.pos_embed: '{pos_embed}' is not one of: {', '.join(POS_EMBEDS)}")
-        self._pos_table = POS_EMBEDS[pos_embed]
+        if pos_embed not in (*POS_EMBEDS, "learned"):
+            raise ValueError(f"model.pos_embed: '{pos_embed}' is not one of: "
+                             f"{', '.join(POS_EMBEDS)}, learned")
+        # "learned": the encoder's table is a parameter on ``pos_grid`` (ViT / timm weights),
+        # resized to other grids on use; the decoder keeps the fixed sin-cos table
+        self._pos_table = POS_EMBEDS.get(pos_embed, POS_EMBEDS["joint"])
         if loss_on not in ("masked", "all"):
             raise ValueError(f"model.loss_on: '{loss_on}' is not one of: masked, all")
         dim = tokenizer.embed_dim
         self.tokenizer = tokenizer
         self.num_prefix = int(cls_token)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
-        self.blocks = _blocks(dim, depth, num_heads, mlp_ratio, drop_path)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.learned_pos_embed = LearnedPosEmbed(dim, pos_grid) if pos_embed == "learned" else None
+        self.blocks = _blocks(dim, depth, num_heads, mlp_ratio, drop_path, norm_eps)
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
 
         self.decoder_embed = nn.Linear(dim, decoder_embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
         self.decoder_blocks = _blocks(decoder_embed_dim, decoder_depth, decoder_num_heads,
-                                      mlp_ratio, 0.0)
-        self.decoder_norm = nn.LayerNorm(decoder_embed_dim, eps=1e-6)
+                                      mlp_ratio, 0.0, norm_eps)
+        self.decoder_norm = nn.LayerNorm(decoder_embed_dim, eps=norm_eps)
         self.decoder_pred = nn.Linear(decoder_embed_dim, tokenizer.patch_dim)
 
         self.norm_pix_loss = norm_pix_loss
@@ -124,21 +136,37 @@ class MaskedAutoencoder(nn.Module):
     def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
         """Encode the visible tokens (all tokens when ``mask`` is None)."""
         grid = self.tokenizer.grid(x.shape[1:])
-        tokens = self.tokenizer(x, mask)  # [B, Lv, D]
-        pos = self.pos_embed(grid, tokens.shape[-1], tokens)  # [L, D]
-        ids_keep = visible_ids(mask) if mask is not None else None
+        out = self.tokenizer.tokenize(x, mask)  # the tokenizer says which positions it kept
+        tokens, ids_keep = out.visible, out.ids_keep  # [B, Lv, D], [B, Lv] or None (all)
+        pos = (self.pos_embed(grid, tokens.shape[-1], tokens) if self.learned_pos_embed is None
+               else self.learned_pos_embed(grid).to(tokens.dtype))  # [L, D]
         tokens = tokens + (pos[ids_keep] if ids_keep is not None else pos)  # [B, Lv, D]
         if self.cls_token is not None:  # its position embedding is zero (MAE)
             cls = self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
             tokens = torch.cat([cls, tokens], dim=1)  # [B, 1 + Lv, D]
         for block in self.blocks:
             tokens = block(tokens)
-        return Encoded(self.norm(tokens), ids_keep, grid, self.num_prefix)
+        return Encoded(self.norm(tokens), ids_keep, grid, self.num_prefix, out.skip, out.stages)
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Multi-scale features of the whole input for feature-pyramid heads (MCMAE Sec. 2.3,
+        Fig. 2), finest first, each [B, C_k, *grid_k]: the tokenizer's earlier stages (hybrid:
+        strides 4 and 8), the encoder output on the token grid (16), and that max-pooled by
+        ``tokenizer.pyramid_pool`` (32)."""
+        encoded = self.encode(x)
+        top = encoded.tokens[:, encoded.num_prefix:].transpose(1, 2)  # [B, D, L]
+        top = top.reshape(*top.shape[:2], *encoded.grid)  # [B, D, *grid]
+        pool = F.max_pool2d if top.dim() == 4 else F.max_pool3d
+        kernel = self.tokenizer.pyramid_pool
+        return [*encoded.stages, top, pool(top, kernel, kernel)]
 
     def decode(self, encoded: Encoded, targets: torch.Tensor | None = None) -> torch.Tensor:
         """Encoded visible tokens -> predictions [B, L, P] for every grid position, or, with
         ``targets`` [B, L], for the visible and target positions only (zeros elsewhere)."""
-        y = self.decoder_embed(encoded.tokens)  # [B, prefix + Lv, Dd]
+        tokens = encoded.tokens  # [B, prefix + Lv, D]
+        if encoded.skip is not None:  # Eq. 1: Linear(StrideConv(E1) + StrideConv(E2) + E3)
+            tokens = tokens + F.pad(encoded.skip, (0, 0, encoded.num_prefix, 0))
+        y = self.decoder_embed(tokens)  # [B, prefix + Lv, Dd]; the Linear of Eq. 1
         prefix, visible = y[:, : encoded.num_prefix], y[:, encoded.num_prefix:]
         batch, width = y.shape[0], y.shape[-1]
         num_tokens = torch.Size(encoded.grid).numel()

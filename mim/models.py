@@ -8,11 +8,13 @@ decoder half the encoder's width with the encoder's number of heads.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from typing import Optional
 
 from mim.model import MaskedAutoencoder
 from mim.registry import MODELS, TOKENIZERS
 from mim.tokenizers.base import Tokenizer
+from mim.tokenizers.hybrid import HYBRID_TOKENIZERS, HybridTokenizer
 
 
 @dataclass
@@ -33,6 +35,17 @@ class ModelConfig:
     norm_pix_loss: bool = True
     loss_on: str = "masked"  # masked | all
     drop_path: float = 0.0
+    norm_eps: float = 1e-6  # LayerNorm eps (MAE, timm: 1e-6; Hugging Face ports: 1e-12)
+    pos_grid: Optional[list[int]] = None  # grid of the table with pos_embed=learned
+    # hybrid2d / hybrid3d (MCMAE, Table 7): conv stages 1-2 before the ViT (stage 3: embed_dim,
+    # depth, mlp_ratio); patch_size is the total stride (stages: patch/4, 2, 2)
+    hybrid_dims: list[int] = field(default_factory=lambda: [256, 384])  # [C1, C2]
+    hybrid_depths: list[int] = field(default_factory=lambda: [2, 2])  # [L1, L2]
+    hybrid_mlp_ratios: list[float] = field(default_factory=lambda: [4.0, 4.0])  # [P1, P2]
+    hybrid_kernel: int = 5  # depthwise kernel (Table 5 also tries 7 and 9)
+    hybrid_time_kernel: int = 5  # its extent along the leading axis of 3D grids
+    hybrid_time_strides: list[int] = field(default_factory=list)  # per stage; [] = [tubelet, 1, 1]
+    hybrid_multiscale: bool = True  # the multi-scale decoder (Eq. 1)
 
     def __post_init__(self) -> None:
         for key in ("patch_size", "tubelet_size", "embed_dim", "depth", "num_heads",
@@ -44,12 +57,40 @@ class ModelConfig:
                                  "decoder_num_heads")):
             if dim % heads:
                 raise ValueError(f"model.{key}: {heads} does not divide the width {dim}")
-        if self.pos_embed not in ("joint", "separable"):
-            raise ValueError(f"model.pos_embed: '{self.pos_embed}' is not one of: joint, separable")
+        if self.pos_embed not in ("joint", "separable", "flat", "learned"):
+            raise ValueError(f"model.pos_embed: '{self.pos_embed}' is not one of: joint, "
+                             "separable, flat, learned")
+        if (self.pos_embed == "learned") != (self.pos_grid is not None):
+            raise ValueError("model.pos_grid: the grid of the learned table is needed with "
+                             "model.pos_embed=learned, and only then")
+        if not 0.0 < self.norm_eps < 1.0:
+            raise ValueError(f"model.norm_eps: must be in (0, 1), got {self.norm_eps}")
         if self.loss_on not in ("masked", "all"):
             raise ValueError(f"model.loss_on: '{self.loss_on}' is not one of: masked, all")
         if not 0.0 <= self.drop_path < 1.0:
             raise ValueError(f"model.drop_path: must be in [0, 1), got {self.drop_path}")
+        self._check_hybrid()
+
+    def _check_hybrid(self) -> None:
+        for key, ok, what in (("hybrid_dims", lambda v: v >= 1, ">= 1"),
+                              ("hybrid_depths", lambda v: v >= 0, ">= 0"),
+                              ("hybrid_mlp_ratios", lambda v: v > 0, "> 0")):
+            values = list(getattr(self, key))
+            if len(values) != 2 or not all(map(ok, values)):
+                raise ValueError(f"model.{key}: two values [stage 1, stage 2] {what} expected, "
+                                 f"got {values}")
+        for key in ("hybrid_kernel", "hybrid_time_kernel"):
+            if getattr(self, key) < 1 or getattr(self, key) % 2 == 0:
+                raise ValueError(f"model.{key}: an odd size >= 1 expected (5, 7 or 9 in MCMAE "
+                                 f"Table 5), got {getattr(self, key)}")
+        strides = list(self.hybrid_time_strides)
+        if strides and (len(strides) != 3 or min(strides) < 1
+                        or strides[0] * strides[1] * strides[2] != self.tubelet_size):
+            raise ValueError(f"model.hybrid_time_strides: [] or three strides >= 1 whose product "
+                             f"is model.tubelet_size={self.tubelet_size}, got {strides}")
+        if self.tokenizer in HYBRID_TOKENIZERS and self.patch_size % 4:
+            raise ValueError(f"model.patch_size: hybrid tokenizers need a multiple of 4 (stage "
+                             f"strides patch/4, 2, 2), got {self.patch_size}")
 
 
 # (embed_dim, depth, num_heads): ViT-Ti/S/B/L/H
@@ -119,9 +160,15 @@ def model_config(name: str, **overrides) -> ModelConfig:
 
 
 def build_tokenizer(cfg: ModelConfig, in_chans: int) -> Tokenizer:
-    return TOKENIZERS.get(cfg.tokenizer)(
-        in_chans=in_chans, embed_dim=cfg.embed_dim, patch_size=cfg.patch_size,
-        tubelet_size=cfg.tubelet_size)
+    cls = TOKENIZERS.get(cfg.tokenizer)
+    hybrid = {}
+    if isinstance(cls, type) and issubclass(cls, HybridTokenizer):
+        hybrid = dict(dims=cfg.hybrid_dims, depths=cfg.hybrid_depths,
+                      mlp_ratios=cfg.hybrid_mlp_ratios, kernel=cfg.hybrid_kernel,
+                      time_kernel=cfg.hybrid_time_kernel, time_strides=cfg.hybrid_time_strides,
+                      multiscale=cfg.hybrid_multiscale, drop_path=cfg.drop_path)
+    return cls(in_chans=in_chans, embed_dim=cfg.embed_dim, patch_size=cfg.patch_size,
+               tubelet_size=cfg.tubelet_size, **hybrid)
 
 
 def build_model(cfg: ModelConfig, in_chans: int) -> MaskedAutoencoder:
@@ -132,7 +179,8 @@ def build_model(cfg: ModelConfig, in_chans: int) -> MaskedAutoencoder:
         decoder_num_heads=cfg.decoder_num_heads, mlp_ratio=cfg.mlp_ratio,
         cls_token=cfg.cls_token, pos_embed=cfg.pos_embed, norm_pix_loss=cfg.norm_pix_loss,
         loss_on=cfg.loss_on,
-        drop_path=cfg.drop_path)
+        drop_path=cfg.drop_path, norm_eps=cfg.norm_eps,
+        pos_grid=tuple(cfg.pos_grid) if cfg.pos_grid is not None else None)
 
 
 def create_model(name: str, in_chans: int = 3, **overrides) -> MaskedAutoencoder:

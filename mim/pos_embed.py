@@ -7,8 +7,11 @@ trained with. A 3D grid (t, h, w) puts the time channels first, then MAE's 2D la
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
@@ -78,4 +81,39 @@ def separable_sincos_pos_embed(dim: int, grid: tuple[int, ...]) -> torch.Tensor:
     return (time[:, None, :] + space[None, :, :]).reshape(-1, dim)  # [t * h * w, dim]
 
 
-POS_EMBEDS = {"joint": sincos_pos_embed, "separable": separable_sincos_pos_embed}
+def flat_sincos_pos_embed(dim: int, grid: tuple[int, ...]) -> torch.Tensor:
+    """The Transformer's 1D table over the flattened token index (Vaswani et al. 2017), as Tong
+    et al. 2022 use it on space-time grids: channel 2i is sin(n / 10000^(2i/dim)), channel 2i+1
+    the matching cos (interleaved, not halves) -> [L, dim]. Converted weights of that layout
+    need it."""
+    if dim % 2:
+        raise ValueError(f"sin-cos embedding needs an even width, got {dim}")
+    positions = torch.arange(math.prod(grid), dtype=torch.float64)  # [L]
+    omega = 1.0 / 10000 ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # [dim/2]
+    angles = positions[:, None] * omega[None, :]  # [L, dim/2]
+    table = torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1)  # [L, dim/2, 2]
+    return table.reshape(len(positions), dim).float()  # 'l i two -> l (i two)'
+
+
+POS_EMBEDS = {"joint": sincos_pos_embed, "separable": separable_sincos_pos_embed,
+              "flat": flat_sincos_pos_embed}
+
+
+class LearnedPosEmbed(nn.Module):
+    """A learned table [L, D] on ``grid`` (ViT / timm layout), resized on use to any other grid
+    of the same rank (bicubic in 2D, trilinear in 3D: transfer to other sizes and frame counts).
+    """
+
+    def __init__(self, dim: int, grid: tuple[int, ...]):
+        super().__init__()
+        self.grid = tuple(int(n) for n in grid)
+        self.table = nn.Parameter(torch.zeros(math.prod(self.grid), dim))  # [L, D]
+        nn.init.trunc_normal_(self.table, std=0.02)  # timm's ViT initialisation
+
+    def forward(self, grid: tuple[int, ...]) -> torch.Tensor:
+        if tuple(grid) == self.grid:
+            return self.table
+        return interpolate_pos_embed(self.table, self.grid, tuple(grid))  # [L_new, D]
+
+    def extra_repr(self) -> str:
+        return f"grid={self.grid}, dim={self.table.shape[1]}"

@@ -1,6 +1,8 @@
 """Tokenizers: input tensor -> tokens on a grid (contract in ``base.py``)."""
-from mim.tokenizers.base import Tokenizer, gather_tokens, visible_ids
+from mim.tokenizers.base import Tokenizer, Tokens, gather_tokens, visible_ids
+from mim.tokenizers.hybrid import Hybrid2dTokenizer, Hybrid3dTokenizer, HybridTokenizer
 from mim.tokenizers.patch import CubeTokenizer, Patch2dTokenizer, PatchTokenizer
 
-__all__ = ["Tokenizer", "PatchTokenizer", "Patch2dTokenizer", "CubeTokenizer",
-           "gather_tokens", "visible_ids"]
+__all__ = ["Tokenizer", "Tokens", "PatchTokenizer", "Patch2dTokenizer", "CubeTokenizer",
+           "HybridTokenizer", "Hybrid2dTokenizer", "Hybrid3dTokenizer", "gather_tokens",
+           "visible_ids"]

@@ -8,9 +8,20 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+
+@dataclass
+class Tokens:
+    """What ``Tokenizer.tokenize`` hands the encoder."""
+
+    visible: torch.Tensor  # [B, Lv, D]
+    ids_keep: torch.Tensor | None  # [B, Lv] grid positions of ``visible``; None: all L in order
+    skip: torch.Tensor | None = None  # [B, Lv, D] added before the decoder (MCMAE Eq. 1)
+    stages: tuple[torch.Tensor, ...] = ()  # earlier feature maps [B, C_k, *grid_k], finest first
 
 
 class Tokenizer(nn.Module, ABC):
@@ -47,6 +58,17 @@ class Tokenizer(nn.Module, ABC):
         """L for one sample of shape ``(C, *spatial)``."""
         return math.prod(self.grid(input_shape))
 
+    @property
+    def pyramid_pool(self) -> tuple[int, ...]:
+        """Max-pool kernel that turns the token grid into the coarsest pyramid level (MCMAE
+        Sec. 2.3: 2x2 over space; a leading time axis is kept)."""
+        return (1,) * (self.rank - 2) + (2, 2)
+
+    def tokenize(self, x: torch.Tensor, mask: torch.Tensor | None) -> Tokens:
+        """``forward`` plus where its tokens sit; multi-scale tokenizers override it to add
+        their skip features and stage maps."""
+        return Tokens(self(x, mask), visible_ids(mask) if mask is not None else None)
+
     @abstractmethod
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """x [B, C, *spatial], mask bool [B, L] (True = masked) or None -> tokens [B, Lv, D]."""
@@ -63,11 +85,10 @@ class Tokenizer(nn.Module, ABC):
 def visible_ids(mask: torch.Tensor) -> torch.Tensor:
     """mask bool [B, L] with the same count per row -> ids of visible tokens [B, Lv], in order.
 
-    A stable argsort puts the visible (False) positions first, in grid order.
+    ``nonzero`` lists the visible (False) positions row by row in grid order: no sort, and its
+    size is the step's one read of the mask on the host (Lv is data; the shapes need it).
     """
-    num_visible = mask.shape[1] - int(mask[0].sum())
-    order = torch.argsort(mask.to(torch.int8), dim=1, stable=True)  # [B, L]
-    return order[:, :num_visible]
+    return torch.nonzero(~mask)[:, 1].view(mask.shape[0], -1)  # [B * Lv] (row, col) -> [B, Lv]
 
 
 def gather_tokens(tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from einops import rearrange
 from torch import nn
 
 from mim.registry import TOKENIZERS
-from mim.tokenizers.base import Tokenizer, gather_tokens, visible_ids
+from mim.tokenizers.base import Tokenizer, Tokens, gather_tokens, visible_ids
 
 # einops axis names per grid rank: grid axes g*, patch axes p*
 _AXES = {2: (("h", "w"), ("ph", "pw")), 3: (("t", "h", "w"), ("pt", "ph", "pw"))}
@@ -44,12 +44,20 @@ class PatchTokenizer(Tokenizer):
         self._target_pattern, self._embed_pattern = _patterns(self.rank)
         self._patch_sizes = dict(zip(_AXES[self.rank][1], self.patch_size))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
+                ids_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """``ids_keep``: ``visible_ids(mask)`` when the caller has it already."""
         patches = rearrange(x, self._embed_pattern, **self._patch_sizes)  # [B, L, C*prod(p)]
         if mask is not None:
-            patches = gather_tokens(patches, visible_ids(mask))  # [B, Lv, C*prod(p)]
+            ids_keep = visible_ids(mask) if ids_keep is None else ids_keep  # [B, Lv]
+            patches = gather_tokens(patches, ids_keep)  # [B, Lv, C*prod(p)]
         weight = self.proj.weight.flatten(1)  # [D, C*prod(p)], same order as the conv kernel
         return F.linear(patches, weight, self.proj.bias)  # [B, Lv, D]
+
+    def tokenize(self, x: torch.Tensor, mask: torch.Tensor | None) -> Tokens:
+        ids_keep = visible_ids(mask) if mask is not None else None  # one host read, not two
+        # through __call__, so module hooks run (ZeRO-3 gathers ``proj`` there)
+        return Tokens(self(x, mask, ids_keep), ids_keep)
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         return rearrange(x, self._target_pattern, **self._patch_sizes)  # [B, L, P]

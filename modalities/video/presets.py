@@ -3,10 +3,14 @@
 VideoMAE (Tong et al. 2022): ViT on 2x16x16 cubes, 16 frames at 224, tube masking at 0.9, a
 4-block decoder of width 192 / 384 / 512 for S / B / L, no cls token. MAE-ST (Feichtenhofer et
 al. 2022): separable space/time position embeddings, a 4 x 512 decoder, random space-time
-masking at 0.9.
+masking at 0.9. VideoMCMAE (Gao et al. 2022, Sec. 2.4): MCMAE-B whose stage 1 embeds 2x4x4 cubes,
+masked 3D convs in stages 1-2 (time not downsampled further), space-time sin-cos at stage 3, the
+multi-scale decoder and a space-time transformer decoder; tube masking at 0.9 (the modality's
+default mask).
 """
 from __future__ import annotations
 
+from mim.hybrid_presets import mcmae_config
 from mim.models import VIT_SIZES, ModelConfig
 from mim.registry import MODELS
 
@@ -45,3 +49,14 @@ for _size in _DECODER:
     _register_videomae(_size)
 for _size in ("base", "large"):
     _register_maest(_size)
+
+
+def videomcmae_base() -> ModelConfig:
+    """VideoMCMAE-B: MCMAE-B (Table 7) on 2x16x16 stage-3 cubes, VideoMAE-B's 4 x 384 decoder."""
+    dec_dim, dec_heads = _DECODER["base"]
+    return mcmae_config("base", "videomcmae_base_patch16_16x224", tokenizer="hybrid3d",
+                        tubelet_size=2, decoder_embed_dim=dec_dim, decoder_depth=4,
+                        decoder_num_heads=dec_heads)
+
+
+MODELS.register("videomcmae_base_patch16_16x224", obj=videomcmae_base)

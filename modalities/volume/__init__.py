@@ -2,10 +2,13 @@
 
 Registered through the ``mim.plugins`` entry point exactly as a third-party modality would be.
 Default model: ViT-B on 16x16x16 cubes (``mae3d_vit_base_patch16``); see
-``configs/experiment/volume_demo.yaml`` for a small, fast run.
+``configs/experiment/volume_demo.yaml`` for a small, fast run. ``model=mcmae3d_small_patch16``: the
+hybrid MCMAE encoder with masked 3D convolutions (``presets.py``).
 """
 from mim.registry import MODALITIES
-from mim.spec import ModalitySpec
+from mim.spec import EvalSupport, ModalitySpec
+from mim.modalities.volume import labelled
+from mim.modalities.volume import presets  # noqa: F401  (mcmae3d_* model presets)
 from mim.modalities.volume.config import VolumeDataConfig
 from mim.modalities.volume.dataset import VolumeDataset, build_dataset
 from mim.modalities.volume.visual import visualize
@@ -25,6 +28,12 @@ SPEC = ModalitySpec(
     default_model="mae3d_vit_base_patch16",
     default_mask="random",
     description="3D volumes (.npy, .npz, NIfTI with nibabel); demo: procedural phantoms",
+    evaluation=EvalSupport(
+        data_config=labelled.VolumeEvalDataConfig, labelled=labelled.labelled,
+        inputs=labelled.inputs,
+        inherit=("input_size", "channels", "intensity", "p_low", "p_high", "window_min",
+                 "window_max", "zscore", "target_spacing", "pad_value"),
+        size_keys=lambda size: {"input_size": list(size)}),
 )
 MODALITIES.register("volume", obj=SPEC)
 

@@ -1,0 +1,177 @@
+"""Hybrid (MCMAE) tokenizers: stage grids and mask upsampling on any grid, the tokenizer contract,
+visible-only stage 3 with sin-cos positions, the multi-scale decoder switch, pyramid features and
+config checks."""
+from __future__ import annotations
+
+import math
+
+import mim
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mim.config import ConfigError
+from mim.config.compose import load
+from mim.models import ModelConfig, build_tokenizer, model_config
+from mim.pos_embed import sincos_pos_embed
+from mim.tokenizers import Patch2dTokenizer, Tokens
+from mim.tokenizers.stage_masks import downsample_mask, stage_grids, upsample_mask
+
+TINY = dict(embed_dim=32, depth=2, num_heads=2, hybrid_dims=[8, 16], decoder_embed_dim=16,
+            decoder_depth=1, decoder_num_heads=2)
+
+
+def _model(name: str = "mcmae_small", **overrides) -> mim.MaskedAutoencoder:
+    torch.manual_seed(0)
+    return mim.create_model(name, **{**TINY, **overrides})
+
+
+def _mask(grid: tuple[int, ...], batch: int = 2, ratio: float = 0.75, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    length = math.prod(grid)
+    keep = int(length * (1 - ratio))
+    return torch.stack([torch.randperm(length, generator=g) >= keep for _ in range(batch)])
+
+
+# (preset, sample shape (C, *spatial), expected stage grids 1, 2, 3): the paper's 224, non-square
+# and non-224 images; video with cube embedding (time kept after stage 1); an isotropic volume
+SIZES = [
+    ("mcmae_small", (3, 224, 224), [(56, 56), (28, 28), (14, 14)]),
+    ("mcmae_small", (3, 64, 96), [(16, 24), (8, 12), (4, 6)]),
+    ("mcmae_small", (3, 160, 48), [(40, 12), (20, 6), (10, 3)]),
+    ("mcmae_small", (3, 448, 320), [(112, 80), (56, 40), (28, 20)]),
+    ("videomcmae_base_patch16_16x224", (3, 16, 224, 224),
+     [(8, 56, 56), (8, 28, 28), (8, 14, 14)]),
+    ("videomcmae_base_patch16_16x224", (3, 8, 96, 64), [(4, 24, 16), (4, 12, 8), (4, 6, 4)]),
+    ("mcmae3d_small_patch16", (1, 64, 48, 80), [(16, 12, 20), (8, 6, 10), (4, 3, 5)]),
+]
+
+
+@pytest.mark.parametrize("name, shape, grids", SIZES)
+def test_mask_upsampling_matches_the_stage_grids(name, shape, grids):
+    tokenizer = build_tokenizer(model_config(name, **TINY), in_chans=shape[0])
+    assert tokenizer.stage_grids(shape) == grids
+    assert tokenizer.grid(shape) == grids[-1]
+    assert tokenizer.patch_size == tuple(s // g for s, g in zip(shape[1:], grids[-1]))
+    mask = _mask(grids[-1])  # drawn on the stage-3 grid
+    stage1, stage2 = tokenizer.stage_masks(mask, shape)
+    coarse = mask.reshape(2, 1, *grids[-1]).float()  # [B, 1, *g3]
+    for stage_mask, grid in zip((stage1, stage2), grids[:2]):
+        assert stage_mask.shape == (2, *grid)
+        # nearest-neighbour resize by whole factors = each cell takes its stage-3 parent's flag
+        reference = F.interpolate(coarse, size=grid, mode="nearest")[:, 0] > 0.5
+        assert torch.equal(stage_mask, reference)
+        assert stage_mask.float().mean() == mask.float().mean()  # same masked fraction
+        assert torch.equal(downsample_mask(stage_mask, grid, grids[-1]),
+                           mask.reshape(2, *grids[-1]))
+
+
+def test_mask_helpers_reject_grids_that_do_not_nest():
+    with pytest.raises(ValueError, match="not a whole multiple"):
+        upsample_mask(torch.zeros(1, 6, dtype=torch.bool), (2, 3), (4, 4))
+    with pytest.raises(ValueError, match="stage stride"):
+        stage_grids((20, 16), ((4, 4), (2, 2), (2, 2)))
+
+
+def test_tokenizer_contract_and_target_layout():
+    tokenizer = _model().tokenizer
+    x = torch.randn(2, 3, 48, 80)
+    grid = tokenizer.grid(x.shape[1:])
+    assert tokenizer.patch_size == (16, 16) and grid == (3, 5)
+    assert tokenizer.patch_dim == 16 * 16 * 3
+    y = tokenizer.patchify(x)
+    # MAE's target layout: the same as a 16x16 patch tokenizer's
+    assert torch.equal(y, Patch2dTokenizer(3, 8, patch_size=16).patchify(x))
+    assert torch.equal(tokenizer.unpatchify(y, grid), x)
+    mask = _mask(grid)
+    out = tokenizer.tokenize(x, mask)
+    assert isinstance(out, Tokens) and out.visible.shape == (2, 3, 32)
+    assert torch.equal(tokenizer(x, mask), out.visible)
+    assert torch.equal(out.ids_keep, torch.stack([(~m).nonzero().squeeze(1) for m in mask]))
+    assert [s.shape for s in out.stages] == [(2, 8, 12, 20), (2, 16, 6, 10)]
+
+
+def test_only_visible_stage3_tokens_enter_the_transformer_with_sincos_positions():
+    model = _model().eval()
+    assert model.cls_token is None  # MCMAE: no cls token (Sec. 2.2)
+    seen = []
+    model.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    x = torch.randn(2, 3, 64, 64)
+    mask = _mask((4, 4))  # 4 of 16 visible
+    with torch.no_grad():
+        out = model.tokenizer.tokenize(x, mask)
+        model.encode(x, mask)
+    pos = sincos_pos_embed(32, (4, 4))  # [L, D], added at the stage-3 input
+    assert seen[0].shape == (2, 4, 32)
+    torch.testing.assert_close(seen[0], out.visible + pos[out.ids_keep], rtol=0, atol=1e-6)
+
+
+def test_multiscale_decoder_is_switchable():
+    fused = _model()
+    assert {"tokenizer.skip1.weight", "tokenizer.skip2.weight"} <= dict(
+        fused.named_parameters()).keys()
+    x, mask = torch.randn(2, 3, 64, 64), _mask((4, 4))
+    encoded = fused.encode(x, mask)
+    assert encoded.skip.shape == encoded.tokens.shape
+    out = fused(x, mask)
+    out.loss.backward()
+    assert fused.tokenizer.skip1.weight.grad.abs().sum() > 0
+    with torch.no_grad():  # the skip features change what the decoder sees (Eq. 1)
+        plain = fused.decode(encoded)
+        encoded.skip = torch.zeros_like(encoded.skip)
+        assert not torch.allclose(fused.decode(encoded), plain)
+    single = _model(hybrid_multiscale=False)
+    assert not any(k.startswith("tokenizer.skip") for k, _ in single.named_parameters())
+    assert single.encode(x, mask).skip is None
+    assert torch.isfinite(single(x, mask).loss)
+
+
+def test_pyramid_features_at_strides_4_8_16_32():
+    model = _model().eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        levels = model.pyramid(x)
+    assert [tuple(f.shape) for f in levels] == [(1, 8, 16, 24), (1, 16, 8, 12), (1, 32, 4, 6),
+                                               (1, 32, 2, 3)]
+    assert torch.equal(levels[3], F.max_pool2d(levels[2], 2))
+    video = _model("videomcmae_base_patch16_16x224").eval()
+    with torch.no_grad():  # time keeps the stage-1 tubelet stride; space goes to 1/32
+        levels = video.pyramid(torch.randn(1, 3, 4, 64, 64))
+    assert [tuple(f.shape[2:]) for f in levels] == [(2, 16, 16), (2, 8, 8), (2, 4, 4), (2, 2, 2)]
+    vit = mim.create_model("mae_vit_base_patch16", embed_dim=32, depth=1, num_heads=2,
+                           decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+    with torch.no_grad():  # a plain ViT: its token grid and the pooled level
+        assert [tuple(f.shape) for f in vit.pyramid(torch.randn(1, 3, 64, 64))] == [
+            (1, 32, 4, 4), (1, 32, 2, 2)]
+
+
+def test_input_random_masking_ablation_keeps_every_stage3_token():
+    model = _model(loss_on="all").eval()
+    model.tokenizer.mask_level = "input"  # Table 5: MAE's random mask on stage-1 tokens
+    x = torch.randn(2, 3, 64, 64)
+    grid1 = model.tokenizer.mask_grid(x.shape[1:])
+    assert grid1 == (16, 16)
+    seen = []
+    model.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+    with torch.no_grad():
+        out = model(x, _mask(grid1))
+    assert seen == [torch.Size([2, 16, 32])]  # all 4x4 stage-3 tokens
+    assert out.pred.shape == (2, 16, 16 * 16 * 3) and torch.isfinite(out.loss)
+
+
+def test_config_checks_name_the_key():
+    cases = [(dict(tokenizer="hybrid2d", patch_size=6), "model.patch_size"),
+             (dict(hybrid_dims=[64]), "model.hybrid_dims"),
+             (dict(hybrid_depths=[2, -1]), "model.hybrid_depths"),
+             (dict(hybrid_mlp_ratios=[4.0, 0.0]), "model.hybrid_mlp_ratios"),
+             (dict(hybrid_kernel=4), "model.hybrid_kernel"),
+             (dict(hybrid_time_kernel=0), "model.hybrid_time_kernel"),
+             (dict(tubelet_size=2, hybrid_time_strides=[2, 2, 1]), "model.hybrid_time_strides")]
+    for fields, key in cases:
+        with pytest.raises(ValueError, match=key):
+            ModelConfig(**fields)
+    with pytest.raises(ConfigError) as err:  # from the command line: one line, before training
+        load(["model=mcmae_small", "model.hybrid_kernel=4"])
+    assert "model.hybrid_kernel" in str(err.value) and "\n" not in str(err.value)
+    spec = load(["model=mcmae_small", "model.hybrid_dims=[32,48]", "data.input_size=96"])
+    assert spec.model.hybrid_dims == [32, 48] and spec.model.tokenizer == "hybrid2d"
