@@ -3,6 +3,13 @@
   mim train [key=value ...]   pretrain; Hydra overrides, e.g. modality=image model=mae_vit_base_patch16
   mim train -m key=a,b ...    a sweep: one run per point (a Slurm job array with launcher=slurm)
   mim plugins                 list registered tokenizers, masks, models, modalities, backends, launchers
+  mim eval knn|linprobe|finetune [key=value ...]
+                              evaluate an encoder on labelled data, e.g. run.dir=runs/... (or
+                              weights=PATH); eval.init=random for the untrained baseline
+  mim visualize run.dir=RUN input=PATH [mask.ratio=0.75 ...]
+                              reconstruction pictures of your own files
+  mim convert input=PATH output=PATH to=mim|mae|timm|hf [input_size=[224,224]]
+                              weights between mim, facebookresearch/mae, timm and Hugging Face
 
 Note: OpenMMLab's ``openmim`` package also installs a command named ``mim``; in an environment
 with both, use ``python -m mim``.
@@ -71,6 +78,85 @@ def _train(overrides: list[str]) -> int:
     return 0
 
 
+def _log_to_stderr() -> None:
+    root = logging.getLogger("mim")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                               "%H:%M:%S"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        root.propagate = False
+
+
+def _guarded(work) -> int:
+    """Run ``work()``: a config error exits 2 (nothing computed), a failure 1, Ctrl-C 130."""
+    from mim.config import ConfigError
+    from mim.convert import ConvertError
+    from mim.registry import load_plugins
+
+    for error in load_plugins():
+        print(f"mim: warning: {error}", file=sys.stderr)
+    _log_to_stderr()
+    try:
+        work()
+    except ConfigError as exc:
+        print(f"mim: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (ConvertError, FloatingPointError, OSError, ValueError) as exc:
+        print(f"mim: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mim: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _eval(args: list[str]) -> int:
+    from mim.config import ConfigError
+    from mim.eval import evaluate, load_eval, summary
+
+    def work() -> None:
+        if not args or "=" in args[0]:
+            raise ConfigError("protocol: mim eval knn|linprobe|finetune [key=value ...]")
+        print(summary(evaluate(load_eval(args[0], args[1:]))))
+
+    return _guarded(work)
+
+
+def _visualize(args: list[str]) -> int:
+    from mim.visualize import load_visualize, visualize
+
+    def work() -> None:
+        for path in visualize(load_visualize(args)):
+            print(path)
+
+    return _guarded(work)
+
+
+def _convert(args: list[str]) -> int:
+    from mim.config import ConfigError
+    from mim.config.overrides import parse, take, unknown
+    from mim.convert import WRITERS, convert
+
+    def work() -> None:
+        values = parse(args)
+        source, output, to = (values.pop(k, None) for k in ("input", "output", "to"))
+        if to not in WRITERS:
+            raise ConfigError(f"to: {'required' if to is None else f'unknown format {to!r}'}; "
+                              f"valid: {', '.join(WRITERS)}")
+        for key, value in (("input", source), ("output", output)):
+            if value is None:
+                raise ConfigError(f"{key}: required (mim convert input=PATH output=PATH to=...)")
+        size = values.pop("input_size", None)
+        size = [size] * 2 if isinstance(size, int) else size
+        model = {k.split(".", 1)[1]: v for k, v in take(values, "model").items()}
+        unknown(values, ["input", "output", "to", "input_size", "model.<key>"])
+        print(convert(str(source), str(output), to, size, **model))
+
+    return _guarded(work)
+
+
 def main(argv: list[str] | None = None) -> int:
     import mim  # noqa: F401  (torchvision compatibility before anything imports timm)
 
@@ -83,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         return _train(rest)
     if command == "plugins":
         return _plugins()
-    print(f"mim: unknown command '{command}'; valid: train, plugins", file=sys.stderr)
+    commands = {"eval": _eval, "visualize": _visualize, "convert": _convert}
+    if command in commands:
+        return commands[command](rest)
+    print(f"mim: unknown command '{command}'; valid: train, plugins, {', '.join(commands)}",
+          file=sys.stderr)
     return EXIT_CONFIG
 
 

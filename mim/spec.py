@@ -27,6 +27,29 @@ class Panels:
 
 
 @dataclass(frozen=True)
+class LabelledData:
+    """Labelled splits for ``mim eval``: the same items seen three ways."""
+
+    train: MimDataset  # training views, augmented from each sample's seed (probe, fine-tune)
+    train_plain: MimDataset  # the training items in their deterministic test view(s) (k-NN)
+    val: MimDataset  # held-out items, test view(s): x [C, *spatial] or V views [V, C, *spatial]
+    classes: list[str]
+
+
+@dataclass(frozen=True)
+class EvalSupport:
+    """What a modality provides for evaluation and ``mim visualize``."""
+
+    data_config: type  # schema of ``data`` in ``mim eval`` (a labelled demo set by default)
+    labelled: Callable[[Any], LabelledData]  # eval data config -> splits
+    inputs: Callable[[Any, Path], MimDataset]  # config, a file or folder -> one test view each
+    # keys of the pretraining run's ``data`` an evaluation inherits unless set (input geometry,
+    # normalisation); and the same from a spatial input size alone (converted weights)
+    inherit: tuple[str, ...] = ()
+    size_keys: Callable[[tuple[int, ...]], dict[str, Any]] = lambda size: {}
+
+
+@dataclass(frozen=True)
 class ModalitySpec:
     name: str
     data_config: type  # dataclass: schema and defaults of ``cfg.data``
@@ -40,3 +63,4 @@ class ModalitySpec:
     # several data sources mixed per step (OmniMAE); None: one source from build_dataset
     sources: Callable[[Any], list[Source]] | None = None
     description: str = ""
+    evaluation: EvalSupport | None = None  # labelled data for ``mim eval`` / ``mim visualize``

@@ -3,7 +3,8 @@
 Registered through the ``mim.plugins`` entry point exactly as a third-party modality would be.
 """
 from mim.registry import MODALITIES
-from mim.spec import ModalitySpec
+from mim.spec import EvalSupport, ModalitySpec
+from mim.modalities.image import labelled
 from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.dataset import ImageFolder, build_dataset
 from mim.modalities.image.visual import visualize
@@ -21,6 +22,9 @@ SPEC = ModalitySpec(
     visualize=visualize,
     tokenizer="patch2d",
     description="RGB images from a folder (any format PIL reads); demo: scikit-image photos",
+    evaluation=EvalSupport(data_config=labelled.ImageEvalDataConfig, labelled=labelled.labelled,
+                           inputs=labelled.inputs, inherit=("input_size", "mean", "std"),
+                           size_keys=lambda size: {"input_size": size[-1]}),
 )
 MODALITIES.register("image", obj=SPEC)
 

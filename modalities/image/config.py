@@ -16,6 +16,9 @@ class ImageDataConfig:
     max_scale: float = 1.0
     hflip: float = 0.5
     labels: str = "none"  # none | folders | path to a CSV of "relative/path,label"
+    # without a root: "photos" (scikit-image's photographs) or "lfw" (the training part of the
+    # labelled LFW face / non-face set that ``mim eval`` holds out from, see labelled.py)
+    demo: str = "photos"
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
 
@@ -27,5 +30,7 @@ class ImageDataConfig:
                              f"{self.min_scale}, {self.max_scale}")
         if not 0 <= self.hflip <= 1:
             raise ValueError(f"data.hflip: must be in [0, 1], got {self.hflip}")
+        if self.demo not in ("photos", "lfw"):
+            raise ValueError(f"data.demo: '{self.demo}' is not one of: photos, lfw")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("data.mean / data.std: three values each, std > 0")

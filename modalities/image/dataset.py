@@ -84,9 +84,13 @@ def build_dataset(cfg: ImageDataConfig) -> ImageFolder:
     if cfg.root:
         root = Path(cfg.root).expanduser()
         files = scan(root)
+    elif cfg.demo == "lfw":
+        from mim.modalities.image.labelled import lfw_split
+
+        root, files = lfw_split("train")
     else:
         root, files = demo_files()
     labels, classes = file_labels(files, root, cfg.labels)
     log.info("image data: %d files under %s%s", len(files), root,
-             "" if cfg.root else " (built-in demo photos)")
+             "" if cfg.root else f" (built-in demo: {cfg.demo})")
     return ImageFolder(files, labels, PretrainTransform(cfg), classes)

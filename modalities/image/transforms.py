@@ -59,3 +59,26 @@ class PretrainTransform:
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())  # [H, W, 3]
         x = pixels.permute(2, 0, 1).float().div_(255.0)  # [3, H, W]
         return (x - self.mean) / self.std
+
+
+class CentreTransform:
+    """The test view (timm / MAE evaluation): the short side resized to ``input_size /
+    crop_pct`` (bicubic), the centre ``input_size`` square cropped, normalised. No randomness."""
+
+    def __init__(self, cfg: ImageDataConfig, crop_pct: float = 1.0):
+        self.size = cfg.input_size
+        self.resize = max(self.size, round(self.size / crop_pct))
+        self.mean = torch.tensor(cfg.mean).view(3, 1, 1)
+        self.std = torch.tensor(cfg.std).view(3, 1, 1)
+
+    def __call__(self, image: Image.Image, seed: int = 0) -> torch.Tensor:
+        """RGB PIL image -> normalised tensor [3, size, size] (``seed`` is unused)."""
+        scale = self.resize / min(image.width, image.height)
+        width, height = max(self.size, round(image.width * scale)), max(
+            self.size, round(image.height * scale))
+        image = image.resize((width, height), Image.BICUBIC)
+        left, top = (width - self.size) // 2, (height - self.size) // 2
+        image = image.crop((left, top, left + self.size, top + self.size))
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())  # [H, W, 3]
+        x = pixels.permute(2, 0, 1).float().div_(255.0)  # [3, H, W]
+        return (x - self.mean) / self.std

@@ -9,8 +9,10 @@ pytorchvideo's EncodedVideo, clip sampler and functional transforms with
 exactly as a third-party modality would be.
 """
 from mim.registry import MODALITIES
-from mim.spec import ModalitySpec
+from mim.spec import EvalSupport, ModalitySpec
+from mim.modalities.video import labelled
 from mim.modalities.video import presets  # noqa: F401  (videomae_*, maest_* model presets)
+from mim.modalities.video import videomae  # noqa: F401  (Hugging Face VideoMAE weights)
 from mim.modalities.video.config import VideoDataConfig
 from mim.modalities.video.dataset import VideoDataset, build_dataset
 from mim.modalities.video.visual import visualize
@@ -36,6 +38,12 @@ SPEC = ModalitySpec(
     views=views,
     description="RGB video clips from files decord or PyAV reads; demo: clips made from "
                 "scikit-image photos",
+    evaluation=EvalSupport(
+        data_config=labelled.VideoEvalDataConfig, labelled=labelled.labelled,
+        inputs=labelled.inputs,
+        inherit=("num_frames", "sampling_rate", "input_size", "mean", "std", "decoder",
+                 "pad_short"),
+        size_keys=lambda size: {"num_frames": size[0], "input_size": size[-1]}),
 )
 MODALITIES.register("video", obj=SPEC)
 

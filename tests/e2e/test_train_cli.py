@@ -72,7 +72,8 @@ def test_help_and_unknown_command(cli) -> None:
     assert cli.run("--help").returncode == 0
     result = cli.run("frobnicate")
     assert result.returncode == 2
-    assert result.stderr.strip() == "mim: unknown command 'frobnicate'; valid: train, plugins"
+    assert result.stderr.strip() == ("mim: unknown command 'frobnicate'; valid: train, plugins, "
+                                     "eval, visualize, convert")
 
 
 # (overrides, text the one error line must contain)

@@ -1,0 +1,44 @@
+"""Weight interchange: read MAE, timm and Hugging Face weights into mim, and write them back.
+
+    model = mim.load_pretrained("mae_pretrain_vit_base.pth")          # format detected
+    mim.convert.convert("runs/image/.../abc123", "out/timm", to="timm")  # mim -> timm folder
+
+Readable: mim runs, checkpoints and exports; facebookresearch/mae checkpoints (with decoder, or
+encoder-only releases); timm ViT weights (file or ``config.json`` folder); Hugging Face
+``save_pretrained`` folders of the model types registered in ``hf.HF_READERS`` (ViTMAE here,
+3D layouts from modality plugins). Writable: ``mim``, ``mae``, ``timm`` (the encoder as a
+VisionTransformer) and ``hf`` (the layout registered for the model's grid rank).
+Nothing is ever unpickled beyond tensors (see ``storage.py``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from mim.convert.common import ConvertError, Converted
+from mim.convert.formats import read_weights, write_mim
+from mim.convert.hf import write_hf
+from mim.convert.vit import write_mae, write_timm
+
+WRITERS: dict[str, Callable[..., Path]] = {"mim": write_mim, "mae": write_mae,
+                                            "timm": write_timm, "hf": write_hf}
+
+
+def load_pretrained(path: str | Path, **overrides: Any):
+    """A ``MaskedAutoencoder`` with the weights at ``path`` (any readable format; an
+    encoder-only file gets a freshly initialised decoder). ``overrides``: ModelConfig fields."""
+    return read_weights(path, **overrides).build()
+
+
+def convert(source: str | Path, output: str | Path, to: str,
+            input_size: tuple[int, ...] | None = None, **overrides: Any) -> Path:
+    """Read ``source`` (format detected) and write it as ``to`` at ``output``."""
+    if to not in WRITERS:
+        raise ConvertError(f"to: unknown format '{to}'; valid: {', '.join(WRITERS)}")
+    converted = read_weights(source, **overrides)
+    size = tuple(int(s) for s in input_size) if input_size is not None else None
+    return WRITERS[to](converted, Path(output).expanduser(), size)
+
+
+__all__ = ["ConvertError", "Converted", "read_weights", "load_pretrained", "convert",
+           "WRITERS"]

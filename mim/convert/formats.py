@@ -1,0 +1,154 @@
+"""Which format a path holds, and mim's own formats (run directories, checkpoints, exports).
+
+Detection looks at what is there, never at names alone: a directory with ``checkpoints/`` is a
+mim run (its newest complete checkpoint), one with ``state.pt`` a mim checkpoint, one with a
+``config.json`` a Hugging Face (``model_type``), timm (``architecture``) or mim export
+(``format: mim``) folder; a single file is read (weights only) and recognised by its keys.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mim.convert.common import ConvertError, Converted, with_overrides
+from mim.convert.hf import read_hf
+from mim.convert.storage import (SAFE_SUFFIX, TORCH_SUFFIXES, load_safetensors,
+                                 load_tensor_file, load_torch, save_tensors, write_json)
+from mim.convert.vit import is_vit_layout, read_vit
+from mim.models import ModelConfig
+
+STATE_FILE = "state.pt"  # the torch backend's checkpoint file
+MIM_WEIGHTS = "model.safetensors"
+
+
+def _run_sizes(tree: dict[str, Any]) -> tuple[int | None, tuple[int, ...] | None]:
+    """(in_chans, spatial input size) of a run config, through its modality's data schema."""
+    from mim.registry import MODALITIES, UnknownNameError
+
+    try:
+        spec = MODALITIES.get(tree["modality"]["name"])
+        shape = tuple(spec.sample_shape(spec.data_config(**tree["data"])))
+        return shape[0], shape[1:]
+    except (KeyError, TypeError, ValueError, UnknownNameError):
+        return None, None
+
+
+def _model_config(tree: dict[str, Any], overrides: dict[str, Any]) -> ModelConfig:
+    base = ModelConfig()
+    known = {k: v for k, v in tree.items() if k in base.__dataclass_fields__}
+    return with_overrides(with_overrides(base, known), overrides)
+
+
+def read_mim_checkpoint(path: Path, **overrides: Any) -> Converted:
+    """A training checkpoint (``state.pt`` of the torch backend) with its run config."""
+    state = load_torch(path)
+    if not isinstance(state, dict) or "model" not in state or "client" not in state:
+        raise ConvertError(f"{path}: not a mim checkpoint (no 'model' and 'client' entries)")
+    tree = state["client"].get("config") or {}
+    in_chans, size = _run_sizes(tree)
+    weights = state["model"]
+    if in_chans is None:
+        in_chans = weights["tokenizer.proj.weight"].shape[1]
+    return Converted(_model_config(tree.get("model", {}), overrides), in_chans, weights,
+                     "mim", input_size=size)
+
+
+def read_mim_export(folder: Path, **overrides: Any) -> Converted:
+    meta = json.loads((folder / "config.json").read_text())
+    return Converted(_model_config(meta["model"], overrides), int(meta["in_chans"]),
+                     load_safetensors(folder / MIM_WEIGHTS), "mim",
+                     input_size=tuple(meta["input_size"]) if meta.get("input_size") else None,
+                     has_decoder=bool(meta.get("has_decoder", True)),
+                     notes=list(meta.get("notes", [])))
+
+
+def write_mim(conv: Converted, folder: Path, input_size: tuple[int, ...] | None = None) -> Path:
+    """mim's export: ``model.safetensors`` (mim's names) + ``config.json`` (architecture)."""
+    save_tensors(conv.state, folder / MIM_WEIGHTS)
+    meta = conv.describe()
+    meta.update(format="mim", source=conv.format,
+                input_size=list(input_size or conv.input_size or []) or None)
+    write_json(meta, folder / "config.json")
+    return folder
+
+
+def _latest_checkpoint(run: Path) -> Path:
+    from mim.engine.checkpoint import Checkpoints
+
+    latest = Checkpoints(run / "checkpoints").latest()
+    if latest is None:
+        raise ConvertError(f"{run}: a run directory without a complete checkpoint")
+    return latest
+
+
+def _read_folder(folder: Path, overrides: dict[str, Any]) -> Converted:
+    if (folder / "checkpoints").is_dir():
+        folder = _latest_checkpoint(folder)
+    if (folder / STATE_FILE).is_file():
+        return read_mim_checkpoint(folder / STATE_FILE, **overrides)
+    if (folder / "config.json").is_file():
+        meta = json.loads((folder / "config.json").read_text())
+        if meta.get("format") == "mim":
+            return read_mim_export(folder, **overrides)
+        if "model_type" in meta:
+            return read_hf(folder, **overrides)
+        if "architecture" in meta:  # a timm folder (save_for_hf / local-dir layout)
+            weights = next((folder / n for n in ("model.safetensors", "pytorch_model.bin")
+                            if (folder / n).is_file()), None)
+            if weights is None:
+                raise ConvertError(f"{folder}: a timm config.json without model.safetensors")
+            return read_vit(_unwrap(load_tensor_file(weights), weights), "timm",
+                            model_args=meta.get("model_args"), **overrides)
+    if list(folder.glob("*.pt")) and not (folder / STATE_FILE).exists():
+        raise ConvertError(f"{folder}: no {STATE_FILE}; a checkpoint written by "
+                           "backend=deepspeed is read by DeepSpeed itself (zero_to_fp32.py)")
+    raise ConvertError(f"{folder}: not a mim run or checkpoint, nor a Hugging Face, timm or mim "
+                       "export folder (looked for checkpoints/, state.pt, config.json)")
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The tensor dict inside common checkpoint wrappers (``model``, ``state_dict``, ``module``)."""
+    for key in ("model", "state_dict", "module", "model_state"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise ConvertError(f"{path}: found no dict of tensors (looked at the top level and under "
+                           "'model', 'state_dict', 'module')")
+    prefix = "module."  # saved from a DistributedDataParallel wrapper
+    if obj and all(k.startswith(prefix) for k in obj):
+        obj = {k[len(prefix):]: v for k, v in obj.items()}
+    return obj
+
+
+def _read_file(path: Path, overrides: dict[str, Any]) -> Converted:
+    if path.name == STATE_FILE:
+        return read_mim_checkpoint(path, **overrides)
+    if path.suffix not in (SAFE_SUFFIX, *TORCH_SUFFIXES):
+        raise ConvertError(f"{path}: unknown weight file type '{path.suffix}'; readable: "
+                           f"{SAFE_SUFFIX}, {', '.join(TORCH_SUFFIXES)}")
+    raw = load_tensor_file(path)
+    if isinstance(raw, dict) and "client" in raw and "model" in raw:
+        return read_mim_checkpoint(path, **overrides)
+    args = raw.get("args") if isinstance(raw, dict) else None
+    state = _unwrap(raw, path)
+    if is_vit_layout(state):
+        fmt = "mae" if "decoder_embed.weight" in state or args is not None else "timm"
+        return read_vit(state, fmt, args=args, **overrides)
+    if any(".embeddings.patch_embeddings." in k for k in state):
+        raise ConvertError(f"{path}: Hugging Face weights; pass the save_pretrained folder "
+                           "(with its config.json) instead of the weight file")
+    raise ConvertError(f"{path}: unrecognised layout (first keys: {sorted(state)[:5]}); "
+                       "readable: mim, facebookresearch/mae, timm ViT, Hugging Face folders")
+
+
+def read_weights(path: str | Path, **overrides: Any) -> Converted:
+    """Any supported weights -> ``Converted`` (mim names + architecture). ``overrides`` set
+    ModelConfig fields the file cannot tell (``num_heads``, ``norm_pix_loss``, ...)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ConvertError(f"{path}: no such file or directory")
+    return _read_folder(path, overrides) if path.is_dir() else _read_file(path, overrides)

@@ -1,0 +1,214 @@
+"""facebookresearch/mae checkpoints and timm ``VisionTransformer`` weights (one naming family).
+
+MAE's pretraining checkpoint is ``{"model": state, "args": Namespace, ...}`` with the encoder
+named as in timm (``patch_embed.proj``, ``cls_token``, ``pos_embed`` [1, 1 + L, D] holding the
+fixed sin-cos table with a zero cls row, ``blocks.N``, ``norm``) plus the decoder
+(``decoder_embed``, ``mask_token``, ``decoder_pos_embed``, ``decoder_blocks.N``,
+``decoder_norm``, ``decoder_pred``). Its encoder-only releases and timm's ViT weights are the
+encoder part alone, possibly with ``fc_norm`` / ``head`` of a classifier, and in timm's case a
+learned ``pos_embed`` whose cls row is not zero.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mim.convert.common import (BLOCK_PARTS, ConvertError, Converted, check_plain_tokenizer,
+                                count_blocks, decoder_table_matches, encoder_table,
+                                encoder_table_for_export, export_grid, heads_for, square_grid,
+                                with_overrides)
+from mim.convert.storage import save_tensors, write_json
+from mim.models import ModelConfig
+from mim.pos_embed import sincos_pos_embed
+
+log = logging.getLogger("mim")
+
+IGNORED = ("head.", "fc_norm.")  # a classifier on top of the encoder; mim keeps the encoder
+UNSUPPORTED = ("reg_token", "norm_pre.", ".ls1.", ".ls2.", "pos_embed_spatial", "attn_pool.")
+
+
+def is_vit_layout(state: dict[str, Any]) -> bool:
+    return "patch_embed.proj.weight" in state
+
+
+def read_vit(state: dict[str, torch.Tensor], fmt: str, args: Any = None,
+             model_args: dict[str, Any] | None = None, **overrides: Any) -> Converted:
+    """MAE / timm names -> mim's. ``args``: MAE's saved command line; ``model_args``: timm's
+    ``config.json`` arguments (img_size, num_heads, ...); ``overrides``: ModelConfig fields."""
+    bad = sorted(k for k in state if any(u in k for u in UNSUPPORTED))
+    if bad:
+        raise ConvertError(f"{fmt} weights with {bad[0]} have no counterpart in mim's ViT "
+                           "(register tokens, layer scale, pre-norm or pooling heads)")
+    model_args = dict(model_args or {})
+    proj = state["patch_embed.proj.weight"]  # [D, C, p, p]
+    if proj.dim() != 4 or proj.shape[-1] != proj.shape[-2]:
+        raise ConvertError(f"{fmt}: patch_embed.proj.weight of shape {tuple(proj.shape)}; a "
+                           "square 2D patch embedding [D, C, p, p] was expected")
+    dim, in_chans, patch = proj.shape[0], proj.shape[1], proj.shape[-1]
+    depth = count_blocks(state, "blocks.")
+    decoder_depth = count_blocks(state, "decoder_blocks.")
+    has_cls = "cls_token" in state
+    notes: list[str] = []
+    size = model_args.get("img_size") or getattr(args, "input_size", None)
+    if size is not None:
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        grid = (size[0] // patch, size[1] // patch)
+    else:
+        rows = state["pos_embed"].shape[-2] - (1 if has_cls else 0) if "pos_embed" in state else 0
+        grid = square_grid(rows, f"{fmt} pos_embed")
+    kind, table, cls = (("joint", None, state.get("cls_token")) if "pos_embed" not in state else
+                        encoder_table(state["pos_embed"], int(has_cls), grid,
+                                      state.get("cls_token")))
+    out = {"tokenizer.proj.weight": proj,
+           "tokenizer.proj.bias": state.get("patch_embed.proj.bias", torch.zeros(dim))}
+    if cls is not None:
+        out["cls_token"] = cls
+    if table is not None:
+        out["learned_pos_embed.table"] = table
+        notes.append("learned position table (not MAE's sin-cos): kept as pos_embed=learned")
+    out.update(_blocks(state, "blocks.", "blocks.", depth, dim))
+    if "norm.weight" in state:
+        out["norm.weight"], out["norm.bias"] = state["norm.weight"], state["norm.bias"]
+    elif "fc_norm.weight" in state:  # MAE fine-tuned with global pooling: norm after pooling
+        out["norm.weight"], out["norm.bias"] = state["fc_norm.weight"], state["fc_norm.bias"]
+        notes.append("no final norm (a global-pool fine-tuned checkpoint): fc_norm used as the "
+                     "token norm, so features differ from the original's pooled ones")
+    else:
+        raise ConvertError(f"{fmt}: neither norm.weight nor fc_norm.weight in the weights")
+    ignored = sorted(k for k in state if k.startswith(IGNORED) and not
+                     (k.startswith("fc_norm.") and "norm.weight" not in state))
+    if ignored:
+        notes.append(f"ignored classifier weights: {', '.join(ignored)}")
+    mlp_ratio = state["blocks.0.mlp.fc1.weight"].shape[0] / dim if depth else 4.0
+    decoder = {}
+    if decoder_depth:
+        decoder = _decoder(state, grid, dim, mlp_ratio, fmt)
+        out.update(decoder.pop("state"))
+    preset = getattr(args, "model", None)
+    config = ModelConfig(
+        name=str(preset or f"{fmt}_vit"), tokenizer="patch2d", patch_size=patch,
+        embed_dim=dim, depth=depth,
+        num_heads=heads_for(dim, overrides.pop("num_heads", model_args.get("num_heads")),
+                            "encoder"),
+        mlp_ratio=mlp_ratio, cls_token=has_cls, pos_embed=kind,
+        pos_grid=list(grid) if kind == "learned" else None,
+        norm_pix_loss=bool(getattr(args, "norm_pix_loss", True)),
+        decoder_embed_dim=decoder.get("width", 512), decoder_depth=max(decoder_depth, 1),
+        decoder_num_heads=heads_for(decoder.get("width", 512),
+                                    overrides.pop("decoder_num_heads", None), "decoder"))
+    if args is not None and not hasattr(args, "norm_pix_loss"):
+        notes.append("MAE args without norm_pix_loss: norm-pix assumed")
+    return Converted(with_overrides(config, overrides), in_chans, out, fmt,
+                     input_size=(grid[0] * patch, grid[1] * patch),
+                     has_decoder=bool(decoder_depth), notes=notes)
+
+
+def _blocks(state: dict[str, torch.Tensor], src: str, dst: str, depth: int,
+            dim: int) -> dict[str, torch.Tensor]:
+    out = {}
+    for i in range(depth):
+        for part in BLOCK_PARTS:
+            key = f"{src}{i}.{part}"
+            if key in state:
+                out[f"{dst}{i}.{part}"] = state[key]
+            elif part == "attn.qkv.bias":  # qkv_bias=False: a zero bias is the same map
+                out[f"{dst}{i}.{part}"] = torch.zeros(3 * dim)
+            else:
+                raise ConvertError(f"missing {key}")
+    return out
+
+
+def _decoder(state: dict[str, torch.Tensor], grid: tuple[int, int], dim: int,
+             mlp_ratio: float, fmt: str) -> dict[str, Any]:
+    width = state["decoder_embed.weight"].shape[0]
+    depth = count_blocks(state, "decoder_blocks.")
+    ratio = state["decoder_blocks.0.mlp.fc1.weight"].shape[0] / width
+    if abs(ratio - mlp_ratio) > 1e-9:
+        raise ConvertError(f"{fmt}: decoder MLP ratio {ratio} differs from the encoder's "
+                           f"{mlp_ratio}; mim's blocks share one ratio")
+    if "decoder_pos_embed" in state and not decoder_table_matches(state["decoder_pos_embed"],
+                                                                  grid, "joint"):
+        raise ConvertError(f"{fmt}: decoder_pos_embed is not MAE's sin-cos table; a learned "
+                           "decoder table has no counterpart in mim")
+    out = {k: state[k] for k in ("decoder_embed.weight", "decoder_embed.bias", "mask_token",
+                                 "decoder_norm.weight", "decoder_norm.bias",
+                                 "decoder_pred.weight", "decoder_pred.bias")}
+    out.update(_blocks(state, "decoder_blocks.", "decoder_blocks.", depth, width))
+    return {"state": out, "width": width}
+
+
+# ------------------------------------------------------------------------------------- write
+def _encoder_state(conv: Converted, grid: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """mim -> timm / MAE encoder names; the position table written out with a zero cls row."""
+    s, cfg = conv.state, conv.config
+    table = encoder_table_for_export(conv, grid)  # [L, D]
+    if cfg.cls_token:
+        table = torch.cat([torch.zeros(1, table.shape[1]), table])  # [1 + L, D]
+    out = {"patch_embed.proj.weight": s["tokenizer.proj.weight"],
+           "patch_embed.proj.bias": s["tokenizer.proj.bias"],
+           "pos_embed": table.unsqueeze(0).float(),  # [1, (1 +) L, D]
+           "norm.weight": s["norm.weight"], "norm.bias": s["norm.bias"]}
+    if cfg.cls_token:
+        out["cls_token"] = s["cls_token"]
+    out.update(_blocks(s, "blocks.", "blocks.", cfg.depth, cfg.embed_dim))
+    return out
+
+
+def write_mae(conv: Converted, path: Path, input_size: tuple[int, ...] | None = None) -> Path:
+    """facebookresearch/mae's pretraining checkpoint ``{"model": ...}`` (a .pth file)."""
+    check_plain_tokenizer(conv, 2, "an MAE checkpoint")
+    cfg = conv.config
+    if not cfg.cls_token or cfg.pos_embed not in ("joint", "learned"):
+        raise ConvertError("an MAE checkpoint has a cls token and a 2D sin-cos decoder table; "
+                           f"this model has cls_token={cfg.cls_token}, pos_embed={cfg.pos_embed}")
+    grid = export_grid(conv, input_size)
+    state = _encoder_state(conv, grid)
+    if conv.has_decoder:
+        dec_table = sincos_pos_embed(cfg.decoder_embed_dim, grid, num_prefix=1)  # [1 + L, Dd]
+        state.update({k: v for k, v in conv.state.items() if k.startswith(
+            ("decoder_embed", "mask_token", "decoder_norm", "decoder_pred", "decoder_blocks"))})
+        state["decoder_pos_embed"] = dec_table.unsqueeze(0)
+    path = path if path.suffix else path / "checkpoint.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": {k: v.contiguous() for k, v in state.items()}}, path)
+    return path
+
+
+def timm_arguments(conv: Converted, grid: tuple[int, ...]) -> dict[str, Any]:
+    cfg = conv.config
+    return {"img_size": [n * cfg.patch_size for n in grid], "patch_size": cfg.patch_size,
+            "in_chans": conv.in_chans, "embed_dim": cfg.embed_dim, "depth": cfg.depth,
+            "num_heads": cfg.num_heads, "mlp_ratio": cfg.mlp_ratio, "qkv_bias": True,
+            "class_token": cfg.cls_token, "global_pool": "token" if cfg.cls_token else "avg",
+            "fc_norm": False, "num_classes": 0}
+
+
+def write_timm(conv: Converted, folder: Path, input_size: tuple[int, ...] | None = None,
+               mean: list[float] | None = None, std: list[float] | None = None) -> Path:
+    """A timm ``VisionTransformer`` folder: ``model.safetensors`` + timm's ``config.json``.
+
+    Load with ``timm.create_model("local-dir:<folder>", pretrained=True)``, or name any ViT
+    architecture with these ``model_args`` and ``pretrained_cfg_overlay=dict(file=...)``.
+    """
+    check_plain_tokenizer(conv, 2, "a timm VisionTransformer")
+    grid = export_grid(conv, input_size)
+    if abs(conv.config.norm_eps - 1e-6) > 1e-12:
+        log.warning("timm's ViT uses LayerNorm eps 1e-6; these weights were trained with %g",
+                    conv.config.norm_eps)
+    args = timm_arguments(conv, grid)
+    save_tensors(_encoder_state(conv, grid), folder / "model.safetensors")
+    size = [conv.in_chans, *args["img_size"]]
+    write_json({"architecture": "vit_base_patch16_224", "num_classes": 0,
+                "num_features": conv.config.embed_dim, "global_pool": args["global_pool"],
+                "model_args": args,
+                "pretrained_cfg": {"input_size": size, "fixed_input_size": True,
+                                   "num_classes": 0, "classifier": "head",
+                                   "mean": mean or [0.485, 0.456, 0.406],
+                                   "std": std or [0.229, 0.224, 0.225],
+                                   "interpolation": "bicubic", "crop_pct": 1.0,
+                                   "first_conv": "patch_embed.proj"}},
+               folder / "config.json")
+    return folder

@@ -1,0 +1,129 @@
+"""Settings of ``mim eval``: common ones and one section per protocol, with MAE's defaults.
+
+Defaults follow MAE's appendix A: linear probing (Table 10: LARS, base lr 0.1, weight decay 0,
+momentum 0.9, 90 epochs with 10 of warmup, BatchNorm without affine before the classifier) and
+end-to-end fine-tuning (Table 9: AdamW with betas 0.9 / 0.999, base lr 1e-3, weight decay 0.05,
+layer-wise lr decay 0.75, 100 epochs with 5 of warmup, label smoothing 0.1, mixup 0.8, cutmix
+1.0, drop path 0.1); lr = base lr x batch / 256. k-NN follows Wu et al. 2018 / DINO: cosine
+similarity, the k = 20 nearest, votes weighted by exp(similarity / 0.07).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+POOLS = ("auto", "cls", "avg")
+
+
+@dataclass
+class EvalSettings:
+    init: str = "pretrained"  # pretrained | random (the same encoder at initialisation)
+    pool: str = "auto"  # cls | avg (mean of the patch tokens) | auto: cls if the model has one
+    batch_size: int = 64  # feature extraction and evaluation
+    num_workers: int = 2
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda
+    out: Optional[str] = None  # results folder; default <run.dir>/eval, or ./eval
+    kernel_resize: str = "bicubic"  # patch-size transfer: bicubic (long-seq MAE) | pinv (FlexiViT)
+
+    def __post_init__(self) -> None:
+        if self.init not in ("pretrained", "random"):
+            raise ValueError(f"eval.init: '{self.init}' is not one of: pretrained, random")
+        if self.pool not in POOLS:
+            raise ValueError(f"eval.pool: '{self.pool}' is not one of: {', '.join(POOLS)}")
+        if self.batch_size < 1 or self.num_workers < 0:
+            raise ValueError("eval.batch_size / eval.num_workers: need >= 1 / >= 0")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"eval.device: '{self.device}' is not one of: auto, cpu, cuda")
+        if self.kernel_resize not in ("bicubic", "pinv"):
+            raise ValueError(f"eval.kernel_resize: '{self.kernel_resize}' is not one of: "
+                             "bicubic, pinv")
+
+
+@dataclass
+class KnnConfig:
+    k: int = 20
+    temperature: float = 0.07
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"knn.k: must be >= 1, got {self.k}")
+        if self.temperature <= 0:
+            raise ValueError(f"knn.temperature: must be > 0, got {self.temperature}")
+
+
+@dataclass
+class Schedule:
+    """Shared by the trained protocols: epochs, warmup and the lr (per process batch)."""
+
+    epochs: int = 90
+    warmup_epochs: float = 10.0
+    batch_size: int = 256
+    blr: float = 0.1
+    lr: Optional[float] = None  # absolute lr; overrides blr
+    min_lr: float = 0.0
+    weight_decay: float = 0.0
+    eval_every: int = 10  # epochs between validation passes (and one at the end)
+
+    def check(self, section: str) -> None:
+        for key in ("epochs", "batch_size", "eval_every"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{section}.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.warmup_epochs < 0 or self.min_lr < 0 or self.weight_decay < 0:
+            raise ValueError(f"{section}.warmup_epochs / min_lr / weight_decay: must be >= 0")
+        if self.blr <= 0 or (self.lr is not None and self.lr <= 0):
+            raise ValueError(f"{section}.blr / {section}.lr: must be > 0")
+
+    def peak_lr(self, batch: int) -> float:
+        return self.lr if self.lr is not None else self.blr * batch / 256
+
+
+@dataclass
+class LinprobeConfig(Schedule):
+    optimizer: str = "lars"  # lars | sgd (MAE: "SGD works similarly with a 4096 batch")
+    momentum: float = 0.9
+    augment: bool = True  # MAE: RandomResizedCrop each epoch; false: features computed once
+
+    def __post_init__(self) -> None:
+        self.check("linprobe")
+        if self.optimizer not in ("lars", "sgd"):
+            raise ValueError(f"linprobe.optimizer: '{self.optimizer}' is not one of: lars, sgd")
+
+
+@dataclass
+class FinetuneConfig(Schedule):
+    epochs: int = 100
+    warmup_epochs: float = 5.0
+    batch_size: int = 64
+    blr: float = 1e-3
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    eval_every: int = 5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    layer_decay: float = 0.75
+    drop_path: float = 0.1
+    mixup: float = 0.8  # alpha; 0 disables
+    cutmix: float = 1.0  # alpha; 0 disables
+    smoothing: float = 0.1
+    clip_grad: Optional[float] = None
+    ema: bool = False
+    ema_decay: float = 0.9999
+    blocks: Optional[int] = None  # partial fine-tuning: train only the last k blocks (+ norm)
+
+    def __post_init__(self) -> None:
+        self.check("finetune")
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"finetune.layer_decay: must be in (0, 1], got {self.layer_decay}")
+        if not 0 <= self.drop_path < 1 or not 0 <= self.smoothing < 1:
+            raise ValueError("finetune.drop_path / finetune.smoothing: must be in [0, 1)")
+        if self.mixup < 0 or self.cutmix < 0:
+            raise ValueError("finetune.mixup / finetune.cutmix: must be >= 0")
+        if not 0 < self.ema_decay < 1:
+            raise ValueError(f"finetune.ema_decay: must be in (0, 1), got {self.ema_decay}")
+        if self.blocks is not None and self.blocks < 0:
+            raise ValueError(f"finetune.blocks: must be >= 0 or null, got {self.blocks}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"finetune.betas: two values in [0, 1) expected, got {self.betas}")
+
+
+PROTOCOLS: dict[str, type] = {"knn": KnnConfig, "linprobe": LinprobeConfig,
+                              "finetune": FinetuneConfig}

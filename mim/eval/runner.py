@@ -1,0 +1,75 @@
+"""``evaluate(spec)``: build the encoder, run the protocol, write the results file."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mim.eval.compose import EvalSpec
+from mim.eval.features import accuracy, extract, pool_name
+from mim.eval.finetune import finetune
+from mim.eval.knn import knn_scores
+from mim.eval.linprobe import linear_probe
+from mim.eval.transfer import build_encoder
+from mim.train import _seed_all as seed_all
+
+log = logging.getLogger("mim")
+
+
+def _device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def run_knn(model, data, spec: EvalSpec, how: str, device: torch.device) -> dict[str, Any]:
+    s, p = spec.settings, spec.params
+    train, train_labels = extract(model, data.train_plain, how, s.batch_size, s.num_workers,
+                                  device)
+    val, val_labels = extract(model, data.val, how, s.batch_size, s.num_workers, device)
+    scores = knn_scores(train, train_labels, val, p.k, p.temperature, len(data.classes))
+    return {"top1": accuracy(scores, val_labels, 1), "top5": accuracy(scores, val_labels, 5),
+            "k": min(p.k, len(train))}
+
+
+def evaluate(spec: EvalSpec) -> dict[str, Any]:
+    """Run ``spec.protocol``; returns the results (also written to ``<out>/<protocol>-<init>.json``)."""
+    start = time.perf_counter()
+    seed_all(spec.seed)  # seeded as train() seeds before building: the same initial weights
+    model = build_encoder(spec.model, spec.in_chans, spec.weights, spec.settings.kernel_resize)
+    device = _device(spec.settings.device)
+    model = model.to(device)
+    data = spec.labelled
+    how = pool_name(spec.settings.pool, model)
+    s = spec.settings
+    if spec.protocol == "knn":
+        metrics = run_knn(model, data, spec, how, device)
+    elif spec.protocol == "linprobe":
+        metrics = linear_probe(model, data, spec.params, how, device, s.batch_size,
+                               s.num_workers, spec.seed)
+    else:
+        metrics = finetune(model, data, spec.params, how, device, s.batch_size, s.num_workers,
+                           spec.seed)
+    result = {**spec.record(), "pool": how, "classes": data.classes,
+              "num_train": len(data.train), "num_val": len(data.val),
+              "seconds": round(time.perf_counter() - start, 1), "metrics": metrics}
+    path = spec.out_dir / f"{spec.protocol}-{spec.settings.init}.json"
+    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, path)
+    result["path"] = str(path)
+    return result
+
+
+def summary(result: dict[str, Any]) -> str:
+    m = result["metrics"]
+    extra = f", best {m['best_top1']:.2f}%" if "best_top1" in m else ""
+    return (f"{result['protocol']} ({result['init']}, {result['pool']} features): top-1 "
+            f"{m['top1']:.2f}%{extra} on {result['num_val']} held-out items "
+            f"({len(result['classes'])} classes); results: {Path(result['path'])}")

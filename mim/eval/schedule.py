@@ -1,0 +1,27 @@
+"""Per-step learning rate for the trained protocols: linear warmup, then half a cosine.
+
+MAE's linear probing and fine-tuning recipes (Tables 9 and 10) set the lr every iteration from
+the fractional epoch: warmup to the peak over ``warmup_epochs``, cosine decay to ``min_lr`` at
+the last step.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def lr_at(step: int, steps_per_epoch: int, epochs: int, warmup_epochs: float, peak: float,
+          min_lr: float) -> float:
+    epoch = step / steps_per_epoch
+    if epoch < warmup_epochs:
+        return peak * epoch / warmup_epochs
+    span = max(epochs - warmup_epochs, 1e-12)
+    progress = min(1.0, (epoch - warmup_epochs) / span)
+    return min_lr + (peak - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group gets ``lr`` times its own ``lr_scale`` (layer-wise decay), if it has one."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -1,0 +1,97 @@
+"""Transfer of pretrained weights to another input size, number of frames or patch size.
+
+Position embeddings: mim's fixed sin-cos tables are computed for whatever grid the input has
+(MAE's and the long-sequence MAE paper's 2D layout, in space and time), and a learned table is
+resized on use (bicubic in 2D, trilinear in space-time: ``LearnedPosEmbed``), so a new input size
+or frame count needs nothing here. A new patch (or tubelet) size changes the patch-embedding
+kernel: it is resized as a filter, bicubic in space and linear in time (long-sequence MAE,
+Hu et al. 2022, Sec. 4: "the weights are treated as 2D convolution filters and
+bicubic-interpolated"), or with FlexiViT's pseudo-inverse of that resize (Beyer et al. 2023),
+which keeps each token equal for an input resized by the same factor.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from mim.convert import Converted
+from mim.models import ModelConfig, build_model
+
+log = logging.getLogger("mim")
+DECODER = ("decoder", "mask_token")
+
+
+def _resize(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Filters [N, *k] -> [N, *size]: bicubic over the last two axes, then linear over a
+    leading (time) axis."""
+    if tuple(x.shape[-2:]) != tuple(size[-2:]):
+        lead = x.shape[:-2]
+        flat = x.reshape(-1, 1, *x.shape[-2:]).double()  # [N', 1, kh, kw]
+        flat = F.interpolate(flat, size=tuple(size[-2:]), mode="bicubic", align_corners=False)
+        x = flat.reshape(*lead, *size[-2:])  # [N, (kt,) h, w]
+    if x.dim() == 4 and x.shape[1] != size[0]:  # [N, kt, h, w]: linear in time
+        moved = x.permute(0, 2, 3, 1).reshape(-1, 1, x.shape[1]).double()  # [N h w, 1, kt]
+        moved = F.interpolate(moved, size=size[0], mode="linear", align_corners=False)
+        x = moved.reshape(x.shape[0], *size[-2:], size[0]).permute(0, 3, 1, 2)  # [N, t, h, w]
+    return x
+
+
+def resize_patch_kernel(weight: torch.Tensor, size: tuple[int, ...],
+                        method: str = "bicubic") -> torch.Tensor:
+    """A patch-embedding kernel [D, C, *k] -> [D, C, *size].
+
+    ``bicubic``: the kernel resized as a filter. ``pinv``: the kernel w' with <R x, w'> = <x, w>
+    for every patch x, in the least-squares sense, where R is the same bicubic resize of the
+    input patch (FlexiViT): tokens of an input resized by size / k stay the same.
+    """
+    old = tuple(weight.shape[2:])
+    size = tuple(int(s) for s in size)
+    if old == size:
+        return weight
+    dim, chans = weight.shape[:2]
+    flat = weight.reshape(dim * chans, *old).double()  # [D C, *k]
+    if method == "bicubic":
+        out = _resize(flat, size)
+    elif method == "pinv":
+        n_old = torch.Size(old).numel()
+        basis = torch.eye(n_old, dtype=torch.float64).reshape(n_old, *old)  # one-hot patches
+        resize = _resize(basis, size).reshape(n_old, -1).T  # R: [n_new, n_old]
+        out = flat.reshape(dim * chans, n_old) @ torch.linalg.pinv(resize)  # [D C, n_new]
+    else:
+        raise ValueError(f"eval.kernel_resize: '{method}' is not one of: bicubic, pinv")
+    return out.reshape(dim, chans, *size).to(weight.dtype)  # [D, C, *size]
+
+
+def kernel_size(cfg: ModelConfig) -> tuple[int, ...]:
+    spatial = (cfg.patch_size, cfg.patch_size)
+    return spatial if cfg.tokenizer == "patch2d" else (cfg.tubelet_size, *spatial)
+
+
+def build_encoder(cfg: ModelConfig, in_chans: int, weights: Converted | None,
+                  kernel_method: str = "bicubic") -> torch.nn.Module:
+    """A MaskedAutoencoder of architecture ``cfg`` holding ``weights`` adapted to it (None:
+    MAE's random initialisation). Decoder weights whose shape no longer fits are left out (an
+    evaluation uses the encoder only)."""
+    model = build_model(cfg, in_chans)
+    if weights is None:
+        return model
+    state = dict(weights.state)
+    key = "tokenizer.proj.weight"
+    if key in state and tuple(state[key].shape[2:]) != kernel_size(cfg):
+        log.info("transfer: patch kernel %s -> %s (%s)", tuple(state[key].shape[2:]),
+                 kernel_size(cfg), kernel_method)
+        state[key] = resize_patch_kernel(state[key], kernel_size(cfg), kernel_method)
+    own = model.state_dict()
+    decoder_misfit = [k for k in state if k.startswith(DECODER) and k in own
+                      and own[k].shape != state[k].shape]
+    for k in decoder_misfit:
+        del state[k]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(DECODER)]
+    if missing or unexpected:
+        raise ValueError(f"the weights do not fit model {cfg.name}: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]} (an architecture key such as "
+                         "model.depth or model.embed_dim was changed?)")
+    return model

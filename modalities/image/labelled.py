@@ -1,0 +1,123 @@
+"""Labelled images for ``mim eval``: class folders, or the built-in face / non-face demo set.
+
+``data.root`` holds one folder per class (or use ``data.labels=<csv>``); ``data.val_root`` is
+the held-out set laid out the same way, or, without one, ``data.val_fraction`` of every class is
+held out (seeded by ``data.split_seed``). Training views are MAE's fine-tuning / linear-probe
+crops (RandomResizedCrop from ``min_scale``, flip); test views are the centre crop after
+resizing the short side to ``input_size / crop_pct``.
+
+The demo set needs no download: scikit-image ships 200 grayscale 25x25 crops from Labeled Faces
+in the Wild, 100 faces then 100 non-faces (``skimage.data.lfw_subset``). They are written once
+as PNG files into ``$MIM_CACHE_DIR/demo_image/lfw_v1/{face,nonface}`` (default
+``~/.cache/mim``), published by an atomic rename, and read like any class folder.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+from mim.files import check_eval_labels, file_labels, labelled_files, stratified_split
+from mim.modalities.image.config import ImageDataConfig
+from mim.modalities.image.dataset import ImageFolder, scan
+from mim.modalities.image.transforms import CentreTransform, PretrainTransform
+from mim.spec import LabelledData
+
+log = logging.getLogger("mim.data")
+
+LFW_VERSION = "lfw_v1"
+LFW_CLASSES = ("face", "nonface")  # lfw_subset(): rows 0-99 faces, 100-199 non-faces
+
+
+@dataclass
+class ImageEvalDataConfig(ImageDataConfig):
+    labels: str = "folders"  # folders | path to a CSV of "relative/path,label"
+    val_root: Optional[str] = None  # held-out class folders; None: split data.root
+    val_fraction: float = 0.25
+    split_seed: int = 0
+    min_scale: float = 0.08  # training views: RandomResizedCrop(min_scale - 1), MAE A.1
+    crop_pct: float = 0.875  # test view: short side to input_size / crop_pct, centre crop
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_eval_labels(self.labels, self.val_fraction)
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise ValueError(f"data.crop_pct: must be in (0, 1], got {self.crop_pct}")
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("MIM_CACHE_DIR") or os.path.join("~", ".cache", "mim")
+    return Path(base).expanduser() / "demo_image"
+
+
+def lfw_folder() -> Path:
+    """The demo set as class folders of PNG files, written on first use."""
+    folder = cache_dir() / LFW_VERSION
+    if folder.is_dir():
+        return folder
+    import skimage.data
+
+    faces = skimage.data.lfw_subset()  # [200, 25, 25] float in [0, 1]
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    for index, face in enumerate(faces):
+        name = LFW_CLASSES[index * len(LFW_CLASSES) // len(faces)]
+        (tmp / name).mkdir(parents=True, exist_ok=True)
+        pixels = (face * 255.0).round().astype(np.uint8)  # [25, 25]
+        Image.fromarray(pixels, mode="L").save(tmp / name / f"{index:03d}.png")
+    try:
+        tmp.rename(folder)  # atomic publish; a concurrent writer may have won
+        log.info("demo images: wrote the LFW face / non-face set into %s", folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def lfw_split(part: str, fraction: float = 0.25, seed: int = 0) -> tuple[Path, list[Path]]:
+    """(root, files) of the demo set's ``train`` or ``val`` part (pretraining sees ``train``)."""
+    root = lfw_folder()
+    files = scan(root)
+    labels, _ = file_labels(files, root, "folders")
+    train, held = stratified_split(labels, fraction, seed)
+    return root, [files[i] for i in (train if part == "train" else held)]
+
+
+def _labelled_files(root: Path, how: str, classes: list[str] | None, key: str
+                    ) -> tuple[list[Path], list[int], list[str]]:
+    files, labels, names = labelled_files(root, how, classes, key, scan)
+    if not files:
+        raise FileNotFoundError(f"data.labels: no labelled images under {root}")
+    return files, labels, names
+
+
+def labelled(cfg: ImageEvalDataConfig) -> LabelledData:
+    root = Path(cfg.root).expanduser() if cfg.root else lfw_folder()
+    files, labels, classes = _labelled_files(root, cfg.labels, None, "data.root")
+    if cfg.val_root:
+        val_files, val_labels, _ = _labelled_files(Path(cfg.val_root).expanduser(), cfg.labels,
+                                                   classes, "data.val_root")
+        train_ids = list(range(len(files)))
+    else:
+        train_ids, held = stratified_split(labels, cfg.val_fraction, cfg.split_seed)
+        val_files, val_labels = [files[i] for i in held], [labels[i] for i in held]
+    train_files, train_labels = [files[i] for i in train_ids], [labels[i] for i in train_ids]
+    test_view = CentreTransform(cfg, cfg.crop_pct)
+    log.info("labelled images: %d training, %d held out, %d classes from %s%s",
+             len(train_files), len(val_files), len(classes), root,
+             "" if cfg.root else " (built-in LFW face / non-face demo)")
+    return LabelledData(
+        train=ImageFolder(train_files, train_labels, PretrainTransform(cfg), classes),
+        train_plain=ImageFolder(train_files, train_labels, test_view, classes),
+        val=ImageFolder(val_files, val_labels, test_view, classes), classes=classes)
+
+
+def inputs(cfg: ImageEvalDataConfig, path: Path) -> ImageFolder:
+    """An image file, or every image under a folder, in the test view (``mim visualize``)."""
+    files = [path] if path.is_file() else scan(path)
+    return ImageFolder(files, [-1] * len(files), CentreTransform(cfg, cfg.crop_pct))
