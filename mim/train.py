@@ -191,7 +191,8 @@ def _train(spec: RunSpec) -> Path:
     per_epoch = StreamSampler(len(first.source.dataset), spec.seed, first.items, 0,
                               backend.world_size).per_epoch  # items in one pass
     plan = _schedule(spec, per_epoch, first.items * backend.world_size, global_batch)
-    optimizer = build_adamw(model, plan.lr, tuple(spec.optim.betas), spec.optim.weight_decay)
+    optimizer = build_adamw(model, plan.lr, tuple(spec.optim.betas), spec.optim.weight_decay,
+                            backend.device.type)
     scheduler = cosine_schedule(optimizer, plan.warmup_steps, plan.total_steps,
                                 spec.optim.min_lr / plan.lr)
     # counted before setup: ZeRO-3 leaves each rank a shard of every parameter

@@ -30,9 +30,18 @@ def effective_lr(blr: float, effective_batch: int) -> float:
     return blr * effective_batch / 256
 
 
+# Device types with torch's fused AdamW kernel: one pass over each parameter, its gradient and
+# both moments, instead of a dozen elementwise passes (torch's default on the CPU is a loop over
+# the tensors; on CUDA the multi-tensor ``foreach`` path). Measured ~2x faster on the CPU for
+# MAE ViT-B (bench/). Other devices (XLA) keep torch's default.
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
+
+
 def build_adamw(model: nn.Module, lr: float, betas: tuple[float, float],
-                weight_decay: float) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
+                weight_decay: float, device_type: str | None = "cpu") -> torch.optim.AdamW:
+    """MAE's AdamW; ``device_type`` is where the parameters will live when it steps."""
+    fused = True if device_type in FUSED_ADAMW_DEVICES else None
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, fused=fused)
 
 
 def cosine_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:

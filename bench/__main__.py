@@ -1,0 +1,87 @@
+"""``python -m bench``: run the suite and print one table of ratios (see bench/RESULTS.md).
+
+    python -m bench                      # the whole suite on this machine (CPU: ~10 minutes)
+    python -m bench --only image,paper   # some figures
+    python -m bench --quick              # tiny models: checks that it runs (seconds)
+    python -m bench --only gpu           # figure 6, on a CUDA machine
+    python -m bench --threads 1          # steadier ratios on a busy shared CPU
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+import mim  # noqa: F401  (torchvision import fix before timm; registers the built-ins)
+from bench.harness import Row, Settings, machine, table
+
+FIGURES = ("image", "video", "paper", "data", "gpu")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(FIGURES)}")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny models and one round: checks that the suite runs")
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds per case")
+    p.add_argument("--compile", action="store_true",
+                   help="also time our step with train.compile (slow to compile on a CPU)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's, one per core); on a shared machine 1 "
+                        "keeps a preempted thread from stalling the other at every barrier")
+    p.add_argument("--json", default=None, help="also write the rows and the machine here")
+    args = p.parse_args(argv)
+    args.figures = [f for f in args.only.split(",") if f] or [
+        f for f in FIGURES if f != "gpu" or torch.cuda.is_available()]
+    unknown = sorted(set(args.figures) - set(FIGURES))
+    if unknown:
+        p.error(f"--only: unknown figure {unknown[0]!r}; valid: {', '.join(FIGURES)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    settings = Settings(warmup=1, rounds=args.rounds or (1 if args.quick else 5),
+                        quick=args.quick, device=device)
+    info = machine()
+    print(" ".join(f"{k}={v}" for k, v in info.items()), flush=True)
+    rows: list[Row] = []
+    for figure in args.figures:
+        start = time.perf_counter()
+        rows += run_figure(figure, settings, args)
+        print(f"[{figure}: {time.perf_counter() - start:.0f} s]", file=sys.stderr, flush=True)
+    if args.quick:
+        print("--quick: tiny models, one round; this checks that the suite runs, the figures "
+              "measure nothing")
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "rows": [r.__dict__ for r in rows]}, f, indent=2)
+    return 0
+
+
+def run_figure(figure: str, settings: Settings, args: argparse.Namespace) -> list[Row]:
+    if figure == "image":
+        from bench import image
+        return image.run(settings, compile=args.compile)
+    if figure == "video":
+        from bench import video
+        return video.run(settings)
+    if figure == "paper":
+        from bench import paper
+        return paper.run(settings)
+    if figure == "data":
+        from bench import loader
+        return loader.run(settings)
+    from bench import gpu
+    return gpu.run(settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

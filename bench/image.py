@@ -1,0 +1,99 @@
+"""Figures 1 and 2: the image pretraining step against ``ViTMAEForPreTraining``, and utilisation.
+
+MAE ViT-B/16 at 224 px, mask 0.75, norm-pix, decoder 8 x 512, batch 8. One round robin holds
+ours and the peer in fp32 and in bf16 autocast, and a 2048 x 2048 matrix product in each
+precision (the practical matmul peak of the moment), so every ratio below comes from the same
+minutes of the same machine. Utilisation = FLOPs of our step (forward + backward, counted by
+``torch.utils.flop_counter``) / our step's median time / the matmul peak.
+"""
+from __future__ import annotations
+
+import torch
+
+from bench import steps
+from bench.harness import Row, Settings, matmul_case, round_robin, seconds
+from mim.config.schema import TrainConfig
+from mim.masking import RandomMask
+from mim.models import model_config
+
+MASK_RATIO = 0.75
+
+
+def config(quick: bool):
+    if quick:  # seconds on a laptop: checks the plumbing, measures nothing
+        return model_config("mae_vit_base_patch16", embed_dim=64, depth=2, num_heads=2,
+                            decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2), 32, 2
+    return model_config("mae_vit_base_patch16"), 224, 8  # the issue's CPU setting
+
+
+def batch_for(device: torch.device, quick: bool) -> int | None:
+    """A GPU gets a batch that fills it (64); None keeps the CPU setting."""
+    return 64 if device.type == "cuda" and not quick else None
+
+
+def masks(grid: tuple[int, ...], batch: int, count: int = 4) -> list[torch.Tensor]:
+    """Loader-made masks [B, L] (the collate function draws them in the workers)."""
+    generator = torch.Generator().manual_seed(0)
+    policy = RandomMask(MASK_RATIO)
+    return [torch.stack([policy(grid, generator) for _ in range(batch)]) for _ in range(count)]
+
+
+def run(settings: Settings, compile: bool = False) -> list[Row]:
+    cfg, size, batch = config(settings.quick)
+    device = settings.device
+    batch = batch_for(device, settings.quick) or batch
+    x = torch.randn(batch, 3, size, size, device=device)
+    grid = (size // cfg.patch_size,) * 2
+    ms = masks(grid, batch)
+    default = TrainConfig()  # what `mim train` does unless told otherwise
+    ours_default = f"ours {default.precision}" + (" compiled" if default.compile else "")
+    cases, flops = {}, {}
+    for precision in ("fp32", "bf16"):
+        step = steps.ours(cfg, x, ms, precision)
+        if precision == "fp32":
+            flops["ours"] = steps.image_flops(step)
+        cases[f"ours {precision}"] = step.run
+        peer = steps.peer_image(cfg, x, MASK_RATIO, precision)
+        if precision == "fp32":
+            flops["peer"] = steps.image_flops(peer)
+        cases[f"peer {precision}"] = peer.run
+        if compile:
+            cases[f"ours {precision} compiled"] = steps.ours(cfg, x, ms, precision, True).run
+        del step, peer
+    if ours_default not in cases:
+        cases[ours_default] = steps.ours(cfg, x, ms, default.precision, default.compile).run
+    peaks = {}
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        cases[f"matmul {precision}"], peaks[precision] = matmul_case(
+            dtype, device, 8192 if device.type == "cuda" else 2048)
+    t = round_robin(cases, settings)
+    med = lambda name: seconds(t.median(name))  # noqa: E731
+
+    rows = []
+    label = f"ViT-B/16 {size}px, mask {MASK_RATIO}, batch {batch}, {device.type}"
+    for precision, goal in (("fp32", 1.1), ("bf16", 1.3)):
+        for name in (f"ours {precision}", f"ours {precision} compiled"):
+            if name in t:
+                what = "ours" if name == f"ours {precision}" else "ours + train.compile"
+                rows.append(Row(f"1. image step {precision}: {what} vs HF ViTMAE ({label})",
+                                t.ratio(f"peer {precision}", name),
+                                f"peer {med(f'peer {precision}')} / {name} {med(name)}", goal))
+    rows.append(Row(f"1. image step, defaults: ours (train.precision={default.precision}, "
+                    f"train.compile={str(default.compile).lower()}) vs HF (fp32, SDPA, "
+                    "fused AdamW)", t.ratio("peer fp32", ours_default),
+                    f"peer {med('peer fp32')} / ours {med(ours_default)}", 2.0))
+    rows.append(Row("1. image step: ours bf16 vs HF default (fp32)",
+                    t.ratio("peer fp32", "ours bf16"),
+                    f"peer fp32 {med('peer fp32')} / ours bf16 {med('ours bf16')}"))
+    for precision, goal in (("fp32", 0.9), ("bf16", 0.8)):
+        matmul = f"matmul {precision}"
+        peak = peaks[precision] / t.median(matmul)
+        for who in ("ours", "peer"):
+            name = f"{who} {precision}"
+            # per round: (FLOPs / step time) / (matmul FLOPs / matmul time)
+            util = flops[who] / peaks[precision] * t.ratio(matmul, name)
+            rows.append(Row(f"2. utilisation {precision}: {name} FLOP/s / square matmul FLOP/s",
+                            util, f"{flops[who] / 1e9:.0f} GFLOP in {med(name)} = "
+                            f"{flops[who] / t.median(name) / 1e9:.0f} GFLOP/s; matmul "
+                            f"{peak / 1e9:.0f} GFLOP/s", goal if who == "ours" else None))
+    return rows

@@ -1,0 +1,40 @@
+"""The benchmark suite runs and prints its table (``python -m bench --quick``: tiny models).
+
+Only that it runs: no timing is asserted anywhere in the tests (bench/RESULTS.md holds the
+measured figures).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_quick_prints_the_table(tmp_path):
+    pytest.importorskip("transformers")  # the peers (the `test` and `bench` extras have it)
+    out = tmp_path / "rows.json"
+    env = {**os.environ, "MIM_CACHE_DIR": str(tmp_path / "cache"), "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| figure | value | goal | met | measured |" in proc.stdout
+    rows = json.loads(out.read_text())["rows"]
+    figures = {row["figure"].split(".")[0] for row in rows}
+    assert {"1", "2", "3", "4", "5"} <= figures, figures
+    assert all(row["value"] == row["value"] for row in rows)  # no NaN
+    assert json.loads(out.read_text())["machine"]["torch"]
+
+
+def test_bench_rejects_an_unknown_figure():
+    proc = subprocess.run([sys.executable, "-m", "bench", "--only", "imagez"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "unknown figure 'imagez'; valid: image, video, paper, data, gpu" in proc.stderr
