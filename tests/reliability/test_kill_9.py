@@ -52,7 +52,8 @@ def test_kill_9_at_a_random_moment_then_resume_is_bit_identical(
     time.sleep(chance.uniform(0.0, 0.3))  # anywhere: in a step, a checkpoint write, the loader
     os.kill(proc.pid, signal.SIGKILL)  # the main process only, as `kill -9 PID` would
     assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before the kill"
-    assert _steps(run) < STEPS
+    # Under load the kill may land after the last step was logged, inside the final checkpoint
+    # write or the shutdown: a moment like any other, so the same guarantee is checked below.
 
     had_checkpoint = (run / "checkpoints" / "last").exists()
     result = cli.train(run, *args)  # the same command again
