@@ -13,6 +13,7 @@ import torch
 from bench import steps
 from bench.harness import Row, Settings, matmul_case, round_robin, seconds
 from mim.config.schema import TrainConfig
+from mim.engine import precision as precisions
 from mim.masking import RandomMask
 from mim.models import model_config
 
@@ -46,7 +47,9 @@ def run(settings: Settings, compile: bool = False) -> list[Row]:
     grid = (size // cfg.patch_size,) * 2
     ms = masks(grid, batch)
     default = TrainConfig()  # what `mim train` does unless told otherwise
-    ours_default = f"ours {default.precision}" + (" compiled" if default.compile else "")
+    # train.precision=auto, resolved as the training loop does for this device
+    precision, why = precisions.resolve(default.precision, precisions.native_bf16(device))
+    ours_default = f"ours {precision}" + (" compiled" if default.compile else "")
     cases, flops = {}, {}
     for precision in ("fp32", "bf16"):
         step = steps.ours(cfg, x, ms, precision)
@@ -61,7 +64,7 @@ def run(settings: Settings, compile: bool = False) -> list[Row]:
             cases[f"ours {precision} compiled"] = steps.ours(cfg, x, ms, precision, True).run
         del step, peer
     if ours_default not in cases:
-        cases[ours_default] = steps.ours(cfg, x, ms, default.precision, default.compile).run
+        cases[ours_default] = steps.ours(cfg, x, ms, precision, default.compile).run
     peaks = {}
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         cases[f"matmul {precision}"], peaks[precision] = matmul_case(
@@ -78,7 +81,7 @@ def run(settings: Settings, compile: bool = False) -> list[Row]:
                 rows.append(Row(f"1. image step {precision}: {what} vs HF ViTMAE ({label})",
                                 t.ratio(f"peer {precision}", name),
                                 f"peer {med(f'peer {precision}')} / {name} {med(name)}", goal))
-    rows.append(Row(f"1. image step, defaults: ours (train.precision={default.precision}, "
+    rows.append(Row(f"1. image step, defaults: ours ({why} -> {precision}, "
                     f"train.compile={str(default.compile).lower()}) vs HF (fp32, SDPA, "
                     "fused AdamW)", t.ratio("peer fp32", ours_default),
                     f"peer {med('peer fp32')} / ours {med(ours_default)}", 2.0))

@@ -178,6 +178,7 @@ def _train(spec: RunSpec) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
     backend.barrier()
     _setup_logging(directory, backend.is_main)
+    log.info("precision: %s (%s)", *backend.precision_and_reason)
     for feed in feeds:
         log.info("data: %s, %d items (%s), grid %s, %d masked", feed.source.name,
                  len(feed.source.dataset), getattr(spec.data, "root", None) or "built-in demo",
@@ -209,7 +210,7 @@ def _train(spec: RunSpec) -> Path:
                "sources": {f.source.name: len(f.source.dataset) for f in feeds},
                "decoder_embed_dim": spec.model.decoder_embed_dim,
                "encoder_params": encoder_params,
-               "world_size": backend.world_size}
+               "world_size": backend.world_size, "precision": backend.precision}
     if backend.is_main:
         OmegaConf.save(spec.raw, directory / "config.yaml", resolve=True)
         (directory / "derived.json").write_text(json.dumps(derived, indent=2) + "\n")

@@ -18,7 +18,7 @@ class TrainConfig:
     max_steps: Optional[int] = None  # optimiser steps; overrides epochs when set
     accum_steps: int = 1
     clip_grad: Optional[float] = None
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    precision: str = "auto"  # auto (bf16 where computed natively) | fp32 | bf16 (autocast)
     compile: bool = False
     num_workers: int = 4
     log_every: int = 10
@@ -41,8 +41,9 @@ class TrainConfig:
             raise ValueError(f"train.max_steps: must be >= 1, got {self.max_steps}")
         if self.num_workers < 0:
             raise ValueError(f"train.num_workers: must be >= 0, got {self.num_workers}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"train.precision: '{self.precision}' is not one of: fp32, bf16")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"train.precision: '{self.precision}' is not one of: auto, fp32, "
+                             "bf16")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ValueError(f"train.clip_grad: must be > 0, got {self.clip_grad}")
         if self.nonfinite not in ("stop", "skip"):

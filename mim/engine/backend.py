@@ -9,6 +9,7 @@ True when an optimiser step was taken.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 from pathlib import Path
@@ -20,6 +21,7 @@ from torch import nn
 
 from mim import faults
 from mim.config.errors import ConfigError
+from mim.engine import precision as precisions
 from mim.registry import BACKENDS
 
 STATE_FILE = "state.pt"
@@ -39,7 +41,9 @@ class Backend:
 
     def __init__(self, precision: str = "fp32", accum_steps: int = 1,
                  clip_grad: float | None = None, batch_size: int = 1):
-        self.precision, self.accum_steps, self.clip_grad = precision, accum_steps, clip_grad
+        precisions.resolve(precision, (False, ""))  # a bad value fails here, before any work
+        self.asked_precision, self.accum_steps, self.clip_grad = (precision, accum_steps,
+                                                                  clip_grad)
         self.batch_size = batch_size  # clips per process and micro-step (DeepSpeed asks for it)
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world_size = dist.get_world_size() if dist.is_initialized() else 1
@@ -48,6 +52,19 @@ class Backend:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def native_bf16(self) -> tuple[bool, str]:
+        """Whether this backend's device computes bf16 natively (``train.precision=auto``)."""
+        return precisions.native_bf16(self.device)
+
+    @property
+    def precision(self) -> str:
+        """fp32 or bf16: ``train.precision``, with ``auto`` resolved for this device."""
+        return self.precision_and_reason[0]
+
+    @functools.cached_property
+    def precision_and_reason(self) -> tuple[str, str]:
+        return precisions.resolve(self.asked_precision, self.native_bf16())
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "bf16":

@@ -5,7 +5,8 @@ DeepSpeed is imported inside the methods, never at module level: the core must i
 gradient accumulation, gradient clipping, bf16 master weights and the sharded checkpoint; this
 class only maps mim's settings onto its config and the Backend contract onto its methods.
 On a CPU machine DeepSpeed picks gloo and JIT-compiles a shared-memory comm op on first use
-(cached in ``TORCH_EXTENSIONS_DIR``); fp16 is not offered (``train.precision`` is fp32 | bf16).
+(cached in ``TORCH_EXTENSIONS_DIR``); fp16 is not offered (``train.precision``: auto, fp32,
+bf16).
 """
 from __future__ import annotations
 
@@ -55,6 +56,13 @@ class DeepSpeedBackend(Backend):
         self.options = self.Config(zero_stage, offload_optimizer, fused_adam)  # runs the checks
         self.compile = compile
         self.device = local_device()
+
+    def native_bf16(self) -> tuple[bool, str]:
+        """``auto`` picks DeepSpeed's bf16 mode (bf16 weights, fp32 master copy) on CUDA devices
+        that compute bf16 natively; on CPUs DeepSpeed is for development and stays fp32."""
+        if self.device.type != "cuda":
+            return False, "backend=deepspeed on a CPU"
+        return super().native_bf16()
 
     def _ds_config(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         o = self.options

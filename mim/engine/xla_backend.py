@@ -158,6 +158,14 @@ class XLABackend(TorchBackend):
         self.sharded_axes: dict[str, int | None] = {}
         self.device = torch_xla.device() if hasattr(torch_xla, "device") else _legacy_device()
 
+    def native_bf16(self) -> tuple[bool, str]:
+        """bf16 on TPUs (their matrix units compute it); XLA's CPU and GPU clients stay fp32
+        under ``train.precision=auto``."""
+        import torch_xla.runtime as xr
+
+        kind = xr.device_type()
+        return kind == "TPU", f"XLA device type {kind}"
+
     def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer,
               scheduler: torch.optim.lr_scheduler.LRScheduler) -> nn.Module:
         # moving to an XLA device makes new Parameter objects (a CPU tensor's storage cannot be

@@ -18,11 +18,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 240  # seconds for one CLI call; a normal one takes 5-25 s here
 
-# small and fast, still a real MAE: the 75 % random mask leaves 4 of 16 tokens visible
+# small and fast, still a real MAE: the 75 % random mask leaves 4 of 16 tokens visible.
+# fp32, not the default train.precision=auto: these runs are compared with each other exactly
+# (resume, DDP, ZeRO, XLA), and auto picks bf16 on some CPUs and fp32 on others
 FAST = ["experiment=demo", "data.input_size=32", "model.patch_size=8", "model.embed_dim=48",
         "model.depth=2", "model.num_heads=3", "model.decoder_embed_dim=32",
         "model.decoder_depth=1", "model.decoder_num_heads=2", "train.batch_size=8",
-        "train.num_workers=0", "train.log_every=1", "optim.lr=1e-3", "optim.warmup_steps=2"]
+        "train.num_workers=0", "train.log_every=1", "optim.lr=1e-3", "optim.warmup_steps=2",
+        "train.precision=fp32"]
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.e2e
 TINY = ["experiment=demo", "data.input_size=32", "model.patch_size=8", "model.embed_dim=32",
         "model.depth=1", "model.num_heads=2", "model.decoder_embed_dim=32",
         "model.decoder_depth=1", "model.decoder_num_heads=2", "train.num_workers=0",
-        "train.log_every=1", "optim.lr=1e-3", "optim.warmup_steps=1"]
+        "train.log_every=1", "optim.lr=1e-3", "optim.warmup_steps=1",
+        "train.precision=fp32"]  # compared exactly below; auto would differ between CPUs
 
 
 def run(tmp: Path, name: str, *overrides: str) -> Path:
@@ -70,6 +71,18 @@ def test_bf16_autocast_trains_and_differs_from_fp32(tmp_path):
     assert all(torch.isfinite(torch.tensor(losses(bf16))))
     assert losses(bf16) != losses(fp32)  # autocast really changed the arithmetic
     torch.testing.assert_close(losses(bf16), losses(fp32), rtol=0.05, atol=0.05)
+
+
+def test_auto_precision_is_bf16_where_the_cpu_has_it_and_is_logged(tmp_path):
+    from mim.engine.precision import cpu_bf16_flag
+
+    out = run(tmp_path, "auto", "train.batch_size=8", "train.max_steps=2",
+              "train.precision=auto")
+    want = "bf16" if cpu_bf16_flag() else "fp32"
+    assert json.loads((out / "derived.json").read_text())["precision"] == want
+    assert f"precision: {want} (train.precision=auto: " in (out / "train.log").read_text()
+    fp32 = run(tmp_path, "fp32", "train.batch_size=8", "train.max_steps=2")
+    assert (losses(out) == losses(fp32)) == (want == "fp32")
 
 
 def test_compiled_model_matches_eager(tmp_path):

@@ -26,7 +26,7 @@ HOSTILE = [
     (["modality=nope"], ["modality: unknown option 'nope'", "image"]),
     (["mask=nope"], ["mask", "nope", "random"]),
     (["backend=nope"], ["backend", "nope", "torch"]),
-    (["train.precision=fp8"], ["train.precision", "fp32, bf16"]),
+    (["train.precision=fp8"], ["train.precision", "auto, fp32, bf16"]),
     (["train.nonfinite=ignore"], ["train.nonfinite", "stop, skip"]),
     (["run.resume=maybe"], ["run.resume", "auto, never, must"]),
     (["backend=deepspeed", "backend.zero_stage=5"], ["backend.zero_stage", "0, 1, 2 or 3"]),

@@ -1,0 +1,59 @@
+"""``train.precision``: fp32, bf16 autocast, or ``auto``, the default: bf16 where the device
+computes it natively, fp32 elsewhere.
+
+Mixed precision is how the anchors pretrain (MAE and VideoMAE run fp16 autocast on every GPU);
+bf16 needs no loss scaling. Where bf16 is only emulated it is slower than fp32, so ``auto`` asks
+the hardware: a CUDA device of compute capability 8.0 or newer, a CPU with AVX512-BF16 or AMX
+(x86) or the BF16 extension (Arm), a TPU. Weights, optimiser state and checkpoints stay fp32 in
+every case; only the arithmetic of the forward and backward passes changes.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
+_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 (Zen 4, Sapphire Rapids), Arm
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_flag() -> str | None:
+    """The CPU feature flag that gives native bf16 arithmetic, or None (or not Linux)."""
+    try:
+        return bf16_flag_in(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return None
+
+
+def bf16_flag_in(cpuinfo: str) -> str | None:
+    """The first native-bf16 flag in the text of ``/proc/cpuinfo``, or None."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86 / Arm
+            flags = set(value.split())
+            return next((flag for flag in _CPU_BF16_FLAGS if flag in flags), None)
+    return None
+
+
+def native_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether ``device`` computes bf16 natively, and why (for the log)."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return major >= 8, f"CUDA compute capability {major}.{minor}"
+    if device.type == "cpu":
+        flag = cpu_bf16_flag()
+        return flag is not None, (f"the CPU has {flag}" if flag else
+                                  "the CPU has no native bf16 (avx512_bf16, amx_bf16 or bf16)")
+    return False, f"device type {device.type}"
+
+
+def resolve(precision: str, native: tuple[bool, str]) -> tuple[str, str]:
+    """``(fp32 | bf16, how it was chosen)`` for a ``train.precision`` value."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"train.precision: '{precision}' is not one of: {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision, f"train.precision={precision}"
+    yes, why = native
+    return ("bf16" if yes else "fp32"), f"train.precision=auto: {why}"

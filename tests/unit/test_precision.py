@@ -1,0 +1,46 @@
+"""``train.precision=auto``: bf16 exactly where the device computes it natively."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mim.config.schema import TrainConfig
+from mim.engine import precision as precisions
+from mim.engine.backend import TorchBackend
+
+ZEN4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
+SKYLAKE = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n"
+SAPPHIRE = "flags\t\t: avx512f amx_tile amx_int8 amx_bf16\n"
+GRAVITON3 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+GRAVITON2 = "processor\t: 0\nFeatures\t: fp asimd atomics\n"
+
+
+@pytest.mark.parametrize("text, flag", [(ZEN4, "avx512_bf16"), (SKYLAKE, None),
+                                        (SAPPHIRE, "amx_bf16"), (GRAVITON3, "bf16"),
+                                        (GRAVITON2, None), ("", None)])
+def test_cpu_flags_are_read_from_cpuinfo(text, flag):
+    assert precisions.bf16_flag_in(text) == flag
+
+
+def test_auto_is_the_default_and_resolves_by_the_hardware():
+    assert TrainConfig().precision == "auto"
+    assert precisions.resolve("auto", (True, "x")) == ("bf16", "train.precision=auto: x")
+    assert precisions.resolve("auto", (False, "y")) == ("fp32", "train.precision=auto: y")
+    for asked in ("fp32", "bf16"):  # an explicit choice is kept whatever the hardware
+        assert precisions.resolve(asked, (asked == "fp32", "z"))[0] == asked
+
+
+def test_a_bad_value_names_the_key_and_the_choices():
+    with pytest.raises(ValueError, match=r"train.precision: 'fp16' is not one of: auto, fp32"):
+        TorchBackend(precision="fp16")
+
+
+def test_the_torch_backend_autocasts_in_what_auto_chose():
+    backend = TorchBackend(precision="auto")
+    native = precisions.cpu_bf16_flag() is not None
+    assert backend.precision == ("bf16" if native else "fp32")
+    layer = torch.nn.Linear(8, 8)
+    with backend.autocast():
+        out = layer(torch.randn(2, 8))
+    assert out.dtype == (torch.bfloat16 if native else torch.float32)
+    assert TorchBackend(precision="fp32").precision == "fp32"
