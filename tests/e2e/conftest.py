@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -59,6 +61,32 @@ def describe(result: subprocess.CompletedProcess[str]) -> str:
             f"\n--- stderr ---\n{result.stderr[-5000:]}")
 
 
+def wait_for(proc: subprocess.Popen, ready: Callable[[], bool], what: str,
+             timeout: float = 180.0) -> None:
+    """Poll ``ready()`` while the started run lives; fail with its stderr if it ends first."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            pytest.fail(f"run ended (exit {proc.returncode}) before {what}:\n{err[-4000:]}")
+        if time.monotonic() > deadline:
+            reap(proc)
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def reap(proc: subprocess.Popen) -> tuple[str, str]:
+    """Kill what is left of a started run's session (loader workers); return its output."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        return proc.communicate(timeout=30)
+    except (subprocess.TimeoutExpired, ValueError):
+        return "", ""
+
+
 class Cli:
     """The fixture object: ``cli.train(run_dir, *overrides)`` and friends."""
 
@@ -85,14 +113,17 @@ class Cli:
             assert result.returncode == 0, describe(result)
         return result
 
-    def popen(self, args: list[str]) -> subprocess.Popen[str]:
+    def popen(self, args: list[str],
+              env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """Start ``python -m mim ARGS`` in its own session (so its workers can be reaped)."""
-        return subprocess.Popen(mim_command(*args), cwd=self.workdir, env=_env(), text=True,
+        return subprocess.Popen(mim_command(*args), cwd=self.workdir, env=_env(env), text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True)
 
     metrics = staticmethod(read_metrics)
     describe = staticmethod(describe)
+    wait_for = staticmethod(wait_for)
+    reap = staticmethod(reap)
 
 
 @pytest.fixture

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
@@ -58,42 +56,18 @@ def assert_same_training_state(a: dict, b: dict) -> None:
     assert a["client"]["loop"]["samples"] == b["client"]["loop"]["samples"]
 
 
-def _wait_for(proc: subprocess.Popen, ready: Callable[[], bool], what: str,
-              timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"run ended (exit {proc.returncode}) before {what}:\n{err[-4000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def _reap(proc: subprocess.Popen) -> None:
-    """Kill what is left of the session we started (loader workers), then collect the pipes."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.communicate(timeout=30)
-    except (subprocess.TimeoutExpired, ValueError):
-        pass
-
-
 def test_kill_9_then_resume_is_bit_identical(cli, tmp_path: Path, load_state) -> None:
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     cli.train(straight, *RESUME)
 
     proc = cli.popen(cli.train_args(killed, *RESUME))
     try:
-        _wait_for(proc, lambda: (killed / "checkpoints" / "step_00000010").is_dir(),
+        cli.wait_for(proc, lambda: (killed / "checkpoints" / "step_00000010").is_dir(),
                   "the step-10 checkpoint")
         os.kill(proc.pid, signal.SIGKILL)  # the main process only, as `kill -9 PID` would
         assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before the kill"
     finally:
-        _reap(proc)
+        cli.reap(proc)
     done = sorted(p.name for p in (killed / "checkpoints").glob("step_*"))
     assert "step_00000030" not in done, done  # really killed mid-run
 
@@ -121,12 +95,12 @@ def test_ctrl_c_exits_130_and_the_rerun_resumes(cli, tmp_path: Path) -> None:
     args = ["train.max_steps=40", "train.ckpt_every=5"]
     proc = cli.popen(cli.train_args(run, *args))
     try:
-        _wait_for(proc, lambda: (run / "checkpoints" / "step_00000005").is_dir(),
+        cli.wait_for(proc, lambda: (run / "checkpoints" / "step_00000005").is_dir(),
                   "the first checkpoint")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:
-        _reap(proc)
+        cli.reap(proc)
     assert proc.returncode == 130, err[-4000:]
     assert "Traceback" not in err, err[-4000:]
     assert "run the same command to resume" in err, err[-4000:]

@@ -4,12 +4,8 @@ any pytest import mode."""
 from __future__ import annotations
 
 import importlib.util
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -26,34 +22,11 @@ FAST = e2e.FAST
 
 def start(cli, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
     """``python -m mim ARGS`` in its own session (its loader workers can be reaped with it)."""
-    return subprocess.Popen(e2e.mim_command(*args), cwd=cli.workdir, env=e2e._env(env),
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    return cli.popen(args, env)
 
 
-def wait_for(proc: subprocess.Popen, ready: Callable[[], bool], what: str,
-             timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None:
-            _, err = proc.communicate()
-            pytest.fail(f"run ended (exit {proc.returncode}) before {what}:\n{err[-4000:]}")
-        if time.monotonic() > deadline:
-            reap(proc)
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def reap(proc: subprocess.Popen) -> tuple[str, str]:
-    """Kill what is left of the run's session (loader workers); return its output."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        return proc.communicate(timeout=30)
-    except (subprocess.TimeoutExpired, ValueError):
-        return "", ""
+wait_for = e2e.wait_for
+reap = e2e.reap
 
 
 @pytest.fixture
