@@ -8,14 +8,13 @@ Lv visible, D encoder width, Dd decoder width, P values per patch.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import Block
 from torch import nn
 
+from mim.blocks import Block
 from mim.pos_embed import POS_EMBEDS, LearnedPosEmbed
 from mim.tokenizers.base import Tokenizer, gather_tokens, visible_ids
 
@@ -42,11 +41,9 @@ def _blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float
             eps: float = 1e-6) -> nn.ModuleList:
     # on the CPU even under ``with torch.device("meta")`` (sizes are counted that way)
     rates = torch.linspace(0, drop_path, depth, device="cpu").tolist() if depth else []
-    # timm's Block uses fused scaled_dot_product_attention; LayerNorm eps 1e-6 as MAE
-    norm = functools.partial(nn.LayerNorm, eps=eps)
-    return nn.ModuleList(
-        Block(dim, heads, mlp_ratio, qkv_bias=True, drop_path=r, norm_layer=norm) for r in rates
-    )
+    # fused attention, LayerNorm eps 1e-6 as MAE; timm's parameter names (mim/blocks.py)
+    return nn.ModuleList(Block(dim, heads, mlp_ratio, qkv_bias=True, drop_path=r, eps=eps)
+                         for r in rates)
 
 
 class MaskedAutoencoder(nn.Module):
