@@ -53,6 +53,7 @@ def ours(cfg: ModelConfig, x: torch.Tensor, masks: list[torch.Tensor], precision
     turn = [0]
 
     def run() -> None:
+        torch.set_flush_denormal(True)  # as `mim train` trains (engine/precision.py)
         mask = masks[turn[0] % len(masks)]
         turn[0] += 1
         with backend.autocast():
@@ -84,6 +85,7 @@ def _peer_step(model: torch.nn.Module, call: Callable[[], torch.Tensor], device:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10))
 
     def run() -> None:
+        torch.set_flush_denormal(False)  # the peers' default: IEEE subnormals
         with _autocast(device, precision):
             loss = call()
         loss.backward()

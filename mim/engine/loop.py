@@ -19,6 +19,7 @@ from mim import faults
 from mim.data import Batch
 from mim.engine.checkpoint import Checkpoints
 from mim.engine.metrics import RunLogger
+from mim.engine.precision import subnormals_flushed
 from mim.engine.visual import reconstruction_panels
 from mim.engine.watchdog import Watchdog
 
@@ -99,7 +100,8 @@ class Trainer:
 
     def fit(self) -> LoopState:
         try:
-            return self._fit()
+            with subnormals_flushed():
+                return self._fit()
         except RuntimeError as exc:
             # torch's DataLoader reports a dead or stuck worker as a RuntimeError, raised from
             # its SIGCHLD handler wherever the main thread is (even inside optimizer.step)

@@ -44,3 +44,11 @@ def test_the_torch_backend_autocasts_in_what_auto_chose():
         out = layer(torch.randn(2, 8))
     assert out.dtype == (torch.bfloat16 if native else torch.float32)
     assert TorchBackend(precision="fp32").precision == "fp32"
+
+
+def test_subnormals_are_flushed_while_training_and_restored_after():
+    tiny = torch.tensor([1e-39])  # a subnormal float32
+    assert float(tiny * 1.0) > 0.0
+    with precisions.subnormals_flushed():
+        assert float(tiny * 1.0) == 0.0
+    assert float(tiny * 1.0) > 0.0  # the process is left as it was found
