@@ -14,16 +14,22 @@ from timm.layers import DropPath, Mlp
 from torch import nn
 
 
+# Up to this many tokens, bf16 attention on a CPU is computed in fp32 (``attend``)
+CPU_FP32_ATTENTION_MAX_TOKENS = 512
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Softmax attention, q, k, v [B, heads, N, head_dim] -> [B, heads, N, head_dim].
 
-    Under bf16 autocast on a CPU the fused kernel runs in fp32: PyTorch's CPU flash-attention
-    kernel is slower in bf16 than in fp32 at ViT head sizes (forward + backward, measured on
-    Zen 4: 71 against 50 ms for the MAE decoder's [8, 16, 197, 32], 17 against 7.5 ms for the
-    ViT-B encoder's [8, 12, 50, 64]; ``bench/RESULTS.md``), and fp32 is the more exact of the
-    two. The matrix products around it stay in bf16. Elsewhere (CUDA, XLA) autocast decides.
+    Under bf16 autocast on a CPU, short sequences run the fused kernel in fp32: PyTorch's CPU
+    flash-attention kernel is slower in bf16 than in fp32 there (forward + backward on Zen 4:
+    71 against 50 ms for the MAE decoder's [8, 16, 197, 32], 17 against 7.5 ms for the ViT-B
+    encoder's [8, 12, 50, 64], equal at [2, 12, 512, 64]) and faster beyond (316 against
+    373 ms for a VideoMAE decoder's [2, 6, 1568, 64]). The matrix products around it stay in
+    bf16. Elsewhere (CUDA, XLA) autocast decides.
     """
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+    if (q.device.type == "cpu" and q.dtype == torch.bfloat16
+            and q.shape[-2] <= CPU_FP32_ATTENTION_MAX_TOKENS):
         with torch.autocast("cpu", enabled=False):
             out = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
         return out.to(q.dtype)
