@@ -18,7 +18,7 @@ import torch
 import mim  # noqa: F401  (torchvision import fix before timm; registers the built-ins)
 from bench.harness import Row, Settings, machine, table
 
-FIGURES = ("image", "video", "paper", "data", "gpu")
+FIGURES = ("image", "video", "paper", "data", "memory", "gpu")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -79,6 +79,9 @@ def run_figure(figure: str, settings: Settings, args: argparse.Namespace) -> lis
     if figure == "data":
         from bench import loader
         return loader.run(settings)
+    if figure == "memory":
+        from bench import memory
+        return memory.run(settings)
     from bench import gpu
     return gpu.run(settings, args)
 

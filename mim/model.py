@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from mim.blocks import Block
 from mim.pos_embed import POS_EMBEDS, LearnedPosEmbed
@@ -46,6 +47,23 @@ def _blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float
                          for r in rates)
 
 
+# model.activation_checkpointing: which block stacks recompute their activations in backward
+RECOMPUTE = {"none": (False, False), "decoder": (False, True), "encoder": (True, False),
+             "all": (True, True)}
+
+
+def _run(blocks: nn.ModuleList, x: torch.Tensor, recompute: bool) -> torch.Tensor:
+    """The blocks in turn on x [B, N, D]; with ``recompute`` while gradients are recorded, each
+    block keeps only its input for backward and runs again there (activation checkpointing:
+    less memory for about one more forward pass; drop-path draws are replayed)."""
+    for block in blocks:
+        if recompute and torch.is_grad_enabled():
+            x = checkpoint(block, x, use_reentrant=False)
+        else:
+            x = block(x)
+    return x
+
+
 class MaskedAutoencoder(nn.Module):
     def __init__(
         self,
@@ -63,8 +81,13 @@ class MaskedAutoencoder(nn.Module):
         drop_path: float = 0.0,
         norm_eps: float = 1e-6,
         pos_grid: tuple[int, ...] | None = None,
+        activation_checkpointing: str = "none",
     ):
         super().__init__()
+        if activation_checkpointing not in RECOMPUTE:
+            raise ValueError(f"model.activation_checkpointing: '{activation_checkpointing}' is "
+                             f"not one of: {', '.join(RECOMPUTE)}")
+        self.recompute = RECOMPUTE[activation_checkpointing]  # (encoder, decoder)
         if pos_embed not in (*POS_EMBEDS, "learned"):
             raise ValueError(f"model.pos_embed: '{pos_embed}' is not one of: "
                              f"{', '.join(POS_EMBEDS)}, learned")
@@ -141,8 +164,7 @@ class MaskedAutoencoder(nn.Module):
         if self.cls_token is not None:  # its position embedding is zero (MAE)
             cls = self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
             tokens = torch.cat([cls, tokens], dim=1)  # [B, 1 + Lv, D]
-        for block in self.blocks:
-            tokens = block(tokens)
+        tokens = _run(self.blocks, tokens, self.recompute[0])
         return Encoded(self.norm(tokens), ids_keep, grid, self.num_prefix, out.skip, out.stages)
 
     def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -179,8 +201,7 @@ class MaskedAutoencoder(nn.Module):
             ids = torch.cat([encoded.ids_keep, visible_ids(~targets)], dim=1)  # [B, Lv + Lt]
             full = gather_tokens(full, ids)  # [B, Lv + Lt, Dd]
         y = torch.cat([prefix, full], dim=1)  # [B, prefix + Ld, Dd]
-        for block in self.decoder_blocks:
-            y = block(y)
+        y = _run(self.decoder_blocks, y, self.recompute[1])
         y = self.decoder_pred(self.decoder_norm(y))[:, encoded.num_prefix:]  # [B, Ld, P]
         if ids is None:
             return y  # [B, L, P]

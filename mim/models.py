@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
-from mim.model import MaskedAutoencoder
+from mim.model import RECOMPUTE, MaskedAutoencoder
 from mim.registry import MODELS, TOKENIZERS
 from mim.tokenizers.base import Tokenizer
 from mim.tokenizers.hybrid import HYBRID_TOKENIZERS, HybridTokenizer
@@ -46,6 +46,9 @@ class ModelConfig:
     hybrid_time_kernel: int = 5  # its extent along the leading axis of 3D grids
     hybrid_time_strides: list[int] = field(default_factory=list)  # per stage; [] = [tubelet, 1, 1]
     hybrid_multiscale: bool = True  # the multi-scale decoder (Eq. 1)
+    # none | decoder | encoder | all: recompute those blocks' activations in backward (memory
+    # for time; under XLA the compiler may undo it)
+    activation_checkpointing: str = "none"
 
     def __post_init__(self) -> None:
         for key in ("patch_size", "tubelet_size", "embed_dim", "depth", "num_heads",
@@ -67,6 +70,9 @@ class ModelConfig:
             raise ValueError(f"model.norm_eps: must be in (0, 1), got {self.norm_eps}")
         if self.loss_on not in ("masked", "all"):
             raise ValueError(f"model.loss_on: '{self.loss_on}' is not one of: masked, all")
+        if self.activation_checkpointing not in RECOMPUTE:
+            raise ValueError(f"model.activation_checkpointing: '{self.activation_checkpointing}'"
+                             f" is not one of: {', '.join(RECOMPUTE)}")
         if not 0.0 <= self.drop_path < 1.0:
             raise ValueError(f"model.drop_path: must be in [0, 1), got {self.drop_path}")
         self._check_hybrid()
@@ -180,7 +186,8 @@ def build_model(cfg: ModelConfig, in_chans: int) -> MaskedAutoencoder:
         cls_token=cfg.cls_token, pos_embed=cfg.pos_embed, norm_pix_loss=cfg.norm_pix_loss,
         loss_on=cfg.loss_on,
         drop_path=cfg.drop_path, norm_eps=cfg.norm_eps,
-        pos_grid=tuple(cfg.pos_grid) if cfg.pos_grid is not None else None)
+        pos_grid=tuple(cfg.pos_grid) if cfg.pos_grid is not None else None,
+        activation_checkpointing=cfg.activation_checkpointing)
 
 
 def create_model(name: str, in_chans: int = 3, **overrides) -> MaskedAutoencoder:

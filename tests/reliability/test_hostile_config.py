@@ -28,6 +28,8 @@ HOSTILE = [
     (["backend=nope"], ["backend", "nope", "torch"]),
     (["train.precision=fp8"], ["train.precision", "auto, fp32, bf16"]),
     (["train.nonfinite=ignore"], ["train.nonfinite", "stop, skip"]),
+    (["model.activation_checkpointing=some"],
+     ["model.activation_checkpointing", "none, decoder, encoder, all"]),
     (["run.resume=maybe"], ["run.resume", "auto, never, must"]),
     (["backend=deepspeed", "backend.zero_stage=5"], ["backend.zero_stage", "0, 1, 2 or 3"]),
     # wrong types
