@@ -46,6 +46,11 @@ class ConvBlock(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """x [B, *grid, C], mask [B, *grid] (True = masked) or None -> [B, *grid, C]."""
         y = zero_masked(self.proj_in(self.norm1(x)), mask)  # [B, *grid, C]
-        y = self.mix(y.movedim(-1, 1)).movedim(1, -1)  # channels first for the conv and back
+        y = y.movedim(-1, 1)  # [B, C, *grid], a channels-last view
+        if y.dim() == 5 and y.device.type == "cpu":
+            # torch's CPU depthwise conv3d in bf16 returns a wrong weight gradient (relative
+            # error ~1, and now and then NaN) for channels-last input; channels-first is exact
+            y = y.contiguous()
+        y = self.mix(y).movedim(1, -1)  # [B, *grid, C]
         x = x + self.drop_path(self.proj_out(y))
         return x + self.drop_path(self.mlp(self.norm2(x)))

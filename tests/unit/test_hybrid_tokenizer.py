@@ -175,3 +175,32 @@ def test_config_checks_name_the_key():
     assert "model.hybrid_kernel" in str(err.value) and "\n" not in str(err.value)
     spec = load(["model=mcmae_small", "model.hybrid_dims=[32,48]", "data.input_size=96"])
     assert spec.model.hybrid_dims == [32, 48] and spec.model.tokenizer == "hybrid2d"
+
+
+@pytest.mark.parametrize("tokenizer", ["hybrid2d", "hybrid3d"])
+def test_bf16_gradients_of_the_conv_stages_match_fp32(tokenizer):
+    """Under bf16 autocast the conv stages' weight gradients stay within bf16 rounding of the
+    fp32 ones (torch's CPU bf16 depthwise conv3d got them wrong for channels-last input)."""
+    from mim.masking import RandomMask
+    from mim.models import create_model
+
+    video = tokenizer == "hybrid3d"
+    name = "videomcmae_base_patch16_16x224" if video else "mcmae_small"
+    grads = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        torch.manual_seed(0)
+        model = create_model(name, embed_dim=48, depth=1, num_heads=3, hybrid_dims=[16, 32],
+                             decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
+        x = torch.randn(4, 3, *((8, 64, 64) if video else (64, 64)))
+        grid = model.tokenizer.grid(x.shape[1:])
+        mask = torch.stack([RandomMask(0.75)(grid, torch.Generator().manual_seed(i))
+                            for i in range(4)])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            model(x, mask).loss.backward()
+        grads[dtype] = {n: p.grad for n, p in model.named_parameters()
+                        if ".mix." in n and n.endswith("weight")}
+    assert len(grads[torch.float32]) == 4  # two depthwise convs per stage, two stages
+    for name, want in grads[torch.float32].items():
+        got = grads[torch.bfloat16][name]
+        assert torch.isfinite(got).all(), name
+        assert float((got - want).norm() / want.norm()) < 0.05, name
