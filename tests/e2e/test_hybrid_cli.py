@@ -16,7 +16,8 @@ pytestmark = pytest.mark.e2e
 SMALL = ["model.embed_dim=48", "model.depth=2", "model.num_heads=3", "model.hybrid_dims=[16,32]",
          "model.decoder_embed_dim=32", "model.decoder_depth=1", "model.decoder_num_heads=2",
          "model.norm_pix_loss=true", "train.batch_size=8", "train.num_workers=0",
-         "train.log_every=1", "optim.lr=1e-3", "optim.warmup_steps=2"]
+         "train.log_every=1", "optim.lr=1e-3", "optim.warmup_steps=2",
+         "train.precision=fp32"]  # the falls below were measured in fp32; auto differs by CPU
 
 
 @pytest.fixture(scope="module")

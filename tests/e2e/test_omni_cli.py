@@ -12,7 +12,8 @@ FAST = ["modality=omni", "experiment=omni_demo", "data.video.input_size=48",
         "data.image.input_size=48", "model.patch_size=8", "model.embed_dim=48", "model.depth=2",
         "model.num_heads=3", "model.decoder_embed_dim=32", "model.decoder_depth=1",
         "model.decoder_num_heads=2", "train.batch_size=8", "train.log_every=1",
-        "train.num_workers=0", "optim.lr=1e-3", "optim.warmup_steps=2", "train.max_steps=20"]
+        "train.num_workers=0", "optim.lr=1e-3", "optim.warmup_steps=2", "train.max_steps=20",
+        "train.precision=fp32"]  # the loss bound below was measured in fp32; auto differs by CPU
 
 
 def test_omni_trains_one_encoder_on_images_and_clips(cli, tmp_path: Path,

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.e2e
 FAST = ["modality=video", "experiment=video_demo", "data.input_size=48", "model.patch_size=8",
         "model.embed_dim=48", "model.depth=2", "model.num_heads=3",
         "model.decoder_embed_dim=32", "model.decoder_depth=1", "model.decoder_num_heads=2",
-        "train.batch_size=8", "train.log_every=1", "optim.lr=1e-3", "optim.warmup_steps=2"]
+        "train.batch_size=8", "train.log_every=1", "optim.lr=1e-3", "optim.warmup_steps=2",
+        "train.precision=fp32"]  # the loss bound below was measured in fp32; auto differs by CPU
 
 
 @pytest.fixture(scope="module")
