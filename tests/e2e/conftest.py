@@ -61,6 +61,10 @@ def describe(result: subprocess.CompletedProcess[str]) -> str:
             f"\n--- stderr ---\n{result.stderr[-5000:]}")
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_for(proc: subprocess.Popen, ready: Callable[[], bool], what: str,
              timeout: float = 180.0) -> None:
     """Poll ``ready()`` while the started run lives; fail with its stderr if it ends first."""
@@ -115,10 +119,12 @@ class Cli:
 
     def popen(self, args: list[str],
               env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        """Start ``python -m mim ARGS`` in its own session (so its workers can be reaped)."""
+        """Start ``python -m mim ARGS`` in its own session (so its workers can be reaped), with
+        SIGINT at its default as in a terminal: a shell running the tests as a background job
+        hands its children SIGINT ignored, and Python then never raises KeyboardInterrupt."""
         return subprocess.Popen(mim_command(*args), cwd=self.workdir, env=_env(env), text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_default_sigint)
 
     metrics = staticmethod(read_metrics)
     describe = staticmethod(describe)
