@@ -3,7 +3,8 @@ finishes with weights and optimiser state bit-identical (CPU, fp32) to a run nev
 
 Ten trials, each with its own seed choosing when the kill lands (after a random number of
 logged steps, plus a random delay so that it may land inside a step, a checkpoint write or the
-loader), over two training seeds and with 0 and 2 loader workers.
+loader), over two training seeds, with 0 and 2 loader workers, in fp32 and in the default
+``train.precision=auto`` (bf16 on CPUs that compute it natively).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.e2e
 STEPS = 12
 RUN = [f"train.max_steps={STEPS}", "train.ckpt_every=2", "train.vis_every=100"]
 TRIALS = 10
+PRECISIONS = ("fp32", "auto")
 
 
 def _steps(run) -> int:
@@ -30,12 +32,13 @@ def _steps(run) -> int:
 
 @pytest.fixture(scope="module")
 def references(module_cli, tmp_path_factory):
-    """The uninterrupted runs, one per training seed."""
+    """The uninterrupted runs, one per training seed and precision."""
     out = {}
     for seed in (0, 1):
-        run = tmp_path_factory.mktemp(f"straight{seed}")
-        module_cli.train(run, *RUN, f"seed={seed}")
-        out[seed] = run
+        for precision in PRECISIONS:
+            run = tmp_path_factory.mktemp(f"straight{seed}{precision}")
+            module_cli.train(run, *RUN, f"seed={seed}", f"train.precision={precision}")
+            out[seed, precision] = run
     return out
 
 
@@ -44,7 +47,9 @@ def test_kill_9_at_a_random_moment_then_resume_is_bit_identical(
         trial, cli, tmp_path, references, load_state, run_proc):
     chance = random.Random(1000 + trial)
     seed, workers = trial % 2, (0, 2)[trial // 2 % 2]
-    args = [*RUN, f"seed={seed}", f"train.num_workers={workers}"]
+    precision = PRECISIONS[trial // 4 % 2]  # trials 4-7 in the default precision
+    args = [*RUN, f"seed={seed}", f"train.num_workers={workers}",
+            f"train.precision={precision}"]
     run = tmp_path / "killed"
     after = chance.randrange(1, STEPS - 4)  # logged steps before the kill
     proc = run_proc(cli, cli.train_args(run, *args))
@@ -61,7 +66,7 @@ def test_kill_9_at_a_random_moment_then_resume_is_bit_identical(
         assert "resumed from" in result.stderr, cli.describe(result)
     steps = [r["step"] for r in cli.metrics(run)]
     assert steps == list(range(1, STEPS + 1)), steps  # every step once: none lost, none twice
-    want = load_state(references[seed] / "checkpoints" / "last")
+    want = load_state(references[seed, precision] / "checkpoints" / "last")
     got = load_state(run / "checkpoints" / "last")
     for name, tensor in want["model"].items():
         assert torch_equal(got["model"][name], tensor), f"trial {trial}: {name} differs"
