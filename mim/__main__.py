@@ -1,6 +1,4 @@
 """``python -m mim`` is the same as the ``mim`` command."""
-import sys
+from mim.cli import command
 
-from mim.cli import main
-
-sys.exit(main())
+command()

@@ -17,6 +17,7 @@ with both, use ``python -m mim``.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 USAGE = __doc__.split("\n\n")[1]
@@ -177,5 +178,29 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_CONFIG
 
 
+def finish(code: int) -> None:
+    """End the ``mim`` process with ``code``.
+
+    A rank of a multi-process group (``WORLD_SIZE`` > 1) that finished cleanly ends here without
+    interpreter teardown (``os._exit``, after flushing its logs and output): its work is on disk
+    and its process group destroyed, but third-party threads torn down at exit can still abort
+    it. Once in about 30 fresh-clone test runs a 2-rank DeepSpeed ZeRO-2 CPU run trained all its
+    steps, then one rank died at exit with "terminate called without an active exception"
+    (SIGABRT), and the launcher reported the finished run as failed. A failure still exits
+    through the normal path, with its traceback.
+    """
+    if code == 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    sys.exit(code)
+
+
+def command() -> None:
+    """The ``mim`` command and ``python -m mim``."""
+    finish(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()
