@@ -16,7 +16,7 @@ import time
 import torch
 
 import mim  # noqa: F401  (torchvision import fix before timm; registers the built-ins)
-from bench.harness import Row, Settings, machine, table
+from bench.harness import Row, Settings, machine, precisions, table
 
 FIGURES = ("image", "video", "paper", "data", "memory", "gpu")
 
@@ -32,6 +32,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: torch's, one per core); on a shared machine 1 "
                         "keeps a preempted thread from stalling the other at every barrier")
+    p.add_argument("--precisions", default=None,
+                   help="fp32,bf16 for the step figures (default: fp32, and bf16 where the device "
+                        "computes it natively)")
     p.add_argument("--json", default=None, help="also write the rows and the machine here")
     args = p.parse_args(argv)
     args.figures = [f for f in args.only.split(",") if f] or [
@@ -47,10 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen, left_out = precisions(device, args.quick, args.precisions)
+    except ValueError as exc:
+        print(f"python -m bench: error: {exc}", file=sys.stderr)
+        return 2
     settings = Settings(warmup=1, rounds=args.rounds or (1 if args.quick else 5),
-                        quick=args.quick, device=device)
+                        quick=args.quick, device=device, precisions=chosen)
     info = machine()
     print(" ".join(f"{k}={v}" for k, v in info.items()), flush=True)
+    if left_out:
+        print(left_out, flush=True)
     rows: list[Row] = []
     for figure in args.figures:
         start = time.perf_counter()
@@ -60,9 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         print("--quick: tiny models, one round; this checks that the suite runs, the figures "
               "measure nothing")
     print(table(rows))
+    if left_out:
+        print(f"\n{left_out}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "rows": [r.__dict__ for r in rows]}, f, indent=2)
+            json.dump({"machine": info, "precisions": list(chosen), "left_out": left_out,
+                       "rows": [r.__dict__ for r in rows]}, f, indent=2)
     return 0
 
 

@@ -48,25 +48,24 @@ def run(settings: Settings, compile: bool = False) -> list[Row]:
     ms = masks(grid, batch)
     default = TrainConfig()  # what `mim train` does unless told otherwise
     # train.precision=auto, resolved as the training loop does for this device
-    precision, why = precisions.resolve(default.precision, precisions.native_bf16(device))
-    ours_default = f"ours {precision}" + (" compiled" if default.compile else "")
+    precision_default, why = precisions.resolve(default.precision,
+                                                precisions.native_bf16(device))
+    ours_default = f"ours {precision_default}" + (" compiled" if default.compile else "")
     cases, flops = {}, {}
-    for precision in ("fp32", "bf16"):
+    for precision in settings.precisions:
         step = steps.ours(cfg, x, ms, precision)
-        if precision == "fp32":
-            flops["ours"] = steps.image_flops(step)
-        cases[f"ours {precision}"] = step.run
         peer = steps.peer_image(cfg, x, MASK_RATIO, precision)
-        if precision == "fp32":
-            flops["peer"] = steps.image_flops(peer)
-        cases[f"peer {precision}"] = peer.run
+        if not flops:  # FLOPs do not depend on the precision: counted once
+            flops["ours"], flops["peer"] = steps.image_flops(step), steps.image_flops(peer)
+        cases[f"ours {precision}"], cases[f"peer {precision}"] = step.run, peer.run
         if compile:
             cases[f"ours {precision} compiled"] = steps.ours(cfg, x, ms, precision, True).run
         del step, peer
     if ours_default not in cases:
-        cases[ours_default] = steps.ours(cfg, x, ms, precision, default.compile).run
+        cases[ours_default] = steps.ours(cfg, x, ms, precision_default, default.compile).run
     peaks = {}
-    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    for precision in settings.precisions:
+        dtype = torch.float32 if precision == "fp32" else torch.bfloat16
         cases[f"matmul {precision}"], peaks[precision] = matmul_case(
             dtype, device, 8192 if device.type == "cuda" else 2048)
     t = round_robin(cases, settings)
@@ -81,14 +80,18 @@ def run(settings: Settings, compile: bool = False) -> list[Row]:
                 rows.append(Row(f"1. image step {precision}: {what} vs HF ViTMAE ({label})",
                                 t.ratio(f"peer {precision}", name),
                                 f"peer {med(f'peer {precision}')} / {name} {med(name)}", goal))
-    rows.append(Row(f"1. image step, defaults: ours ({why} -> {precision}, "
-                    f"train.compile={str(default.compile).lower()}) vs HF (fp32, SDPA, "
-                    "fused AdamW)", t.ratio("peer fp32", ours_default),
-                    f"peer {med('peer fp32')} / ours {med(ours_default)}", 2.0))
-    rows.append(Row("1. image step: ours bf16 vs HF default (fp32)",
-                    t.ratio("peer fp32", "ours bf16"),
-                    f"peer fp32 {med('peer fp32')} / ours bf16 {med('ours bf16')}"))
+    if "peer fp32" in t:
+        rows.append(Row(f"1. image step, defaults: ours ({why} -> {precision_default}, "
+                        f"train.compile={str(default.compile).lower()}) vs HF (fp32, SDPA, "
+                        "fused AdamW)", t.ratio("peer fp32", ours_default),
+                        f"peer {med('peer fp32')} / ours {med(ours_default)}", 2.0))
+    if "peer fp32" in t and "ours bf16" in t:
+        rows.append(Row("1. image step: ours bf16 vs HF default (fp32)",
+                        t.ratio("peer fp32", "ours bf16"),
+                        f"peer fp32 {med('peer fp32')} / ours bf16 {med('ours bf16')}"))
     for precision, goal in (("fp32", 0.9), ("bf16", 0.8)):
+        if precision not in settings.precisions:
+            continue
         matmul = f"matmul {precision}"
         peak = peaks[precision] / t.median(matmul)
         for who in ("ours", "peer"):

@@ -36,7 +36,7 @@ def run(settings: Settings) -> list[Row]:
     policy = TubeMask(MASK_RATIO)
     masks = [torch.stack([policy(grid, generator) for _ in range(batch)]) for _ in range(3)]
     cases = {}
-    for precision in ("fp32", "bf16"):
+    for precision in settings.precisions:
         cases[f"ours {precision}"] = steps.ours(cfg, x, masks, precision).run
         cases[f"peer {precision}"] = steps.peer_video(cfg, x, masks[0].to(device), precision).run
     rounds = settings.rounds if settings.quick or device.type == "cuda" else min(settings.rounds, 3)
@@ -47,6 +47,8 @@ def run(settings: Settings) -> list[Row]:
              f"{rounds} rounds, {device.type}")
     rows = []
     for precision, goal in (("fp32", 1.1), ("bf16", 1.3)):
+        if precision not in settings.precisions:
+            continue
         ours, peer = f"ours {precision}", f"peer {precision}"
         rows.append(Row(f"3. video step {precision}: ours vs HF VideoMAE ({label})",
                         t.ratio(peer, ours), f"peer {seconds(t.median(peer))} / ours "

@@ -38,3 +38,24 @@ def test_bench_rejects_an_unknown_figure():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "unknown figure 'imagez'; valid: image, video, paper, data, memory, gpu" in proc.stderr
+
+
+def test_bench_times_only_the_precisions_asked(tmp_path):
+    """On a CPU without native bf16 the suite runs like this (``bench.harness.precisions``)."""
+    pytest.importorskip("transformers")
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "image",
+                           "--precisions", "fp32", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = [row["figure"] for row in json.loads(out.read_text())["rows"]]
+    assert any(f.startswith("1. image step fp32") for f in figures), figures
+    assert any(f.startswith("2. utilisation fp32") for f in figures), figures
+    assert not any("bf16" in f.split("(")[0] for f in figures), figures
+
+
+def test_bench_rejects_an_unknown_precision():
+    proc = subprocess.run([sys.executable, "-m", "bench", "--precisions", "fp16"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "--precisions: 'fp16' is not one of: fp32, bf16" in proc.stderr
