@@ -20,7 +20,7 @@ from mim.spec import Panels
 from mim.modalities.video import decode, demo
 from mim.modalities.video.config import VideoDataConfig
 from mim.modalities.video.dataset import VideoDataset, VideoItem, build_dataset, read_list
-from mim.modalities.video.transforms import clip_indices
+from mim.modalities.video.transforms import ClipTransform, clip_indices, crop_box
 from mim.modalities.video.visual import visualize
 
 DECODERS = ("decord", "pyav")
@@ -341,3 +341,28 @@ def test_visualize_writes_a_gif_and_a_frame_strip(tmp_path):
     assert picture.size == (4 * 4 * tile + 4 * 3 * 2 + 3 * 8, 2 * tile + 2)
     gif = Image.open(tmp_path / "step_00000001.gif")
     assert gif.n_frames == 6 and gif.size == (4 * tile + 3 * 8, 2 * tile + 2)
+
+
+@pytest.mark.parametrize("size", [24, 40])  # the crop is scaled up, and down (antialiased)
+def test_clip_transform_matches_a_float_resize_within_one_level(size) -> None:
+    """The uint8 resize and fused normalisation give the float pipeline's clip, rounded to
+    whole levels: within one level (1 / 255 / std) everywhere, flips and crops alike."""
+    cfg = VideoDataConfig(num_frames=4, input_size=size, hflip=0.5)
+    transform = ClipTransform(cfg)
+    frames = np.random.default_rng(0).integers(0, 256, (4, 30, 44, 3), dtype=np.uint8)
+    mean, std = torch.tensor(cfg.mean).view(3, 1, 1, 1), torch.tensor(cfg.std).view(3, 1, 1, 1)
+    for seed in range(6):
+        rng = random.Random(seed)
+        top, left, side = crop_box(30, 44, size, (cfg.min_scale, cfg.max_scale), rng)
+        want = torch.as_tensor(frames[:, top:top + side, left:left + side]).permute(0, 3, 1, 2)
+        want = torch.nn.functional.interpolate(want.float(), size=(size, size), mode="bilinear",
+                                               antialias=side > size)
+        if rng.random() < cfg.hflip:
+            want = want.flip(-1)
+        want = (want.permute(1, 0, 2, 3) / 255 - mean) / std  # [3, T, size, size]
+        got = transform(frames, random.Random(seed))
+        assert got.shape == (3, 4, size, size) and got.is_contiguous()
+        one_level = 1 / 255 / std
+        assert ((got - want).abs() <= one_level * 1.001).all()
+    white = transform(np.full((4, 30, 44, 3), 255, np.uint8), random.Random(0))
+    torch.testing.assert_close(white, ((1 - mean) / std).expand_as(white))
