@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -34,6 +34,9 @@ class LabelledData:
     train_plain: MimDataset  # the training items in their deterministic test view(s) (k-NN)
     val: MimDataset  # held-out items, test view(s): x [C, *spatial] or V views [V, C, *spatial]
     classes: list[str]
+    # fine-tuning's training views where the modality adds stronger augmentation (image:
+    # RandAugment and random erasing, MAE Table 11); None: ``train``
+    train_strong: Optional[MimDataset] = None
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ The encoder (built with ``finetune.drop_path``) plus a linear head (weights ~ N(
 fine-tuning init) on the pooled tokens. AdamW with layer-wise lr decay (Clark et al. 2020, as
 BEiT and MAE use it): the head and final norm get the full lr, block i of d gets
 decay^(d - i), the patch embedding and tokens decay^(d + 1); no weight decay on biases, norms
-and tokens. Mixup / cutmix with label smoothing through timm's ``Mixup`` and
-``SoftTargetCrossEntropy`` (cutmix boxes cover the last two axes; leading axes such as time are
+and tokens. Training views are the modality's fine-tuning views where it has them
+(``LabelledData.train_strong``; images: RandAugment and random erasing). Mixup / cutmix with
+label smoothing through timm's ``Mixup`` and ``SoftTargetCrossEntropy`` (cutmix boxes cover the last two axes; leading axes such as time are
 folded into channels so every frame gets the same box). Optional EMA of the weights
 (timm's ``ModelEmaV3``). Partial fine-tuning (``blocks=k``) trains only the last k blocks, the
 final norm and the head (k = 0: norm and head). Several test views average their softmax.
@@ -112,9 +113,10 @@ def finetune(mae: MaskedAutoencoder, data: LabelledData, cfg: FinetuneConfig, ho
     steps_per_epoch = max(1, len(data.train) // batch)
     peak = cfg.peak_lr(batch)
     history, step = [], 0
+    train = data.train_strong if data.train_strong is not None else data.train
     for epoch in range(cfg.epochs):
         model.train()
-        for x, y in batches(data.train, batch, num_workers, seed, epoch, shuffle=True,
+        for x, y in batches(train, batch, num_workers, seed, epoch, shuffle=True,
                             drop_last=True):
             x, y = x.to(device), y.to(device)
             if mixup is not None:

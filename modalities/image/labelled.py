@@ -3,7 +3,8 @@
 ``data.root`` holds one folder per class (or use ``data.labels=<csv>``); ``data.val_root`` is
 the held-out set laid out the same way, or, without one, ``data.val_fraction`` of every class is
 held out (seeded by ``data.split_seed``). Training views are MAE's fine-tuning / linear-probe
-crops (RandomResizedCrop from ``min_scale``, flip); test views are the centre crop after
+crops (RandomResizedCrop from ``min_scale``, flip), for fine-tuning with RandAugment and random
+erasing (``data.randaug``, ``data.reprob``; ``augment.py``); test views are the centre crop after
 resizing the short side to ``input_size / crop_pct``.
 
 The demo set needs no download: scikit-image ships 200 grayscale 25x25 crops from Labeled Faces
@@ -26,6 +27,7 @@ from PIL import Image
 
 from mim.files import check_eval_labels, file_labels, labelled_files, stratified_split
 from mim.modalities.image.config import ImageDataConfig
+from mim.modalities.image.augment import FinetuneTransform, randaugment
 from mim.modalities.image.dataset import ImageFolder, scan
 from mim.modalities.image.transforms import CentreTransform, PretrainTransform
 from mim.spec import LabelledData
@@ -44,12 +46,20 @@ class ImageEvalDataConfig(ImageDataConfig):
     split_seed: int = 0
     min_scale: float = 0.08  # training views: RandomResizedCrop(min_scale - 1), MAE A.1
     crop_pct: float = 0.875  # test view: short side to input_size / crop_pct, centre crop
+    # fine-tuning's training view adds these (MAE Table 11; augment.py): timm's RandAugment
+    # spec ('' disables) and the probability of random erasing
+    randaug: str = "rand-m9-mstd0.5-inc1"
+    reprob: float = 0.25
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_eval_labels(self.labels, self.val_fraction)
         if not 0.0 < self.crop_pct <= 1.0:
             raise ValueError(f"data.crop_pct: must be in (0, 1], got {self.crop_pct}")
+        if not 0.0 <= self.reprob <= 1.0:
+            raise ValueError(f"data.reprob: must be in [0, 1], got {self.reprob}")
+        if self.randaug:
+            randaugment(self.randaug, self.input_size, self.mean)  # a bad spec fails here
 
 
 def cache_dir() -> Path:
@@ -113,6 +123,7 @@ def labelled(cfg: ImageEvalDataConfig) -> LabelledData:
              "" if cfg.root else " (built-in LFW face / non-face demo)")
     return LabelledData(
         train=ImageFolder(train_files, train_labels, PretrainTransform(cfg), classes),
+        train_strong=ImageFolder(train_files, train_labels, FinetuneTransform(cfg), classes),
         train_plain=ImageFolder(train_files, train_labels, test_view, classes),
         val=ImageFolder(val_files, val_labels, test_view, classes), classes=classes)
 

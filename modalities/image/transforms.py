@@ -51,11 +51,18 @@ class PretrainTransform:
 
     def __call__(self, image: Image.Image, seed: int) -> torch.Tensor:
         """RGB PIL image -> normalised tensor [3, size, size]."""
-        rng = random.Random(seed)
+        return self.normalise(self.crop_flip(image, random.Random(seed)))
+
+    def crop_flip(self, image: Image.Image, rng: random.Random) -> Image.Image:
+        """The random resized crop (bicubic) and the flip, drawn from ``rng``."""
         box = crop_box(image.width, image.height, self.scale, (3 / 4, 4 / 3), rng)
         image = image.resize((self.size, self.size), Image.BICUBIC, box=box)
         if rng.random() < self.hflip:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        return image
+
+    def normalise(self, image: Image.Image) -> torch.Tensor:
+        """RGB PIL image -> ``(pixels / 255 - mean) / std`` [3, H, W]."""
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())  # [H, W, 3]
         x = pixels.permute(2, 0, 1).float().div_(255.0)  # [3, H, W]
         return (x - self.mean) / self.std

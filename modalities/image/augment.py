@@ -1,0 +1,91 @@
+"""MAE's fine-tuning view of an image (Appendix A.1, Table 11): the training crop and flip, then
+RandAugment on the picture and random erasing on the normalised tensor.
+
+RandAugment is timm's (``data.randaug``, its spec syntax: MAE's ``rand-m9-mstd0.5-inc1`` is 2
+operations of magnitude 9 +- 0.5, increasing-severity variants). It draws from Python's and
+NumPy's global generators, so those are seeded from the sample's own seed around the call and
+restored after: a sample's view is a function of its seed, as everywhere in mim. Random erasing
+(Zhong et al. 2020, timm's ``remode=pixel``) is written here on a per-sample generator: with
+probability ``data.reprob`` one rectangle of 2-33 % of the area, aspect 0.3-3.3, is filled with
+standard normal noise (in normalised units, so noise of the data's own spread).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mim.modalities.image.transforms import PretrainTransform
+
+ERASE_AREA = (0.02, 1 / 3)
+ERASE_ASPECT = (0.3, 1 / 0.3)
+
+
+def randaugment(spec: str, size: int, mean: list[float]) -> Callable[[Image.Image], Image.Image]:
+    """timm's RandAugment for ``spec`` at this input size, filling with the mean colour; a bad
+    spec raises ``ValueError`` naming ``data.randaug``."""
+    from timm.data.auto_augment import rand_augment_transform
+
+    hparams = {"translate_const": int(size * 0.45), "interpolation": Image.BICUBIC,
+               "img_mean": tuple(min(255, round(255 * m)) for m in mean)}
+    try:
+        return rand_augment_transform(spec, hparams)
+    except (AssertionError, ValueError, KeyError, IndexError) as exc:
+        raise ValueError(f"data.randaug: '{spec}' is not a RandAugment spec such as "
+                         f"rand-m9-mstd0.5-inc1 ('' disables it){': ' + str(exc) if str(exc) else ''}"
+                         ) from None
+
+
+@contextlib.contextmanager
+def seeded_globals(seed: int) -> Iterator[None]:
+    """Python's and NumPy's global generators seeded with ``seed`` inside, restored after."""
+    python, numpy = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
+
+
+def erase(x: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    """Fill one random rectangle of x [C, H, W] with N(0, 1) noise, in place; up to 10 draws
+    of area and aspect, none if no draw fits (timm's rule)."""
+    _, height, width = x.shape
+    for _ in range(10):
+        area = height * width * rng.uniform(*ERASE_AREA)
+        aspect = math.exp(rng.uniform(math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1])))
+        h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < h < height and 0 < w < width:
+            top, left = rng.randint(0, height - h), rng.randint(0, width - w)
+            noise = torch.Generator().manual_seed(rng.getrandbits(63))
+            x[:, top:top + h, left:left + w] = torch.randn(x.shape[0], h, w, generator=noise)
+            break
+    return x
+
+
+class FinetuneTransform(PretrainTransform):
+    """RGB PIL image -> [3, size, size]: crop and flip, RandAugment, normalise, random erasing;
+    every draw from the sample's seed."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.randaug = randaugment(cfg.randaug, cfg.input_size, cfg.mean) if cfg.randaug else None
+        self.reprob = cfg.reprob
+
+    def __call__(self, image: Image.Image, seed: int) -> torch.Tensor:
+        rng = random.Random(seed)
+        image = self.crop_flip(image, rng)
+        if self.randaug is not None:
+            with seeded_globals(rng.getrandbits(32)):
+                image = self.randaug(image)
+        x = self.normalise(image)
+        if rng.random() < self.reprob:
+            erase(x, rng)
+        return x
