@@ -187,8 +187,8 @@ def finish(code: int) -> None:
     it. In one of three fresh-clone test-suite runs a 2-rank DeepSpeed ZeRO-2 CPU run trained
     all its steps, then one rank died at exit with "terminate called without an active
     exception" (SIGABRT), and the launcher reported the finished run as failed (12 runs of the
-    same command in a loop did not show it again). A failure still exits
-    through the normal path, with its traceback.
+    same command in a loop did not show it again). A failure still exits through the normal
+    path, with its traceback.
     """
     if code == 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         logging.shutdown()

@@ -36,9 +36,9 @@ def randaugment(spec: str, size: int, mean: list[float]) -> Callable[[Image.Imag
     try:
         return rand_augment_transform(spec, hparams)
     except (AssertionError, ValueError, KeyError, IndexError) as exc:
+        detail = f": {exc}" if str(exc) else ""
         raise ValueError(f"data.randaug: '{spec}' is not a RandAugment spec such as "
-                         f"rand-m9-mstd0.5-inc1 ('' disables it){': ' + str(exc) if str(exc) else ''}"
-                         ) from None
+                         f"rand-m9-mstd0.5-inc1 ('' disables it){detail}") from None
 
 
 @contextlib.contextmanager
