@@ -8,8 +8,9 @@ and tokens. Training views are the modality's fine-tuning views where it has the
 (``LabelledData.train_strong``; images: RandAugment and random erasing). Mixup / cutmix with
 label smoothing through timm's ``Mixup`` and ``SoftTargetCrossEntropy`` (cutmix boxes cover
 the last two axes; leading axes such as time are folded into channels so every frame gets the
-same box). Optional EMA of the weights (timm's ``ModelEmaV3``). Partial fine-tuning (``blocks=k``) trains only the last k blocks, the
-final norm and the head (k = 0: norm and head). Several test views average their softmax.
+same box). Optional EMA of the weights (timm's ``ModelEmaV3``). Partial fine-tuning
+(``blocks=k``) trains only the last k blocks, the final norm and the head (k = 0: norm and
+head). Several test views average their softmax.
 """
 from __future__ import annotations
 
