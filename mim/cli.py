@@ -200,7 +200,14 @@ def finish(code: int) -> None:
 
 def command() -> None:
     """The ``mim`` command and ``python -m mim``."""
-    finish(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. `mim plugins | head -3`: the reader left early
+        # no traceback for that, and none at exit when Python flushes stdout again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    finish(code)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""How a ``mim`` process ends (``mim.cli.finish``): a finished rank of a process group skips
-interpreter teardown, so a third-party thread aborting at exit cannot fail a finished run.
+"""How a ``mim`` process ends (``mim.cli.command`` and ``finish``).
 
-The teardown crash is simulated by an ``atexit`` hook that aborts the process, as the C++
-runtime does for a joinable thread destroyed at exit.
+A finished rank of a process group skips interpreter teardown, so a third-party thread aborting
+at exit cannot fail a finished run; the teardown crash is simulated by an ``atexit`` hook that
+aborts the process, as the C++ runtime does for a joinable thread destroyed at exit. A reader
+that leaves a pipe early gets no traceback.
 """
 from __future__ import annotations
 
@@ -40,3 +41,14 @@ def test_a_single_process_or_a_failed_rank_exits_normally(code: int, world_size:
     result = end(code, world_size)
     assert result.returncode == -signal.SIGABRT
     assert result.stdout == "trained\n"
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    """``mim plugins | head -1``: the pipe is closed before ``mim`` writes (it is still
+    importing), so its first write fails with EPIPE."""
+    proc = subprocess.Popen([sys.executable, "-m", "mim", "plugins"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err.decode(), err.decode()[-2000:]
+    assert proc.returncode == 1
