@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from mim.modalities.image.transforms import PretrainTransform
 
@@ -34,11 +34,27 @@ def randaugment(spec: str, size: int, mean: list[float]) -> Callable[[Image.Imag
     hparams = {"translate_const": int(size * 0.45), "interpolation": Image.BICUBIC,
                "img_mean": tuple(min(255, round(255 * m)) for m in mean)}
     try:
-        return rand_augment_transform(spec, hparams)
+        transform = rand_augment_transform(spec, hparams)
     except (AssertionError, ValueError, KeyError, IndexError) as exc:
         detail = f": {exc}" if str(exc) else ""
         raise ValueError(f"data.randaug: '{spec}' is not a RandAugment spec such as "
                          f"rand-m9-mstd0.5-inc1 ('' disables it){detail}") from None
+    for op in transform.ops:
+        if op.name.startswith("Posterize"):
+            op.aug_fn = posterize
+    return transform
+
+
+def posterize(image: Image.Image, bits_to_keep: int, **_: object) -> Image.Image:
+    """Keep the top ``bits_to_keep`` bits of every channel. timm asks for 0 bits at the top
+    magnitude of ``PosterizeIncreasing`` (and the bottom of ``Posterize``), which current
+    Pillow refuses ("bits must be between or equal to 1 and 8"; every sample that drew it was
+    lost as unreadable); keeping no bit is a black picture, as in TensorFlow's RandAugment."""
+    if bits_to_keep >= 8:
+        return image
+    if bits_to_keep <= 0:
+        return Image.new(image.mode, image.size)
+    return ImageOps.posterize(image, bits_to_keep)
 
 
 @contextlib.contextmanager

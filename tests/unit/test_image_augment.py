@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from mim.config import ConfigError
-from mim.modalities.image.augment import FinetuneTransform, erase
+from mim.modalities.image.augment import FinetuneTransform, erase, randaugment
 from mim.modalities.image.labelled import ImageEvalDataConfig, labelled
 from mim.modalities.image.transforms import PretrainTransform
 
@@ -73,3 +73,17 @@ def test_fine_tuning_gets_the_strong_view_and_the_others_do_not(tmp_path, monkey
 def test_bad_settings_name_the_key(key, value, message) -> None:
     with pytest.raises((ValueError, ConfigError), match=message.replace("[", r"\[")):
         ImageEvalDataConfig(**{key: value})
+
+
+@pytest.mark.parametrize("spec", ["rand-m10-mstd0-inc1", "rand-m0-mstd0", "rand-m9-mstd0.5-inc1"])
+def test_every_randaugment_operation_runs_at_the_extreme_magnitudes(spec) -> None:
+    """At magnitude 10 timm's PosterizeIncreasing (at 0, Posterize) keeps 0 bits, which Pillow
+    refuses: a black picture instead, not a sample lost as unreadable."""
+    transform = randaugment(spec, 32, [0.5, 0.5, 0.5])
+    picture = PICTURE.resize((32, 32))
+    for op in transform.ops:
+        op.prob = 1.0
+        out = op(picture)
+        assert out.size == picture.size and out.mode == picture.mode
+        if op.name.startswith("Posterize") and spec != "rand-m9-mstd0.5-inc1":
+            assert not np.asarray(out).any()  # no bit kept
