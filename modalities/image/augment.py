@@ -45,6 +45,14 @@ def randaugment(spec: str, size: int, mean: list[float]) -> Callable[[Image.Imag
     return transform
 
 
+def check_finetune_augment(randaug: str, reprob: float, size: int, mean: list[float]) -> None:
+    """Config checks of ``data.randaug`` and ``data.reprob``: one-line ``ValueError``s."""
+    if not 0.0 <= reprob <= 1.0:
+        raise ValueError(f"data.reprob: must be in [0, 1], got {reprob}")
+    if randaug:
+        randaugment(randaug, size, mean)  # a bad spec fails here
+
+
 def posterize(image: Image.Image, bits_to_keep: int, **_: object) -> Image.Image:
     """Keep the top ``bits_to_keep`` bits of every channel. timm asks for 0 bits at the top
     magnitude of ``PosterizeIncreasing`` (and the bottom of ``Posterize``), which current

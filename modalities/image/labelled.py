@@ -27,7 +27,7 @@ from PIL import Image
 
 from mim.files import check_eval_labels, file_labels, labelled_files, stratified_split
 from mim.modalities.image.config import ImageDataConfig
-from mim.modalities.image.augment import FinetuneTransform, randaugment
+from mim.modalities.image.augment import FinetuneTransform, check_finetune_augment
 from mim.modalities.image.dataset import ImageFolder, scan
 from mim.modalities.image.transforms import CentreTransform, PretrainTransform
 from mim.spec import LabelledData
@@ -56,10 +56,7 @@ class ImageEvalDataConfig(ImageDataConfig):
         check_eval_labels(self.labels, self.val_fraction)
         if not 0.0 < self.crop_pct <= 1.0:
             raise ValueError(f"data.crop_pct: must be in (0, 1], got {self.crop_pct}")
-        if not 0.0 <= self.reprob <= 1.0:
-            raise ValueError(f"data.reprob: must be in [0, 1], got {self.reprob}")
-        if self.randaug:
-            randaugment(self.randaug, self.input_size, self.mean)  # a bad spec fails here
+        check_finetune_augment(self.randaug, self.reprob, self.input_size, self.mean)
 
 
 def cache_dir() -> Path:

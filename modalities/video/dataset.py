@@ -23,7 +23,7 @@ from mim.modalities.video import demo
 from mim.modalities.video.config import VideoDataConfig
 from mim.modalities.video.decode import open_video
 from mim.modalities.video.pvreader import PyTorchVideoReader
-from mim.modalities.video.transforms import ClipSampler
+from mim.modalities.video.transforms import ClipSampler, ClipTransform
 
 log = logging.getLogger("mim.data")
 
@@ -42,9 +42,10 @@ class VideoItem:
 
 class VideoDataset(MimDataset):
     def __init__(self, items: list[VideoItem], cfg: VideoDataConfig,
-                 classes: list[str] | None = None):
+                 classes: list[str] | None = None, transform: ClipTransform | None = None):
+        """``transform``: a clip's augmentation (default: the pretraining crop and flip)."""
         self.items, self.cfg, self.classes = items, cfg, classes or []
-        self.sampler = ClipSampler(cfg)
+        self.sampler = ClipSampler(cfg, transform)
         self.pytorchvideo = PyTorchVideoReader(cfg) if cfg.reader == "pytorchvideo" else None
 
     def __len__(self) -> int:

@@ -3,7 +3,8 @@
 Training items: ``data.list_file`` (``path label [start end]`` lines) or ``data.root`` with one
 folder per class; held out: ``data.val_list_file`` / ``data.val_root``, or ``data.val_fraction``
 of every class (seeded by ``data.split_seed``). Training views are the pretraining clip sampler
-(random window, short-side scale jitter, crop, flip). Test views are VideoMAE's multi-view
+(random window, short-side scale jitter, crop, flip); fine-tuning adds RandAugment and random
+erasing (``data.randaug``, ``data.reprob``; ``augment.py``). Test views are VideoMAE's multi-view
 protocol: ``test_clips`` windows evenly spaced in time x ``test_crops`` squares along the long
 side of the frame scaled to ``input_size`` (short side); the evaluation averages over them.
 
@@ -27,7 +28,9 @@ from PIL import Image
 
 from mim.data import UnreadableSample
 from mim.files import align_labels, file_labels, stratified_split
+from mim.modalities.image.augment import check_finetune_augment
 from mim.modalities.video import demo
+from mim.modalities.video.augment import FinetuneClipTransform
 from mim.modalities.video.config import VideoDataConfig
 from mim.modalities.video.dataset import VideoDataset, VideoItem, read_list, scan
 from mim.modalities.video.decode import open_video
@@ -51,9 +54,14 @@ class VideoEvalDataConfig(VideoDataConfig):
     split_seed: int = 0
     test_clips: int = 2  # temporal test views, evenly spaced
     test_crops: int = 3  # spatial test views along the long side (VideoMAE: 3)
+    # fine-tuning's training view adds these (VideoMAE's Kinetics recipe; augment.py): timm's
+    # RandAugment spec, one draw per clip ('' disables), and per-frame random erasing
+    randaug: str = "rand-m7-n4-mstd0.5-inc1"
+    reprob: float = 0.25
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_finetune_augment(self.randaug, self.reprob, self.input_size, self.mean)
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"data.val_fraction: must be in (0, 1), got {self.val_fraction}")
         if self.test_clips < 1 or self.test_crops < 1:
@@ -195,7 +203,10 @@ def labelled(cfg: VideoEvalDataConfig) -> LabelledData:
     val = [i for i in val if i.label >= 0]
     log.info("labelled videos: %d training, %d held out, %d classes; %d x %d test views",
              len(items), len(val), len(classes), cfg.test_clips, cfg.test_crops)
-    return LabelledData(train=VideoDataset(items, cfg, classes),
+    strong = None  # pytorchvideo's reader has its own transforms: fine-tuning uses ``train``
+    if cfg.reader != "pytorchvideo":
+        strong = VideoDataset(items, cfg, classes, FinetuneClipTransform(cfg))
+    return LabelledData(train=VideoDataset(items, cfg, classes), train_strong=strong,
                         train_plain=TestViews(items, cfg, classes, cfg.test_clips, cfg.test_crops),
                         val=TestViews(val, cfg, classes, cfg.test_clips, cfg.test_crops),
                         classes=classes)

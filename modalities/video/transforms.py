@@ -80,6 +80,10 @@ class ClipTransform:
         self.shift = (-mean / std).float()  # [3, 1, 1, 1]
 
     def __call__(self, frames: np.ndarray | torch.Tensor, rng: random.Random) -> torch.Tensor:
+        return self.normalise(self.crop_flip(frames, rng))
+
+    def crop_flip(self, frames: np.ndarray | torch.Tensor, rng: random.Random) -> torch.Tensor:
+        """uint8 [T, H, W, 3] -> the resized, maybe flipped square [T, 3, size, size], uint8."""
         frames = torch.as_tensor(frames)  # [T, H, W, 3] uint8
         _, height, width, _ = frames.shape
         top, left, side = crop_box(height, width, self.size, self.scale, rng)
@@ -90,7 +94,11 @@ class ClipTransform:
                                    align_corners=False, antialias=side > self.size)
         if rng.random() < self.hflip:
             square = square.flip(-1)
-        x = square.permute(1, 0, 2, 3).contiguous().float()  # [3, T, size, size]
+        return square
+
+    def normalise(self, square: torch.Tensor) -> torch.Tensor:
+        """uint8 [T, 3, S, S] -> ``(x / 255 - mean) / std`` as float [3, T, S, S]."""
+        x = square.permute(1, 0, 2, 3).contiguous().float()  # [3, T, S, S]
         return x.mul_(self.gain).add_(self.shift)
 
 
@@ -98,9 +106,9 @@ class ClipSampler:
     """K views of one video: each its own window and augmentation from its own sub-seed,
     the union of their frames decoded once (MAE-ST repeated sampling)."""
 
-    def __init__(self, cfg: VideoDataConfig):
+    def __init__(self, cfg: VideoDataConfig, transform: ClipTransform | None = None):
         self.cfg = cfg
-        self.transform = ClipTransform(cfg)
+        self.transform = transform or ClipTransform(cfg)
 
     def windows(self, seed: int, first: int, end: int) -> tuple[list[list[int]],
                                                                   list[random.Random]]:

@@ -120,6 +120,16 @@ def test_video_clip_features_average_test_views(cli, tmp_path: Path, cache) -> N
     assert knn["classes"] == ["orbit", "pan", "zoom"] and knn["pool"] == "avg"
     assert (knn["num_train"], knn["num_val"]) == (24, 12)  # 4 training photos, 2 held out
     assert knn["data"]["num_frames"] == 8 and knn["data"]["input_size"] == 48  # from the run
+    # fine-tuning's views: VideoMAE's RandAugment on every frame alike, per-frame erasing
+    result = cli.run("eval", "finetune", f"run.dir={run}", "finetune.epochs=1",
+                     "finetune.batch_size=8", "data.test_clips=1", "data.test_crops=1",
+                     "eval.num_workers=0", env=cache)
+    assert result.returncode == 0, cli.describe(result)
+    assert "unreadable" not in result.stderr, result.stderr  # every augmented clip was read
+    tuned = json.loads(Path(result.stdout.strip().splitlines()[-1].rsplit("results: ", 1)[1])
+                       .read_text())
+    assert tuned["data"]["randaug"] == "rand-m7-n4-mstd0.5-inc1" and tuned["data"]["reprob"] > 0
+    assert 0 <= tuned["metrics"]["top1"] <= 100
     clip = Path(cache["MIM_CACHE_DIR"]) / "demo_video" / "labelled_v1" / "pan_camera_0.mp4"
     result = cli.run("visualize", f"run.dir={run}", f"input={clip}", f"out={tmp_path / 'p'}",
                      env=cache)
