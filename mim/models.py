@@ -14,7 +14,7 @@ from typing import Optional
 from mim.model import RECOMPUTE, MaskedAutoencoder
 from mim.registry import MODELS, TOKENIZERS
 from mim.tokenizers.base import Tokenizer
-from mim.tokenizers.hybrid import HYBRID_TOKENIZERS, HybridTokenizer
+from mim.tokenizers.hybrid import HYBRID_TOKENIZERS, MASK_LEVELS, HybridTokenizer
 
 
 @dataclass
@@ -46,6 +46,9 @@ class ModelConfig:
     hybrid_time_kernel: int = 5  # its extent along the leading axis of 3D grids
     hybrid_time_strides: list[int] = field(default_factory=list)  # per stage; [] = [tubelet, 1, 1]
     hybrid_multiscale: bool = True  # the multi-scale decoder (Eq. 1)
+    # stage3 (MCMAE: block-wise, drawn on the stage-3 grid) | input (Table 5's ablation: the
+    # mask policy draws on the stage-1 grid and stage 3 keeps every token; needs loss_on=all)
+    hybrid_mask_level: str = "stage3"
     # none | decoder | encoder | all: recompute those blocks' activations in backward (memory
     # for time; under XLA the compiler may undo it)
     activation_checkpointing: str = "none"
@@ -94,6 +97,17 @@ class ModelConfig:
                         or strides[0] * strides[1] * strides[2] != self.tubelet_size):
             raise ValueError(f"model.hybrid_time_strides: [] or three strides >= 1 whose product "
                              f"is model.tubelet_size={self.tubelet_size}, got {strides}")
+        if self.hybrid_mask_level not in MASK_LEVELS:
+            raise ValueError(f"model.hybrid_mask_level: '{self.hybrid_mask_level}' is not one "
+                             f"of: {', '.join(MASK_LEVELS)}")
+        if self.hybrid_mask_level == "input" and self.tokenizer not in HYBRID_TOKENIZERS:
+            raise ValueError(f"model.hybrid_mask_level: input needs a hybrid tokenizer "
+                             f"({', '.join(HYBRID_TOKENIZERS)}), the model has "
+                             f"{self.tokenizer}")
+        if self.hybrid_mask_level == "input" and self.loss_on != "all":
+            raise ValueError("model.loss_on: with model.hybrid_mask_level=input every stage-3 "
+                             "patch is partly visible, so the loss is on all of them: set "
+                             "model.loss_on=all")
         if self.tokenizer in HYBRID_TOKENIZERS and self.patch_size % 4:
             raise ValueError(f"model.patch_size: hybrid tokenizers need a multiple of 4 (stage "
                              f"strides patch/4, 2, 2), got {self.patch_size}")
@@ -172,7 +186,8 @@ def build_tokenizer(cfg: ModelConfig, in_chans: int) -> Tokenizer:
         hybrid = dict(dims=cfg.hybrid_dims, depths=cfg.hybrid_depths,
                       mlp_ratios=cfg.hybrid_mlp_ratios, kernel=cfg.hybrid_kernel,
                       time_kernel=cfg.hybrid_time_kernel, time_strides=cfg.hybrid_time_strides,
-                      multiscale=cfg.hybrid_multiscale, drop_path=cfg.drop_path)
+                      multiscale=cfg.hybrid_multiscale, drop_path=cfg.drop_path,
+                      mask_level=cfg.hybrid_mask_level)
     return cls(in_chans=in_chans, embed_dim=cfg.embed_dim, patch_size=cfg.patch_size,
                tubelet_size=cfg.tubelet_size, **hybrid)
 

@@ -110,7 +110,7 @@ def _feeds(spec: RunSpec, sources: list[Source], tokenizer: Any, world_size: int
     for source in sources:
         policy = source.mask or spec.mask
         try:
-            grid = tokenizer.grid(source.sample_shape)
+            grid = tokenizer.mask_grid(source.sample_shape)
             policy.check(grid)
         except ValueError as exc:  # MaskConfigError included
             raise ConfigError(f"{exc} (source '{source.name}')") from None
@@ -168,7 +168,7 @@ def _train(spec: RunSpec) -> Path:
     if spec.train.nonfinite == "skip" and not backend.can_skip_steps:
         raise ConfigError(f"train.nonfinite: 'skip' is not supported by backend="
                           f"{spec.backend['name']}; valid there: stop")
-    grid = token_grid(spec)
+    grid, mask_grid = token_grid(spec)
     _setup_logging(None, backend.is_main)  # messages from building the data reach stderr
     sources = _sources(spec)
     in_chans = sources[0].sample_shape[0]
@@ -205,7 +205,8 @@ def _train(spec: RunSpec) -> Path:
 
     derived = {**asdict(plan), "effective_batch": global_batch * t.accum_steps,
                "grid": list(grid), "tokens": int(np.prod(grid)),
-               "masked_tokens": spec.mask.num_masked(grid),
+               "mask_grid": list(mask_grid),
+               "masked_tokens": spec.mask.num_masked(mask_grid),
                "dataset_items": sum(len(f.source.dataset) for f in feeds),
                "sources": {f.source.name: len(f.source.dataset) for f in feeds},
                "decoder_embed_dim": spec.model.decoder_embed_dim,

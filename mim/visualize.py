@@ -102,7 +102,7 @@ def visualize(spec: VisualizeSpec) -> list[Path]:
     model = build_encoder(spec.weights.config, spec.weights.in_chans, spec.weights).eval()
     dataset = spec.inputs
     shape = tuple(spec.modality.sample_shape(spec.data))
-    grid = model.tokenizer.grid(shape)
+    grid = model.tokenizer.mask_grid(shape)
     try:
         spec.mask.check(grid)
     except MaskConfigError as exc:

@@ -243,12 +243,14 @@ def validate(raw: DictConfig) -> RunSpec:
     return spec
 
 
-def token_grid(spec: RunSpec) -> tuple[int, ...]:
-    """The token grid of this config's samples, checked against the tokenizer and the mask."""
+def token_grid(spec: RunSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(the token grid of this config's samples, the grid its masks are drawn on), checked
+    against the tokenizer and the mask policy (the two differ for a hybrid tokenizer that masks
+    its input cells, ``model.hybrid_mask_level=input``)."""
     shape = tuple(spec.modality.sample_shape(spec.data))  # (C, *spatial)
     try:
         tokenizer = build_tokenizer(spec.model, in_chans=shape[0])
-        grid = tokenizer.grid(shape)
+        grid, mask_grid = tokenizer.grid(shape), tokenizer.mask_grid(shape)
     except UnknownNameError as exc:
         raise ConfigError(f"model.tokenizer: {exc}") from None
     except ValueError as exc:  # the sample size does not fit the patch or cube size
@@ -259,10 +261,10 @@ def token_grid(spec: RunSpec) -> tuple[int, ...]:
         raise ConfigError(f"data.input_size: {exc} (model.patch_size="
                           f"{spec.model.patch_size})") from None
     try:
-        spec.mask.check(grid)
+        spec.mask.check(mask_grid)
     except MaskConfigError as exc:
         raise ConfigError(str(exc)) from None
-    return grid
+    return grid, mask_grid
 
 
 def load(overrides: list[str]) -> RunSpec:

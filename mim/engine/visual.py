@@ -24,7 +24,7 @@ def reconstruction_panels(model: MaskedAutoencoder, x: torch.Tensor,
         std = (patches.var(dim=-1, keepdim=True) + 1.0e-6) ** 0.5
         pred = pred * std + mean
     grid = tokenizer.grid(x.shape[1:])
-    hidden = mask.unsqueeze(-1)  # [N, L, 1]
+    hidden = tokenizer.hidden(mask, tuple(x.shape[1:]))  # [N, L, 1] patches, or [N, L, P]
     panels = {
         "original": patches,
         "masked": patches.masked_fill(hidden, 0.0),

@@ -54,6 +54,16 @@ class Tokenizer(nn.Module, ABC):
             )
         return tuple(s // p for s, p in zip(spatial, self.patch_size))
 
+    def mask_grid(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The grid mask policies draw on: the token grid (a hybrid tokenizer may mask its
+        input cells instead)."""
+        return self.grid(input_shape)
+
+    def hidden(self, mask: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:
+        """mask [B, prod(mask_grid)] -> bool, True where a value of ``patchify``'s [B, L, P]
+        layout is hidden from the encoder: here whole patches, [B, L, 1]."""
+        return mask.unsqueeze(-1)
+
     def num_tokens(self, input_shape: tuple[int, ...]) -> int:
         """L for one sample of shape ``(C, *spatial)``."""
         return math.prod(self.grid(input_shape))

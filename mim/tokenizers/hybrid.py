@@ -16,12 +16,11 @@ grid and are returned as ``Tokens.skip``; the model adds them to the encoded tok
 decoder embedding (the Linear of Eq. 1). ``Tokens.stages`` holds the stage-1/2 maps (strides 4
 and 8) for feature-pyramid heads (``MaskedAutoencoder.pyramid``).
 
-``mask_level="input"`` is Table 5's ablation: the mask lives on the stage-1 grid (MAE-style
-random masking of input tokens), stage 2 sees a cell while any of its stage-1 cells is visible,
-and stage 3 keeps every token (1.7x the FLOPs of block masking at MCMAE-B / 224). It is for
-measurement from Python (the data pipeline draws masks on ``grid``): set
-``model.tokenizer.mask_level = "input"`` and ``model.loss_on = "all"`` (every stage-3 patch is
-then partly visible), and pass masks drawn on ``tokenizer.mask_grid(shape)``.
+``mask_level="input"`` is Table 5's ablation (``model.hybrid_mask_level=input``): the mask lives
+on the stage-1 grid (MAE-style random masking of input tokens; ``mask_grid``, where the data
+pipeline draws it), stage 2 sees a cell while any of its stage-1 cells is visible, and stage 3
+keeps every token (1.7x the FLOPs of block masking at MCMAE-B / 224). Every stage-3 patch is then
+partly visible, so the loss is on all of them (``model.loss_on=all``).
 """
 from __future__ import annotations
 
@@ -99,6 +98,14 @@ class HybridTokenizer(Tokenizer):
     def mask_grid(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The grid the mask is drawn on: stage 3 (MCMAE), or stage 1 for ``mask_level=input``."""
         return self.stage_grids(input_shape)[0 if self.mask_level == "input" else -1]
+
+    def hidden(self, mask: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:
+        """With ``mask_level=input`` the stage-1 cells: [B, L1] -> [B, L, P] (see the base)."""
+        if self.mask_level != "input":
+            return super().hidden(mask, input_shape)
+        cells = upsample_mask(mask, self.stage_grids(input_shape)[0], tuple(input_shape)[1:])
+        pixels = cells.unsqueeze(1).expand(-1, input_shape[0], *cells.shape[1:])  # [B, C, *sp]
+        return self.patchify(pixels)  # [B, L, P]
 
     @property
     def pyramid_pool(self) -> tuple[int, ...]:

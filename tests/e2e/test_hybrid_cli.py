@@ -74,3 +74,24 @@ def test_volume_preset_trains(cli, tmp_path: Path, cache) -> None:
     assert all(r["loss"] > 0 for r in records)
     derived = json.loads((run / "derived.json").read_text())
     assert derived["grid"] == [2, 2, 2]  # strides 4, 2, 2 along every axis
+
+
+def test_input_masking_ablation_trains_from_the_command_line(cli, tmp_path: Path,
+                                                             cache) -> None:
+    """MCMAE Table 5's ablation: the mask policy draws on the stage-1 grid, stage 3 keeps every
+    token and the loss covers all of them; pictures black out the masked 4x4 cells."""
+    run = tmp_path / "run"
+    records = _train(cli, run, cache, "modality=image", "experiment=demo", "model=mcmae_small",
+                     "model.hybrid_mask_level=input", "model.loss_on=all",
+                     "data.input_size=64", "train.max_steps=4")
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert all(r["skipped"] == 0 and r["loss"] == r["loss"] for r in records)
+    derived = json.loads((run / "derived.json").read_text())
+    assert derived["grid"] == [4, 4] and derived["mask_grid"] == [16, 16]
+    assert derived["masked_tokens"] == 192  # 75 % of the 256 stage-1 cells
+    assert (run / "pictures" / "step_00000004.png").read_bytes()[:4] == b"\x89PNG"
+    result = cli.run("train", "modality=image", "model=mcmae_small",
+                     "model.hybrid_mask_level=input", f"run.dir={tmp_path / 'bad'}", env=cache)
+    assert result.returncode == 2, cli.describe(result)
+    assert "model.loss_on: with model.hybrid_mask_level=input" in result.stderr
+    assert not (tmp_path / "bad").exists()  # stopped before anything was written

@@ -146,8 +146,8 @@ def test_pyramid_features_at_strides_4_8_16_32():
 
 
 def test_input_random_masking_ablation_keeps_every_stage3_token():
-    model = _model(loss_on="all").eval()
-    model.tokenizer.mask_level = "input"  # Table 5: MAE's random mask on stage-1 tokens
+    # Table 5: MAE's random mask on stage-1 tokens
+    model = _model(loss_on="all", hybrid_mask_level="input").eval()
     x = torch.randn(2, 3, 64, 64)
     grid1 = model.tokenizer.mask_grid(x.shape[1:])
     assert grid1 == (16, 16)
@@ -204,3 +204,32 @@ def test_bf16_gradients_of_the_conv_stages_match_fp32(tokenizer):
         got = grads[torch.bfloat16][name]
         assert torch.isfinite(got).all(), name
         assert float((got - want).norm() / want.norm()) < 0.05, name
+
+
+def test_hidden_values_follow_the_level_the_mask_lives_on():
+    """Reconstruction pictures black out what the encoder did not see: whole patches, or the
+    stage-1 cells (4x4 pixels at patch 16) with ``hybrid_mask_level=input``."""
+    x_shape = (3, 32, 48)
+    block = _model()
+    grid = block.tokenizer.mask_grid(x_shape)  # (2, 3), stage 3
+    mask = _mask(grid)
+    assert torch.equal(block.tokenizer.hidden(mask, x_shape), mask.unsqueeze(-1))
+    cells = _model(loss_on="all", hybrid_mask_level="input").tokenizer
+    grid1 = cells.mask_grid(x_shape)
+    assert grid1 == (8, 12)
+    mask1 = _mask(grid1)  # [2, 96]
+    hidden = cells.hidden(mask1, x_shape)  # [2, 6, 768]
+    pixels = cells.unpatchify(hidden.float(), grid)  # [2, 3, 32, 48]
+    expected = mask1.view(2, 1, 8, 1, 12, 1).expand(2, 3, 8, 4, 12, 4).reshape(2, 3, 32, 48)
+    assert torch.equal(pixels.bool(), expected)
+
+
+def test_hybrid_mask_level_config_errors_name_the_keys():
+    for fields, key in [(dict(tokenizer="hybrid2d", hybrid_mask_level="pixel"),
+                         "model.hybrid_mask_level: 'pixel' is not one of: stage3, input"),
+                        (dict(hybrid_mask_level="input", loss_on="all"),
+                         "model.hybrid_mask_level: input needs a hybrid tokenizer"),
+                        (dict(tokenizer="hybrid2d", hybrid_mask_level="input"),
+                         "model.loss_on: with model.hybrid_mask_level=input")]:
+        with pytest.raises(ValueError, match=key):
+            ModelConfig(**fields)
