@@ -6,9 +6,9 @@ BEiT and MAE use it): the head and final norm get the full lr, block i of d gets
 decay^(d - i), the patch embedding and tokens decay^(d + 1); no weight decay on biases, norms
 and tokens. Training views are the modality's fine-tuning views where it has them
 (``LabelledData.train_strong``; images and videos: RandAugment and random erasing). Mixup /
-cutmix with label smoothing through timm's ``Mixup`` and ``SoftTargetCrossEntropy`` (cutmix boxes cover
-the last two axes; leading axes such as time are folded into channels so every frame gets the
-same box). Optional EMA of the weights (timm's ``ModelEmaV3``). Partial fine-tuning
+cutmix with label smoothing through timm's ``Mixup`` and ``SoftTargetCrossEntropy`` (cutmix
+boxes cover the last two axes; leading axes such as time are folded into channels so every
+frame gets the same box). Optional EMA of the weights (timm's ``ModelEmaV3``). Partial fine-tuning
 (``blocks=k``) trains only the last k blocks, the final norm and the head (k = 0: norm and
 head). Several test views average their softmax.
 """
