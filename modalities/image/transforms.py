@@ -41,28 +41,13 @@ def crop_box(width: int, height: int, scale: tuple[float, float],
     return left, top, left + w, top + h
 
 
-class Normalise:
-    """RGB PIL image -> ``(pixels / 255 - mean) / std`` [3, H, W] as one multiply and one add in
-    place on the float copy (the constants folded in float64)."""
-
-    def __init__(self, mean: list[float], std: list[float]):
-        mean64 = torch.tensor(mean, dtype=torch.float64).view(3, 1, 1)
-        std64 = torch.tensor(std, dtype=torch.float64).view(3, 1, 1)
-        self.gain = (1.0 / (255.0 * std64)).float()  # [3, 1, 1]
-        self.shift = (-mean64 / std64).float()  # [3, 1, 1]
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())  # [H, W, 3]
-        x = pixels.permute(2, 0, 1).float()  # [3, H, W], a new tensor
-        return x.mul_(self.gain).add_(self.shift)
-
-
 class PretrainTransform:
     def __init__(self, cfg: ImageDataConfig):
         self.size = cfg.input_size
         self.scale = (cfg.min_scale, cfg.max_scale)
         self.hflip = cfg.hflip
-        self.normalise = Normalise(cfg.mean, cfg.std)
+        self.mean = torch.tensor(cfg.mean).view(3, 1, 1)
+        self.std = torch.tensor(cfg.std).view(3, 1, 1)
 
     def __call__(self, image: Image.Image, seed: int) -> torch.Tensor:
         """RGB PIL image -> normalised tensor [3, size, size]."""
@@ -76,6 +61,12 @@ class PretrainTransform:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
         return image
 
+    def normalise(self, image: Image.Image) -> torch.Tensor:
+        """RGB PIL image -> ``(pixels / 255 - mean) / std`` [3, H, W]."""
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())  # [H, W, 3]
+        x = pixels.permute(2, 0, 1).float().div_(255.0)  # [3, H, W]
+        return (x - self.mean) / self.std
+
 
 class CentreTransform:
     """The test view (timm / MAE evaluation): the short side resized to ``input_size /
@@ -84,7 +75,8 @@ class CentreTransform:
     def __init__(self, cfg: ImageDataConfig, crop_pct: float = 1.0):
         self.size = cfg.input_size
         self.resize = max(self.size, round(self.size / crop_pct))
-        self.normalise = Normalise(cfg.mean, cfg.std)
+        self.mean = torch.tensor(cfg.mean).view(3, 1, 1)
+        self.std = torch.tensor(cfg.std).view(3, 1, 1)
 
     def __call__(self, image: Image.Image, seed: int = 0) -> torch.Tensor:
         """RGB PIL image -> normalised tensor [3, size, size] (``seed`` is unused)."""
@@ -94,4 +86,6 @@ class CentreTransform:
         image = image.resize((width, height), Image.BICUBIC)
         left, top = (width - self.size) // 2, (height - self.size) // 2
         image = image.crop((left, top, left + self.size, top + self.size))
-        return self.normalise(image)
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())  # [H, W, 3]
+        x = pixels.permute(2, 0, 1).float().div_(255.0)  # [3, H, W]
+        return (x - self.mean) / self.std
