@@ -29,12 +29,17 @@ def image_run(module_cli, tmp_path_factory, cache) -> Path:
     return run
 
 
-def _eval(cli, protocol: str, *overrides: str, env=None) -> dict:
+def _run_eval(cli, protocol: str, *overrides: str, env=None):
+    """(the finished ``mim eval`` process, the results file it names)."""
     result = cli.run("eval", protocol, *overrides, "eval.num_workers=0", env=env)
     assert result.returncode == 0, cli.describe(result)
     line = result.stdout.strip().splitlines()[-1]
     assert line.startswith(f"{protocol} (") and "top-1" in line, line
-    return json.loads(Path(line.rsplit("results: ", 1)[1]).read_text())
+    return result, json.loads(Path(line.rsplit("results: ", 1)[1]).read_text())
+
+
+def _eval(cli, protocol: str, *overrides: str, env=None) -> dict:
+    return _run_eval(cli, protocol, *overrides, env=env)[1]
 
 
 def test_three_protocols_write_their_results(module_cli, image_run, cache) -> None:
@@ -121,13 +126,10 @@ def test_video_clip_features_average_test_views(cli, tmp_path: Path, cache) -> N
     assert (knn["num_train"], knn["num_val"]) == (24, 12)  # 4 training photos, 2 held out
     assert knn["data"]["num_frames"] == 8 and knn["data"]["input_size"] == 48  # from the run
     # fine-tuning's views: VideoMAE's RandAugment on every frame alike, per-frame erasing
-    result = cli.run("eval", "finetune", f"run.dir={run}", "finetune.epochs=1",
-                     "finetune.batch_size=8", "data.test_clips=1", "data.test_crops=1",
-                     "eval.num_workers=0", env=cache)
-    assert result.returncode == 0, cli.describe(result)
+    result, tuned = _run_eval(cli, "finetune", f"run.dir={run}", "finetune.epochs=1",
+                              "finetune.batch_size=8", "data.test_clips=1",
+                              "data.test_crops=1", env=cache)
     assert "unreadable" not in result.stderr, result.stderr  # every augmented clip was read
-    tuned = json.loads(Path(result.stdout.strip().splitlines()[-1].rsplit("results: ", 1)[1])
-                       .read_text())
     assert tuned["data"]["randaug"] == "rand-m7-n4-mstd0.5-inc1" and tuned["data"]["reprob"] > 0
     assert 0 <= tuned["metrics"]["top1"] <= 100
     clip = Path(cache["MIM_CACHE_DIR"]) / "demo_video" / "labelled_v1" / "pan_camera_0.mp4"
