@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from mim.engine import compiling
+
 
 @dataclass
 class TrainConfig:
@@ -19,7 +21,7 @@ class TrainConfig:
     accum_steps: int = 1
     clip_grad: Optional[float] = None
     precision: str = "auto"  # auto (bf16 where computed natively) | fp32 | bf16 (autocast)
-    compile: bool = False
+    compile: str = "none"  # none | blocks (each transformer block; true) | model (whole forward)
     num_workers: int = 4
     log_every: int = 10
     ckpt_every: int = 500  # optimiser steps between checkpoints (and one at the end)
@@ -44,6 +46,7 @@ class TrainConfig:
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"train.precision: '{self.precision}' is not one of: auto, fp32, "
                              "bf16")
+        self.compile = compiling.mode(self.compile)
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ValueError(f"train.clip_grad: must be > 0, got {self.clip_grad}")
         if self.nonfinite not in ("stop", "skip"):

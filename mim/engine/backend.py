@@ -21,6 +21,7 @@ from torch import nn
 
 from mim import faults
 from mim.config.errors import ConfigError
+from mim.engine import compiling
 from mim.engine import precision as precisions
 from mim.registry import BACKENDS
 
@@ -129,19 +130,22 @@ class TorchBackend(Backend):
     """Plain PyTorch: one process, or DistributedDataParallel when a process group exists."""
 
     def __init__(self, precision: str = "fp32", accum_steps: int = 1,
-                 clip_grad: float | None = None, compile: bool = False, batch_size: int = 1):
+                 clip_grad: float | None = None, compile: str | bool = "none",
+                 batch_size: int = 1):
         super().__init__(precision, accum_steps, clip_grad, batch_size)
-        self.compile = compile
+        self.compile = compiling.mode(compile)
         self.device = local_device()
 
     def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer,
               scheduler: torch.optim.lr_scheduler.LRScheduler) -> nn.Module:
         self.model = model.to(self.device)
         self.optimizer, self.scheduler = optimizer, scheduler
+        if self.compile == "blocks":
+            compiling.compile_blocks(self.model)
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.runner = torch.compile(self.model) if self.compile else self.model
+        self.runner = torch.compile(self.model) if self.compile == "model" else self.model
         return self.runner
 
     @property

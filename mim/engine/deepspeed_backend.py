@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from mim.config.errors import ConfigError
+from mim.engine import compiling
 from mim.engine.backend import Backend, local_device
 from mim.model import MAEOutput
 from mim.registry import BACKENDS
@@ -50,11 +51,18 @@ class DeepSpeedBackend(Backend):
                 raise ValueError("backend.offload_optimizer: needs backend.zero_stage >= 1")
 
     def __init__(self, precision: str = "fp32", accum_steps: int = 1,
-                 clip_grad: float | None = None, compile: bool = False, batch_size: int = 1,
-                 zero_stage: int = 2, offload_optimizer: bool = False, fused_adam: bool = False):
+                 clip_grad: float | None = None, compile: str | bool = "none",
+                 batch_size: int = 1, zero_stage: int = 2, offload_optimizer: bool = False,
+                 fused_adam: bool = False):
         super().__init__(precision, accum_steps, clip_grad, batch_size)
         self.options = self.Config(zero_stage, offload_optimizer, fused_adam)  # runs the checks
-        self.compile = compile
+        self.compile = compiling.mode(compile)
+        if self.compile != "none" and zero_stage == 3:
+            # ZeRO-3 gathers each layer's weights in module hooks: they split a compiled block
+            # into a graph per layer, and whole-model compilation fails on weights read
+            # outside their module's forward (the patch embedding's)
+            raise ConfigError(f"train.compile: '{self.compile}' is not supported with "
+                              "backend.zero_stage=3; valid there: none (or zero_stage 0-2)")
         self.device = local_device()
 
     def native_bf16(self) -> tuple[bool, str]:
@@ -114,13 +122,15 @@ class DeepSpeedBackend(Backend):
         else:
             params, client_optimizer, client_scheduler = None, optimizer, scheduler
         logging.getLogger("DeepSpeed").addFilter(_handled_output_warning)
+        if self.compile == "blocks":
+            compiling.compile_blocks(model)
         self.root = _TupleOutput(model)
         for param in model.parameters(recurse=False):  # e.g. mask_token: see _TupleOutput
             deepspeed.zero.register_external_parameter(self.root, param)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=self.root, optimizer=client_optimizer, model_parameters=params,
             lr_scheduler=client_scheduler, config=self._ds_config(optimizer))
-        if self.compile:
+        if self.compile == "model":
             self.engine.compile()
         self.runner = _Runner(self.engine, self.root)
         return self.runner

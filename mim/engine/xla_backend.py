@@ -58,6 +58,7 @@ from torch import nn
 from mim.data import Batch
 
 from mim.config.errors import ConfigError
+from mim.engine import compiling
 from mim.engine.backend import TorchBackend
 from mim.registry import BACKENDS
 
@@ -114,8 +115,8 @@ class XLABackend(TorchBackend):
                 raise ValueError(f"backend.prefetch: must be >= 1, got {self.prefetch}")
 
     def __init__(self, precision: str = "fp32", accum_steps: int = 1,
-                 clip_grad: float | None = None, compile: bool = False, batch_size: int = 1,
-                 sharding: str = "none", checkpoint: str = "auto", prefetch: int = 2):
+                 clip_grad: float | None = None, compile: str | bool = "none",
+                 batch_size: int = 1, sharding: str = "none", checkpoint: str = "auto", prefetch: int = 2):
         # TorchBackend.__init__ would pick a CUDA device; the base class is enough here
         super(TorchBackend, self).__init__(precision, accum_steps, clip_grad, batch_size)
         self.options = self.Config(sharding, checkpoint, prefetch)  # runs the checks
@@ -124,10 +125,10 @@ class XLABackend(TorchBackend):
             raise ConfigError("backend=xla: with backend.sharding=none it runs one process on one "
                               "XLA device; for several devices or hosts set backend.sharding="
                               "data or fsdp (one process per host) instead of launcher.nprocs")
-        if compile:
+        if compiling.mode(compile) != "none":
             raise ConfigError("train.compile: not supported with backend=xla (XLA already "
                               "compiles every traced step)")
-        self.compile = False
+        self.compile = "none"
         try:
             import torch_xla
             import torch_xla.runtime as xr

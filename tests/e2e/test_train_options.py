@@ -85,10 +85,11 @@ def test_auto_precision_is_bf16_where_the_cpu_has_it_and_is_logged(tmp_path):
     assert (losses(out) == losses(fp32)) == (want == "fp32")
 
 
-def test_compiled_model_matches_eager(tmp_path):
+@pytest.mark.parametrize("mode", ["blocks", "model"])
+def test_compiled_model_matches_eager(tmp_path, mode):
     eager = run(tmp_path, "eager", "train.batch_size=8", "train.max_steps=2")
     compiled = run(tmp_path, "compiled", "train.batch_size=8", "train.max_steps=2",
-                   "train.compile=true")
+                   f"train.compile={mode}")
     torch.testing.assert_close(losses(compiled), losses(eager), rtol=1e-4, atol=1e-5)
 
 

@@ -61,3 +61,36 @@ def test_state_dict_is_the_whole_model_and_loads_back(fresh_group, stage: int) -
         assert torch.equal(tensor, before[name]), name
     with torch.no_grad():
         assert runner(x, mask).loss.item() == loss.item()  # the module itself was reloaded too
+
+
+def _first_step(compile: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss of a first ZeRO-2 step and the weights after it, with ``train.compile=compile``."""
+    from mim.engine.deepspeed_backend import DeepSpeedBackend
+
+    torch.manual_seed(0)
+    model = mim.create_model("mae_vit_tiny_patch16", **TINY)
+    optimizer = build_adamw(model, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05)
+    backend = DeepSpeedBackend(batch_size=2, zero_stage=2, compile=compile)
+    runner = backend.setup(model, optimizer, cosine_schedule(optimizer, 2, 10))
+    loss = runner(*batch(1)).loss
+    backend.backward(loss)
+    assert backend.step()
+    return loss.detach(), backend.state_dict()["model"]["blocks.0.attn.qkv.weight"]
+
+
+def test_compiled_blocks_under_zero2_step_like_eager(fresh_group) -> None:
+    eager_loss, eager_weight = _first_step("none")
+    loss, weight = _first_step("blocks")
+    torch.testing.assert_close(loss, eager_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(weight, eager_weight, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("compile", ["blocks", "model"])
+def test_zero3_refuses_compilation_before_any_work(compile: str) -> None:
+    pytest.importorskip("deepspeed")
+    from mim.config.errors import ConfigError
+    from mim.engine.deepspeed_backend import DeepSpeedBackend
+
+    with pytest.raises(ConfigError, match="train.compile.*zero_stage=3.*valid there: none"):
+        DeepSpeedBackend(zero_stage=3, compile=compile)
+    assert DeepSpeedBackend(zero_stage=2, compile=compile).compile == compile
