@@ -17,6 +17,7 @@ import torch
 
 import mim  # noqa: F401  (torchvision import fix before timm; registers the built-ins)
 from bench.harness import Row, Settings, machine, precisions, table
+from mim.engine import compiling
 
 FIGURES = ("image", "video", "paper", "data", "memory", "gpu")
 
@@ -27,8 +28,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="tiny models and one round: checks that the suite runs")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per case")
-    p.add_argument("--compile", action="store_true",
-                   help="also time our step with train.compile (slow to compile on a CPU)")
+    p.add_argument("--compile", nargs="?", const="blocks", default="",
+                   help="also time our image and video steps with train.compile: blocks (the "
+                        "default), model, or both comma-separated (slow to compile on a CPU)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: torch's, one per core); on a shared machine 1 "
                         "keeps a preempted thread from stalling the other at every barrier")
@@ -42,6 +44,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.figures) - set(FIGURES))
     if unknown:
         p.error(f"--only: unknown figure {unknown[0]!r}; valid: {', '.join(FIGURES)}")
+    args.compile_modes = tuple(m for m in args.compile.split(",") if m)
+    bad = [m for m in args.compile_modes if m not in compiling.MODES[1:]]
+    if bad:
+        p.error(f"--compile: {bad[0]!r} is not one of: {', '.join(compiling.MODES[1:])}")
     return args
 
 
@@ -82,10 +88,10 @@ def main(argv: list[str] | None = None) -> int:
 def run_figure(figure: str, settings: Settings, args: argparse.Namespace) -> list[Row]:
     if figure == "image":
         from bench import image
-        return image.run(settings, compile=args.compile)
+        return image.run(settings, compile=args.compile_modes)
     if figure == "video":
         from bench import video
-        return video.run(settings)
+        return video.run(settings, compile=args.compile_modes)
     if figure == "paper":
         from bench import paper
         return paper.run(settings)

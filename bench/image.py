@@ -39,7 +39,8 @@ def masks(grid: tuple[int, ...], batch: int, count: int = 4) -> list[torch.Tenso
     return [torch.stack([policy(grid, generator) for _ in range(batch)]) for _ in range(count)]
 
 
-def run(settings: Settings, compile: bool = False) -> list[Row]:
+def run(settings: Settings, compile: tuple[str, ...] = ()) -> list[Row]:
+    """``compile``: train.compile modes (blocks, model) to time our step in as well."""
     cfg, size, batch = config(settings.quick)
     device = settings.device
     batch = batch_for(device, settings.quick) or batch
@@ -50,7 +51,8 @@ def run(settings: Settings, compile: bool = False) -> list[Row]:
     # train.precision=auto, resolved as the training loop does for this device
     precision_default, why = precisions.resolve(default.precision,
                                                 precisions.native_bf16(device))
-    ours_default = f"ours {precision_default}" + (" compiled" if default.compile else "")
+    ours_default = f"ours {precision_default}" + (
+        f" compile={default.compile}" if default.compile != "none" else "")
     cases, flops = {}, {}
     for precision in settings.precisions:
         step = steps.ours(cfg, x, ms, precision)
@@ -58,8 +60,9 @@ def run(settings: Settings, compile: bool = False) -> list[Row]:
         if not flops:  # FLOPs do not depend on the precision: counted once
             flops["ours"], flops["peer"] = steps.image_flops(step), steps.image_flops(peer)
         cases[f"ours {precision}"], cases[f"peer {precision}"] = step.run, peer.run
-        if compile:
-            cases[f"ours {precision} compiled"] = steps.ours(cfg, x, ms, precision, True).run
+        for mode in compile:
+            cases[f"ours {precision} compile={mode}"] = steps.ours(cfg, x, ms, precision,
+                                                                   mode).run
         del step, peer
     if ours_default not in cases:
         cases[ours_default] = steps.ours(cfg, x, ms, precision_default, default.compile).run
@@ -74,15 +77,16 @@ def run(settings: Settings, compile: bool = False) -> list[Row]:
     rows = []
     label = f"ViT-B/16 {size}px, mask {MASK_RATIO}, batch {batch}, {device.type}"
     for precision, goal in (("fp32", 1.1), ("bf16", 1.3)):
-        for name in (f"ours {precision}", f"ours {precision} compiled"):
+        for mode in ("none", *compile):
+            name = f"ours {precision}" + (f" compile={mode}" if mode != "none" else "")
             if name in t:
-                what = "ours" if name == f"ours {precision}" else "ours + train.compile"
+                what = "ours" + (f" + train.compile={mode}" if mode != "none" else "")
                 rows.append(Row(f"1. image step {precision}: {what} vs HF ViTMAE ({label})",
                                 t.ratio(f"peer {precision}", name),
                                 f"peer {med(f'peer {precision}')} / {name} {med(name)}", goal))
     if "peer fp32" in t:
         rows.append(Row(f"1. image step, defaults: ours ({why} -> {precision_default}, "
-                        f"train.compile={str(default.compile).lower()}) vs HF (fp32, SDPA, "
+                        f"train.compile={default.compile}) vs HF (fp32, SDPA, "
                         "fused AdamW)", t.ratio("peer fp32", ours_default),
                         f"peer {med('peer fp32')} / ours {med(ours_default)}", 2.0))
     if "peer fp32" in t and "ours bf16" in t:

@@ -41,7 +41,7 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
 
 
 def ours(cfg: ModelConfig, x: torch.Tensor, masks: list[torch.Tensor], precision: str,
-         compile: bool = False) -> Step:
+         compile: str = "none") -> Step:
     """Our step on ``x`` [B, C, *spatial], cycling through the loader-made ``masks`` [B, L]."""
     torch.manual_seed(0)
     model = build_model(cfg, in_chans=x.shape[1])

@@ -27,7 +27,8 @@ def config(quick: bool):
     return cfg, 16, 224, 2
 
 
-def run(settings: Settings) -> list[Row]:
+def run(settings: Settings, compile: tuple[str, ...] = ()) -> list[Row]:
+    """``compile``: train.compile modes (blocks, model) to time our step in as well."""
     cfg, frames, size, batch = config(settings.quick)
     device = settings.device
     x = torch.randn(batch, 3, frames, size, size, device=device)
@@ -39,6 +40,9 @@ def run(settings: Settings) -> list[Row]:
     for precision in settings.precisions:
         cases[f"ours {precision}"] = steps.ours(cfg, x, masks, precision).run
         cases[f"peer {precision}"] = steps.peer_video(cfg, x, masks[0].to(device), precision).run
+        for mode in compile:
+            cases[f"ours {precision} compile={mode}"] = steps.ours(cfg, x, masks, precision,
+                                                                   mode).run
     rounds = settings.rounds if settings.quick or device.type == "cuda" else min(settings.rounds, 3)
     t = round_robin(cases, settings, rounds)
     visible = grid[0] * grid[1] * grid[2] - policy.num_masked(grid)
@@ -49,8 +53,11 @@ def run(settings: Settings) -> list[Row]:
     for precision, goal in (("fp32", 1.1), ("bf16", 1.3)):
         if precision not in settings.precisions:
             continue
-        ours, peer = f"ours {precision}", f"peer {precision}"
-        rows.append(Row(f"3. video step {precision}: ours vs HF VideoMAE ({label})",
-                        t.ratio(peer, ours), f"peer {seconds(t.median(peer))} / ours "
-                        f"{seconds(t.median(ours))}", goal))
+        peer = f"peer {precision}"
+        for mode in ("none", *compile):
+            ours = f"ours {precision}" + (f" compile={mode}" if mode != "none" else "")
+            what = "ours" + (f" + train.compile={mode}" if mode != "none" else "")
+            rows.append(Row(f"3. video step {precision}: {what} vs HF VideoMAE ({label})",
+                            t.ratio(peer, ours), f"peer {seconds(t.median(peer))} / {ours} "
+                            f"{seconds(t.median(ours))}", goal))
     return rows

@@ -41,17 +41,26 @@ def test_bench_rejects_an_unknown_figure():
 
 
 def test_bench_times_only_the_precisions_asked(tmp_path):
-    """On a CPU without native bf16 the suite runs like this (``bench.harness.precisions``)."""
+    """On a CPU without native bf16 the suite runs like this (``bench.harness.precisions``);
+    ``--compile`` adds our step with its blocks compiled."""
     pytest.importorskip("transformers")
     out = tmp_path / "rows.json"
     proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "image",
-                           "--precisions", "fp32", "--json", str(out)], cwd=ROOT,
+                           "--precisions", "fp32", "--compile", "--json", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = [row["figure"] for row in json.loads(out.read_text())["rows"]]
     assert any(f.startswith("1. image step fp32") for f in figures), figures
     assert any(f.startswith("2. utilisation fp32") for f in figures), figures
+    assert any(f.startswith("1. image step fp32: ours + train.compile=blocks vs") for f in figures)
     assert not any("bf16" in f.split("(")[0] for f in figures), figures
+
+
+def test_bench_rejects_an_unknown_compile_mode():
+    proc = subprocess.run([sys.executable, "-m", "bench", "--compile", "blocks,fast"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "--compile: 'fast' is not one of: blocks, model" in proc.stderr
 
 
 def test_bench_rejects_an_unknown_precision():
