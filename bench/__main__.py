@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m bench: error: {exc}", file=sys.stderr)
         return 2
     settings = Settings(warmup=1, rounds=args.rounds or (1 if args.quick else 5),
+                        rounds_asked=args.rounds is not None,
                         quick=args.quick, device=device, precisions=chosen)
     info = machine()
     print(" ".join(f"{k}={v}" for k, v in info.items()), flush=True)

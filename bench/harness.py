@@ -40,6 +40,7 @@ class Row:
 class Settings:
     warmup: int = 1  # untimed calls of every case before the round robin
     rounds: int = 5  # timed calls of every case, alternating
+    rounds_asked: bool = False  # --rounds given: heavy figures keep it instead of their own cap
     quick: bool = False  # tiny models: checks that the suite runs, says nothing about speed
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     # the precisions the step figures time; bf16 only where the device computes it natively

@@ -3,7 +3,8 @@
 VideoMAE ViT-B (``videomae_vit_base_patch16_16x224``): 16 frames at 224 px, 2x16x16 cubes
 (L = 8 x 14 x 14 = 1568), tube masking 0.9 (152 visible tokens), decoder 4 x 384, norm-pix.
 Both models get the same loader-made tube masks. On a CPU a step is heavy, so the batch is
-small (2) and the rounds few (3); both are printed with the row.
+small (2) and the rounds few (3 unless ``--rounds`` says otherwise); both are printed with the
+row.
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def run(settings: Settings, compile: tuple[str, ...] = ()) -> list[Row]:
         for mode in compile:
             cases[f"ours {precision} compile={mode}"] = steps.ours(cfg, x, masks, precision,
                                                                    mode).run
-    rounds = settings.rounds if settings.quick or device.type == "cuda" else min(settings.rounds, 3)
+    capped = not (settings.quick or settings.rounds_asked or device.type == "cuda")
+    rounds = min(settings.rounds, 3) if capped else settings.rounds
     t = round_robin(cases, settings, rounds)
     visible = grid[0] * grid[1] * grid[2] - policy.num_masked(grid)
     label = (f"ViT-B {frames}x{size}, tubelet {cfg.tubelet_size}, tube {MASK_RATIO} "
