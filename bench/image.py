@@ -98,8 +98,10 @@ def run(settings: Settings, compile: tuple[str, ...] = ()) -> list[Row]:
             continue
         matmul = f"matmul {precision}"
         peak = peaks[precision] / t.median(matmul)
-        for who in ("ours", "peer"):
-            name = f"{who} {precision}"
+        # compiling changes no FLOP: a compiled step counts as many as the eager one
+        named = [("ours", f"ours {precision}"), ("peer", f"peer {precision}"),
+                 *(("ours", f"ours {precision} compile={mode}") for mode in compile)]
+        for who, name in named:
             # per round: (FLOPs / step time) / (matmul FLOPs / matmul time)
             util = flops[who] / peaks[precision] * t.ratio(matmul, name)
             rows.append(Row(f"2. utilisation {precision}: {name} FLOP/s / square matmul FLOP/s",

@@ -1,11 +1,12 @@
 """``train.compile``: how much of the model ``torch.compile`` sees.
 
 - ``none``: eager PyTorch.
-- ``blocks`` (``true``): regional compilation. Every transformer block is compiled on its own
-  (``nn.Module.compile``, in place); the blocks of a stack are identical modules, so they share
-  one compiled graph and the first step compiles in a fraction of the whole model's time (ViT-B
-  MAE on a Zen 3 core: 38 s against 114 s; bench/RESULTS.md). The masking gathers, the loss
-  and everything between the blocks stay eager.
+- ``blocks`` (``true``): regional compilation. Every transformer block, and every conv block of
+  a hybrid tokenizer's stages, is compiled on its own (``nn.Module.compile``, in place). The
+  blocks of a stack are identical modules, so they share one compiled graph, and the first step
+  compiles in a fraction of the whole model's time (ViT-B MAE on a Zen 3 core: 38 s against
+  114 s; bench/RESULTS.md). The masking gathers, the loss and everything between the blocks
+  stay eager.
 - ``model``: the whole forward as one graph (``torch.compile(model)``); the longest compile,
   room for fusions across block boundaries.
 
@@ -31,10 +32,13 @@ def mode(value: object) -> str:
 
 
 def compile_blocks(model: nn.Module) -> int:
-    """Compile every transformer block of ``model`` in place; returns how many were compiled."""
-    from mim.blocks import Block  # here: the config schema imports this module's mode()
+    """Compile every transformer block and conv block of ``model`` in place; returns how many
+    were compiled."""
+    # here, not at the top: the config schema imports this module for mode()
+    from mim.blocks import Block
+    from mim.tokenizers.masked_conv import ConvBlock
 
-    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    blocks = [m for m in model.modules() if isinstance(m, (Block, ConvBlock))]
     if not blocks:
         raise ValueError("train.compile=blocks: the model has no transformer blocks to compile "
                          "(use train.compile=model)")

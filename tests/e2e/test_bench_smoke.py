@@ -53,6 +53,7 @@ def test_bench_times_only_the_precisions_asked(tmp_path):
     assert any(f.startswith("1. image step fp32") for f in figures), figures
     assert any(f.startswith("2. utilisation fp32") for f in figures), figures
     assert any(f.startswith("1. image step fp32: ours + train.compile=blocks vs") for f in figures)
+    assert any(f.startswith("2. utilisation fp32: ours fp32 compile=blocks") for f in figures)
     assert not any("bf16" in f.split("(")[0] for f in figures), figures
 
 

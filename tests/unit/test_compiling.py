@@ -1,4 +1,5 @@
-"""``train.compile``: the modes, their config errors, and regional compilation of the blocks."""
+"""``train.compile``: the modes, their config errors, and regional compilation of the blocks
+(transformer blocks, and the conv blocks of a hybrid tokenizer's stages)."""
 from __future__ import annotations
 
 import pytest
@@ -12,6 +13,7 @@ from mim.engine.backend import TorchBackend
 from mim.engine.optim import build_adamw, cosine_schedule
 from mim.masking import RandomMask
 from mim.models import create_model
+from mim.tokenizers.masked_conv import ConvBlock
 
 SMALL = dict(embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16, decoder_depth=1,
              decoder_num_heads=2, patch_size=8)
@@ -33,16 +35,25 @@ def test_a_bad_mode_is_a_one_line_config_error_naming_the_values():
     assert load(["experiment=demo", "train.compile=true"]).train.compile == "blocks"
 
 
-def _step(compile: str, activation_checkpointing: str = "none"):
+# preset, its overrides at tiny size, a sample's shape (C, *spatial)
+MODELS = {
+    "vit": ("mae_vit_base_patch16", SMALL, (3, 32, 32)),
+    "video": ("videomae_vit_base_patch16_16x224", dict(SMALL, tubelet_size=2), (3, 4, 32, 32)),
+    "hybrid": ("mcmae_small", dict(SMALL, hybrid_dims=[8, 16]), (3, 64, 64)),
+}
+
+
+def _step(compile: str, activation_checkpointing: str = "none", which: str = "vit"):
     """Loss and gradients of one training forward/backward through the backend's runner."""
+    name, sizes, shape = MODELS[which]
     torch.manual_seed(0)
-    model = create_model("mae_vit_base_patch16", activation_checkpointing=activation_checkpointing,
-                         **SMALL)
+    model = create_model(name, activation_checkpointing=activation_checkpointing, **sizes)
     backend = TorchBackend(precision="fp32", compile=compile)
     optimizer = build_adamw(model, 1e-3, (0.9, 0.95), 0.05, "cpu")
     runner = backend.setup(model, optimizer, cosine_schedule(optimizer, 1, 10))
-    x = torch.randn(4, 3, 32, 32)
-    mask = torch.stack([RandomMask(0.75)((4, 4), torch.Generator().manual_seed(i))
+    x = torch.randn(4, *shape)
+    grid = model.tokenizer.mask_grid(shape)
+    mask = torch.stack([RandomMask(0.75)(grid, torch.Generator().manual_seed(i))
                         for i in range(4)])
     loss = runner(x, mask).loss
     loss.backward()
@@ -50,13 +61,16 @@ def _step(compile: str, activation_checkpointing: str = "none"):
     return model, loss.detach(), grads
 
 
-@pytest.mark.parametrize("checkpointing", ["none", "all"])
-def test_compiled_blocks_train_like_eager_blocks(checkpointing):
-    eager_model, eager_loss, eager_grads = _step("none", checkpointing)
-    model, loss, grads = _step("blocks", checkpointing)
+@pytest.mark.parametrize("which, checkpointing", [("vit", "none"), ("vit", "all"),
+                                                   ("video", "none"), ("hybrid", "none")])
+def test_compiled_blocks_train_like_eager_blocks(which, checkpointing):
+    eager_model, eager_loss, eager_grads = _step("none", checkpointing, which)
+    model, loss, grads = _step("blocks", checkpointing, which)
     blocks = [m for m in model.modules() if isinstance(m, Block)]
+    conv_blocks = [m for m in model.modules() if isinstance(m, ConvBlock)]
     assert len(blocks) == SMALL["depth"] + SMALL["decoder_depth"]
-    assert all(b._compiled_call_impl is not None for b in blocks)  # compiled in place
+    assert (len(conv_blocks) > 0) == (which == "hybrid")
+    assert all(b._compiled_call_impl is not None for b in blocks + conv_blocks)  # in place
     assert eager_model.state_dict().keys() == model.state_dict().keys()  # checkpoints unchanged
     torch.testing.assert_close(loss, eager_loss, rtol=1e-5, atol=1e-6)
     assert grads.keys() == eager_grads.keys()
