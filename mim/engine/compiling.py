@@ -21,12 +21,13 @@ MODES = ("none", "blocks", "model")
 ALIASES = {"true": "blocks", "false": "none"}
 
 
-def mode(value: object) -> str:
-    """The compile mode a ``train.compile`` value names (``true``/``false`` are aliases)."""
+def mode(value: object, key: str = "train.compile") -> str:
+    """The compile mode a ``train.compile`` (or ``key``) value names (``true``/``false`` are
+    aliases)."""
     name = str(value).lower()
     name = ALIASES.get(name, name)
     if name not in MODES:
-        raise ValueError(f"train.compile: '{value}' is not one of: {', '.join(MODES)} "
+        raise ValueError(f"{key}: '{value}' is not one of: {', '.join(MODES)} "
                          "(true = blocks, false = none)")
     return name
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from mim.engine import compiling
+
 POOLS = ("auto", "cls", "avg")
 
 
@@ -108,6 +110,7 @@ class FinetuneConfig(Schedule):
     ema: bool = False
     ema_decay: float = 0.9999
     blocks: Optional[int] = None  # partial fine-tuning: train only the last k blocks (+ norm)
+    compile: str = "none"  # none | blocks (true) | model: as train.compile (engine/compiling.py)
 
     def __post_init__(self) -> None:
         self.check("finetune")
@@ -121,6 +124,7 @@ class FinetuneConfig(Schedule):
             raise ValueError(f"finetune.ema_decay: must be in (0, 1), got {self.ema_decay}")
         if self.blocks is not None and self.blocks < 0:
             raise ValueError(f"finetune.blocks: must be >= 0 or null, got {self.blocks}")
+        self.compile = compiling.mode(self.compile, "finetune.compile")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"finetune.betas: two values in [0, 1) expected, got {self.betas}")
 

@@ -10,7 +10,8 @@ cutmix with label smoothing through timm's ``Mixup`` and ``SoftTargetCrossEntrop
 boxes cover the last two axes; leading axes such as time are folded into channels so every
 frame gets the same box). Optional EMA of the weights (timm's ``ModelEmaV3``). Partial fine-tuning
 (``blocks=k``) trains only the last k blocks, the final norm and the head (k = 0: norm and
-head). Several test views average their softmax.
+head). Several test views average their softmax. AdamW is torch's fused kernel on CPU and CUDA,
+and ``finetune.compile`` compiles the blocks or the model as ``train.compile`` does.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from timm.loss import SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3
 from torch import nn
 
+from mim.engine import compiling
+from mim.engine.optim import FUSED_ADAMW_DEVICES
 from mim.eval.config import FinetuneConfig
 from mim.eval.features import accuracy, pool, split_views
 from mim.eval.loaders import batches
@@ -101,7 +104,8 @@ def finetune(mae: MaskedAutoencoder, data: LabelledData, cfg: FinetuneConfig, ho
     num_classes = len(data.classes)
     torch.manual_seed(seed)
     model = Classifier(mae, num_classes, how).to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.blr, betas=tuple(cfg.betas))
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.blr, betas=tuple(cfg.betas),
+                                  fused=device.type in FUSED_ADAMW_DEVICES or None)
     batch = min(cfg.batch_size, len(data.train)) // 2 * 2  # mixup pairs a batch with its flip
     mixing = cfg.mixup > 0 or cfg.cutmix > 0
     if batch < 2:
@@ -111,6 +115,10 @@ def finetune(mae: MaskedAutoencoder, data: LabelledData, cfg: FinetuneConfig, ho
     criterion = SoftTargetCrossEntropy() if mixing else nn.CrossEntropyLoss(
         label_smoothing=cfg.smoothing)
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
+    # after the EMA's deep copy: the copy stays eager, with no compiled call bound to this model
+    if cfg.compile == "blocks":
+        compiling.compile_blocks(model)
+    runner = torch.compile(model) if cfg.compile == "model" else model
     steps_per_epoch = max(1, len(data.train) // batch)
     peak = cfg.peak_lr(batch)
     history, step = [], 0
@@ -125,7 +133,7 @@ def finetune(mae: MaskedAutoencoder, data: LabelledData, cfg: FinetuneConfig, ho
                 x = folded.reshape(x.shape)  # back to [B, C, *lead, H, W]
             set_lr(optimizer, lr_at(step, steps_per_epoch, cfg.epochs, cfg.warmup_epochs, peak,
                                     cfg.min_lr))
-            loss = criterion(model(x), y)
+            loss = criterion(runner(x), y)
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"finetune: loss {loss.item()} at step {step + 1}; "
                                          "lower finetune.blr or set finetune.clip_grad")

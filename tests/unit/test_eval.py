@@ -185,6 +185,8 @@ def test_cutmix_folding_keeps_the_time_axis_together() -> None:
     ("knn", ["knn.k=1,2"], "knn.k: one value expected"),
     ("probe", [], "protocol: unknown 'probe'; valid: knn, linprobe, finetune"),
     ("finetune", ["finetune.layer_decay=1.5"], "finetune.layer_decay: must be in (0, 1]"),
+    ("finetune", ["finetune.compile=fast"],
+     "finetune.compile: 'fast' is not one of: none, blocks, model"),
     ("knn", ["eval.init=random", "data.root=/nonexistent"], "data.root: /nonexistent is not a"),
     ("knn", ["eval.init=random", "modality=omni"], "provides no labelled data for evaluation; valid: image"),
 ])
