@@ -1,8 +1,8 @@
 """Figure 6 (CUDA only): MFU and images/s of MAE ViT-L/16 bf16 pretraining.
 
 MAE ViT-L/16 at 224 px, mask 0.75, decoder 8 x 512, norm-pix, bf16 autocast, the full step
-(forward + backward + fused AdamW + schedule), eager and with ``train.compile=blocks`` and ``=model``; the peer
-``ViTMAEForPreTraining`` at the same sizes for a ratio. MFU = FLOPs of the step (counted by
+(forward + backward + fused AdamW + schedule), eager and with ``train.compile=blocks`` and
+``=model``; the peer ``ViTMAEForPreTraining`` at the same sizes for a ratio. MFU = FLOPs of the step (counted by
 ``torch.utils.flop_counter``: matrix products and attention, forward and backward) / the
 step's median time / the GPU's dense bf16 peak from its data sheet; the same over the practical
 peak of an 8192^3 bf16 matrix product timed in the same round robin is printed too.

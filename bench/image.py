@@ -51,8 +51,7 @@ def run(settings: Settings, compile: tuple[str, ...] = ()) -> list[Row]:
     # train.precision=auto, resolved as the training loop does for this device
     precision_default, why = precisions.resolve(default.precision,
                                                 precisions.native_bf16(device))
-    ours_default = f"ours {precision_default}" + (
-        f" compile={default.compile}" if default.compile != "none" else "")
+    ours_default = steps.ours_case(precision_default, default.compile)
     cases, flops = {}, {}
     for precision in settings.precisions:
         step = steps.ours(cfg, x, ms, precision)
@@ -61,8 +60,8 @@ def run(settings: Settings, compile: tuple[str, ...] = ()) -> list[Row]:
             flops["ours"], flops["peer"] = steps.image_flops(step), steps.image_flops(peer)
         cases[f"ours {precision}"], cases[f"peer {precision}"] = step.run, peer.run
         for mode in compile:
-            cases[f"ours {precision} compile={mode}"] = steps.ours(cfg, x, ms, precision,
-                                                                   mode).run
+            cases[steps.ours_case(precision, mode)] = steps.ours(cfg, x, ms, precision,
+                                                                 mode).run
         del step, peer
     if ours_default not in cases:
         cases[ours_default] = steps.ours(cfg, x, ms, precision_default, default.compile).run
@@ -78,9 +77,9 @@ def run(settings: Settings, compile: tuple[str, ...] = ()) -> list[Row]:
     label = f"ViT-B/16 {size}px, mask {MASK_RATIO}, batch {batch}, {device.type}"
     for precision, goal in (("fp32", 1.1), ("bf16", 1.3)):
         for mode in ("none", *compile):
-            name = f"ours {precision}" + (f" compile={mode}" if mode != "none" else "")
+            name = steps.ours_case(precision, mode)
             if name in t:
-                what = "ours" + (f" + train.compile={mode}" if mode != "none" else "")
+                what = steps.ours_label(mode)
                 rows.append(Row(f"1. image step {precision}: {what} vs HF ViTMAE ({label})",
                                 t.ratio(f"peer {precision}", name),
                                 f"peer {med(f'peer {precision}')} / {name} {med(name)}", goal))
@@ -100,7 +99,7 @@ def run(settings: Settings, compile: tuple[str, ...] = ()) -> list[Row]:
         peak = peaks[precision] / t.median(matmul)
         # compiling changes no FLOP: a compiled step counts as many as the eager one
         named = [("ours", f"ours {precision}"), ("peer", f"peer {precision}"),
-                 *(("ours", f"ours {precision} compile={mode}") for mode in compile)]
+                 *(("ours", steps.ours_case(precision, mode)) for mode in compile)]
         for who, name in named:
             # per round: (FLOPs / step time) / (matmul FLOPs / matmul time)
             util = flops[who] / peaks[precision] * t.ratio(matmul, name)

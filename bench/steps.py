@@ -25,6 +25,16 @@ from mim.models import ModelConfig, build_model
 LR, BETAS, WEIGHT_DECAY = 1.5e-4, (0.9, 0.95), 0.05  # MAE, Appendix A.1
 
 
+def ours_case(precision: str, mode: str = "none") -> str:
+    """The round-robin name of our step in ``precision`` under ``train.compile=mode``."""
+    return f"ours {precision}" + (f" compile={mode}" if mode != "none" else "")
+
+
+def ours_label(mode: str = "none") -> str:
+    """How a figure's row names our step under ``train.compile=mode``."""
+    return "ours" + (f" + train.compile={mode}" if mode != "none" else "")
+
+
 @dataclass
 class Step:
     """A ready-to-time training step and what it trains."""

@@ -42,8 +42,8 @@ def run(settings: Settings, compile: tuple[str, ...] = ()) -> list[Row]:
         cases[f"ours {precision}"] = steps.ours(cfg, x, masks, precision).run
         cases[f"peer {precision}"] = steps.peer_video(cfg, x, masks[0].to(device), precision).run
         for mode in compile:
-            cases[f"ours {precision} compile={mode}"] = steps.ours(cfg, x, masks, precision,
-                                                                   mode).run
+            cases[steps.ours_case(precision, mode)] = steps.ours(cfg, x, masks, precision,
+                                                                 mode).run
     capped = not (settings.quick or settings.rounds_asked or device.type == "cuda")
     rounds = min(settings.rounds, 3) if capped else settings.rounds
     t = round_robin(cases, settings, rounds)
@@ -57,8 +57,7 @@ def run(settings: Settings, compile: tuple[str, ...] = ()) -> list[Row]:
             continue
         peer = f"peer {precision}"
         for mode in ("none", *compile):
-            ours = f"ours {precision}" + (f" compile={mode}" if mode != "none" else "")
-            what = "ours" + (f" + train.compile={mode}" if mode != "none" else "")
+            ours, what = steps.ours_case(precision, mode), steps.ours_label(mode)
             rows.append(Row(f"3. video step {precision}: {what} vs HF VideoMAE ({label})",
                             t.ratio(peer, ours), f"peer {seconds(t.median(peer))} / {ours} "
                             f"{seconds(t.median(ours))}", goal))
