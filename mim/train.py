@@ -211,7 +211,8 @@ def _train(spec: RunSpec) -> Path:
                "sources": {f.source.name: len(f.source.dataset) for f in feeds},
                "decoder_embed_dim": spec.model.decoder_embed_dim,
                "encoder_params": encoder_params,
-               "world_size": backend.world_size, "precision": backend.precision}
+               "world_size": backend.world_size, "precision": backend.precision,
+               "compile": backend.compile}
     if backend.is_main:
         OmegaConf.save(spec.raw, directory / "config.yaml", resolve=True)
         (directory / "derived.json").write_text(json.dumps(derived, indent=2) + "\n")

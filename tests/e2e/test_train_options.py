@@ -91,6 +91,10 @@ def test_compiled_model_matches_eager(tmp_path, mode):
     compiled = run(tmp_path, "compiled", "train.batch_size=8", "train.max_steps=2",
                    f"train.compile={mode}")
     torch.testing.assert_close(losses(compiled), losses(eager), rtol=1e-4, atol=1e-5)
+    assert json.loads((compiled / "derived.json").read_text())["compile"] == mode
+    assert json.loads((eager / "derived.json").read_text())["compile"] == "none"
+    if mode == "blocks":  # the tiny model's encoder and decoder block
+        assert "compile=blocks: 2 blocks compiled in place" in (compiled / "train.log").read_text()
 
 
 def test_tensorboard_gets_the_scalars_and_the_picture(tmp_path):
