@@ -2,10 +2,11 @@
 
 MAE ViT-L/16 at 224 px, mask 0.75, decoder 8 x 512, norm-pix, bf16 autocast, the full step
 (forward + backward + fused AdamW + schedule), eager and with ``train.compile=blocks`` and
-``=model``; the peer ``ViTMAEForPreTraining`` at the same sizes for a ratio. MFU = FLOPs of the step (counted by
-``torch.utils.flop_counter``: matrix products and attention, forward and backward) / the
-step's median time / the GPU's dense bf16 peak from its data sheet; the same over the practical
-peak of an 8192^3 bf16 matrix product timed in the same round robin is printed too.
+``=model``; the peer ``ViTMAEForPreTraining`` at the same sizes for a ratio. MFU = FLOPs of
+the step (counted by ``torch.utils.flop_counter``: matrix products and attention, forward and
+backward) / the step's median time / the GPU's dense bf16 peak from its data sheet; the same
+over the practical peak of an 8192^3 bf16 matrix product timed in the same round robin is
+printed too.
 """
 from __future__ import annotations
 

@@ -116,7 +116,8 @@ class XLABackend(TorchBackend):
 
     def __init__(self, precision: str = "fp32", accum_steps: int = 1,
                  clip_grad: float | None = None, compile: str | bool = "none",
-                 batch_size: int = 1, sharding: str = "none", checkpoint: str = "auto", prefetch: int = 2):
+                 batch_size: int = 1, sharding: str = "none", checkpoint: str = "auto",
+                 prefetch: int = 2):
         # TorchBackend.__init__ would pick a CUDA device; the base class is enough here
         super(TorchBackend, self).__init__(precision, accum_steps, clip_grad, batch_size)
         self.options = self.Config(sharding, checkpoint, prefetch)  # runs the checks

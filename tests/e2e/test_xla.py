@@ -40,7 +40,8 @@ def assert_same_weights(got: dict[str, torch.Tensor], want: dict[str, torch.Tens
     gradient is rounding noise (m / sqrt(v) of noise is still ~1) can end anywhere within
     STEPS x lr of the other run's, in either direction. Such weights are few; a real difference
     (a skipped or doubled step, a wrong lr, a wrong gradient) moves nearly all of them. So:
-    every weight within 2 x STEPS x lr, and at most 1 % of all of them further apart than rounding (1e-5).
+    every weight within 2 x STEPS x lr, and at most 1 % of all of them further apart than
+    rounding (1e-5).
     Measured here: 28 of 86,656 weights beyond 1e-5, the furthest 8.3e-5 apart (2.2e-4 with
     inputs rounded differently by 5e-7)."""
     assert got.keys() == want.keys()
