@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The GPU checks in one call of a lent CUDA machine, sized for a few minutes of device time.
+#
+#   bash bench/gpu_check.sh --prepare     # here, once: wheels of what the device image lacks
+#                                         # (hydra-core, omegaconf, antlr4) into .devsite/
+#   device run: command "bash bench/gpu_check.sh", carry [".devsite"], timeout_s 540
+#
+# On the CUDA machine (its python3 already holds torch, timm, einops, transformers and
+# scikit-image) it installs mim from this tree and the carried wheels into a scratch folder,
+# without dependencies or network, then runs, most wanted first, each part under its own time
+# limit and all within MIM_CHECK_BUDGET seconds (520: keep timeout_s above it):
+#   1. nvidia-smi, the versions and the plugins;
+#   2. `python -m bench --only gpu`: figure 6, the MFU of MAE ViT-L/16 bf16 pretraining
+#      (eager, train.compile=blocks and =model) and images/s;
+#   3. `mim train modality=image experiment=demo` on CUDA for 40 steps (train.precision=auto:
+#      bf16 there), then the same run to 60 steps, which must resume from step 40;
+#   4. the demo for 20 steps with train.compile=blocks;
+#   5. `python -m bench --only image --compile blocks,model`: figures 1-2 at batch 64.
+# Everything goes to $OUT (check.log, bench-gpu.json, bench-image.json, the demo run's metrics,
+# derived values and last picture); the exit status is the number of parts that failed. Record
+# the device with every figure in bench/RESULTS.md. PY picks the interpreter (default
+# python3; a relative path is taken from the repository root). On a machine without CUDA the same parts run on the CPU, which checks this script
+# (tests/e2e/test_gpu_check.py), and figure 6 is left out.
+set -u
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+OUT=${OUT:-/tmp/mim-gpu-check}
+SITE=${MIM_CHECK_SITE:-/tmp/mim-check-site}
+RUNS=${MIM_CHECK_RUNS:-/tmp/mim-check-runs}
+WHEELS=${MIM_CHECK_WHEELS:-.devsite}  # the carried wheels
+BUDGET=${MIM_CHECK_BUDGET:-520}  # seconds for all parts: under the device call's timeout_s
+
+if [ "${1:-}" = "--prepare" ]; then
+    PY=${PY_PREPARE:-.venv/bin/python}
+    version() { "$PY" -c "import importlib.metadata as m; print(m.version('$1'))"; }
+    rm -rf "$WHEELS" && mkdir -p "$WHEELS" || exit 1
+    "$PY" -m pip wheel -q --no-deps -w "$WHEELS" "hydra-core==$(version hydra-core)" \
+        "omegaconf==$(version omegaconf)" \
+        "antlr4-python3-runtime==$(version antlr4-python3-runtime)" || exit 1
+    ls "$WHEELS"
+    exit 0
+fi
+
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 99
+case $PY in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac  # we cd below
+LOG="$OUT/check.log"
+: >"$LOG"
+failed=0
+say() { echo "[gpu-check] $*" | tee -a "$LOG"; }
+part() {  # part NAME SECONDS COMMAND...: run, log, count a failure, within the budget
+    local name=$1 limit=$2 t0=$SECONDS rc
+    shift 2
+    if [ $((BUDGET - SECONDS - 10)) -lt "$limit" ]; then limit=$((BUDGET - SECONDS - 10)); fi
+    if [ "$limit" -lt 20 ]; then
+        say "== $name: not run, the budget is spent"
+        failed=$((failed + 1))
+        return 1
+    fi
+    say "== $name (limit ${limit} s)"
+    timeout "$limit" "$@" >>"$LOG" 2>&1
+    rc=$?
+    say "== $name: exit $rc after $((SECONDS - t0)) s"
+    [ "$rc" = 0 ] || failed=$((failed + 1))
+    return "$rc"
+}
+
+# MIM_CHECK_QUICK=1: tiny step counts and bench --quick (the test of this script on a CPU)
+quick=${MIM_CHECK_QUICK:-0}
+if [ "$quick" = 1 ]; then
+    steps=(4 6 2) bench_size=(--quick --precisions fp32)
+else
+    steps=(40 60 20) bench_size=()
+fi
+
+say "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
+    2>/dev/null || echo 'no nvidia-smi')"
+wheels=("$WHEELS"/*.whl)
+if [ ! -e "${wheels[0]}" ]; then
+    wheels=()
+    "$PY" -c "import hydra, omegaconf" 2>/dev/null || {
+        say "$PY lacks hydra-core and omegaconf, and $WHEELS/ holds no wheels: run" \
+            "'bash bench/gpu_check.sh --prepare' where pip works and carry .devsite"
+        exit 99
+    }
+fi
+rm -rf "$SITE" "$RUNS"
+part install 180 "$PY" -m pip install -q --no-index --no-deps --no-build-isolation \
+    --target "$SITE" . "${wheels[@]}" || { say "install failed: nothing else can run"; exit 99; }
+# the installed mim first (this tree's mim/ lacks the modalities and launchers that the
+# install maps in), this tree after it for `bench`; run from elsewhere so that the working
+# directory shadows neither
+export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1
+mkdir -p "$RUNS" && cd "$RUNS" || exit 99
+part versions 60 "$PY" -c "import mim, torch, timm, transformers  # mim first: mim/_compat.py
+print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())
+print('timm', timm.__version__, 'transformers', transformers.__version__)
+print('mim from', mim.__file__)"
+part plugins 60 "$PY" -m mim plugins
+
+# figure 6 first: it is what only a GPU can measure
+part bench-gpu 300 "$PY" -m bench --only gpu "${bench_size[@]}" --json "$OUT/bench-gpu.json"
+
+demo=("$PY" -m mim train modality=image experiment=demo train.log_every=2)
+if part "train-${steps[0]}" 180 "${demo[@]}" train.max_steps="${steps[0]}" \
+        run.dir="$RUNS/eager"; then
+    part "resume-to-${steps[1]}" 180 "${demo[@]}" train.max_steps="${steps[1]}" \
+        run.dir="$RUNS/eager" run.resume=must
+    grep -q "resumed from .* (step ${steps[0]}," "$LOG" || {
+        say "resume-to-${steps[1]}: the log shows no resume from step ${steps[0]}"
+        failed=$((failed + 1))
+    }
+fi
+part compile-blocks 240 "${demo[@]}" train.max_steps="${steps[2]}" train.compile=blocks \
+    run.dir="$RUNS/blocks"
+cp "$RUNS/eager/metrics.jsonl" "$OUT/metrics-eager.jsonl" 2>/dev/null
+cp "$RUNS/eager/derived.json" "$OUT/derived-eager.json" 2>/dev/null
+picture=$(ls "$RUNS"/eager/pictures/*.png 2>/dev/null | tail -1)
+[ -n "$picture" ] && cp "$picture" "$OUT/picture.png"
+
+part bench-image 300 "$PY" -m bench --only image "${bench_size[@]}" --compile blocks,model \
+    --json "$OUT/bench-image.json"
+grep "^|" "$LOG" | tail -30
+say "failed parts: $failed"
+exit "$failed"
