@@ -19,8 +19,9 @@
 # Everything goes to $OUT (check.log, bench-gpu.json, bench-image.json, the demo run's metrics,
 # derived values and last picture); the exit status is the number of parts that failed. Record
 # the device with every figure in bench/RESULTS.md. PY picks the interpreter (default
-# python3; a relative path is taken from the repository root). On a machine without CUDA the same parts run on the CPU, which checks this script
-# (tests/e2e/test_gpu_check.py), and figure 6 is left out.
+# python3; a relative path is taken from the repository root). On a machine without CUDA the
+# same parts run on the CPU, which checks this script (tests/e2e/test_gpu_check.py), and
+# figure 6 is left out.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -79,7 +80,7 @@ if [ ! -e "${wheels[0]}" ]; then
     wheels=()
     "$PY" -c "import hydra, omegaconf" 2>/dev/null || {
         say "$PY lacks hydra-core and omegaconf, and $WHEELS/ holds no wheels: run" \
-            "'bash bench/gpu_check.sh --prepare' where pip works and carry .devsite"
+            "'bash bench/gpu_check.sh --prepare' where pip works and carry $WHEELS"
         exit 99
     }
 fi
