@@ -84,9 +84,16 @@ if [ ! -e "${wheels[0]}" ]; then
         exit 99
     }
 fi
-rm -rf "$SITE" "$RUNS"
+rm -rf "$SITE" "$SITE.src" "$RUNS"
+# built from a copy of the package's sources: no build/ or egg-info left in this tree, and no
+# stale file from an earlier build/ in the install
+mkdir -p "$SITE.src" && cp -r pyproject.toml README.md mim modalities launchers configs \
+    "$SITE.src" || exit 99
 part install 180 "$PY" -m pip install -q --no-index --no-deps --no-build-isolation \
-    --target "$SITE" . "${wheels[@]}" || { say "install failed: nothing else can run"; exit 99; }
+    --target "$SITE" "$SITE.src" "${wheels[@]}" || {
+    say "install failed: nothing else can run"
+    exit 99
+}
 # the installed mim first (this tree's mim/ lacks the modalities and launchers that the
 # install maps in), this tree after it for `bench`; run from elsewhere so that the working
 # directory shadows neither

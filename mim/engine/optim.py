@@ -37,11 +37,17 @@ def effective_lr(blr: float, effective_batch: int) -> float:
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 
 
+def fused_adamw(device_type: str | None) -> bool | None:
+    """AdamW's ``fused`` argument for parameters on ``device_type``: True where torch has the
+    fused kernel, else None (torch's default)."""
+    return True if device_type in FUSED_ADAMW_DEVICES else None
+
+
 def build_adamw(model: nn.Module, lr: float, betas: tuple[float, float],
                 weight_decay: float, device_type: str | None = "cpu") -> torch.optim.AdamW:
     """MAE's AdamW; ``device_type`` is where the parameters will live when it steps."""
-    fused = True if device_type in FUSED_ADAMW_DEVICES else None
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, fused=fused)
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas,
+                             fused=fused_adamw(device_type))
 
 
 def cosine_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:

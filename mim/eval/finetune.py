@@ -27,7 +27,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 from mim.engine import compiling
-from mim.engine.optim import FUSED_ADAMW_DEVICES
+from mim.engine.optim import fused_adamw
 from mim.eval.config import FinetuneConfig
 from mim.eval.features import accuracy, pool, split_views
 from mim.eval.loaders import batches
@@ -105,7 +105,7 @@ def finetune(mae: MaskedAutoencoder, data: LabelledData, cfg: FinetuneConfig, ho
     torch.manual_seed(seed)
     model = Classifier(mae, num_classes, how).to(device)
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.blr, betas=tuple(cfg.betas),
-                                  fused=device.type in FUSED_ADAMW_DEVICES or None)
+                                  fused=fused_adamw(device.type))
     batch = min(cfg.batch_size, len(data.train)) // 2 * 2  # mixup pairs a batch with its flip
     mixing = cfg.mixup > 0 or cfg.cutmix > 0
     if batch < 2:
