@@ -6,11 +6,16 @@ bf16 needs no loss scaling. Where bf16 is only emulated it is slower than fp32, 
 the hardware: a CUDA device of compute capability 8.0 or newer, a CPU with AVX512-BF16 or AMX
 (x86) or the BF16 extension (Arm), a TPU. Weights, optimiser state and checkpoints stay fp32 in
 every case; only the arithmetic of the forward and backward passes changes.
+
+``MIM_NATIVE_BF16=1`` or ``0`` overrides what the CPU reports (CUDA devices and TPUs are always
+asked): the test suite sets it so that both ``auto`` paths run, and give the same outcome, on
+any CPU; a user can set it to try the other default on their own machine.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -18,6 +23,7 @@ import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 (Zen 4, Sapphire Rapids), Arm
+OVERRIDE = "MIM_NATIVE_BF16"  # 1: treat the CPU as computing bf16 natively, 0: as not
 
 
 @functools.lru_cache(maxsize=None)
@@ -39,12 +45,31 @@ def bf16_flag_in(cpuinfo: str) -> str | None:
     return None
 
 
+def cpu_override() -> bool | None:
+    """``MIM_NATIVE_BF16`` as a bool, or None where it is unset or empty."""
+    value = os.environ.get(OVERRIDE, "").strip()
+    if not value:
+        return None
+    if value not in ("0", "1"):
+        raise ValueError(f"{OVERRIDE}: '{value}' is not one of: 0, 1 (or unset: ask the CPU)")
+    return value == "1"
+
+
+def cpu_native_bf16() -> bool:
+    """Whether ``train.precision=auto`` picks bf16 on this CPU (the override, else the flag)."""
+    forced = cpu_override()
+    return forced if forced is not None else cpu_bf16_flag() is not None
+
+
 def native_bf16(device: torch.device) -> tuple[bool, str]:
     """Whether ``device`` computes bf16 natively, and why (for the log)."""
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         return major >= 8, f"CUDA compute capability {major}.{minor}"
     if device.type == "cpu":
+        forced = cpu_override()
+        if forced is not None:
+            return forced, f"{OVERRIDE}={int(forced)}"
         flag = cpu_bf16_flag()
         return flag is not None, (f"the CPU has {flag}" if flag else
                                   "the CPU has no native bf16 (avx512_bf16, amx_bf16 or bf16)")

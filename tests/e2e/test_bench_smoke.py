@@ -40,14 +40,17 @@ def test_bench_rejects_an_unknown_figure():
     assert "unknown figure 'imagez'; valid: image, video, paper, data, memory, gpu" in proc.stderr
 
 
-def test_bench_times_only_the_precisions_asked(tmp_path):
+@pytest.mark.parametrize("native", ["0", "1"])
+def test_bench_times_only_the_precisions_asked(tmp_path, native):
     """On a CPU without native bf16 the suite runs like this (``bench.harness.precisions``);
-    ``--compile`` adds our step with its blocks compiled."""
+    ``--compile`` adds our step with its blocks compiled. Where bf16 is native, `mim train`'s
+    default step is bf16: it is timed for the defaults row alone, and no bf16 figure is made."""
     pytest.importorskip("transformers")
     out = tmp_path / "rows.json"
+    env = {**os.environ, "MIM_NATIVE_BF16": native}
     proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "image",
                            "--precisions", "fp32", "--compile", "--json", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = [row["figure"] for row in json.loads(out.read_text())["rows"]]
     assert any(f.startswith("1. image step fp32") for f in figures), figures
@@ -55,6 +58,8 @@ def test_bench_times_only_the_precisions_asked(tmp_path):
     assert any(f.startswith("1. image step fp32: ours + train.compile=blocks vs") for f in figures)
     assert any(f.startswith("2. utilisation fp32: ours fp32 compile=blocks") for f in figures)
     assert not any("bf16" in f.split("(")[0] for f in figures), figures
+    default = next(f for f in figures if f.startswith("1. image step, defaults"))
+    assert f"-> {'bf16' if native == '1' else 'fp32'}, train.compile=" in default, default
 
 
 def test_bench_rejects_an_unknown_compile_mode():

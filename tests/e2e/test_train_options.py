@@ -73,14 +73,16 @@ def test_bf16_autocast_trains_and_differs_from_fp32(tmp_path):
     torch.testing.assert_close(losses(bf16), losses(fp32), rtol=0.05, atol=0.05)
 
 
-def test_auto_precision_is_bf16_where_the_cpu_has_it_and_is_logged(tmp_path):
-    from mim.engine.precision import cpu_bf16_flag
-
+@pytest.mark.parametrize("native", ["0", "1"])
+def test_auto_precision_is_bf16_where_the_cpu_has_it_and_is_logged(tmp_path, monkeypatch,
+                                                                   native):
+    monkeypatch.setenv("MIM_NATIVE_BF16", native)  # what the CPU says, on any CPU
     out = run(tmp_path, "auto", "train.batch_size=8", "train.max_steps=2",
               "train.precision=auto")
-    want = "bf16" if cpu_bf16_flag() else "fp32"
+    want = "bf16" if native == "1" else "fp32"
     assert json.loads((out / "derived.json").read_text())["precision"] == want
-    assert f"precision: {want} (train.precision=auto: " in (out / "train.log").read_text()
+    assert (f"precision: {want} (train.precision=auto: MIM_NATIVE_BF16={native})"
+            in (out / "train.log").read_text())
     fp32 = run(tmp_path, "fp32", "train.batch_size=8", "train.max_steps=2")
     assert (losses(out) == losses(fp32)) == (want == "fp32")
 

@@ -35,15 +35,31 @@ def test_a_bad_value_names_the_key_and_the_choices():
         TorchBackend(precision="fp16")
 
 
-def test_the_torch_backend_autocasts_in_what_auto_chose():
+@pytest.mark.parametrize("native", [False, True])
+def test_the_torch_backend_autocasts_in_what_auto_chose(monkeypatch, native):
+    monkeypatch.setenv(precisions.OVERRIDE, str(int(native)))
     backend = TorchBackend(precision="auto")
-    native = precisions.cpu_bf16_flag() is not None
     assert backend.precision == ("bf16" if native else "fp32")
+    assert backend.precision_and_reason[1] == f"train.precision=auto: MIM_NATIVE_BF16={int(native)}"
     layer = torch.nn.Linear(8, 8)
     with backend.autocast():
         out = layer(torch.randn(2, 8))
     assert out.dtype == (torch.bfloat16 if native else torch.float32)
     assert TorchBackend(precision="fp32").precision == "fp32"
+
+
+def test_without_the_override_the_cpu_flag_decides(monkeypatch):
+    monkeypatch.delenv(precisions.OVERRIDE, raising=False)
+    flag = precisions.cpu_bf16_flag()
+    native, why = precisions.native_bf16(torch.device("cpu"))
+    assert native == (flag is not None) == precisions.cpu_native_bf16()
+    assert (f"the CPU has {flag}" if flag else "the CPU has no native bf16") in why
+
+
+def test_a_bad_override_names_the_variable_and_the_values(monkeypatch):
+    monkeypatch.setenv(precisions.OVERRIDE, "yes")
+    with pytest.raises(ValueError, match=r"MIM_NATIVE_BF16: 'yes' is not one of: 0, 1"):
+        precisions.native_bf16(torch.device("cpu"))
 
 
 def test_subnormals_are_flushed_while_training_and_restored_after():
