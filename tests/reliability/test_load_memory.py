@@ -26,7 +26,7 @@ def measure() -> dict:
 
     from mim.config.compose import load
     from mim.models import build_tokenizer
-    from mim.registry import load_plugins
+    from mim.plugins import load_plugins
     from mim.stream import make_stream
     from mim.train import _feeds, _sources
 
