@@ -17,7 +17,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader
 
 from mim.config.compose import RunSpec, token_grid
 from mim.config.errors import ConfigError
