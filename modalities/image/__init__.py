@@ -5,6 +5,7 @@ Registered through the ``mim.plugins`` entry point exactly as a third-party moda
 from mim.registry import MODALITIES
 from mim.spec import EvalSupport, ModalitySpec
 from mim.modalities.image import labelled
+from mim.modalities.image import presets  # noqa: F401  (mae_vit_*, lsmae_*, mcmae_* presets)
 from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.dataset import ImageFolder, build_dataset
 from mim.modalities.image.visual import visualize

@@ -8,7 +8,7 @@ hybrid MCMAE encoder with masked 3D convolutions (``presets.py``).
 from mim.registry import MODALITIES
 from mim.spec import EvalSupport, ModalitySpec
 from mim.modalities.volume import labelled
-from mim.modalities.volume import presets  # noqa: F401  (mcmae3d_* model presets)
+from mim.modalities.volume import presets  # noqa: F401  (mae3d_*, mcmae3d_* model presets)
 from mim.modalities.volume.config import VolumeDataConfig
 from mim.modalities.volume.dataset import VolumeDataset, build_dataset
 from mim.modalities.volume.visual import visualize

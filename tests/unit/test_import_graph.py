@@ -15,9 +15,9 @@ PACKAGES = {"mim": ROOT / "mim", "mim.modalities": ROOT / "modalities",
             "mim.launchers": ROOT / "launchers"}
 
 
-def _modules() -> dict[str, Path]:
+def _modules(packages: dict[str, Path]) -> dict[str, Path]:
     found = {}
-    for package, folder in PACKAGES.items():
+    for package, folder in packages.items():
         for path in sorted(folder.rglob("*.py")):
             parts = list(path.relative_to(folder).with_suffix("").parts)
             if parts[-1] == "__init__":
@@ -35,9 +35,9 @@ def _resolve(name: str, modules: dict[str, Path]) -> str | None:
     return None
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(packages: dict[str, Path] = PACKAGES) -> dict[str, set[str]]:
     """module -> the package modules it imports (``from p import m`` counts m if a module)."""
-    modules = _modules()
+    modules = _modules(packages)
     graph: dict[str, set[str]] = {}
     for module, path in modules.items():
         is_package = path.name == "__init__.py"
@@ -110,6 +110,11 @@ def test_the_import_graph_is_acyclic():
     assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
+def test_the_registry_is_a_leaf():
+    # every module registers into mim.registry, so it may import nothing of mim
+    assert import_graph()["mim.registry"] == set()
+
+
 def test_the_core_imports_no_modality_and_no_launcher():
     bad = sorted(f"{module} imports {target}"
                  for module, edges in import_graph().items()
@@ -118,12 +123,21 @@ def test_the_core_imports_no_modality_and_no_launcher():
     assert not bad, "\n".join(bad)
 
 
-def test_the_walker_sees_a_function_level_import_and_a_cycle():
-    # the registry's lookup used to import mim.builtins inside a function: such an edge counts
-    source = "def f():\n    from mim import builtins\n"
-    assert any(isinstance(n, ast.ImportFrom) and n.module == "mim"
-               for n in ast.walk(ast.parse(source)))
-    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+def test_the_walker_sees_function_level_relative_and_mapped_imports(tmp_path):
+    (tmp_path / "core" / "sub").mkdir(parents=True)
+    (tmp_path / "plug").mkdir()
+    files = {"core/__init__.py": "",
+             "core/a.py": "def f():\n    from core import b\n",  # inside a function
+             "core/b.py": "from .sub import c\nimport os\n",  # relative, and not ours
+             "core/sub/__init__.py": "",
+             "core/sub/c.py": "from ..a import f\nfrom core.plug.p import X\n",
+             "plug/p.py": "import core.sub.c\n"}  # plug/ installs as core.plug
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    graph = import_graph({"core": tmp_path / "core", "core.plug": tmp_path / "plug"})
+    assert graph["core.a"] == {"core.b"} and graph["core.b"] == {"core.sub.c"}
+    assert graph["core.sub.c"] == {"core.a", "core.plug.p"}
+    assert cycles(graph) == [["core.a", "core.b", "core.plug.p", "core.sub.c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
