@@ -21,8 +21,6 @@ SPEC = ModalitySpec(
     build_dataset=build_dataset,
     sample_shape=sample_shape,
     visualize=visualize,
-    tokenizer="patch2d",
-    description="RGB images from a folder (any format PIL reads); demo: scikit-image photos",
     evaluation=EvalSupport(data_config=labelled.ImageEvalDataConfig, labelled=labelled.labelled,
                            inputs=labelled.inputs, inherit=("input_size", "mean", "std"),
                            size_keys=lambda size: {"input_size": size[-1]}),

@@ -24,10 +24,8 @@ SPEC = ModalitySpec(
     build_dataset=build_dataset,
     sample_shape=sample_shape,
     visualize=visualize,
-    tokenizer="cube",
     default_model="mae3d_vit_base_patch16",
     default_mask="random",
-    description="3D volumes (.npy, .npz, NIfTI with nibabel); demo: procedural phantoms",
     evaluation=EvalSupport(
         data_config=labelled.VolumeEvalDataConfig, labelled=labelled.labelled,
         inputs=labelled.inputs,

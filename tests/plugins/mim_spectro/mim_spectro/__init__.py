@@ -171,8 +171,6 @@ SPEC = ModalitySpec(
     build_dataset=build_dataset,
     sample_shape=sample_shape,
     visualize=visualize,
-    tokenizer="patch2d",
-    description="single-channel spectrograms from .npy files; demo: synthetic harmonics",
 )
 MODALITIES.register("spectro", obj=SPEC)
 add_config_dir(str(CONFIG_DIR))
