@@ -2,8 +2,8 @@
 ``create_model`` and ``list_models`` over the ``MODELS`` registry.
 
 A preset is a factory returning a ``ModelConfig``, registered in ``MODELS`` by the modality whose
-samples it pretrains on (``mim/modalities/<name>/presets.py``; the size tables they share are in
-``mim/sizes.py``). The same dataclass is the Hydra schema of the ``model`` config group, so
+samples it pretrains on (``mim.modalities.<name>.presets``; the size tables they share are in
+``mim.sizes``). The same dataclass is the Hydra schema of the ``model`` config group, so
 ``model=mae_vit_base_patch16 model.depth=6`` is typed and checked.
 """
 from __future__ import annotations
