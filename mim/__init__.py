@@ -3,7 +3,7 @@ from mim import _compat  # noqa: F401  (must run before anything imports torchvi
 # installs the registries' lookup hook: the first lookup loads the built-ins and plugins
 from mim.plugins import load_plugins
 from mim.model import MAEOutput, MaskedAutoencoder
-from mim.models import create_model, list_models
+from mim.factory import create_model, list_models
 from mim.convert import load_pretrained
 
 __version__ = "0.1.0"

@@ -25,7 +25,7 @@ from mim.engine.checkpoint import Checkpoints
 from mim.engine.loop import LoopSettings, LoopState, Trainer, picture_writer
 from mim.engine.metrics import RunLogger
 from mim.engine.optim import build_adamw, cosine_schedule, effective_lr
-from mim.models import build_model, build_tokenizer
+from mim.factory import build_model, build_tokenizer
 from mim.registry import BACKENDS
 from mim.stream import Feed, Source, make_stream
 

@@ -12,7 +12,7 @@ counted).
 """
 from __future__ import annotations
 
-from mim.models import ModelConfig
+from mim.factory import ModelConfig
 from mim.registry import MODELS
 from mim.sizes import MCMAE_SIZES, VIT_SIZES, mcmae_config
 

@@ -10,7 +10,7 @@ default mask).
 """
 from __future__ import annotations
 
-from mim.models import ModelConfig
+from mim.factory import ModelConfig
 from mim.registry import MODELS
 from mim.sizes import VIT_SIZES, mcmae_config
 

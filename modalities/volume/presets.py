@@ -7,7 +7,7 @@ plain ``mae3d_vit_*_patch16`` presets do. 5x5x5 depthwise kernels, MAE's decoder
 """
 from __future__ import annotations
 
-from mim.models import ModelConfig
+from mim.factory import ModelConfig
 from mim.registry import MODELS
 from mim.sizes import VIT_SIZES, mcmae_config
 

@@ -25,7 +25,7 @@ def measure() -> dict:
     import psutil
 
     from mim.config.compose import load
-    from mim.models import build_tokenizer
+    from mim.factory import build_tokenizer
     from mim.plugins import load_plugins
     from mim.stream import make_stream
     from mim.train import _feeds, _sources

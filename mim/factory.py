@@ -1,5 +1,8 @@
-"""``ModelConfig`` and building a model from it: ``model_config``, ``build_model``,
-``create_model`` and ``list_models`` over the ``MODELS`` registry.
+"""The model factory: ``ModelConfig`` and building a model from it (``model_config``,
+``build_tokenizer``, ``build_model``, ``create_model``, ``list_models`` over ``MODELS``).
+
+``mim/model.py`` holds the model itself (``MaskedAutoencoder``); this file turns a preset name or
+a config into one.
 
 A preset is a factory returning a ``ModelConfig``, registered in ``MODELS`` by the modality whose
 samples it pretrains on (``mim.modalities.<name>.presets``; the size tables they share are in
