@@ -1,7 +1,7 @@
 """Fills the registries: the core's own registrations, then every ``mim.plugins`` entry point.
 
-Two ways in, on purpose. The core's tokenizers, masks, models and backends (``mim.builtins``) are
-imported directly: they are mim itself, needed even where the entry-point metadata is stale, and a
+Two ways in, on purpose. The core's tokenizers, masks and backends (``mim.builtins``) are imported
+directly: they are mim itself, needed even where the entry-point metadata is stale, and a
 broken one must raise rather than be reported. The built-in modalities and launchers come through
 the entry-point group exactly as a third-party package's do (pyproject.toml lists them), because
 the core never imports them. Each entry point names a module (or a callable) that registers on
