@@ -19,7 +19,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bench.harness import Row, Settings, round_robin
 from mim.data import MaskingCollate, sample_seed

@@ -20,7 +20,7 @@ import torch
 from bench.harness import count_flops
 from mim.engine.backend import TorchBackend
 from mim.engine.optim import build_adamw, cosine_schedule
-from mim.models import ModelConfig, build_model
+from mim.factory import ModelConfig, build_model
 
 LR, BETAS, WEIGHT_DECAY = 1.5e-4, (0.9, 0.95), 0.05  # MAE, Appendix A.1
 

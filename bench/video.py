@@ -12,8 +12,8 @@ import torch
 
 from bench import steps
 from bench.harness import Row, Settings, round_robin, seconds
+from mim.factory import model_config
 from mim.masking import TubeMask
-from mim.models import model_config
 
 MASK_RATIO = 0.9
 

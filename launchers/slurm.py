@@ -50,7 +50,7 @@ class Job:
         os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("SLURM_CPUS_PER_TASK", "1"))
         import mim  # noqa: F401  (torchvision compatibility before anything imports timm)
         from mim.config.compose import load
-        from mim.registry import load_plugins
+        from mim.plugins import load_plugins
         from mim.train import train
 
         for error in load_plugins():

@@ -1,8 +1,7 @@
-"""Imports the core's own registrations (tokenizers, masks, models, backends)."""
+"""Imports the core's own registrations (tokenizers, masks, backends); model presets come with
+the modalities."""
 import mim.engine.backend  # noqa: F401
 import mim.engine.deepspeed_backend  # noqa: F401  (imports deepspeed only when used)
 import mim.engine.xla_backend  # noqa: F401  (imports torch_xla only when used)
-import mim.hybrid_presets  # noqa: F401  (mcmae_* presets)
 import mim.masking  # noqa: F401
-import mim.models  # noqa: F401
 import mim.tokenizers  # noqa: F401

@@ -25,7 +25,8 @@ EXIT_CONFIG = 2
 
 
 def _plugins() -> int:
-    from mim.registry import ALL, load_plugins
+    from mim.plugins import load_plugins
+    from mim.registry import ALL
 
     errors = load_plugins()
     for kind, registry in ALL.items():
@@ -43,7 +44,8 @@ def _train(overrides: list[str]) -> int:
     from mim.config.sweep import expand_sweep
     from mim.engine.checkpoint import CheckpointError
     from mim.engine.loop import DataLoadError, NonFiniteLossError
-    from mim.registry import LAUNCHERS, load_plugins
+    from mim.plugins import load_plugins
+    from mim.registry import LAUNCHERS
 
     for error in load_plugins():
         print(f"mim: warning: {error}", file=sys.stderr)
@@ -94,7 +96,7 @@ def _guarded(work) -> int:
     """Run ``work()``: a config error exits 2 (nothing computed), a failure 1, Ctrl-C 130."""
     from mim.config import ConfigError
     from mim.convert import ConvertError
-    from mim.registry import load_plugins
+    from mim.plugins import load_plugins
 
     for error in load_plugins():
         print(f"mim: warning: {error}", file=sys.stderr)

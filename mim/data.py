@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -184,7 +183,3 @@ class SeededView(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[Sample, int]:
         return self.dataset[key], key[1]
-
-
-def steps_per_epoch(num_items: int, global_batch: int) -> int:
-    return max(1, math.floor(num_items / global_batch))

@@ -1,20 +1,17 @@
 """Flat, named registries for every pluggable kind, filled by decorators.
 
-One ``Registry`` per kind (tokenizer, mask, model, modality, backend, launcher). Registering a name
-twice is an error, and every "unknown name" error lists the valid names. Third-party packages add
-entries through the entry-point group ``mim.plugins``: each entry point names a module (or a
-callable) that registers on import; ``load_plugins()`` imports them all once, remembering which
-distribution every entry came from so ``mim plugins`` can say so.
+One ``Registry`` per kind (tokenizer, mask, model, modality, backend, launcher), and the extra
+Hydra config folders plugins ship (``add_config_dir``). Registering a name twice is an error, and
+every "unknown name" error lists the valid names. A leaf: it imports nothing from mim, so any
+module may register here. Filling the registries is ``mim.plugins``' job: it installs a lookup
+hook (``set_lookup_hook``) so that the first lookup imports the built-ins and every entry point.
 """
 from __future__ import annotations
 
-import importlib.metadata as md
 import inspect
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
-
-ENTRY_POINT_GROUP = "mim.plugins"
-
 
 class UnknownNameError(KeyError):
     """An unknown registry name; the message lists the valid ones."""
@@ -54,7 +51,7 @@ class Registry:
         return add(obj) if obj is not None else add
 
     def get(self, name: str) -> Any:
-        load_plugins()
+        _lookup()
         try:
             return self._entries[name].obj
         except KeyError:
@@ -63,16 +60,16 @@ class Registry:
             ) from None
 
     def names(self) -> list[str]:
-        load_plugins()
+        _lookup()
         return sorted(self._entries)
 
     def entries(self) -> Iterator[Entry]:
-        load_plugins()
+        _lookup()
         for key in sorted(self._entries):
             yield self._entries[key]
 
     def __contains__(self, name: str) -> bool:
-        load_plugins()
+        _lookup()
         return name in self._entries
 
 
@@ -85,9 +82,32 @@ LAUNCHERS = Registry("launcher")
 ALL = {"tokenizer": TOKENIZERS, "mask": MASKS, "model": MODELS,
        "modality": MODALITIES, "backend": BACKENDS, "launcher": LAUNCHERS}
 
-_loaded = False
+# Set by mim.plugins: run before every lookup so that the first one loads the plugins.
+_before_lookup: Callable[[], Any] | None = None
+# Set by mim.plugins while it imports an entry point: the distribution its entries come from.
 _loading_source: str | None = None
-_plugin_errors: list[str] = []
+
+
+def set_lookup_hook(hook: Callable[[], Any] | None) -> None:
+    """Run ``hook`` before every lookup (``get``, ``names``, ``entries``, ``in``)."""
+    global _before_lookup
+    _before_lookup = hook
+
+
+@contextmanager
+def registering_as(source: str) -> Iterator[None]:
+    """Entries registered inside the block are attributed to ``source`` (in ``mim plugins``)."""
+    global _loading_source
+    _loading_source = source
+    try:
+        yield
+    finally:
+        _loading_source = None
+
+
+def _lookup() -> None:
+    if _before_lookup is not None:
+        _before_lookup()
 
 
 def _current_source(target: Any) -> str:
@@ -96,28 +116,6 @@ def _current_source(target: Any) -> str:
     module = inspect.getmodule(target)
     name = module.__name__ if module else "?"
     return "mim (built-in)" if name.split(".")[0] == "mim" else name
-
-
-def load_plugins() -> list[str]:
-    """Import every ``mim.plugins`` entry point once; return the errors of broken plugins."""
-    global _loaded, _loading_source
-    if _loaded:
-        return _plugin_errors
-    _loaded = True
-    import mim.builtins  # noqa: F401  (core tokenizers, masks, models, backends)
-
-    for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        dist = ep.dist.name if ep.dist is not None else "?"
-        _loading_source = "mim (built-in)" if dist == "mim-pretrain" else f"{dist} (plugin)"
-        try:
-            loaded = ep.load()
-            if callable(loaded) and not inspect.ismodule(loaded):
-                loaded()
-        except Exception as exc:  # a broken plugin must not break mim; report it
-            _plugin_errors.append(f"plugin '{ep.name}' from {dist} failed to load: {exc}")
-        finally:
-            _loading_source = None
-    return _plugin_errors
 
 
 CONFIG_DIRS: list[str] = []

@@ -59,11 +59,9 @@ class ModalitySpec:
     build_dataset: Callable[[Any], MimDataset]  # data config -> dataset (demo data if no root)
     sample_shape: Callable[[Any], tuple[int, ...]]  # data config -> (C, *spatial)
     visualize: Callable[[Panels, Any, Path], Path]  # panels, data config, path stem -> file
-    tokenizer: str = "patch2d"  # the default tokenizer for this modality's samples
     default_model: str | None = None  # model preset chosen by ``modality=<name>``
     default_mask: str | None = None  # mask policy chosen by ``modality=<name>``
     views: Callable[[Any], int] = lambda cfg: 1  # clips per item (repeated sampling)
     # several data sources mixed per step (OmniMAE); None: one source from build_dataset
     sources: Callable[[Any], list[Source]] | None = None
-    description: str = ""
     evaluation: EvalSupport | None = None  # labelled data for ``mim eval`` / ``mim visualize``

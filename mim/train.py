@@ -17,7 +17,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader
 
 from mim.config.compose import RunSpec, token_grid
 from mim.config.errors import ConfigError
@@ -26,7 +25,7 @@ from mim.engine.checkpoint import Checkpoints
 from mim.engine.loop import LoopSettings, LoopState, Trainer, picture_writer
 from mim.engine.metrics import RunLogger
 from mim.engine.optim import build_adamw, cosine_schedule, effective_lr
-from mim.models import build_model, build_tokenizer
+from mim.factory import build_model, build_tokenizer
 from mim.registry import BACKENDS
 from mim.stream import Feed, Source, make_stream
 

@@ -26,9 +26,10 @@ import mim.configs
 from mim.config.errors import ConfigError
 from mim.config.schema import BaseConfig, OptimConfig, RunConfig, TrainConfig
 from mim.masking import MaskConfigError, build_mask
-from mim.models import ModelConfig, build_tokenizer
+from mim.factory import ModelConfig, build_tokenizer
 from mim.registry import ALL, BACKENDS, CONFIG_DIRS, LAUNCHERS, MASKS, MODALITIES, MODELS
-from mim.registry import UnknownNameError, load_plugins
+from mim.plugins import load_plugins
+from mim.registry import UnknownNameError
 from mim.spec import ModalitySpec
 
 CONFIG_DIR = Path(mim.configs.__file__).parent

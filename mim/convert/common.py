@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from mim.models import ModelConfig, build_model
+from mim.factory import ModelConfig, build_model
 from mim.pos_embed import POS_EMBEDS, sincos_pos_embed
 
 # widths of the ViT sizes and their head counts (Ti/S/B/L/H; MAE's decoder: 512 -> 16)

@@ -18,7 +18,7 @@ from mim.convert.hf import read_hf
 from mim.convert.storage import (SAFE_SUFFIX, TORCH_SUFFIXES, load_safetensors,
                                  load_tensor_file, load_torch, save_tensors, write_json)
 from mim.convert.vit import is_vit_layout, read_vit
-from mim.models import ModelConfig
+from mim.factory import ModelConfig
 
 STATE_FILE = "state.pt"  # the torch backend's checkpoint file
 MIM_WEIGHTS = "model.safetensors"

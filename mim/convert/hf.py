@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -31,7 +31,7 @@ from mim.convert.common import (ConvertError, Converted, check_plain_tokenizer, 
                                 decoder_table_matches, encoder_table, encoder_table_for_export,
                                 export_grid, fuse_qkv, split_qkv, with_overrides)
 from mim.convert.storage import load_hf_weights, save_tensors, write_json
-from mim.models import ModelConfig
+from mim.factory import ModelConfig
 from mim.pos_embed import sincos_pos_embed
 from mim.registry import Registry
 

@@ -21,7 +21,7 @@ from mim.convert.common import (BLOCK_PARTS, ConvertError, Converted, check_plai
                                 encoder_table_for_export, export_grid, heads_for, square_grid,
                                 with_overrides)
 from mim.convert.storage import save_tensors, write_json
-from mim.models import ModelConfig
+from mim.factory import ModelConfig
 from mim.pos_embed import sincos_pos_embed
 
 log = logging.getLogger("mim")

@@ -20,7 +20,7 @@ from mim.config.errors import ConfigError
 from mim.config.overrides import build, parse, take, unknown
 from mim.convert import ConvertError, Converted, read_weights
 from mim.eval.config import PROTOCOLS, EvalSettings
-from mim.models import ModelConfig, build_tokenizer, model_config
+from mim.factory import ModelConfig, build_tokenizer, model_config
 from mim.registry import MODALITIES, UnknownNameError
 from mim.spec import LabelledData, ModalitySpec
 

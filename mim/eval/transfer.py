@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from mim.convert import Converted
-from mim.models import ModelConfig, build_model
+from mim.factory import ModelConfig, build_model
 
 log = logging.getLogger("mim")
 DECODER = ("decoder", "mask_token")

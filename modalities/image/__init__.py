@@ -5,6 +5,7 @@ Registered through the ``mim.plugins`` entry point exactly as a third-party moda
 from mim.registry import MODALITIES
 from mim.spec import EvalSupport, ModalitySpec
 from mim.modalities.image import labelled
+from mim.modalities.image import presets  # noqa: F401  (mae_vit_*, lsmae_*, mcmae_* presets)
 from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.dataset import ImageFolder, build_dataset
 from mim.modalities.image.visual import visualize
@@ -20,8 +21,6 @@ SPEC = ModalitySpec(
     build_dataset=build_dataset,
     sample_shape=sample_shape,
     visualize=visualize,
-    tokenizer="patch2d",
-    description="RGB images from a folder (any format PIL reads); demo: scikit-image photos",
     evaluation=EvalSupport(data_config=labelled.ImageEvalDataConfig, labelled=labelled.labelled,
                            inputs=labelled.inputs, inherit=("input_size", "mean", "std"),
                            size_keys=lambda size: {"input_size": size[-1]}),

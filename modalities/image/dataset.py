@@ -17,6 +17,7 @@ from PIL import Image
 from mim.data import MimDataset, UnreadableSample
 from mim.files import file_labels, find_files
 from mim.modalities.image.config import ImageDataConfig
+from mim.modalities.image.demo import demo_files, lfw_split
 from mim.modalities.image.transforms import PretrainTransform
 
 log = logging.getLogger("mim.data")
@@ -25,17 +26,6 @@ log = logging.getLogger("mim.data")
 def image_extensions() -> set[str]:
     Image.init()
     return {ext.lower() for ext in Image.registered_extensions()}
-
-
-DEMO_SUFFIXES = (".png", ".jpg")  # skip the bundle's multi-page TIFFs and GIF
-
-
-def demo_files() -> tuple[Path, list[Path]]:
-    """scikit-image's bundled real photographs (astronaut, coffee, chelsea, rocket, ...)."""
-    import skimage
-
-    root = Path(skimage.__file__).parent / "data"
-    return root, sorted(p for p in root.iterdir() if p.suffix in DEMO_SUFFIXES)
 
 
 def scan(root: Path) -> list[Path]:
@@ -85,8 +75,6 @@ def build_dataset(cfg: ImageDataConfig) -> ImageFolder:
         root = Path(cfg.root).expanduser()
         files = scan(root)
     elif cfg.demo == "lfw":
-        from mim.modalities.image.labelled import lfw_split
-
         root, files = lfw_split("train")
     else:
         root, files = demo_files()

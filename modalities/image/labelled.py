@@ -7,35 +7,24 @@ crops (RandomResizedCrop from ``min_scale``, flip), for fine-tuning with RandAug
 erasing (``data.randaug``, ``data.reprob``; ``augment.py``); test views are the centre crop after
 resizing the short side to ``input_size / crop_pct``.
 
-The demo set needs no download: scikit-image ships 200 grayscale 25x25 crops from Labeled Faces
-in the Wild, 100 faces then 100 non-faces (``skimage.data.lfw_subset``). They are written once
-as PNG files into ``$MIM_CACHE_DIR/demo_image/lfw_v1/{face,nonface}`` (default
-``~/.cache/mim``), published by an atomic rename, and read like any class folder.
+Without ``data.root``: the face / non-face demo set (``demo.py``), read like any class folder.
 """
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-from PIL import Image
-
-from mim.files import check_eval_labels, file_labels, labelled_files, stratified_split
+from mim.files import check_eval_labels, labelled_files, stratified_split
 from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.augment import FinetuneTransform, check_finetune_augment
 from mim.modalities.image.dataset import ImageFolder, scan
+from mim.modalities.image.demo import lfw_folder
 from mim.modalities.image.transforms import CentreTransform, PretrainTransform
 from mim.spec import LabelledData
 
 log = logging.getLogger("mim.data")
-
-LFW_VERSION = "lfw_v1"
-LFW_CLASSES = ("face", "nonface")  # lfw_subset(): rows 0-99 faces, 100-199 non-faces
 
 
 @dataclass
@@ -57,42 +46,6 @@ class ImageEvalDataConfig(ImageDataConfig):
         if not 0.0 < self.crop_pct <= 1.0:
             raise ValueError(f"data.crop_pct: must be in (0, 1], got {self.crop_pct}")
         check_finetune_augment(self.randaug, self.reprob, self.input_size, self.mean)
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("MIM_CACHE_DIR") or os.path.join("~", ".cache", "mim")
-    return Path(base).expanduser() / "demo_image"
-
-
-def lfw_folder() -> Path:
-    """The demo set as class folders of PNG files, written on first use."""
-    folder = cache_dir() / LFW_VERSION
-    if folder.is_dir():
-        return folder
-    import skimage.data
-
-    faces = skimage.data.lfw_subset()  # [200, 25, 25] float in [0, 1]
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
-    for index, face in enumerate(faces):
-        name = LFW_CLASSES[index * len(LFW_CLASSES) // len(faces)]
-        (tmp / name).mkdir(parents=True, exist_ok=True)
-        pixels = (face * 255.0).round().astype(np.uint8)  # [25, 25]
-        Image.fromarray(pixels, mode="L").save(tmp / name / f"{index:03d}.png")
-    try:
-        tmp.rename(folder)  # atomic publish; a concurrent writer may have won
-        log.info("demo images: wrote the LFW face / non-face set into %s", folder)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
-def lfw_split(part: str, fraction: float = 0.25, seed: int = 0) -> tuple[Path, list[Path]]:
-    """(root, files) of the demo set's ``train`` or ``val`` part (pretraining sees ``train``)."""
-    root = lfw_folder()
-    files = scan(root)
-    labels, _ = file_labels(files, root, "folders")
-    train, held = stratified_split(labels, fraction, seed)
-    return root, [files[i] for i in (train if part == "train" else held)]
 
 
 def _labelled_files(root: Path, how: str, classes: list[str] | None, key: str

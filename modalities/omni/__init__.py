@@ -85,11 +85,9 @@ SPEC = ModalitySpec(
     build_dataset=lambda cfg: sources(cfg)[0].dataset,
     sample_shape=lambda cfg: video.sample_shape(cfg.video),
     visualize=visualize,
-    tokenizer="cube",
     default_model="videomae_vit_base_patch16_16x224",
     default_mask="tube",
     views=lambda cfg: cfg.video.repeat,
     sources=sources,
-    description="images and video clips into one encoder (OmniMAE)",
 )
 MODALITIES.register("omni", obj=SPEC)

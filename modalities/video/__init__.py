@@ -32,12 +32,9 @@ SPEC = ModalitySpec(
     build_dataset=build_dataset,
     sample_shape=sample_shape,
     visualize=visualize,
-    tokenizer="cube",
     default_model="videomae_vit_base_patch16_16x224",
     default_mask="tube",
     views=views,
-    description="RGB video clips from files decord or PyAV reads; demo: clips made from "
-                "scikit-image photos",
     evaluation=EvalSupport(
         data_config=labelled.VideoEvalDataConfig, labelled=labelled.labelled,
         inputs=labelled.inputs,

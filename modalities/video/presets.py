@@ -10,9 +10,9 @@ default mask).
 """
 from __future__ import annotations
 
-from mim.hybrid_presets import mcmae_config
-from mim.models import VIT_SIZES, ModelConfig
+from mim.factory import ModelConfig
 from mim.registry import MODELS
+from mim.sizes import VIT_SIZES, mcmae_config
 
 _DECODER = {"small": (192, 3), "base": (384, 6), "large": (512, 8)}  # width, heads
 

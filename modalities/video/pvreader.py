@@ -46,8 +46,6 @@ def pytorchvideo():
     ``_functional_tensor`` in torchvision >= 0.17)."""
     global _pv
     if _pv is None:
-        import torchvision.transforms
-
         if "torchvision.transforms.functional_tensor" not in sys.modules:
             from torchvision.transforms import _functional_tensor
 

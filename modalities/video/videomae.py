@@ -27,7 +27,7 @@ from mim.convert.common import ConvertError, Converted, check_plain_tokenizer, w
 from mim.convert.hf import (DECODER_LAYERS, HF_READERS, HF_WRITERS, common_config, mlp_ratio,
                             read_layers, write_layers)
 from mim.convert.storage import save_tensors, write_json
-from mim.models import ModelConfig
+from mim.factory import ModelConfig
 
 log = logging.getLogger("mim")
 ENCODER_LAYERS = ("videomae.encoder.layer.", "videomae.layers.")

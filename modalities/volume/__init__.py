@@ -8,7 +8,7 @@ hybrid MCMAE encoder with masked 3D convolutions (``presets.py``).
 from mim.registry import MODALITIES
 from mim.spec import EvalSupport, ModalitySpec
 from mim.modalities.volume import labelled
-from mim.modalities.volume import presets  # noqa: F401  (mcmae3d_* model presets)
+from mim.modalities.volume import presets  # noqa: F401  (mae3d_*, mcmae3d_* model presets)
 from mim.modalities.volume.config import VolumeDataConfig
 from mim.modalities.volume.dataset import VolumeDataset, build_dataset
 from mim.modalities.volume.visual import visualize
@@ -24,10 +24,8 @@ SPEC = ModalitySpec(
     build_dataset=build_dataset,
     sample_shape=sample_shape,
     visualize=visualize,
-    tokenizer="cube",
     default_model="mae3d_vit_base_patch16",
     default_mask="random",
-    description="3D volumes (.npy, .npz, NIfTI with nibabel); demo: procedural phantoms",
     evaluation=EvalSupport(
         data_config=labelled.VolumeEvalDataConfig, labelled=labelled.labelled,
         inputs=labelled.inputs,

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import mim
 from mim.config.compose import load
 from mim.engine.loop import NonFiniteLossError
 from mim.model import MaskedAutoencoder

@@ -25,8 +25,8 @@ def measure() -> dict:
     import psutil
 
     from mim.config.compose import load
-    from mim.models import build_tokenizer
-    from mim.registry import load_plugins
+    from mim.factory import build_tokenizer
+    from mim.plugins import load_plugins
     from mim.stream import make_stream
     from mim.train import _feeds, _sources
 

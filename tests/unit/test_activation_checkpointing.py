@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mim.factory import create_model, model_config
 from mim.masking import RandomMask
-from mim.models import create_model, model_config
 
 SMALL = dict(embed_dim=64, depth=3, num_heads=4, decoder_embed_dim=32, decoder_depth=2,
              decoder_num_heads=2, patch_size=8)

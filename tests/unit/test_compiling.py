@@ -11,8 +11,8 @@ from mim.config.errors import ConfigError
 from mim.engine import compiling
 from mim.engine.backend import TorchBackend
 from mim.engine.optim import build_adamw, cosine_schedule
+from mim.factory import create_model
 from mim.masking import RandomMask
-from mim.models import create_model
 from mim.tokenizers.masked_conv import ConvBlock
 
 SMALL = dict(embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16, decoder_depth=1,

@@ -8,7 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mim.masking import RandomMask
-from mim.models import build_model, model_config
+from mim.factory import build_model, model_config
 from mim.registry import MODELS
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from mim.config import ConfigError
 from mim.config.compose import load
-from mim.models import ModelConfig, build_tokenizer, model_config
+from mim.factory import ModelConfig, build_tokenizer, model_config
 from mim.pos_embed import sincos_pos_embed
 from mim.tokenizers import Patch2dTokenizer, Tokens
 from mim.tokenizers.stage_masks import downsample_mask, stage_grids, upsample_mask
@@ -181,8 +181,8 @@ def test_config_checks_name_the_key():
 def test_bf16_gradients_of_the_conv_stages_match_fp32(tokenizer):
     """Under bf16 autocast the conv stages' weight gradients stay within bf16 rounding of the
     fp32 ones (torch's CPU bf16 depthwise conv3d got them wrong for channels-last input)."""
+    from mim.factory import create_model
     from mim.masking import RandomMask
-    from mim.models import create_model
 
     video = tokenizer == "hybrid3d"
     name = "videomcmae_base_patch16_16x224" if video else "mcmae_small"

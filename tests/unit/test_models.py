@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mim.model import MAEOutput, MaskedAutoencoder
-from mim.models import ModelConfig, model_config
+from mim.factory import ModelConfig, model_config
 
 TINY = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_depth=1,
             decoder_num_heads=2, patch_size=8)
@@ -41,7 +41,7 @@ def test_every_preset_trains_at_tiny_size(name):
     three_d = {"cube": dict(tubelet_size=2),
                "hybrid3d": dict(tubelet_size=2, hybrid_time_strides=[2, 1, 1])}
     model = tiny(name, hybrid_dims=[8, 16],
-                 **three_d.get(mim.models.model_config(name).tokenizer, {}))
+                 **three_d.get(mim.factory.model_config(name).tokenizer, {}))
     rank = model.tokenizer.rank
     x = images() if rank == 2 else torch.randn(B, 3, 4, 32, 32)
     length = L if rank == 2 else 2 * L

@@ -66,3 +66,28 @@ def test_builtin_registries_are_filled():
     assert {"tokenizer", "mask", "model", "modality", "backend", "launcher"} == set(ALL)
     assert "image" in ALL["modality"].names()  # registered through the entry point
     assert {"patch2d", "cube"} <= set(ALL["tokenizer"].names())
+
+
+def test_every_model_preset_comes_from_the_presets_of_a_modality():
+    # one rule: a preset is registered by the modality whose samples it pretrains on
+    modules = {MODELS.get(name).__module__ for name in MODELS.names()}
+    assert modules == {f"mim.modalities.{m}.presets" for m in ("image", "video", "volume")}
+    assert MODELS.get("mae_vit_base_patch16").__module__ == "mim.modalities.image.presets"
+    assert MODELS.get("mae3d_vit_base_patch16").__module__ == "mim.modalities.volume.presets"
+    assert MODELS.get("mcmae_base").__module__ == "mim.modalities.image.presets"
+
+
+def test_a_lookup_loads_the_plugins_through_the_hook():
+    import mim.plugins
+    import mim.registry
+
+    assert mim.registry._before_lookup is mim.plugins.load_plugins  # installed by import mim
+    calls = []
+    mim.registry.set_lookup_hook(lambda: calls.append(1))
+    try:
+        reg = Registry("thing")
+        reg.register("a", obj=1)
+        assert reg.get("a") == 1 and "a" in reg and reg.names() == ["a"]
+        assert len(calls) == 3
+    finally:
+        mim.registry.set_lookup_hook(mim.plugins.load_plugins)

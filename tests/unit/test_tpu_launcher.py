@@ -9,7 +9,8 @@ import pytest
 from mim.cli import main
 from mim.config import ConfigError
 from mim.config.compose import load
-from mim.registry import LAUNCHERS, load_plugins
+from mim.plugins import load_plugins
+from mim.registry import LAUNCHERS
 
 load_plugins()
 BASE = ["modality=image", "launcher=tpu", "launcher.tpu_name=my-tpu",

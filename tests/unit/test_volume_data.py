@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import mim  # noqa: F401
+import mim.factory
 import numpy as np
 import pytest
 import torch
@@ -291,7 +291,8 @@ def test_visualize_writes_a_montage(tmp_path):
 def test_spec_and_demo_experiment_compose():
     from mim.config.compose import load, token_grid
 
-    assert SPEC.tokenizer == "cube" and SPEC.default_model == "mae3d_vit_base_patch16"
+    assert SPEC.default_model == "mae3d_vit_base_patch16"
+    assert mim.factory.model_config(SPEC.default_model).tokenizer == "cube"
     spec = load(["modality=volume", "experiment=volume_demo"])
     assert spec.model.name == "mae3d_vit_tiny_patch16" and spec.model.tokenizer == "cube"
     assert token_grid(spec)[0] == (6, 6, 6) and spec.data.input_size == [48, 48, 48]

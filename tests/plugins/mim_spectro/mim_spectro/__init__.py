@@ -7,7 +7,7 @@ time window, resized to ``input_size`` x ``input_size``, optionally log-compress
 normalised. mim's ``patch2d`` tokenizer cuts it into patches (``in_chans`` = 1 from
 ``sample_shape``).
 
-Imported by ``mim.registry.load_plugins`` via the entry point ``mim.plugins: spectro``.
+Imported by ``mim.plugins.load_plugins`` via the entry point ``mim.plugins: spectro``.
 """
 from __future__ import annotations
 
@@ -171,8 +171,6 @@ SPEC = ModalitySpec(
     build_dataset=build_dataset,
     sample_shape=sample_shape,
     visualize=visualize,
-    tokenizer="patch2d",
-    description="single-channel spectrograms from .npy files; demo: synthetic harmonics",
 )
 MODALITIES.register("spectro", obj=SPEC)
 add_config_dir(str(CONFIG_DIR))

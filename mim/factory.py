@@ -1,10 +1,13 @@
-"""Model presets registered by name, and ``create_model`` / ``list_models``.
+"""The model factory: ``ModelConfig`` and building a model from it (``model_config``,
+``build_tokenizer``, ``build_model``, ``create_model``, ``list_models`` over ``MODELS``).
 
-A preset is a factory returning a ``ModelConfig``; the same dataclass is the Hydra schema of the
-``model`` config group, so ``model=mae_vit_base_patch16 model.depth=6`` is typed and checked.
-Sizes: ViT (Dosovitskiy et al.) as used by MAE; MAE's decoder is 8 blocks x 512 wide
-(MAE Table 1a/1b). Long-sequence MAE (Hu et al. 2022, Sec. 3): 448 px with patch 16 (L = 784),
-decoder half the encoder's width with the encoder's number of heads.
+``mim/model.py`` holds the model itself (``MaskedAutoencoder``); this file turns a preset name or
+a config into one.
+
+A preset is a factory returning a ``ModelConfig``, registered in ``MODELS`` by the modality whose
+samples it pretrains on (``mim.modalities.<name>.presets``; the size tables they share are in
+``mim.sizes``). The same dataclass is the Hydra schema of the ``model`` config group, so
+``model=mae_vit_base_patch16 model.depth=6`` is typed and checked.
 """
 from __future__ import annotations
 
@@ -111,59 +114,6 @@ class ModelConfig:
         if self.tokenizer in HYBRID_TOKENIZERS and self.patch_size % 4:
             raise ValueError(f"model.patch_size: hybrid tokenizers need a multiple of 4 (stage "
                              f"strides patch/4, 2, 2), got {self.patch_size}")
-
-
-# (embed_dim, depth, num_heads): ViT-Ti/S/B/L/H
-VIT_SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12),
-        "large": (1024, 24, 16), "huge": (1280, 32, 16)}
-
-
-def _register_mae(size: str, patch: int) -> None:
-    dim, depth, heads = VIT_SIZES[size]
-    name = f"mae_vit_{size}_patch{patch}"
-
-    def preset() -> ModelConfig:
-        return ModelConfig(name=name, patch_size=patch, embed_dim=dim, depth=depth,
-                           num_heads=heads)
-
-    preset.__doc__ = f"MAE ViT-{size} /{patch}, decoder 8 x 512 (MAE Table 1)."
-    MODELS.register(name, obj=preset)
-
-
-def _register_longseq(size: str) -> None:
-    dim, depth, heads = VIT_SIZES[size]
-    name = f"lsmae_vit_{size}_patch16"
-
-    def preset() -> ModelConfig:
-        return ModelConfig(name=name, patch_size=16, embed_dim=dim, depth=depth,
-                           num_heads=heads, decoder_embed_dim=dim // 2, decoder_num_heads=heads)
-
-    preset.__doc__ = (f"Long-sequence MAE ViT-{size}/16 (use at 448 px with a 2x2 mask unit; "
-                      "decoder half the encoder width, encoder heads).")
-    MODELS.register(name, obj=preset)
-
-
-for _size in VIT_SIZES:
-    for _patch in (16, 14):
-        _register_mae(_size, _patch)
-for _size in ("base", "large"):
-    _register_longseq(_size)
-
-
-def _register_volume(size: str) -> None:
-    dim, depth, heads = VIT_SIZES[size]
-    name = f"mae3d_vit_{size}_patch16"
-
-    def preset() -> ModelConfig:
-        return ModelConfig(name=name, tokenizer="cube", patch_size=16, tubelet_size=16,
-                           embed_dim=dim, depth=depth, num_heads=heads)
-
-    preset.__doc__ = f"ViT-{size} on 16x16x16 cubes for 3D volumes, MAE's decoder."
-    MODELS.register(name, obj=preset)
-
-
-for _size in ("tiny", "small", "base"):
-    _register_volume(_size)
 
 
 def list_models() -> list[str]:

@@ -1,16 +1,17 @@
-"""MCMAE / ConvMAE presets (Gao et al. 2022, Table 7): ``mcmae_{small,base,base_star,large,huge}``.
+"""Encoder size tables that the modality presets build on, shared because they are the papers'.
 
-A hybrid encoder: conv stages 1-2 (``hybrid2d`` tokenizer, masked 5x5 depthwise convs) at strides
-4 and 8, then the ViT stage 3 at stride 16, with absolute sin-cos position embeddings at the
-stage-3 input and no cls token (Sec. 2.2), the multi-scale decoder (Eq. 1, the paper's default
-in Sec. 3) and MAE's 8 x 512 decoder. B* is B with mlp ratio 8 in stages 1-2. Encoder sizes match
-MAE-S/B/L/H: 22 / 84 / 88 / 322 / 666 M parameters (stages 1-3, the multi-scale decoder's
-stride convs not counted). The video and volume presets live in their modality packages.
+ViT-Ti/S/B/L/H (Dosovitskiy et al., the sizes MAE uses) and MCMAE's hybrid conv-ViT encoder
+(Gao et al. 2022, Table 7) with ``mcmae_config``. The presets themselves (named, registered
+configs) live in the modality packages' ``presets.py``; these tables sit in the core because the
+image, video and volume presets all use them and one modality never imports another.
 """
 from __future__ import annotations
 
-from mim.models import ModelConfig
-from mim.registry import MODELS
+from mim.factory import ModelConfig
+
+# (embed_dim, depth, num_heads): ViT-Ti/S/B/L/H
+VIT_SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12),
+             "large": (1024, 24, 16), "huge": (1280, 32, 16)}
 
 # size: ([C1, C2, C3], [L1, L2, L3], [P1, P2, P3] mlp ratios, stage-3 heads), Table 7
 MCMAE_SIZES = {
@@ -30,17 +31,3 @@ def mcmae_config(size: str, name: str, **fields) -> ModelConfig:
                 num_heads=heads, mlp_ratio=ratios[2], hybrid_dims=dims[:2],
                 hybrid_depths=depths[:2], hybrid_mlp_ratios=ratios[:2], cls_token=False)
     return ModelConfig(name=name, **{**base, **fields})
-
-
-def _register(size: str) -> None:
-    name = f"mcmae_{size}"
-
-    def preset() -> ModelConfig:
-        return mcmae_config(size, name)
-
-    preset.__doc__ = f"MCMAE-{size} (Table 7): hybrid conv-ViT encoder, multi-scale decoder."
-    MODELS.register(name, obj=preset)
-
-
-for _size in MCMAE_SIZES:
-    _register(_size)
