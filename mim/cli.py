@@ -137,25 +137,34 @@ def _visualize(args: list[str]) -> int:
     return _guarded(work)
 
 
-def _convert(args: list[str]) -> int:
+def _convert_config(args: list[str]) -> dict:
+    """``mim convert``'s command line, read in the grammar of every command, and checked."""
     from mim.config import ConfigError
-    from mim.config.overrides import parse, take, unknown
-    from mim.convert import WRITERS, convert
+    from mim.config.overrides import apply, parse, plain
+    from mim.convert import WRITERS
+
+    tree = {"input": None, "output": None, "to": None, "input_size": None, "model": {}}
+    config = plain(apply(tree, parse(args)[1], open_keys=("model",)), "")
+    to = config["to"]
+    if to not in WRITERS:
+        raise ConfigError(f"to: {'required' if to is None else f'unknown format {to!r}'}; "
+                          f"valid: {', '.join(WRITERS)}")
+    for key in ("input", "output"):
+        if config[key] is None:
+            raise ConfigError(f"{key}: required (mim convert input=PATH output=PATH to=...)")
+    if not isinstance(config["model"], dict):
+        raise ConfigError("model: convert takes model.<key>=VALUE (ModelConfig fields)")
+    size = config["input_size"]
+    config["input_size"] = [size] * 2 if isinstance(size, int) else size
+    return config
+
+
+def _convert(args: list[str]) -> int:
+    from mim.convert import convert
 
     def work() -> None:
-        values = parse(args)
-        source, output, to = (values.pop(k, None) for k in ("input", "output", "to"))
-        if to not in WRITERS:
-            raise ConfigError(f"to: {'required' if to is None else f'unknown format {to!r}'}; "
-                              f"valid: {', '.join(WRITERS)}")
-        for key, value in (("input", source), ("output", output)):
-            if value is None:
-                raise ConfigError(f"{key}: required (mim convert input=PATH output=PATH to=...)")
-        size = values.pop("input_size", None)
-        size = [size] * 2 if isinstance(size, int) else size
-        model = {k.split(".", 1)[1]: v for k, v in take(values, "model").items()}
-        unknown(values, ["input", "output", "to", "input_size", "model.<key>"])
-        print(convert(str(source), str(output), to, size, **model))
+        c = _convert_config(args)
+        print(convert(str(c["input"]), str(c["output"]), c["to"], c["input_size"], **c["model"]))
 
     return _guarded(work)
 
@@ -168,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if args else EXIT_CONFIG
     command, rest = args[0], args[1:]
+    if any(a in ("-h", "--help") for a in rest):
+        print(USAGE)
+        return 0
     if command == "train":
         return _train(rest)
     if command == "plugins":

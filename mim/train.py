@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from mim.engine.metrics import RunLogger
 from mim.engine.optim import build_adamw, cosine_schedule, effective_lr
 from mim.factory import build_model, build_tokenizer
 from mim.registry import BACKENDS
+from mim.seeding import seed_all
 from mim.stream import Feed, Source, make_stream
 
 log = logging.getLogger("mim")
@@ -71,12 +71,6 @@ def _setup_logging(directory: Path | None, is_main: bool) -> None:
         file = logging.FileHandler(directory / "train.log")
         file.setFormatter(fmt)
         root.addHandler(file)
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def train(spec: RunSpec) -> Path:
@@ -183,7 +177,7 @@ def _train(spec: RunSpec) -> Path:
                  len(feed.source.dataset), getattr(spec.data, "root", None) or "built-in demo",
                  list(feed.collate.grid), feed.collate.policy.num_masked(feed.collate.grid))
 
-    _seed_all(spec.seed)  # identical initial weights on every rank
+    seed_all(spec.seed)  # identical initial weights on every rank
     model = build_model(spec.model, in_chans=in_chans)
     t = spec.train
     global_batch = t.batch_size * backend.world_size  # clips per micro-step, all ranks

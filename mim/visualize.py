@@ -6,7 +6,9 @@ another mask), and shown as original | masked | reconstruction | reconstruction 
 visible patches pasted back. Norm-pix predictions are mapped back with each patch's own mean
 and variance (``mim.engine.visual``). Files: whatever the modality's ``visualize`` draws (the
 built-in ones: a PNG grid, an animated GIF plus a frame strip, slice montages), written to
-``out`` (default ``<run.dir>/pictures/visualize-<input name>``).
+``out`` (default ``<run.dir>/pictures/visualize-<input name>``). The command line is read in
+``mim train``'s grammar (``mim.config.overrides``): ``mask=NAME`` and ``modality=NAME`` choose
+options of those groups.
 """
 from __future__ import annotations
 
@@ -17,18 +19,23 @@ from typing import Any
 import torch
 
 from mim.config.errors import ConfigError
-from mim.config.overrides import parse, take, unknown
+from mim.config.overrides import apply, integer, parse, plain, typed, unknown_option, without
 from mim.data import MimDataset, sample_seed
 from mim.engine.visual import reconstruction_panels
-from mim.eval.compose import data_config, modality, read, run_config
+from mim.eval.plan import HEAD_KEYS, base_data, eval_modality, read, run_config
 from mim.eval.transfer import build_encoder
 from mim.masking import MaskConfigError, build_mask
-from mim.registry import UnknownNameError
+from mim.registry import MASKS
 from mim.spec import ModalitySpec
 
 
+GROUPS = ("mask", "modality")
+
+
 @dataclass
-class VisualizeSpec:
+class VisualizePlan:
+    """The pictures to draw, resolved from the command line."""
+
     modality: ModalitySpec
     data: Any
     weights: Any  # Converted
@@ -39,27 +46,37 @@ class VisualizeSpec:
     num: int
 
 
-def _mask(run_tree: dict | None, spec: ModalitySpec, values: dict[str, Any]) -> Any:
+def _tree(data: Any) -> dict[str, Any]:
+    """The config ``mim visualize`` applies the command line to (``data``: the base)."""
+    return {"run": {"dir": None}, "weights": None, "input": None, "out": None, "seed": 0,
+            "num": 8, "mask": {}, "data": data, "model": {k: None for k in HEAD_KEYS}}
+
+
+def _mask(run_tree: dict | None, modality: ModalitySpec, choice: str | None,
+          values: dict[str, Any]) -> Any:
     params = dict(run_tree["mask"]) if run_tree else {}
-    name = values.pop("mask", None) or params.pop("name", None) or spec.default_mask or "random"
+    name = choice or params.pop("name", None) or modality.default_mask or "random"
     if run_tree and name != run_tree["mask"]["name"]:
         params = {}  # another policy: its own defaults
     params.pop("name", None)
-    params.update({k.split(".", 1)[1]: v for k, v in take(values, "mask").items()})
+    params.update(values)
     try:
         return build_mask(name, **params)
-    except UnknownNameError as exc:
-        raise ConfigError(f"mask: {exc}") from None
     except MaskConfigError as exc:
         raise ConfigError(str(exc)) from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"mask: {exc}") from None
 
 
-def load_visualize(overrides: list[str]) -> VisualizeSpec:
-    values = parse(overrides)
-    run_dir, weights_path = values.pop("run.dir", None), values.pop("weights", None)
-    source = values.pop("input", None)
+def load_visualize(overrides: list[str]) -> VisualizePlan:
+    choices, rest = parse(overrides, GROUPS)
+    if choices.get("mask", "random") not in MASKS.names():  # checked before any file is read
+        raise ConfigError(unknown_option("mask", choices["mask"], MASKS.names()))
+    # where the weights come from decides the data base, so the command line is first applied
+    # to an open data section
+    first = apply(_tree({}), without(rest, "data"), GROUPS, open_keys=("mask",))
+    run_dir, weights_path = plain(first.run.dir, "run.dir"), plain(first.weights, "weights")
+    source = plain(first.input, "input")
     if source is None:
         raise ConfigError("input: required (a file of the run's modality, or a folder of them)")
     source = Path(str(source)).expanduser()
@@ -68,54 +85,52 @@ def load_visualize(overrides: list[str]) -> VisualizeSpec:
     if not (run_dir or weights_path):
         raise ConfigError("run.dir: required (a mim run), or weights=<file or folder> with "
                           "modality=<name>")
-    seed, num = values.pop("seed", 0), values.pop("num", 8)
-    if not isinstance(num, int) or num < 1:
-        raise ConfigError(f"num: pictures per file, an integer >= 1; got {num!r}")
-    out = values.pop("out", None)
     run_tree = run_config(run_dir) if run_dir else None
-    name = run_tree["modality"]["name"] if run_tree else values.pop("modality", "image")
-    spec = modality(name)
-    heads = {k.split(".")[1]: values.pop(k) for k in ("model.num_heads",
-                                                      "model.decoder_num_heads") if k in values}
+    modality = eval_modality(run_tree, choices.get("modality"))
+    heads = {k: v for k, v in plain(first.model, "model").items() if v is not None}
     weights = read(weights_path or run_dir, heads, "weights" if weights_path else "run.dir")
     if not weights.has_decoder:
         raise ConfigError("weights: they hold no decoder (an encoder-only file); reconstruction "
                           "pictures need the MAE decoder")
-    mask = _mask(run_tree, spec, values)
-    data = data_config(spec, run_tree, weights, take(values, "data"))
-    unknown(values, ["run.dir", "weights", "modality", "input", "out", "seed", "num", "mask",
-                     "mask.<key>", "data.<key>", "model.num_heads", "model.decoder_num_heads"])
+    final = apply(_tree(base_data(modality, run_tree, weights)), rest, GROUPS,
+                  open_keys=("mask",))
+    mask = _mask(run_tree, modality, choices.get("mask"), plain(final.mask, "mask"))
+    data = typed(modality.evaluation.data_config, plain(final.data, "data"), "data")
+    seed, num = integer("seed", plain(final.seed, "seed")), plain(final.num, "num")
+    if not isinstance(num, int) or isinstance(num, bool) or num < 1:
+        raise ConfigError(f"num: pictures per file, an integer >= 1; got {num!r}")
     try:
-        inputs = spec.evaluation.inputs(data, source)
+        inputs = modality.evaluation.inputs(data, source)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"input: {' '.join(str(exc).split())}") from None
+    out = plain(final.out, "out")
     if out is None:
         base = Path(run_dir).expanduser() / "pictures" if run_dir else Path("pictures")
         out = base / f"visualize-{source.stem}"
-    return VisualizeSpec(spec, data, weights, mask, inputs, Path(str(out)).expanduser(),
-                         int(seed), num)
+    return VisualizePlan(modality, data, weights, mask, inputs, Path(str(out)).expanduser(),
+                         seed, num)
 
 
 @torch.no_grad()
-def visualize(spec: VisualizeSpec) -> list[Path]:
+def visualize(plan: VisualizePlan) -> list[Path]:
     """Write the pictures; returns their paths (one picture holds up to ``num`` inputs)."""
-    model = build_encoder(spec.weights.config, spec.weights.in_chans, spec.weights).eval()
-    dataset = spec.inputs
-    shape = tuple(spec.modality.sample_shape(spec.data))
+    model = build_encoder(plan.weights.config, plan.weights.in_chans, plan.weights).eval()
+    dataset = plan.inputs
+    shape = tuple(plan.modality.sample_shape(plan.data))
     grid = model.tokenizer.mask_grid(shape)
     try:
-        spec.mask.check(grid)
+        plan.mask.check(grid)
     except MaskConfigError as exc:
         raise ConfigError(str(exc)) from None
-    spec.out.mkdir(parents=True, exist_ok=True)
+    plan.out.mkdir(parents=True, exist_ok=True)
     written = []
-    for first in range(0, len(dataset), spec.num):
-        items = range(first, min(first + spec.num, len(dataset)))
+    for first in range(0, len(dataset), plan.num):
+        items = range(first, min(first + plan.num, len(dataset)))
         x = torch.stack([dataset[(i, 0)].x for i in items])  # [N, C, *spatial]
-        masks = [spec.mask(grid, torch.Generator().manual_seed(
-            sample_seed(spec.seed, 0, i, "visualize"))) for i in items]
+        masks = [plan.mask(grid, torch.Generator().manual_seed(
+            sample_seed(plan.seed, 0, i, "visualize"))) for i in items]
         panels = reconstruction_panels(model, x, torch.stack(masks))  # each [N, C, *spatial]
-        stem = spec.out / f"reconstruction_{first // spec.num:03d}"
-        spec.modality.visualize(panels, spec.data, stem)
-        written += sorted(spec.out.glob(f"{stem.name}.*"))  # e.g. a GIF beside the PNG
+        stem = plan.out / f"reconstruction_{first // plan.num:03d}"
+        plan.modality.visualize(panels, plan.data, stem)
+        written += sorted(plan.out.glob(f"{stem.name}.*"))  # e.g. a GIF beside the PNG
     return written

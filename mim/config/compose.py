@@ -24,6 +24,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 import mim.configs
 from mim.config.errors import ConfigError
+from mim.config.overrides import check_keys, integer, message, parse, plain, typed
+from mim.config.overrides import unknown_option
 from mim.config.schema import BaseConfig, OptimConfig, RunConfig, TrainConfig
 from mim.masking import MaskConfigError, build_mask
 from mim.factory import ModelConfig, build_tokenizer
@@ -114,6 +116,8 @@ def _group_options(group: str) -> list[str]:
 
 def compose(overrides: list[str]) -> DictConfig:
     """Hydra composition of ``configs/config.yaml`` with ``overrides``; errors -> ConfigError."""
+    # the grammar's own errors, worded as for every command
+    parsed = parse(overrides, [g for g in GROUPS if g != "experiment"])[1]
     register_configs()
     extra = [f"file://{d}" for d in CONFIG_DIRS]
     search = [f"hydra.searchpath=[{','.join(extra)}]"] if extra else []
@@ -123,8 +127,9 @@ def compose(overrides: list[str]) -> DictConfig:
             return hydra_compose(config_name="config", overrides=[*overrides, *search])
     except MissingConfigException as exc:
         raise ConfigError(_missing_message(exc)) from None
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(_override_message(exc, overrides)) from None
+    except (HydraException, OmegaConfBaseException, ValueError, TypeError) as exc:
+        raise ConfigError(message(exc, lambda parent: _valid_keys(parent, overrides),
+                                  parsed)) from None
     finally:
         GlobalHydra.instance().clear()
 
@@ -136,26 +141,8 @@ def _missing_message(exc: MissingConfigException) -> str:
     if found:
         group, choice = found.groups()
         group = group.lstrip("/")
-        return f"{group}: unknown option '{choice}'; valid: {', '.join(_group_options(group))}"
+        return unknown_option(group, choice, _group_options(group))
     return " ".join(text.split())
-
-
-def _override_message(exc: Exception, overrides: list[str]) -> str:
-    texts = [str(exc)] + ([str(exc.__cause__)] if exc.__cause__ else [])
-    joined = "\n".join(texts)
-    key = re.search(r"full_key: ([\w.\[\]]+)", joined)
-    bad = re.search(r"Could not override '([\w.]+)'", joined)
-    path = (key or bad).group(1) if (key or bad) else None
-    # "is not in struct" for plain dict nodes, "Key 'x' not in 'SomeConfig'" for typed ones
-    unknown_key = "not in struct" in joined or re.search(r"Key '[^']*' not in '", joined)
-    if unknown_key and path:
-        parent, _, leaf = path.rpartition(".")
-        return f"{path}: unknown key; valid keys{' in ' + parent if parent else ''}: " \
-               f"{', '.join(_valid_keys(parent, overrides))}"
-    detail = next((line for t in reversed(texts) for line in t.splitlines()
-                   if line.strip() and "full_key" not in line and "object_type" not in line
-                   and "reference_type" not in line), joined)
-    return f"{path}: {detail.strip()}" if path else " ".join(joined.split())
 
 
 def _valid_keys(parent: str, overrides: list[str]) -> list[str]:
@@ -172,49 +159,26 @@ def _valid_keys(parent: str, overrides: list[str]) -> list[str]:
         GlobalHydra.instance().clear()
 
 
-def _typed(schema: Any, node: Any, section: str) -> Any:
-    """Merge ``node`` into a structured ``schema`` and build the dataclass (runs its checks)."""
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", "") or ""
-        msg = str(exc).splitlines()[0]
-        if "not in struct" in str(exc):
-            valid = ", ".join(f.name for f in dataclasses.fields(schema))
-            return _raise(f"{section}.{key}: unknown key; valid: {valid}")
-        return _raise(f"{section}.{key}: {msg}" if key else f"{section}: {msg}")
-    except (ValueError, TypeError) as exc:
-        text = str(exc)
-        return _raise(text if text.startswith(section) else f"{section}: {text}")
-
-
-def _raise(message: str) -> Any:
-    raise ConfigError(message)
-
-
 def _check_plugin(cls: Any, node: dict[str, Any], section: str) -> None:
     """A backend's or launcher's parameters against its ``Config`` dataclass (types and the
     dataclass's own checks), before any process or model exists."""
     config = getattr(cls, "Config", None)
     if config is not None:
-        _typed(config, {k: v for k, v in node.items() if k != "name"}, section)
+        typed(config, {k: v for k, v in node.items() if k != "name"}, section)
 
 
 def validate(raw: DictConfig) -> RunSpec:
     """Check every section of a composed config; the first problem -> ConfigError."""
     expected = {"seed", "train", "optim", "run", "model", "mask", "modality", "data",
                 "backend", "launcher"}
-    unknown = sorted(set(raw.keys()) - expected)
-    if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown key; valid: {', '.join(sorted(expected))}")
-    plain = OmegaConf.to_container(raw, resolve=True)
+    check_keys(raw.keys(), expected)
+    plain_tree = plain(raw, "")
     try:
-        modality = MODALITIES.get(plain["modality"]["name"])
-        mask_params = dict(plain["mask"])
+        modality = MODALITIES.get(plain_tree["modality"]["name"])
+        mask_params = dict(plain_tree["mask"])
         mask_name = mask_params.pop("name")
         mask = build_mask(mask_name, **mask_params)
-        backend, launcher = plain["backend"], plain["launcher"]
+        backend, launcher = plain_tree["backend"], plain_tree["launcher"]
         BACKENDS.get(backend["name"])
         LAUNCHERS.get(launcher["name"])
     except UnknownNameError as exc:
@@ -223,18 +187,16 @@ def validate(raw: DictConfig) -> RunSpec:
         raise ConfigError(str(exc)) from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"mask: {exc}") from None
-    if not isinstance(plain["seed"], int) or isinstance(plain["seed"], bool):
-        raise ConfigError(f"seed: must be an integer, got {plain['seed']!r}")
     spec = RunSpec(
         raw=raw,
-        seed=plain["seed"],
-        train=_typed(TrainConfig, plain["train"], "train"),
-        optim=_typed(OptimConfig, plain["optim"], "optim"),
-        run=_typed(RunConfig, plain["run"], "run"),
-        model=_typed(ModelConfig, plain["model"], "model"),
+        seed=integer("seed", plain_tree["seed"]),
+        train=typed(TrainConfig, plain_tree["train"], "train"),
+        optim=typed(OptimConfig, plain_tree["optim"], "optim"),
+        run=typed(RunConfig, plain_tree["run"], "run"),
+        model=typed(ModelConfig, plain_tree["model"], "model"),
         mask=mask,
         modality=modality,
-        data=_typed(modality.data_config, plain["data"], "data"),
+        data=typed(modality.data_config, plain_tree["data"], "data"),
         backend=backend,
         launcher=launcher,
     )

@@ -28,7 +28,7 @@ from torch import nn
 
 from mim.engine import compiling
 from mim.engine.optim import fused_adamw
-from mim.eval.config import FinetuneConfig
+from mim.eval.schema import FinetuneConfig
 from mim.eval.features import accuracy, pool, split_views
 from mim.eval.loaders import batches
 from mim.eval.schedule import lr_at, set_lr

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mim.eval.config import LinprobeConfig
+from mim.eval.schema import LinprobeConfig
 from mim.eval.features import accuracy, embed, extract
 from mim.eval.lars import LARS
 from mim.eval.loaders import batches

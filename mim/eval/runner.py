@@ -1,4 +1,4 @@
-"""``evaluate(spec)``: build the encoder, run the protocol, write the results file."""
+"""``evaluate(plan)``: build the encoder, run the protocol, write the results file."""
 from __future__ import annotations
 
 import json
@@ -10,13 +10,13 @@ from typing import Any
 
 import torch
 
-from mim.eval.compose import EvalSpec
+from mim.eval.plan import EvalPlan
 from mim.eval.features import accuracy, extract, pool_name
 from mim.eval.finetune import finetune
 from mim.eval.knn import knn_scores
 from mim.eval.linprobe import linear_probe
 from mim.eval.transfer import build_encoder
-from mim.train import _seed_all as seed_all
+from mim.seeding import seed_all
 
 log = logging.getLogger("mim")
 
@@ -27,8 +27,8 @@ def _device(choice: str) -> torch.device:
     return torch.device("cpu")
 
 
-def run_knn(model, data, spec: EvalSpec, how: str, device: torch.device) -> dict[str, Any]:
-    s, p = spec.settings, spec.params
+def run_knn(model, data, plan: EvalPlan, how: str, device: torch.device) -> dict[str, Any]:
+    s, p = plan.settings, plan.params
     train, train_labels = extract(model, data.train_plain, how, s.batch_size, s.num_workers,
                                   device)
     val, val_labels = extract(model, data.val, how, s.batch_size, s.num_workers, device)
@@ -37,29 +37,29 @@ def run_knn(model, data, spec: EvalSpec, how: str, device: torch.device) -> dict
             "k": min(p.k, len(train))}
 
 
-def evaluate(spec: EvalSpec) -> dict[str, Any]:
-    """Run ``spec.protocol``; returns the results (also written to ``<out>/<protocol>-<init>.json``)."""
+def evaluate(plan: EvalPlan) -> dict[str, Any]:
+    """Run ``plan.protocol``; returns the results (also written to ``<out>/<protocol>-<init>.json``)."""
     start = time.perf_counter()
-    seed_all(spec.seed)  # seeded as train() seeds before building: the same initial weights
-    model = build_encoder(spec.model, spec.in_chans, spec.weights, spec.settings.kernel_resize)
-    device = _device(spec.settings.device)
+    seed_all(plan.seed)  # seeded as train() seeds before building: the same initial weights
+    model = build_encoder(plan.model, plan.in_chans, plan.weights, plan.settings.kernel_resize)
+    device = _device(plan.settings.device)
     model = model.to(device)
-    data = spec.labelled
-    how = pool_name(spec.settings.pool, model)
-    s = spec.settings
-    if spec.protocol == "knn":
-        metrics = run_knn(model, data, spec, how, device)
-    elif spec.protocol == "linprobe":
-        metrics = linear_probe(model, data, spec.params, how, device, s.batch_size,
-                               s.num_workers, spec.seed)
+    data = plan.labelled
+    how = pool_name(plan.settings.pool, model)
+    s = plan.settings
+    if plan.protocol == "knn":
+        metrics = run_knn(model, data, plan, how, device)
+    elif plan.protocol == "linprobe":
+        metrics = linear_probe(model, data, plan.params, how, device, s.batch_size,
+                               s.num_workers, plan.seed)
     else:
-        metrics = finetune(model, data, spec.params, how, device, s.batch_size, s.num_workers,
-                           spec.seed)
-    result = {**spec.record(), "pool": how, "classes": data.classes,
+        metrics = finetune(model, data, plan.params, how, device, s.batch_size, s.num_workers,
+                           plan.seed)
+    result = {**plan.record(), "pool": how, "classes": data.classes,
               "num_train": len(data.train), "num_val": len(data.val),
               "seconds": round(time.perf_counter() - start, 1), "metrics": metrics}
-    path = spec.out_dir / f"{spec.protocol}-{spec.settings.init}.json"
-    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    path = plan.out_dir / f"{plan.protocol}-{plan.settings.init}.json"
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(tmp, path)

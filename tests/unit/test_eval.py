@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mim.config.errors import ConfigError
-from mim.eval.compose import load_eval
-from mim.eval.config import FinetuneConfig
+from mim.eval.plan import load_eval
+from mim.eval.schema import FinetuneConfig
 from mim.eval.features import embed
 from mim.eval.finetune import Classifier, fold_for_cutmix, param_groups
 from mim.eval.knn import knn_scores
@@ -169,16 +169,17 @@ def test_cutmix_folding_keeps_the_time_axis_together() -> None:
 @pytest.mark.parametrize("protocol, overrides, text", [
     ("knn", ["knn.k=0"], "knn.k: must be >= 1"),
     ("knn", ["knn.bogus=1"], "knn.bogus: unknown key; valid keys in knn: k, temperature"),
-    ("knn", ["bogus=1"], "bogus: unknown key; valid: seed, run.dir"),
+    ("knn", ["bogus=1"], "bogus: unknown key; valid keys: data, eval, knn, modality, model, run, "
+                        "seed, weights"),
     ("linprobe", ["linprobe.optimizer=adam"], "is not one of: lars, sgd"),
-    ("linprobe", ["knn.k=5"], "knn.k: unknown key"),
+    ("linprobe", ["knn.k=5"], "knn: unknown key; valid keys: data, eval, linprobe, modality"),
     ("knn", ["eval.pool=max"], "eval.pool: 'max' is not one of: auto, cls, avg"),
     ("knn", ["eval.batch_size=abc"], "eval.batch_size"),
     ("knn", ["eval.init=random", "data.val_fraction=2"], "data.val_fraction: must be in (0, 1)"),
     ("knn", ["eval.init=random", "data.bogus=1"], "data.bogus: unknown key; valid keys in data"),
     ("knn", [], "eval.init: 'pretrained' needs run.dir="),
-    ("knn", ["eval.init=random", "model=vit_nope"], "model: unknown model 'vit_nope'; valid:"),
-    ("knn", ["eval.init=random", "modality=sound"], "modality: unknown modality 'sound'"),
+    ("knn", ["eval.init=random", "model=vit_nope"], "model: unknown option 'vit_nope'; valid:"),
+    ("knn", ["eval.init=random", "modality=sound"], "modality: unknown option 'sound'; valid:"),
     ("knn", ["eval.init=random", "data.input_size=30"], "data.input_size: input size"),
     ("knn", ["run.dir=/nonexistent/run"], "run.dir: /nonexistent/run/config.yaml not found"),
     ("knn", ["weights=/nonexistent.pth"], "weights: /nonexistent.pth: no such file"),

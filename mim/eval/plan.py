@@ -1,4 +1,4 @@
-"""``mim eval <protocol> key=value ...`` -> a validated ``EvalSpec``, before any compute.
+"""``mim eval <protocol> key=value ...`` -> an ``EvalPlan``: everything checked, before compute.
 
 Where the encoder comes from, in order: ``weights=<file or folder>`` (any format
 ``mim.load_pretrained`` reads), ``run.dir=<a mim run>`` (its config and newest checkpoint), or
@@ -6,6 +6,8 @@ Where the encoder comes from, in order: ``weights=<file or folder>`` (any format
 ``model.<key>=`` changes it for transfer (``model.patch_size`` resizes the patch kernels),
 ``data.<key>=`` chooses the labelled data (a modality's demo set by default). Input geometry and
 normalisation are inherited from the pretraining run (or the weights' input size) unless set.
+The command line is read in ``mim train``'s grammar (``mim.config.overrides``): ``model=NAME``
+and ``modality=NAME`` choose options of those groups, as they do there.
 """
 from __future__ import annotations
 
@@ -17,18 +19,21 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from mim.config.errors import ConfigError
-from mim.config.overrides import build, parse, take, unknown
+from mim.config.overrides import apply, integer, parse, plain, typed, unknown_option, without
 from mim.convert import ConvertError, Converted, read_weights
-from mim.eval.config import PROTOCOLS, EvalSettings
+from mim.eval.schema import PROTOCOLS, EvalSettings
 from mim.factory import ModelConfig, build_tokenizer, model_config
-from mim.registry import MODALITIES, UnknownNameError
+from mim.registry import MODALITIES, MODELS, UnknownNameError
 from mim.spec import LabelledData, ModalitySpec
 
 HEAD_KEYS = ("num_heads", "decoder_num_heads")  # what a state dict cannot tell
+GROUPS = ("model", "modality")
 
 
 @dataclass
-class EvalSpec:
+class EvalPlan:
+    """One evaluation, resolved from the command line: what to build and run, and where."""
+
     protocol: str
     seed: int
     modality: ModalitySpec
@@ -58,16 +63,20 @@ def run_config(run_dir: str) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
-def modality(name: str) -> ModalitySpec:
-    try:
-        spec = MODALITIES.get(name)
-    except UnknownNameError as exc:
-        raise ConfigError(f"modality: {exc}") from None
-    if spec.evaluation is None:
+def eval_modality(run_tree: dict | None, choice: str | None) -> ModalitySpec:
+    """The run's modality (``modality=`` may only repeat it), else ``choice`` (default image);
+    it must provide labelled data."""
+    name = run_tree["modality"]["name"] if run_tree else (choice or "image")
+    if run_tree and choice not in (None, name):
+        raise ConfigError(f"modality: the run in run.dir is '{name}', not '{choice}'")
+    if name not in MODALITIES.names():
+        raise ConfigError(unknown_option("modality", name, MODALITIES.names()))
+    modality = MODALITIES.get(name)
+    if modality.evaluation is None:
         with_support = [n for n in MODALITIES.names() if MODALITIES.get(n).evaluation]
         raise ConfigError(f"modality: '{name}' provides no labelled data for evaluation; "
                           f"valid: {', '.join(with_support)}")
-    return spec
+    return modality
 
 
 def read(path: str, heads: dict[str, Any], key: str) -> Converted:
@@ -77,20 +86,19 @@ def read(path: str, heads: dict[str, Any], key: str) -> Converted:
         raise ConfigError(f"{key}: {exc}") from None
 
 
-def data_config(spec: ModalitySpec, run_tree: dict | None, weights: Converted | None,
-                values: dict[str, Any]) -> Any:
-    """The eval data config: schema defaults < what the run / weights say < the command line."""
-    support = spec.evaluation
+def base_data(modality: ModalitySpec, run_tree: dict | None, weights: Converted | None) -> Any:
+    """The eval data config before the command line: schema defaults < what the run / weights
+    say."""
+    support = modality.evaluation
     inherited: dict[str, Any] = {}
     if run_tree is not None:
         inherited = {k: v for k, v in run_tree.get("data", {}).items() if k in support.inherit}
     elif weights is not None and weights.input_size:
         inherited = support.size_keys(tuple(weights.input_size))
     try:
-        base = support.data_config(**inherited)
+        return support.data_config(**inherited)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"data: {exc}") from None
-    return build(support.data_config, base, values, "data")
 
 
 def data_error(exc: Exception) -> ConfigError:
@@ -99,9 +107,9 @@ def data_error(exc: Exception) -> ConfigError:
     return ConfigError(text if text.startswith("data") else f"data: {text}")
 
 
-def labelled_data(spec: ModalitySpec, data: Any) -> LabelledData:
+def labelled_data(modality: ModalitySpec, data: Any) -> LabelledData:
     try:
-        return spec.evaluation.labelled(data)
+        return modality.evaluation.labelled(data)
     except (FileNotFoundError, ValueError) as exc:
         raise data_error(exc) from None
 
@@ -109,18 +117,19 @@ def labelled_data(spec: ModalitySpec, data: Any) -> LabelledData:
 def check_grid(model: ModelConfig, shape: tuple[int, ...]) -> None:
     try:
         build_tokenizer(model, shape[0]).grid(shape)
-    except (ValueError, UnknownNameError) as exc:
+    except UnknownNameError as exc:
+        raise ConfigError(f"model.tokenizer: {exc}") from None
+    except ValueError as exc:
         raise ConfigError(f"data.input_size: {exc} (model.patch_size={model.patch_size})") from None
 
 
-def _architecture(spec: ModalitySpec, run_dir: str | None, run_tree: dict | None,
+def _architecture(modality: ModalitySpec, run_dir: str | None, run_tree: dict | None,
                   weights_path: str | None, preset: str | None, init: str,
-                  model_values: dict[str, Any]) -> tuple[Converted | None, ModelConfig]:
+                  heads: dict[str, Any]) -> tuple[Converted | None, ModelConfig]:
     """(weights or None, the architecture before ``model.<key>`` overrides)."""
     if preset is not None and (run_dir or weights_path):
         raise ConfigError("model: a preset name is for random-init evaluations without run.dir "
                           "or weights; change the architecture with model.<key>=... instead")
-    heads = {k: model_values[f"model.{k}"] for k in HEAD_KEYS if f"model.{k}" in model_values}
     weights = None
     if weights_path:
         weights = read(weights_path, heads, "weights")
@@ -132,43 +141,51 @@ def _architecture(spec: ModalitySpec, run_dir: str | None, run_tree: dict | None
     if weights is not None:
         return weights, weights.config
     if run_tree is not None:
-        return None, build(ModelConfig, None, {f"model.{k}": v for k, v in
-                                               run_tree["model"].items()}, "model")
-    try:
-        return None, model_config(preset or spec.default_model or "mae_vit_base_patch16")
-    except UnknownNameError as exc:
-        raise ConfigError(f"model: {exc}") from None
+        return None, typed(ModelConfig, run_tree["model"], "model")
+    preset = preset or modality.default_model or "mae_vit_base_patch16"
+    if preset not in MODELS.names():
+        raise ConfigError(unknown_option("model", preset, MODELS.names()))
+    return None, model_config(preset)
 
 
-def load_eval(protocol: str, overrides: list[str]) -> EvalSpec:
+def heads(first: Any, overrides: list) -> dict[str, Any]:
+    """The head counts the command line sets (a state dict cannot tell them)."""
+    given = {o.key_or_group for o in overrides}
+    return {k: plain(first.model[k], f"model.{k}") for k in HEAD_KEYS if f"model.{k}" in given}
+
+
+def _tree(protocol: str, model: Any, data: Any) -> dict[str, Any]:
+    """The config ``mim eval`` applies the command line to (``model`` and ``data``: the bases)."""
+    return {"seed": None, "run": {"dir": None}, "weights": None, "eval": EvalSettings,
+            protocol: PROTOCOLS[protocol], "model": model, "data": data}
+
+
+def load_eval(protocol: str, overrides: list[str]) -> EvalPlan:
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol: unknown '{protocol}'; valid: {', '.join(PROTOCOLS)}")
-    values = parse(overrides)
-    seed = values.pop("seed", None)
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise ConfigError(f"seed: must be an integer, got {seed!r}")
-    run_dir, weights_path = values.pop("run.dir", None), values.pop("weights", None)
-    preset, modality_name = values.pop("model", None), values.pop("modality", None)
-    settings = build(EvalSettings, None, take(values, "eval"), "eval")
-    params = build(PROTOCOLS[protocol], None, take(values, protocol), protocol)
-    model_values, data_values = take(values, "model"), take(values, "data")
-    unknown(values, ["seed", "run.dir", "weights", "modality", "model", "model.<key>",
-                     "data.<key>", "eval.<key>", f"{protocol}.<key>"])
-
+    choices, rest = parse(overrides, GROUPS)
+    # where the weights come from decides the bases, so those keys are read first, from the
+    # command line applied to default sections (the data config depends on the modality)
+    first = apply(_tree(protocol, ModelConfig, {}), without(rest, "data"), GROUPS)
+    run_dir, weights_path = plain(first.run.dir, "run.dir"), plain(first.weights, "weights")
+    init = typed(EvalSettings, plain(first.eval, "eval"), "eval").init
+    typed(PROTOCOLS[protocol], plain(first[protocol], protocol), protocol)  # checked before I/O
     run_tree = run_config(run_dir) if run_dir else None
+    modality = eval_modality(run_tree, choices.get("modality"))
+    weights, base_model = _architecture(modality, run_dir, run_tree, weights_path,
+                                        choices.get("model"), init, heads(first, rest))
+    final = apply(_tree(protocol, base_model, base_data(modality, run_tree, weights)), rest,
+                  GROUPS)
+    seed = plain(final.seed, "seed")
     if seed is None:  # a run's own seed: eval.init=random rebuilds the weights it started from
         seed = int(run_tree.get("seed", 0)) if run_tree else 0
-    name = run_tree["modality"]["name"] if run_tree else (modality_name or "image")
-    if run_tree and modality_name not in (None, name):
-        raise ConfigError(f"modality: the run in run.dir is '{name}', not '{modality_name}'")
-    spec = modality(name)
-    weights, base_model = _architecture(spec, run_dir, run_tree, weights_path, preset,
-                                        settings.init, model_values)
-    model = build(ModelConfig, base_model, model_values, "model")
+    settings = typed(EvalSettings, plain(final.eval, "eval"), "eval")
+    params = typed(PROTOCOLS[protocol], plain(final[protocol], protocol), protocol)
+    model = typed(ModelConfig, plain(final.model, "model"), "model")
     if protocol == "finetune":  # stochastic depth is a fine-tuning setting (MAE Table 9)
         model = dataclasses.replace(model, drop_path=params.drop_path)
-    data = data_config(spec, run_tree, weights, data_values)
-    shape = tuple(spec.sample_shape(data))
+    data = typed(modality.evaluation.data_config, plain(final.data, "data"), "data")
+    shape = tuple(modality.sample_shape(data))
     if weights is not None and weights.in_chans != shape[0]:
         raise ConfigError(f"data: the weights take {weights.in_chans} channels, the data has "
                           f"{shape[0]}")
@@ -178,6 +195,6 @@ def load_eval(protocol: str, overrides: list[str]) -> EvalSpec:
     else:
         out_dir = (Path(run_dir).expanduser() / "eval") if run_dir else Path("eval")
     source = "random init" if settings.init == "random" else str(weights_path or run_dir)
-    return EvalSpec(protocol, seed, spec, data, model, shape[0], weights if
-                    settings.init == "pretrained" else None, source, settings, params, out_dir,
-                    labelled_data(spec, data))
+    return EvalPlan(protocol, integer("seed", seed), modality, data, model, shape[0],
+                    weights if settings.init == "pretrained" else None, source, settings,
+                    params, out_dir, labelled_data(modality, data))
