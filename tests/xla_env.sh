@@ -12,6 +12,11 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${MIM_XLA_VENV:-$HOME/.cache/mim/xla-venv}"
 marker="$venv/.mim-xla-ready"
+# one builder at a time: the test session starts a build in the background (tests/conftest.py)
+# and the tests that need the venv call this script again, which waits here for that build
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
 torch_spec="torch==2.9.0"
 xla_spec="torch_xla==2.9.0"
 
@@ -25,7 +30,6 @@ if [[ -f "$marker" && -x "$venv/bin/python" ]]; then
     exit 0
 fi
 
-mkdir -p "$(dirname "$venv")"
 [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
 py="$venv/bin/python"
 pip=("$py" -m pip --disable-pip-version-check -q)
