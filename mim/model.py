@@ -47,6 +47,31 @@ def _blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float
                          for r in rates)
 
 
+# Where the decoder's parameters live in MaskedAutoencoder's names; every other name (tokenizer,
+# cls_token, learned_pos_embed, blocks, norm) is the encoder, which evaluation and export keep.
+DECODER_PREFIXES = ("decoder", "mask_token")
+
+
+def is_decoder(name: str) -> bool:
+    """Is the parameter or state key ``name`` (MaskedAutoencoder's naming) part of the decoder?"""
+    return name.startswith(DECODER_PREFIXES)
+
+
+def split_state(state: dict[str, torch.Tensor]
+                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A MaskedAutoencoder state dict -> (encoder entries, decoder entries)."""
+    return ({k: v for k, v in state.items() if not is_decoder(k)},
+            {k: v for k, v in state.items() if is_decoder(k)})
+
+
+def patch_stats(patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """patches [B, L, P] -> (mean, std), each [B, L, 1]: the per-patch statistics of the
+    norm-pix target (MAE Table 1d; the unbiased variance plus 1e-6 under the root)."""
+    mean = patches.mean(dim=-1, keepdim=True)
+    std = (patches.var(dim=-1, keepdim=True) + 1.0e-6) ** 0.5
+    return mean, std
+
+
 # model.activation_checkpointing: which block stacks recompute their activations in backward
 RECOMPUTE = {"none": (False, False), "decoder": (False, True), "encoder": (True, False),
              "all": (True, True)}
@@ -212,9 +237,8 @@ class MaskedAutoencoder(nn.Module):
         """Reconstruction target [B, L, P]: pixels, or per-patch normalised pixels (norm-pix)."""
         target = self.tokenizer.patchify(x)
         if self.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1.0e-6) ** 0.5
+            mean, std = patch_stats(target)
+            target = (target - mean) / std
         return target
 
     def loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ from mim.engine.loop import LoopSettings, LoopState, Trainer, picture_writer
 from mim.engine.metrics import RunLogger
 from mim.engine.optim import build_adamw, cosine_schedule, effective_lr
 from mim.factory import build_model, build_tokenizer
+from mim.model import is_decoder
 from mim.registry import BACKENDS
 from mim.seeding import seed_all
 from mim.stream import Feed, Source, make_stream
@@ -190,8 +191,7 @@ def _train(spec: RunSpec) -> Path:
     scheduler = cosine_schedule(optimizer, plan.warmup_steps, plan.total_steps,
                                 spec.optim.min_lr / plan.lr)
     # counted before setup: ZeRO-3 leaves each rank a shard of every parameter
-    encoder_params = sum(p.numel() for n, p in model.named_parameters()
-                         if not n.startswith(("decoder", "mask_token")))
+    encoder_params = sum(p.numel() for n, p in model.named_parameters() if not is_decoder(n))
     runner = backend.setup(model, optimizer, scheduler)
     checkpoints = Checkpoints(directory / "checkpoints", t.keep_last)
     state = _resume(spec, backend, checkpoints)

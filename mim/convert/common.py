@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from mim.factory import ModelConfig, build_model
+from mim.model import is_decoder
 from mim.pos_embed import POS_EMBEDS, sincos_pos_embed
 
 # widths of the ViT sizes and their head counts (Ti/S/B/L/H; MAE's decoder: 512 -> 16)
@@ -46,8 +47,7 @@ class Converted:
         """A MaskedAutoencoder holding these weights (a fresh decoder if the file had none)."""
         model = build_model(self.config, self.in_chans)
         missing, unexpected = model.load_state_dict(self.state, strict=False)
-        allowed = () if self.has_decoder else ("decoder", "mask_token")
-        missing = [k for k in missing if not k.startswith(allowed)]
+        missing = [k for k in missing if self.has_decoder or not is_decoder(k)]
         if missing or unexpected:
             raise ConvertError(f"{self.format} weights do not fit the model they describe: "
                                f"missing {missing[:6]}, unexpected {unexpected[:6]}")

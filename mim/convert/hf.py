@@ -49,6 +49,10 @@ _QKV = {"q": ("attention.attention.query", "attention.q_proj"),
 # where ViTMAE's layer stacks live: 4.x names, 5.x names, and a 5.x save quirk for the decoder
 _VIT_LAYERS = ("vit.encoder.layer.", "vit.layers.")
 DECODER_LAYERS = ("decoder.decoder_layers.", "decoder.decoder_encoder.layer.")
+# mim's decoder tensors outside its blocks: ViTMAE keeps them by the same names under ``decoder.``
+DECODER_TENSORS = ("decoder_embed.weight", "decoder_embed.bias", "mask_token",
+                   "decoder_norm.weight", "decoder_norm.bias", "decoder_pred.weight",
+                   "decoder_pred.bias")
 
 
 def _first(state: dict[str, torch.Tensor], prefix: str, names: tuple[str, ...],
@@ -170,9 +174,7 @@ def read_vit_mae(folder: Path, config: dict[str, Any], state: dict[str, torch.Te
            "norm.bias": state["vit.layernorm.bias"]}
     if table is not None:
         out["learned_pos_embed.table"] = table
-    for name in ("decoder_embed.weight", "decoder_embed.bias", "mask_token",
-                 "decoder_norm.weight", "decoder_norm.bias", "decoder_pred.weight",
-                 "decoder_pred.bias"):
+    for name in DECODER_TENSORS:
         out[name] = state[f"decoder.{name}"]
     blocks, depth = read_layers(state, _VIT_LAYERS, "blocks.", dim)
     decoder, decoder_depth = read_layers(state, DECODER_LAYERS, "decoder_blocks.", dec)
@@ -206,9 +208,7 @@ def write_vit_mae(conv: Converted, folder: Path, grid: tuple[int, ...]) -> Path:
            "vit.layernorm.weight": s["norm.weight"], "vit.layernorm.bias": s["norm.bias"],
            "decoder.decoder_pos_embed": sincos_pos_embed(
                cfg.decoder_embed_dim, grid, num_prefix=1).unsqueeze(0)}  # [1, 1 + L, Dd]
-    for name in ("decoder_embed.weight", "decoder_embed.bias", "mask_token",
-                 "decoder_norm.weight", "decoder_norm.bias", "decoder_pred.weight",
-                 "decoder_pred.bias"):
+    for name in DECODER_TENSORS:
         out[f"decoder.{name}"] = s[name]
     out.update(write_layers(s, "blocks.", "vit.encoder.layer.", cfg.depth, False))
     out.update(write_layers(s, "decoder_blocks.", DECODER_LAYERS[0], cfg.decoder_depth, False))

@@ -22,6 +22,7 @@ from mim.convert.common import (BLOCK_PARTS, ConvertError, Converted, check_plai
                                 with_overrides)
 from mim.convert.storage import save_tensors, write_json
 from mim.factory import ModelConfig
+from mim.model import split_state
 from mim.pos_embed import sincos_pos_embed
 
 log = logging.getLogger("mim")
@@ -168,8 +169,7 @@ def write_mae(conv: Converted, path: Path, input_size: tuple[int, ...] | None = 
     state = _encoder_state(conv, grid)
     if conv.has_decoder:
         dec_table = sincos_pos_embed(cfg.decoder_embed_dim, grid, num_prefix=1)  # [1 + L, Dd]
-        state.update({k: v for k, v in conv.state.items() if k.startswith(
-            ("decoder_embed", "mask_token", "decoder_norm", "decoder_pred", "decoder_blocks"))})
+        state.update(split_state(conv.state)[1])  # MAE's decoder names are mim's
         state["decoder_pos_embed"] = dec_table.unsqueeze(0)
     path = path if path.suffix else path / "checkpoint.pth"
     path.parent.mkdir(parents=True, exist_ok=True)

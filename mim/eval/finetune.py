@@ -32,11 +32,10 @@ from mim.eval.schema import FinetuneConfig
 from mim.eval.features import accuracy, pool, split_views
 from mim.eval.loaders import batches
 from mim.eval.schedule import lr_at, set_lr
-from mim.model import MaskedAutoencoder
+from mim.model import MaskedAutoencoder, is_decoder
 from mim.spec import LabelledData
 
 log = logging.getLogger("mim")
-ENCODER_PREFIXES = ("tokenizer", "cls_token", "learned_pos_embed", "blocks", "norm")
 NO_DECAY = ("cls_token", "learned_pos_embed")
 
 
@@ -78,7 +77,7 @@ def param_groups(model: Classifier, cfg: FinetuneConfig) -> list[dict[str, Any]]
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         short = name.removeprefix("encoder.")
-        if name.startswith("encoder.") and not short.startswith(ENCODER_PREFIXES):
+        if name.startswith("encoder.") and is_decoder(short):
             param.requires_grad_(False)  # the MAE decoder
             continue
         layer = layer_id(name, depth)
