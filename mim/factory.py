@@ -1,5 +1,5 @@
 """The model factory: ``ModelConfig`` and building a model from it (``model_config``,
-``build_tokenizer``, ``build_model``, ``create_model``, ``list_models`` over ``MODELS``).
+``build_tokenizer``, ``token_grids``, ``build_model``, ``create_model``, ``list_models`` over ``MODELS``).
 
 ``mim/model.py`` holds the model itself (``MaskedAutoencoder``); this file turns a preset name or
 a config into one.
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
+
+import torch
 
 from mim.model import RECOMPUTE, MaskedAutoencoder
 from mim.registry import MODELS, TOKENIZERS
@@ -140,6 +142,17 @@ def build_tokenizer(cfg: ModelConfig, in_chans: int) -> Tokenizer:
                       mask_level=cfg.hybrid_mask_level)
     return cls(in_chans=in_chans, embed_dim=cfg.embed_dim, patch_size=cfg.patch_size,
                tubelet_size=cfg.tubelet_size, **hybrid)
+
+
+def token_grids(cfg: ModelConfig, sample_shape: tuple[int, ...]
+                ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(token grid, mask grid) of samples of shape ``(C, *spatial)`` under ``cfg``: the
+    tokenizer's own rules on a copy built on the meta device, so no weights are made. ValueError
+    when the shape does not fit the patch or cube size, UnknownNameError for a bad tokenizer."""
+    shape = tuple(sample_shape)
+    with torch.device("meta"):
+        tokenizer = build_tokenizer(cfg, in_chans=shape[0])
+    return tokenizer.grid(shape), tokenizer.mask_grid(shape)
 
 
 def build_model(cfg: ModelConfig, in_chans: int) -> MaskedAutoencoder:
