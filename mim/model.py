@@ -75,6 +75,18 @@ def patch_stats(patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # model.activation_checkpointing: which block stacks recompute their activations in backward
 RECOMPUTE = {"none": (False, False), "decoder": (False, True), "encoder": (True, False),
              "all": (True, True)}
+# the allowed values of the model's options (ModelConfig's keys of the same names), one list each;
+# "learned": a trained encoder table (ViT / timm weights), the decoder keeps the sin-cos one
+CHOICES = {"pos_embed": (*POS_EMBEDS, "learned"), "loss_on": ("masked", "all"),
+           "activation_checkpointing": tuple(RECOMPUTE)}
+
+
+def check_choices(**values: str) -> None:
+    """ValueError naming ``model.<key>`` and its valid values for a value not in ``CHOICES``;
+    ModelConfig and MaskedAutoencoder both call it."""
+    for key, value in values.items():
+        if value not in CHOICES[key]:
+            raise ValueError(f"model.{key}: '{value}' is not one of: {', '.join(CHOICES[key])}")
 
 
 def _run(blocks: nn.ModuleList, x: torch.Tensor, recompute: bool) -> torch.Tensor:
@@ -109,18 +121,12 @@ class MaskedAutoencoder(nn.Module):
         activation_checkpointing: str = "none",
     ):
         super().__init__()
-        if activation_checkpointing not in RECOMPUTE:
-            raise ValueError(f"model.activation_checkpointing: '{activation_checkpointing}' is "
-                             f"not one of: {', '.join(RECOMPUTE)}")
+        check_choices(pos_embed=pos_embed, loss_on=loss_on,
+                      activation_checkpointing=activation_checkpointing)
         self.recompute = RECOMPUTE[activation_checkpointing]  # (encoder, decoder)
-        if pos_embed not in (*POS_EMBEDS, "learned"):
-            raise ValueError(f"model.pos_embed: '{pos_embed}' is not one of: "
-                             f"{', '.join(POS_EMBEDS)}, learned")
         # "learned": the encoder's table is a parameter on ``pos_grid`` (ViT / timm weights),
         # resized to other grids on use; the decoder keeps the fixed sin-cos table
         self._pos_table = POS_EMBEDS.get(pos_embed, POS_EMBEDS["joint"])
-        if loss_on not in ("masked", "all"):
-            raise ValueError(f"model.loss_on: '{loss_on}' is not one of: masked, all")
         dim = tokenizer.embed_dim
         self.tokenizer = tokenizer
         self.num_prefix = int(cls_token)

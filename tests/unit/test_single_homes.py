@@ -1,4 +1,4 @@
-"""The rules with one home each: the schedule, the no-decay rule, the decoder's names, norm-pix.
+"""Rules with one home each: the schedule, no-decay, decoder names, norm-pix, model choices.
 
 Each is checked against the formula it replaced, bit for bit, on real models where it applies.
 """
@@ -125,3 +125,22 @@ def test_norm_pix_target_uses_patch_stats_and_the_panels_invert_it():
         patches.var(-1, keepdim=True) + 1.0e-6) ** 0.5
     assert torch.equal(model.target(x), expected)
     assert torch.allclose(model.target(x) * std + mean, patches, atol=1e-5)
+
+
+@pytest.mark.parametrize("key,value", [("pos_embed", "fourier"), ("loss_on", "visible"),
+                                       ("activation_checkpointing", "some")])
+def test_config_and_model_reject_a_bad_choice_with_the_same_message(key, value):
+    from mim.factory import ModelConfig, build_model
+    from mim.model import CHOICES, MaskedAutoencoder
+
+    cfg = ModelConfig(**TINY, patch_size=8)
+    with pytest.raises(ValueError) as from_config:
+        ModelConfig(**TINY, patch_size=8, **{key: value})
+    kwargs = {k: v for k, v in TINY.items() if k != "embed_dim"}
+    with pytest.raises(ValueError) as from_model:
+        MaskedAutoencoder(build_model(cfg, 3).tokenizer, **kwargs, **{key: value})
+    assert str(from_config.value) == str(from_model.value) == (
+        f"model.{key}: '{value}' is not one of: {', '.join(CHOICES[key])}")
+    for good in CHOICES[key]:  # every listed value is accepted by both
+        extra = dict(pos_grid=[2, 2]) if good == "learned" else {}
+        ModelConfig(**TINY, patch_size=8, **{key: good}, **extra)
