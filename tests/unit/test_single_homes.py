@@ -144,3 +144,54 @@ def test_config_and_model_reject_a_bad_choice_with_the_same_message(key, value):
     for good in CHOICES[key]:  # every listed value is accepted by both
         extra = dict(pos_grid=[2, 2]) if good == "learned" else {}
         ModelConfig(**TINY, patch_size=8, **{key: good}, **extra)
+
+
+def _class_folders(root, counts):
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            (root / name / f"{i}.txt").write_text("x")
+    return root
+
+
+def _scan(root):
+    from mim.files import find_files
+
+    return find_files(root, lambda n: n.endswith(".txt"), "text files")
+
+
+def test_split_items_holds_out_a_seeded_fraction_or_takes_the_given_set():
+    from mim.labelled import split_items, stratified_split
+
+    items = [f"item{i}" for i in range(12)]
+    labels = [i % 3 for i in range(12)]
+    train, held = split_items(items, labels, None, 0.25, seed=7)
+    ids_train, ids_held = stratified_split(labels, 0.25, 7)
+    assert train == [items[i] for i in ids_train] and held == [items[i] for i in ids_held]
+    assert sorted(train + held) == sorted(items) and len(held) == 3
+    assert {labels[items.index(h)] for h in held} == {0, 1, 2}  # one of every class
+    assert split_items(items, labels, None, 0.25, seed=8) != (train, held)
+    assert split_items(items, labels, ["v"], 0.25, seed=7) == (items, ["v"])
+
+
+def test_split_files_reads_a_val_root_onto_the_training_classes(tmp_path):
+    from mim.labelled import labelled_files, split_files
+
+    root = _class_folders(tmp_path / "train", {"cat": 4, "dog": 4, "owl": 2})
+    val_root = _class_folders(tmp_path / "val", {"dog": 1, "owl": 2})
+    files, labels, classes = labelled_files(root, "folders", None, "data.root", _scan)
+    assert classes == ["cat", "dog", "owl"]
+    train, train_labels, val, val_labels = split_files(files, labels, classes, str(val_root),
+                                                       "folders", 0.25, 0, _scan)
+    assert (train, train_labels) == (files, labels)
+    assert val_labels == [1, 2, 2] and [p.parent.name for p in val] == ["dog", "owl", "owl"]
+    train, train_labels, val, val_labels = split_files(files, labels, classes, None, "folders",
+                                                       0.25, 0, _scan)
+    assert sorted(train + val) == sorted(files) and len(val) == 3
+    assert [classes[label] for label in val_labels] == [p.parent.name for p in val]
+    (tmp_path / "empty" / "dog").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="data.val_root"):
+        split_files(files, labels, classes, str(tmp_path / "empty"), "folders", 0.25, 0,
+                    lambda r: [])
+    with pytest.raises(FileNotFoundError, match="data.val_root: classes"):
+        split_files(files, labels, classes[:2], str(val_root), "folders", 0.25, 0, _scan)
