@@ -24,6 +24,10 @@ KNOWN_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 512: 16}
 BLOCK_PARTS = ("norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias",
                "attn.proj.weight", "attn.proj.bias", "norm2.weight", "norm2.bias",
                "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias")
+# the decoder's tensors outside its blocks (MAE's and ViTMAE's names for them are mim's)
+DECODER_TENSORS = ("decoder_embed.weight", "decoder_embed.bias", "mask_token",
+                   "decoder_norm.weight", "decoder_norm.bias", "decoder_pred.weight",
+                   "decoder_pred.bias")
 SINCOS_ATOL = 1e-5  # a stored table this close to mim's sin-cos table is that table
 
 

@@ -27,9 +27,10 @@ from typing import Any
 
 import torch
 
-from mim.convert.common import (ConvertError, Converted, check_plain_tokenizer, count_blocks,
-                                decoder_table_matches, encoder_table, encoder_table_for_export,
-                                export_grid, fuse_qkv, split_qkv, with_overrides)
+from mim.convert.common import (DECODER_TENSORS, ConvertError, Converted,
+                                check_plain_tokenizer, count_blocks, decoder_table_matches,
+                                encoder_table, encoder_table_for_export, export_grid, fuse_qkv,
+                                split_qkv, with_overrides)
 from mim.convert.storage import load_hf_weights, save_tensors, write_json
 from mim.factory import ModelConfig
 from mim.pos_embed import sincos_pos_embed
@@ -49,10 +50,6 @@ _QKV = {"q": ("attention.attention.query", "attention.q_proj"),
 # where ViTMAE's layer stacks live: 4.x names, 5.x names, and a 5.x save quirk for the decoder
 _VIT_LAYERS = ("vit.encoder.layer.", "vit.layers.")
 DECODER_LAYERS = ("decoder.decoder_layers.", "decoder.decoder_encoder.layer.")
-# mim's decoder tensors outside its blocks: ViTMAE keeps them by the same names under ``decoder.``
-DECODER_TENSORS = ("decoder_embed.weight", "decoder_embed.bias", "mask_token",
-                   "decoder_norm.weight", "decoder_norm.bias", "decoder_pred.weight",
-                   "decoder_pred.bias")
 
 
 def _first(state: dict[str, torch.Tensor], prefix: str, names: tuple[str, ...],

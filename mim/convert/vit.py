@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from mim.convert.common import (BLOCK_PARTS, ConvertError, Converted, check_plain_tokenizer,
-                                count_blocks, decoder_table_matches, encoder_table,
-                                encoder_table_for_export, export_grid, heads_for, square_grid,
-                                with_overrides)
+from mim.convert.common import (BLOCK_PARTS, DECODER_TENSORS, ConvertError, Converted,
+                                check_plain_tokenizer, count_blocks, decoder_table_matches,
+                                encoder_table, encoder_table_for_export, export_grid, heads_for,
+                                square_grid, with_overrides)
 from mim.convert.storage import save_tensors, write_json
 from mim.factory import ModelConfig
 from mim.model import split_state
@@ -134,9 +134,7 @@ def _decoder(state: dict[str, torch.Tensor], grid: tuple[int, int], dim: int,
                                                                   grid, "joint"):
         raise ConvertError(f"{fmt}: decoder_pos_embed is not MAE's sin-cos table; a learned "
                            "decoder table has no counterpart in mim")
-    out = {k: state[k] for k in ("decoder_embed.weight", "decoder_embed.bias", "mask_token",
-                                 "decoder_norm.weight", "decoder_norm.bias",
-                                 "decoder_pred.weight", "decoder_pred.bias")}
+    out = {k: state[k] for k in DECODER_TENSORS}
     out.update(_blocks(state, "decoder_blocks.", "decoder_blocks.", depth, width))
     return {"state": out, "width": width}
 

@@ -12,6 +12,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mim.convert.common import DECODER_TENSORS
 from mim.engine.optim import cosine_factor, decays, param_groups, warmup_cosine
 from mim.eval.schema import FinetuneConfig
 from mim.eval.finetune import Classifier
@@ -109,6 +110,8 @@ def test_split_state_separates_encoder_and_decoder(name, overrides):
                                                   "learned_pos_embed", "blocks", "norm"}
     assert any(k.startswith("blocks.") for k in encoder) and "norm.weight" in encoder
     assert all(k.startswith(DECODER_PREFIXES) for k in decoder)
+    # the converters' list of the decoder's tensors outside its blocks is this model's
+    assert {k for k in decoder if not k.startswith("decoder_blocks.")} == set(DECODER_TENSORS)
     # the encoder alone is what a Classifier trains: its parameter count matches
     trainable = sum(p.numel() for p in encoder.values())
     counted = sum(p.numel() for n, p in model.named_parameters() if n in encoder)
