@@ -1,5 +1,6 @@
 """The model factory: ``ModelConfig`` and building a model from it (``model_config``,
-``build_tokenizer``, ``build_model``, ``create_model``, ``list_models`` over ``MODELS``).
+``build_tokenizer``, ``token_grids``, ``build_model``, ``create_model``, ``list_models`` over
+``MODELS``).
 
 ``mim/model.py`` holds the model itself (``MaskedAutoencoder``); this file turns a preset name or
 a config into one.
@@ -14,10 +15,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
-from mim.model import RECOMPUTE, MaskedAutoencoder
+import torch
+
+from mim.model import MaskedAutoencoder, check_choices
 from mim.registry import MODELS, TOKENIZERS
 from mim.tokenizers.base import Tokenizer
-from mim.tokenizers.hybrid import HYBRID_TOKENIZERS, MASK_LEVELS, HybridTokenizer
+from mim.tokenizers.hybrid import (HYBRID_TOKENIZERS, HybridTokenizer, check_mask_level,
+                                   spatial_strides, stage_time_strides)
 
 
 @dataclass
@@ -66,19 +70,13 @@ class ModelConfig:
                                  "decoder_num_heads")):
             if dim % heads:
                 raise ValueError(f"model.{key}: {heads} does not divide the width {dim}")
-        if self.pos_embed not in ("joint", "separable", "flat", "learned"):
-            raise ValueError(f"model.pos_embed: '{self.pos_embed}' is not one of: joint, "
-                             "separable, flat, learned")
+        check_choices(pos_embed=self.pos_embed, loss_on=self.loss_on,
+                      activation_checkpointing=self.activation_checkpointing)
         if (self.pos_embed == "learned") != (self.pos_grid is not None):
             raise ValueError("model.pos_grid: the grid of the learned table is needed with "
                              "model.pos_embed=learned, and only then")
         if not 0.0 < self.norm_eps < 1.0:
             raise ValueError(f"model.norm_eps: must be in (0, 1), got {self.norm_eps}")
-        if self.loss_on not in ("masked", "all"):
-            raise ValueError(f"model.loss_on: '{self.loss_on}' is not one of: masked, all")
-        if self.activation_checkpointing not in RECOMPUTE:
-            raise ValueError(f"model.activation_checkpointing: '{self.activation_checkpointing}'"
-                             f" is not one of: {', '.join(RECOMPUTE)}")
         if not 0.0 <= self.drop_path < 1.0:
             raise ValueError(f"model.drop_path: must be in [0, 1), got {self.drop_path}")
         self._check_hybrid()
@@ -95,14 +93,8 @@ class ModelConfig:
             if getattr(self, key) < 1 or getattr(self, key) % 2 == 0:
                 raise ValueError(f"model.{key}: an odd size >= 1 expected (5, 7 or 9 in MCMAE "
                                  f"Table 5), got {getattr(self, key)}")
-        strides = list(self.hybrid_time_strides)
-        if strides and (len(strides) != 3 or min(strides) < 1
-                        or strides[0] * strides[1] * strides[2] != self.tubelet_size):
-            raise ValueError(f"model.hybrid_time_strides: [] or three strides >= 1 whose product "
-                             f"is model.tubelet_size={self.tubelet_size}, got {strides}")
-        if self.hybrid_mask_level not in MASK_LEVELS:
-            raise ValueError(f"model.hybrid_mask_level: '{self.hybrid_mask_level}' is not one "
-                             f"of: {', '.join(MASK_LEVELS)}")
+        stage_time_strides(self.hybrid_time_strides, self.tubelet_size)
+        check_mask_level(self.hybrid_mask_level)
         if self.hybrid_mask_level == "input" and self.tokenizer not in HYBRID_TOKENIZERS:
             raise ValueError(f"model.hybrid_mask_level: input needs a hybrid tokenizer "
                              f"({', '.join(HYBRID_TOKENIZERS)}), the model has "
@@ -111,9 +103,8 @@ class ModelConfig:
             raise ValueError("model.loss_on: with model.hybrid_mask_level=input every stage-3 "
                              "patch is partly visible, so the loss is on all of them: set "
                              "model.loss_on=all")
-        if self.tokenizer in HYBRID_TOKENIZERS and self.patch_size % 4:
-            raise ValueError(f"model.patch_size: hybrid tokenizers need a multiple of 4 (stage "
-                             f"strides patch/4, 2, 2), got {self.patch_size}")
+        if self.tokenizer in HYBRID_TOKENIZERS:
+            spatial_strides(self.patch_size)
 
 
 def list_models() -> list[str]:
@@ -140,6 +131,17 @@ def build_tokenizer(cfg: ModelConfig, in_chans: int) -> Tokenizer:
                       mask_level=cfg.hybrid_mask_level)
     return cls(in_chans=in_chans, embed_dim=cfg.embed_dim, patch_size=cfg.patch_size,
                tubelet_size=cfg.tubelet_size, **hybrid)
+
+
+def token_grids(cfg: ModelConfig, sample_shape: tuple[int, ...]
+                ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(token grid, mask grid) of samples of shape ``(C, *spatial)`` under ``cfg``: the
+    tokenizer's own rules on a copy built on the meta device, so no weights are made. ValueError
+    when the shape does not fit the patch or cube size, UnknownNameError for a bad tokenizer."""
+    shape = tuple(sample_shape)
+    with torch.device("meta"):
+        tokenizer = build_tokenizer(cfg, in_chans=shape[0])
+    return tokenizer.grid(shape), tokenizer.mask_grid(shape)
 
 
 def build_model(cfg: ModelConfig, in_chans: int) -> MaskedAutoencoder:

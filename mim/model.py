@@ -47,9 +47,46 @@ def _blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float
                          for r in rates)
 
 
+# Where the decoder's parameters live in MaskedAutoencoder's names; every other name (tokenizer,
+# cls_token, learned_pos_embed, blocks, norm) is the encoder, which evaluation and export keep.
+DECODER_PREFIXES = ("decoder", "mask_token")
+
+
+def is_decoder(name: str) -> bool:
+    """Is the parameter or state key ``name`` (MaskedAutoencoder's naming) part of the decoder?"""
+    return name.startswith(DECODER_PREFIXES)
+
+
+def split_state(state: dict[str, torch.Tensor]
+                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A MaskedAutoencoder state dict -> (encoder entries, decoder entries)."""
+    return ({k: v for k, v in state.items() if not is_decoder(k)},
+            {k: v for k, v in state.items() if is_decoder(k)})
+
+
+def patch_stats(patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """patches [B, L, P] -> (mean, std), each [B, L, 1]: the per-patch statistics of the
+    norm-pix target (MAE Table 1d; the unbiased variance plus 1e-6 under the root)."""
+    mean = patches.mean(dim=-1, keepdim=True)
+    std = (patches.var(dim=-1, keepdim=True) + 1.0e-6) ** 0.5
+    return mean, std
+
+
 # model.activation_checkpointing: which block stacks recompute their activations in backward
 RECOMPUTE = {"none": (False, False), "decoder": (False, True), "encoder": (True, False),
              "all": (True, True)}
+# the allowed values of the model's options (ModelConfig's keys of the same names), one list each;
+# "learned": a trained encoder table (ViT / timm weights), the decoder keeps the sin-cos one
+CHOICES = {"pos_embed": (*POS_EMBEDS, "learned"), "loss_on": ("masked", "all"),
+           "activation_checkpointing": tuple(RECOMPUTE)}
+
+
+def check_choices(**values: str) -> None:
+    """ValueError naming ``model.<key>`` and its valid values for a value not in ``CHOICES``;
+    ModelConfig and MaskedAutoencoder both call it."""
+    for key, value in values.items():
+        if value not in CHOICES[key]:
+            raise ValueError(f"model.{key}: '{value}' is not one of: {', '.join(CHOICES[key])}")
 
 
 def _run(blocks: nn.ModuleList, x: torch.Tensor, recompute: bool) -> torch.Tensor:
@@ -84,18 +121,12 @@ class MaskedAutoencoder(nn.Module):
         activation_checkpointing: str = "none",
     ):
         super().__init__()
-        if activation_checkpointing not in RECOMPUTE:
-            raise ValueError(f"model.activation_checkpointing: '{activation_checkpointing}' is "
-                             f"not one of: {', '.join(RECOMPUTE)}")
+        check_choices(pos_embed=pos_embed, loss_on=loss_on,
+                      activation_checkpointing=activation_checkpointing)
         self.recompute = RECOMPUTE[activation_checkpointing]  # (encoder, decoder)
-        if pos_embed not in (*POS_EMBEDS, "learned"):
-            raise ValueError(f"model.pos_embed: '{pos_embed}' is not one of: "
-                             f"{', '.join(POS_EMBEDS)}, learned")
         # "learned": the encoder's table is a parameter on ``pos_grid`` (ViT / timm weights),
         # resized to other grids on use; the decoder keeps the fixed sin-cos table
         self._pos_table = POS_EMBEDS.get(pos_embed, POS_EMBEDS["joint"])
-        if loss_on not in ("masked", "all"):
-            raise ValueError(f"model.loss_on: '{loss_on}' is not one of: masked, all")
         dim = tokenizer.embed_dim
         self.tokenizer = tokenizer
         self.num_prefix = int(cls_token)
@@ -212,9 +243,8 @@ class MaskedAutoencoder(nn.Module):
         """Reconstruction target [B, L, P]: pixels, or per-patch normalised pixels (norm-pix)."""
         target = self.tokenizer.patchify(x)
         if self.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1.0e-6) ** 0.5
+            mean, std = patch_stats(target)
+            target = (target - mean) / std
         return target
 
     def loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,6 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +23,8 @@ from mim.engine.checkpoint import Checkpoints
 from mim.engine.loop import LoopSettings, LoopState, Trainer, picture_writer
 from mim.engine.metrics import RunLogger
 from mim.engine.optim import build_adamw, cosine_schedule, effective_lr
-from mim.factory import build_model, build_tokenizer
+from mim.factory import build_model, token_grids
+from mim.model import is_decoder
 from mim.registry import BACKENDS
 from mim.seeding import seed_all
 from mim.stream import Feed, Source, make_stream
@@ -97,13 +97,13 @@ def _sources(spec: RunSpec) -> list[Source]:
         raise ConfigError(str(exc)) from None
 
 
-def _feeds(spec: RunSpec, sources: list[Source], tokenizer: Any, world_size: int) -> list[Feed]:
+def _feeds(spec: RunSpec, sources: list[Source], world_size: int) -> list[Feed]:
     """Per source: the mask on its grid and the items per process and micro-step."""
     feeds = []
     for source in sources:
         policy = source.mask or spec.mask
         try:
-            grid = tokenizer.mask_grid(source.sample_shape)
+            _, grid = token_grids(spec.model, source.sample_shape)  # the mask grid
             policy.check(grid)
         except ValueError as exc:  # MaskConfigError included
             raise ConfigError(f"{exc} (source '{source.name}')") from None
@@ -165,7 +165,7 @@ def _train(spec: RunSpec) -> Path:
     _setup_logging(None, backend.is_main)  # messages from building the data reach stderr
     sources = _sources(spec)
     in_chans = sources[0].sample_shape[0]
-    feeds = _feeds(spec, sources, build_tokenizer(spec.model, in_chans), backend.world_size)
+    feeds = _feeds(spec, sources, backend.world_size)
     directory = run_dir(spec)
     if backend.is_main:
         directory.mkdir(parents=True, exist_ok=True)
@@ -190,8 +190,7 @@ def _train(spec: RunSpec) -> Path:
     scheduler = cosine_schedule(optimizer, plan.warmup_steps, plan.total_steps,
                                 spec.optim.min_lr / plan.lr)
     # counted before setup: ZeRO-3 leaves each rank a shard of every parameter
-    encoder_params = sum(p.numel() for n, p in model.named_parameters()
-                         if not n.startswith(("decoder", "mask_token")))
+    encoder_params = sum(p.numel() for n, p in model.named_parameters() if not is_decoder(n))
     runner = backend.setup(model, optimizer, scheduler)
     checkpoints = Checkpoints(directory / "checkpoints", t.keep_last)
     state = _resume(spec, backend, checkpoints)

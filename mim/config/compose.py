@@ -28,7 +28,7 @@ from mim.config.overrides import check_keys, integer, message, parse, plain, typ
 from mim.config.overrides import unknown_option
 from mim.config.schema import BaseConfig, OptimConfig, RunConfig, TrainConfig
 from mim.masking import MaskConfigError, build_mask
-from mim.factory import ModelConfig, build_tokenizer
+from mim.factory import ModelConfig, token_grids
 from mim.registry import ALL, BACKENDS, CONFIG_DIRS, LAUNCHERS, MASKS, MODALITIES, MODELS
 from mim.plugins import load_plugins
 from mim.registry import UnknownNameError
@@ -212,8 +212,7 @@ def token_grid(spec: RunSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     its input cells, ``model.hybrid_mask_level=input``)."""
     shape = tuple(spec.modality.sample_shape(spec.data))  # (C, *spatial)
     try:
-        tokenizer = build_tokenizer(spec.model, in_chans=shape[0])
-        grid, mask_grid = tokenizer.grid(shape), tokenizer.mask_grid(shape)
+        grid, mask_grid = token_grids(spec.model, shape)
     except UnknownNameError as exc:
         raise ConfigError(f"model.tokenizer: {exc}") from None
     except ValueError as exc:  # the sample size does not fit the patch or cube size

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from mim.factory import ModelConfig, build_model
+from mim.model import is_decoder
 from mim.pos_embed import POS_EMBEDS, sincos_pos_embed
 
 # widths of the ViT sizes and their head counts (Ti/S/B/L/H; MAE's decoder: 512 -> 16)
@@ -23,6 +24,10 @@ KNOWN_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 512: 16}
 BLOCK_PARTS = ("norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias",
                "attn.proj.weight", "attn.proj.bias", "norm2.weight", "norm2.bias",
                "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias")
+# the decoder's tensors outside its blocks (MAE's and ViTMAE's names for them are mim's)
+DECODER_TENSORS = ("decoder_embed.weight", "decoder_embed.bias", "mask_token",
+                   "decoder_norm.weight", "decoder_norm.bias", "decoder_pred.weight",
+                   "decoder_pred.bias")
 SINCOS_ATOL = 1e-5  # a stored table this close to mim's sin-cos table is that table
 
 
@@ -46,8 +51,7 @@ class Converted:
         """A MaskedAutoencoder holding these weights (a fresh decoder if the file had none)."""
         model = build_model(self.config, self.in_chans)
         missing, unexpected = model.load_state_dict(self.state, strict=False)
-        allowed = () if self.has_decoder else ("decoder", "mask_token")
-        missing = [k for k in missing if not k.startswith(allowed)]
+        missing = [k for k in missing if self.has_decoder or not is_decoder(k)]
         if missing or unexpected:
             raise ConvertError(f"{self.format} weights do not fit the model they describe: "
                                f"missing {missing[:6]}, unexpected {unexpected[:6]}")

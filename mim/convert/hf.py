@@ -27,9 +27,10 @@ from typing import Any
 
 import torch
 
-from mim.convert.common import (ConvertError, Converted, check_plain_tokenizer, count_blocks,
-                                decoder_table_matches, encoder_table, encoder_table_for_export,
-                                export_grid, fuse_qkv, split_qkv, with_overrides)
+from mim.convert.common import (DECODER_TENSORS, ConvertError, Converted,
+                                check_plain_tokenizer, count_blocks, decoder_table_matches,
+                                encoder_table, encoder_table_for_export, export_grid, fuse_qkv,
+                                split_qkv, with_overrides)
 from mim.convert.storage import load_hf_weights, save_tensors, write_json
 from mim.factory import ModelConfig
 from mim.pos_embed import sincos_pos_embed
@@ -170,9 +171,7 @@ def read_vit_mae(folder: Path, config: dict[str, Any], state: dict[str, torch.Te
            "norm.bias": state["vit.layernorm.bias"]}
     if table is not None:
         out["learned_pos_embed.table"] = table
-    for name in ("decoder_embed.weight", "decoder_embed.bias", "mask_token",
-                 "decoder_norm.weight", "decoder_norm.bias", "decoder_pred.weight",
-                 "decoder_pred.bias"):
+    for name in DECODER_TENSORS:
         out[name] = state[f"decoder.{name}"]
     blocks, depth = read_layers(state, _VIT_LAYERS, "blocks.", dim)
     decoder, decoder_depth = read_layers(state, DECODER_LAYERS, "decoder_blocks.", dec)
@@ -206,9 +205,7 @@ def write_vit_mae(conv: Converted, folder: Path, grid: tuple[int, ...]) -> Path:
            "vit.layernorm.weight": s["norm.weight"], "vit.layernorm.bias": s["norm.bias"],
            "decoder.decoder_pos_embed": sincos_pos_embed(
                cfg.decoder_embed_dim, grid, num_prefix=1).unsqueeze(0)}  # [1, 1 + L, Dd]
-    for name in ("decoder_embed.weight", "decoder_embed.bias", "mask_token",
-                 "decoder_norm.weight", "decoder_norm.bias", "decoder_pred.weight",
-                 "decoder_pred.bias"):
+    for name in DECODER_TENSORS:
         out[f"decoder.{name}"] = s[name]
     out.update(write_layers(s, "blocks.", "vit.encoder.layer.", cfg.depth, False))
     out.update(write_layers(s, "decoder_blocks.", DECODER_LAYERS[0], cfg.decoder_depth, False))

@@ -16,12 +16,13 @@ from typing import Any
 
 import torch
 
-from mim.convert.common import (BLOCK_PARTS, ConvertError, Converted, check_plain_tokenizer,
-                                count_blocks, decoder_table_matches, encoder_table,
-                                encoder_table_for_export, export_grid, heads_for, square_grid,
-                                with_overrides)
+from mim.convert.common import (BLOCK_PARTS, DECODER_TENSORS, ConvertError, Converted,
+                                check_plain_tokenizer, count_blocks, decoder_table_matches,
+                                encoder_table, encoder_table_for_export, export_grid, heads_for,
+                                square_grid, with_overrides)
 from mim.convert.storage import save_tensors, write_json
 from mim.factory import ModelConfig
+from mim.model import split_state
 from mim.pos_embed import sincos_pos_embed
 
 log = logging.getLogger("mim")
@@ -133,9 +134,7 @@ def _decoder(state: dict[str, torch.Tensor], grid: tuple[int, int], dim: int,
                                                                   grid, "joint"):
         raise ConvertError(f"{fmt}: decoder_pos_embed is not MAE's sin-cos table; a learned "
                            "decoder table has no counterpart in mim")
-    out = {k: state[k] for k in ("decoder_embed.weight", "decoder_embed.bias", "mask_token",
-                                 "decoder_norm.weight", "decoder_norm.bias",
-                                 "decoder_pred.weight", "decoder_pred.bias")}
+    out = {k: state[k] for k in DECODER_TENSORS}
     out.update(_blocks(state, "decoder_blocks.", "decoder_blocks.", depth, width))
     return {"state": out, "width": width}
 
@@ -168,8 +167,7 @@ def write_mae(conv: Converted, path: Path, input_size: tuple[int, ...] | None = 
     state = _encoder_state(conv, grid)
     if conv.has_decoder:
         dec_table = sincos_pos_embed(cfg.decoder_embed_dim, grid, num_prefix=1)  # [1 + L, Dd]
-        state.update({k: v for k, v in conv.state.items() if k.startswith(
-            ("decoder_embed", "mask_token", "decoder_norm", "decoder_pred", "decoder_blocks"))})
+        state.update(split_state(conv.state)[1])  # MAE's decoder names are mim's
         state["decoder_pos_embed"] = dec_table.unsqueeze(0)
     path = path if path.suffix else path / "checkpoint.pth"
     path.parent.mkdir(parents=True, exist_ok=True)

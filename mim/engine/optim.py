@@ -11,16 +11,25 @@ import math
 import torch
 from torch import nn
 
-_NO_DECAY_NAMES = ("cls_token", "mask_token", "pos_embed")
+NO_DECAY_NAMES = ("cls_token", "mask_token", "pos_embed")  # matched anywhere in a name
+
+
+def decays(name: str, param: torch.Tensor) -> bool:
+    """Does ``param`` get weight decay? Not biases, norms (any 1-D parameter), tokens or
+    position embeddings; the rule of pretraining and fine-tuning alike."""
+    return not (param.ndim <= 1 or name.endswith(".bias")
+                or any(k in name for k in NO_DECAY_NAMES))
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """[decay group, no-decay group] of the trainable parameters. Ours, not timm's
+    ``param_groups_weight_decay`` (same split): timm puts the no-decay group first and drops
+    empty groups, which would change the optimizer state layout of saved checkpoints."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        skip = param.ndim <= 1 or name.endswith(".bias") or any(k in name for k in _NO_DECAY_NAMES)
-        (no_decay if skip else decay).append(param)
+        (decay if decays(name, param) else no_decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
 
@@ -50,16 +59,27 @@ def build_adamw(model: nn.Module, lr: float, betas: tuple[float, float],
                              fused=fused_adamw(device_type))
 
 
+def warmup_cosine(t: float, warmup: float, total: float, peak: float, floor: float,
+                  ramp: float | None = None) -> float:
+    """The value at ``t`` (steps or epochs, one unit throughout): a linear rise to ``peak``
+    over ``warmup`` (at ``ramp``, default ``t``), then half a cosine from ``peak`` to ``floor``
+    at ``total``, ``floor`` after. Ours, not timm's ``CosineLRScheduler``: timm's warmup starts
+    from ``warmup_lr_init`` at t = 0, where pretraining's first step already has 1 / warmup."""
+    if t < warmup:
+        return peak * (t if ramp is None else ramp) / warmup
+    span = max(total - warmup, 1e-12)
+    progress = min(1.0, (t - warmup) / span)
+    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def cosine_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
-    """lr multiplier for the optimiser step ``step`` (0-based)."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    """lr multiplier for the optimiser step ``step`` (0-based): step s of the warmup gets
+    (s + 1) / warmup, so no step runs at lr 0."""
+    return warmup_cosine(step, warmup_steps, total_steps, 1.0, min_ratio, ramp=step + 1)
 
 
 def cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
                     min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step LambdaLR (its state is the step count, saved with the checkpoints)."""
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_factor(s, warmup_steps, total_steps, min_ratio))

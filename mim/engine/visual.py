@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from mim.model import MaskedAutoencoder
+from mim.model import MaskedAutoencoder, patch_stats
 from mim.spec import Panels
 
 
@@ -20,8 +20,7 @@ def reconstruction_panels(model: MaskedAutoencoder, x: torch.Tensor,
     pred = model(x, mask).pred.float()  # [N, L, P]
     patches = tokenizer.patchify(x).float()  # [N, L, P]
     if model.norm_pix_loss:
-        mean = patches.mean(dim=-1, keepdim=True)
-        std = (patches.var(dim=-1, keepdim=True) + 1.0e-6) ** 0.5
+        mean, std = patch_stats(patches)  # the target's own statistics, inverted
         pred = pred * std + mean
     grid = tokenizer.grid(x.shape[1:])
     hidden = tokenizer.hidden(mask, tuple(x.shape[1:]))  # [N, L, 1] patches, or [N, L, P]

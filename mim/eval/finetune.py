@@ -27,17 +27,15 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 from mim.engine import compiling
-from mim.engine.optim import fused_adamw
+from mim.engine.optim import decays, fused_adamw
 from mim.eval.schema import FinetuneConfig
 from mim.eval.features import accuracy, pool, split_views
 from mim.eval.loaders import batches
 from mim.eval.schedule import lr_at, set_lr
-from mim.model import MaskedAutoencoder
+from mim.model import MaskedAutoencoder, is_decoder
 from mim.spec import LabelledData
 
 log = logging.getLogger("mim")
-ENCODER_PREFIXES = ("tokenizer", "cls_token", "learned_pos_embed", "blocks", "norm")
-NO_DECAY = ("cls_token", "learned_pos_embed")
 
 
 class Classifier(nn.Module):
@@ -72,20 +70,23 @@ def layer_id(name: str, depth: int) -> int:
 
 
 def param_groups(model: Classifier, cfg: FinetuneConfig) -> list[dict[str, Any]]:
+    """Per (layer, decay) group with its ``lr_scale``. Ours, not timm's
+    ``param_groups_layer_decay``: that needs a ``group_matcher`` on the model and trains every
+    layer, where partial fine-tuning freezes all but the last k blocks."""
     depth = len(model.encoder.blocks)
     # all blocks tuned is full fine-tuning (MAE Fig. 9: tuning 24 of 24 blocks), embedding too
     first_trained = 0 if cfg.blocks is None or cfg.blocks >= depth else depth + 1 - cfg.blocks
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         short = name.removeprefix("encoder.")
-        if name.startswith("encoder.") and not short.startswith(ENCODER_PREFIXES):
+        if name.startswith("encoder.") and is_decoder(short):
             param.requires_grad_(False)  # the MAE decoder
             continue
         layer = layer_id(name, depth)
         if layer < first_trained:
             param.requires_grad_(False)  # partial fine-tuning: frozen below the last k blocks
             continue
-        no_decay = param.ndim <= 1 or name.endswith(".bias") or short.startswith(NO_DECAY)
+        no_decay = not decays(name, param)
         group = groups.setdefault((layer, no_decay), {
             "params": [], "weight_decay": 0.0 if no_decay else cfg.weight_decay,
             "lr_scale": cfg.layer_decay ** (depth + 1 - layer)})

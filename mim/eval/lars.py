@@ -5,6 +5,8 @@ g scaled by eta ||w|| / ||g||, so every layer moves by a similar fraction of its
 its gradient scale; that is what lets linear probing run at a huge batch (MAE Table 10: batch
 16384, base lr 0.1, no weight decay). Biases and normalisation parameters (tensors with one
 axis) are neither decayed nor scaled, as is common practice (and as MAE's probe does).
+Ours, not ``timm.optim.Lars``: timm's ratio is eta ||w|| / (||g|| + wd ||w|| + eps), it adapts
+1-D parameters too and only adapts at all with weight decay (or ``always_adapt``): other numbers.
 """
 from __future__ import annotations
 

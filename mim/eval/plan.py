@@ -22,7 +22,7 @@ from mim.config.errors import ConfigError
 from mim.config.overrides import apply, integer, parse, plain, typed, unknown_option, without
 from mim.convert import ConvertError, Converted, read_weights
 from mim.eval.schema import PROTOCOLS, EvalSettings
-from mim.factory import ModelConfig, build_tokenizer, model_config
+from mim.factory import ModelConfig, model_config, token_grids
 from mim.registry import MODALITIES, MODELS, UnknownNameError
 from mim.spec import LabelledData, ModalitySpec
 
@@ -116,7 +116,7 @@ def labelled_data(modality: ModalitySpec, data: Any) -> LabelledData:
 
 def check_grid(model: ModelConfig, shape: tuple[int, ...]) -> None:
     try:
-        build_tokenizer(model, shape[0]).grid(shape)
+        token_grids(model, shape)
     except UnknownNameError as exc:
         raise ConfigError(f"model.tokenizer: {exc}") from None
     except ValueError as exc:

@@ -6,19 +6,15 @@ the last step.
 """
 from __future__ import annotations
 
-import math
-
 import torch
+
+from mim.engine.optim import warmup_cosine
 
 
 def lr_at(step: int, steps_per_epoch: int, epochs: int, warmup_epochs: float, peak: float,
           min_lr: float) -> float:
-    epoch = step / steps_per_epoch
-    if epoch < warmup_epochs:
-        return peak * epoch / warmup_epochs
-    span = max(epochs - warmup_epochs, 1e-12)
-    progress = min(1.0, (epoch - warmup_epochs) / span)
-    return min_lr + (peak - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    """The lr of iteration ``step`` (0-based), from the fractional epoch."""
+    return warmup_cosine(step / steps_per_epoch, warmup_epochs, epochs, peak, min_lr)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

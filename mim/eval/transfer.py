@@ -18,9 +18,9 @@ import torch.nn.functional as F
 
 from mim.convert import Converted
 from mim.factory import ModelConfig, build_model
+from mim.model import is_decoder
 
 log = logging.getLogger("mim")
-DECODER = ("decoder", "mask_token")
 
 
 def _resize(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
@@ -84,12 +84,12 @@ def build_encoder(cfg: ModelConfig, in_chans: int, weights: Converted | None,
                  kernel_size(cfg), kernel_method)
         state[key] = resize_patch_kernel(state[key], kernel_size(cfg), kernel_method)
     own = model.state_dict()
-    decoder_misfit = [k for k in state if k.startswith(DECODER) and k in own
+    decoder_misfit = [k for k in state if is_decoder(k) and k in own
                       and own[k].shape != state[k].shape]
     for k in decoder_misfit:
         del state[k]
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith(DECODER)]
+    missing = [k for k in missing if not is_decoder(k)]
     if missing or unexpected:
         raise ValueError(f"the weights do not fit model {cfg.name}: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]} (an architecture key such as "

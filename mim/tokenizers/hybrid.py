@@ -65,8 +65,7 @@ class HybridTokenizer(Tokenizer):
         if len(self.strides) != 3 or len({len(s) for s in self.strides}) != 1 \
                 or len(self.strides[0]) not in _AXES:
             raise ValueError(f"strides: three stages of 2 or 3 axes expected, got {strides}")
-        if mask_level not in MASK_LEVELS:
-            raise ValueError(f"mask_level: '{mask_level}' is not one of: {', '.join(MASK_LEVELS)}")
+        check_mask_level(mask_level)
         self.in_chans, self.embed_dim, self.mask_level = in_chans, embed_dim, mask_level
         self.patch_size = tuple(math.prod(axis) for axis in zip(*self.strides))
         self.dims = tuple(int(d) for d in dims)
@@ -172,12 +171,30 @@ class HybridTokenizer(Tokenizer):
                 f"strides={self.strides}, mask_level={self.mask_level}")
 
 
-def _spatial_strides(patch_size: int) -> tuple[int, int, int]:
+def check_mask_level(mask_level: str) -> None:
+    """ValueError naming ``model.hybrid_mask_level`` unless it is one of ``MASK_LEVELS``."""
+    if mask_level not in MASK_LEVELS:
+        raise ValueError(f"model.hybrid_mask_level: '{mask_level}' is not one of: "
+                         f"{', '.join(MASK_LEVELS)}")
+
+
+def spatial_strides(patch_size: int) -> tuple[int, int, int]:
     """MCMAE's 4, 2, 2 at patch 16: stages 2 and 3 each halve, stage 1 takes the rest."""
     if patch_size % 4:
         raise ValueError(f"model.patch_size: hybrid tokenizers need a multiple of 4 (stage strides "
                          f"patch/4, 2, 2), got {patch_size}")
     return patch_size // 4, 2, 2
+
+
+def stage_time_strides(strides: Sequence[int], tubelet_size: int) -> tuple[int, int, int]:
+    """Per-stage strides along the leading axis of 3D grids: ``strides``, or () for
+    (tubelet, 1, 1); ValueError naming ``model.hybrid_time_strides`` unless three strides >= 1
+    whose product is the tubelet size."""
+    time = tuple(int(s) for s in strides) or (tubelet_size, 1, 1)
+    if len(time) != 3 or min(time) < 1 or math.prod(time) != tubelet_size:
+        raise ValueError(f"model.hybrid_time_strides: [] or three strides >= 1 whose product is "
+                         f"model.tubelet_size={tubelet_size}, got {list(strides)}")
+    return time
 
 
 @TOKENIZERS.register("hybrid2d")
@@ -190,7 +207,7 @@ class Hybrid2dTokenizer(HybridTokenizer):
                  mlp_ratios: Sequence[float] = (4.0, 4.0), kernel: int = 5,
                  time_kernel: int = 5, time_strides: Sequence[int] = (),
                  multiscale: bool = True, drop_path: float = 0.0, mask_level: str = "stage3"):
-        strides = [(s, s) for s in _spatial_strides(patch_size)]
+        strides = [(s, s) for s in spatial_strides(patch_size)]
         super().__init__(in_chans, embed_dim, strides, dims, depths, mlp_ratios, (kernel, kernel),
                          multiscale, drop_path, mask_level)
 
@@ -206,10 +223,7 @@ class Hybrid3dTokenizer(HybridTokenizer):
                  mlp_ratios: Sequence[float] = (4.0, 4.0), kernel: int = 5,
                  time_kernel: int = 5, time_strides: Sequence[int] = (),
                  multiscale: bool = True, drop_path: float = 0.0, mask_level: str = "stage3"):
-        time = tuple(time_strides) or (tubelet_size, 1, 1)
-        if len(time) != 3 or math.prod(time) != tubelet_size:
-            raise ValueError(f"model.hybrid_time_strides: three strides whose product is "
-                             f"model.tubelet_size={tubelet_size} expected, got {list(time)}")
-        strides = [(t, s, s) for t, s in zip(time, _spatial_strides(patch_size))]
+        time = stage_time_strides(time_strides, tubelet_size)
+        strides = [(t, s, s) for t, s in zip(time, spatial_strides(patch_size))]
         super().__init__(in_chans, embed_dim, strides, dims, depths, mlp_ratios,
                          (time_kernel, kernel, kernel), multiscale, drop_path, mask_level)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from mim.files import check_eval_labels, labelled_files, stratified_split
+from mim.labelled import check_eval_labels, labelled_files, split_files
 from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.augment import FinetuneTransform, check_finetune_augment
 from mim.modalities.image.dataset import ImageFolder, scan
@@ -48,25 +48,13 @@ class ImageEvalDataConfig(ImageDataConfig):
         check_finetune_augment(self.randaug, self.reprob, self.input_size, self.mean)
 
 
-def _labelled_files(root: Path, how: str, classes: list[str] | None, key: str
-                    ) -> tuple[list[Path], list[int], list[str]]:
-    files, labels, names = labelled_files(root, how, classes, key, scan)
-    if not files:
-        raise FileNotFoundError(f"data.labels: no labelled images under {root}")
-    return files, labels, names
-
-
 def labelled(cfg: ImageEvalDataConfig) -> LabelledData:
     root = Path(cfg.root).expanduser() if cfg.root else lfw_folder()
-    files, labels, classes = _labelled_files(root, cfg.labels, None, "data.root")
-    if cfg.val_root:
-        val_files, val_labels, _ = _labelled_files(Path(cfg.val_root).expanduser(), cfg.labels,
-                                                   classes, "data.val_root")
-        train_ids = list(range(len(files)))
-    else:
-        train_ids, held = stratified_split(labels, cfg.val_fraction, cfg.split_seed)
-        val_files, val_labels = [files[i] for i in held], [labels[i] for i in held]
-    train_files, train_labels = [files[i] for i in train_ids], [labels[i] for i in train_ids]
+    files, labels, classes = labelled_files(root, cfg.labels, None, "data.root", scan)
+    if not files:
+        raise FileNotFoundError(f"data.labels: no labelled images under {root}")
+    train_files, train_labels, val_files, val_labels = split_files(
+        files, labels, classes, cfg.val_root, cfg.labels, cfg.val_fraction, cfg.split_seed, scan)
     test_view = CentreTransform(cfg, cfg.crop_pct)
     log.info("labelled images: %d training, %d held out, %d classes from %s%s",
              len(train_files), len(val_files), len(classes), root,

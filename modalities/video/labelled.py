@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mim.data import UnreadableSample
-from mim.files import align_labels, file_labels, stratified_split
+from mim.labelled import check_val_fraction, labelled_files, split_items
 from mim.modalities.image.augment import check_finetune_augment
 from mim.modalities.video import demo
 from mim.modalities.video.augment import FinetuneClipTransform
@@ -62,8 +62,7 @@ class VideoEvalDataConfig(VideoDataConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_finetune_augment(self.randaug, self.reprob, self.input_size, self.mean)
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction: must be in (0, 1), got {self.val_fraction}")
+        check_val_fraction(self.val_fraction)
         if self.test_clips < 1 or self.test_crops < 1:
             raise ValueError("data.test_clips / data.test_crops: must be >= 1")
 
@@ -161,12 +160,8 @@ class _Fixed:
 
 def _folder_items(root: Path, classes: list[str] | None, key: str
                   ) -> tuple[list[VideoItem], list[str]]:
-    if not root.is_dir():
-        raise FileNotFoundError(f"{key}: {root} is not a directory")
-    files = scan(root)
-    labels, names = file_labels(files, root, "folders")
-    if classes is not None:  # held-out folders: their names mapped onto the training classes
-        labels, names = align_labels(labels, names, classes, key), classes
+    """Class folders -> items; held-out folders (``classes`` given) map onto those classes."""
+    files, labels, names = labelled_files(root, "folders", classes, key, scan)
     return [VideoItem(p, label) for p, label in zip(files, labels)], names
 
 
@@ -191,14 +186,13 @@ def labelled(cfg: VideoEvalDataConfig) -> LabelledData:
     items = [i for i in items if i.label >= 0]
     if not items:
         raise FileNotFoundError("data: no labelled videos (list lines need a label)")
+    val = None  # a held-out list or folders, else a split of the training items
     if val_list:
         val, _ = _list_items(Path(val_list).expanduser(), classes or None)
     elif cfg.val_root:
         val, _ = _folder_items(Path(cfg.val_root).expanduser(), classes, "data.val_root")
-    else:
-        train_ids, held = stratified_split([i.label for i in items], cfg.val_fraction,
-                                           cfg.split_seed)
-        items, val = [items[i] for i in train_ids], [items[i] for i in held]
+    items, val = split_items(items, [i.label for i in items], val, cfg.val_fraction,
+                             cfg.split_seed)
     classes = classes or [str(n) for n in range(max(i.label for i in items) + 1)]
     val = [i for i in val if i.label >= 0]
     log.info("labelled videos: %d training, %d held out, %d classes; %d x %d test views",

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from mim.files import check_eval_labels, labelled_files, stratified_split
+from mim.labelled import check_eval_labels, labelled_files, split_files
 from mim.modalities.volume.config import VolumeDataConfig
 from mim.modalities.volume.dataset import VolumeDataset, scan
 from mim.modalities.volume.transforms import VolumeTransform, crop_or_pad
@@ -53,29 +53,18 @@ class CentreVolume(VolumeTransform):
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
 
-def _labelled_files(root: Path, how: str, classes: list[str] | None, key: str
-                    ) -> tuple[list[Path], list[int], list[str]]:
-    return labelled_files(root, how, classes, key, scan)
-
-
 def labelled(cfg: VolumeEvalDataConfig) -> LabelledData:
     if cfg.root:
-        files, labels, classes = _labelled_files(Path(cfg.root).expanduser(), cfg.labels, None,
-                                                 "data.root")
+        files, labels, classes = labelled_files(Path(cfg.root).expanduser(), cfg.labels, None,
+                                                "data.root", scan)
     else:
         from mim.modalities.volume.demo import demo_files
 
         _, files, labels, classes = demo_files()
     if not files:
         raise FileNotFoundError("data.labels: no labelled volumes found")
-    if cfg.val_root:
-        val_files, val_labels, _ = _labelled_files(Path(cfg.val_root).expanduser(), cfg.labels,
-                                                   classes, "data.val_root")
-        train_files, train_labels = files, labels
-    else:
-        train_ids, held = stratified_split(labels, cfg.val_fraction, cfg.split_seed)
-        train_files, train_labels = [files[i] for i in train_ids], [labels[i] for i in train_ids]
-        val_files, val_labels = [files[i] for i in held], [labels[i] for i in held]
+    train_files, train_labels, val_files, val_labels = split_files(
+        files, labels, classes, cfg.val_root, cfg.labels, cfg.val_fraction, cfg.split_seed, scan)
     log.info("labelled volumes: %d training, %d held out, %d classes", len(train_files),
              len(val_files), len(classes))
     centre = CentreVolume(cfg)

@@ -25,7 +25,6 @@ def measure() -> dict:
     import psutil
 
     from mim.config.compose import load
-    from mim.factory import build_tokenizer
     from mim.plugins import load_plugins
     from mim.stream import make_stream
     from mim.train import _feeds, _sources
@@ -35,7 +34,7 @@ def measure() -> dict:
                  "data.num_frames=4", "data.sampling_rate=2", "data.repeat=4",
                  "model.patch_size=8", "train.batch_size=16", "train.num_workers=3"])
     sources = _sources(spec)
-    feeds = _feeds(spec, sources, build_tokenizer(spec.model, sources[0].sample_shape[0]), 1)
+    feeds = _feeds(spec, sources, 1)
     per_epoch = len(sources[0].dataset) // feeds[0].items * feeds[0].items * 4  # clips
     stream = make_stream(feeds, spec.seed, 0, 1, spec.train.num_workers, False, timeout=120)(0)
     me = psutil.Process()

@@ -20,7 +20,7 @@ from mim.eval.knn import knn_scores
 from mim.eval.lars import LARS
 from mim.eval.schedule import lr_at
 from mim.eval.transfer import build_encoder, resize_patch_kernel
-from mim.files import stratified_split
+from mim.labelled import stratified_split
 from mim.factory import model_config
 
 TINY = dict(embed_dim=32, depth=3, num_heads=2, decoder_embed_dim=32, decoder_depth=1,
