@@ -58,7 +58,7 @@ class ModalitySpec:
     data_config: type  # dataclass: schema and defaults of ``cfg.data``
     build_dataset: Callable[[Any], MimDataset]  # data config -> dataset (demo data if no root)
     sample_shape: Callable[[Any], tuple[int, ...]]  # data config -> (C, *spatial)
-    visualize: Callable[[Panels, Any, Path], Path]  # panels, data config, path stem -> file
+    render: Callable[[Panels, Any, Path], Path]  # panels, data config, path stem -> picture file
     default_model: str | None = None  # model preset chosen by ``modality=<name>``
     default_mask: str | None = None  # mask policy chosen by ``modality=<name>``
     views: Callable[[Any], int] = lambda cfg: 1  # clips per item (repeated sampling)

@@ -4,7 +4,7 @@ Each input is taken in its modality's test view (the centre crop at the run's in
 with the run's mask policy (``mask.ratio=`` and other ``mask.<key>=`` change it; ``seed=`` draws
 another mask), and shown as original | masked | reconstruction | reconstruction with the
 visible patches pasted back. Norm-pix predictions are mapped back with each patch's own mean
-and variance (``mim.engine.visual``). Files: whatever the modality's ``visualize`` draws (the
+and variance (``mim.reconstruction``). Files: whatever the modality's ``render`` draws (the
 built-in ones: a PNG grid, an animated GIF plus a frame strip, slice montages), written to
 ``out`` (default ``<run.dir>/pictures/visualize-<input name>``). The command line is read in
 ``mim train``'s grammar (``mim.config.overrides``): ``mask=NAME`` and ``modality=NAME`` choose
@@ -21,7 +21,7 @@ import torch
 from mim.config.errors import ConfigError
 from mim.config.overrides import apply, integer, parse, plain, typed, unknown_option, without
 from mim.data import MimDataset, sample_seed
-from mim.engine.visual import reconstruction_panels
+from mim.reconstruction import reconstruction_panels
 from mim.eval.plan import HEAD_KEYS, base_data, eval_modality, read, run_config
 from mim.eval.transfer import build_encoder
 from mim.masking import MaskConfigError, build_mask
@@ -131,6 +131,6 @@ def visualize(plan: VisualizePlan) -> list[Path]:
             sample_seed(plan.seed, 0, i, "visualize"))) for i in items]
         panels = reconstruction_panels(model, x, torch.stack(masks))  # each [N, C, *spatial]
         stem = plan.out / f"reconstruction_{first // plan.num:03d}"
-        plan.modality.visualize(panels, plan.data, stem)
+        plan.modality.render(panels, plan.data, stem)
         written += sorted(plan.out.glob(f"{stem.name}.*"))  # e.g. a GIF beside the PNG
     return written

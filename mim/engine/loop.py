@@ -20,7 +20,7 @@ from mim.data import Batch
 from mim.engine.checkpoint import Checkpoints
 from mim.engine.metrics import RunLogger
 from mim.engine.precision import subnormals_flushed
-from mim.engine.visual import reconstruction_panels
+from mim.reconstruction import reconstruction_panels
 from mim.engine.watchdog import Watchdog
 
 log = logging.getLogger("mim")
@@ -254,7 +254,7 @@ def picture_writer(spec: Any, data_cfg: Any, samples: Batch, out_dir: Path, logg
         if not is_main:
             return None
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = spec.visualize(panels, data_cfg, out_dir / f"step_{step:08d}")
+        path = spec.render(panels, data_cfg, out_dir / f"step_{step:08d}")
         if path.suffix == ".png":
             from PIL import Image
             logger.image("reconstruction", np.asarray(Image.open(path).convert("RGB")), step)

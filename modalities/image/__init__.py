@@ -8,7 +8,7 @@ from mim.modalities.image import labelled
 from mim.modalities.image import presets  # noqa: F401  (mae_vit_*, lsmae_*, mcmae_* presets)
 from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.dataset import ImageFolder, build_dataset
-from mim.modalities.image.visual import visualize
+from mim.modalities.image.pictures import render
 
 
 def sample_shape(cfg: ImageDataConfig) -> tuple[int, int, int]:
@@ -20,7 +20,7 @@ SPEC = ModalitySpec(
     data_config=ImageDataConfig,
     build_dataset=build_dataset,
     sample_shape=sample_shape,
-    visualize=visualize,
+    render=render,
     evaluation=EvalSupport(data_config=labelled.ImageEvalDataConfig, labelled=labelled.labelled,
                            inputs=labelled.inputs, inherit=("input_size", "mean", "std"),
                            size_keys=lambda size: {"input_size": size[-1]}),

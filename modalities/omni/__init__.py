@@ -75,8 +75,8 @@ def sources(cfg: OmniDataConfig) -> list[Source]:
     ]
 
 
-def visualize(panels, cfg: OmniDataConfig, stem):
-    return video.visualize(panels, cfg.video, stem)  # the pictures show the video source
+def render(panels, cfg: OmniDataConfig, stem):
+    return video.render(panels, cfg.video, stem)  # the pictures show the video source
 
 
 SPEC = ModalitySpec(
@@ -84,7 +84,7 @@ SPEC = ModalitySpec(
     data_config=OmniDataConfig,
     build_dataset=lambda cfg: sources(cfg)[0].dataset,
     sample_shape=lambda cfg: video.sample_shape(cfg.video),
-    visualize=visualize,
+    render=render,
     default_model="videomae_vit_base_patch16_16x224",
     default_mask="tube",
     views=lambda cfg: cfg.video.repeat,

@@ -15,7 +15,7 @@ from mim.modalities.video import presets  # noqa: F401  (videomae_*, maest_* mod
 from mim.modalities.video import videomae  # noqa: F401  (Hugging Face VideoMAE weights)
 from mim.modalities.video.config import VideoDataConfig
 from mim.modalities.video.dataset import VideoDataset, build_dataset
-from mim.modalities.video.visual import visualize
+from mim.modalities.video.pictures import render
 
 
 def sample_shape(cfg: VideoDataConfig) -> tuple[int, int, int, int]:
@@ -31,7 +31,7 @@ SPEC = ModalitySpec(
     data_config=VideoDataConfig,
     build_dataset=build_dataset,
     sample_shape=sample_shape,
-    visualize=visualize,
+    render=render,
     default_model="videomae_vit_base_patch16_16x224",
     default_mask="tube",
     views=views,

@@ -11,7 +11,7 @@ from mim.modalities.volume import labelled
 from mim.modalities.volume import presets  # noqa: F401  (mae3d_*, mcmae3d_* model presets)
 from mim.modalities.volume.config import VolumeDataConfig
 from mim.modalities.volume.dataset import VolumeDataset, build_dataset
-from mim.modalities.volume.visual import visualize
+from mim.modalities.volume.pictures import render
 
 
 def sample_shape(cfg: VolumeDataConfig) -> tuple[int, int, int, int]:
@@ -23,7 +23,7 @@ SPEC = ModalitySpec(
     data_config=VolumeDataConfig,
     build_dataset=build_dataset,
     sample_shape=sample_shape,
-    visualize=visualize,
+    render=render,
     default_model="mae3d_vit_base_patch16",
     default_mask="random",
     evaluation=EvalSupport(

@@ -21,7 +21,7 @@ from mim.modalities.video import decode, demo
 from mim.modalities.video.config import VideoDataConfig
 from mim.modalities.video.dataset import VideoDataset, VideoItem, build_dataset, read_list
 from mim.modalities.video.transforms import ClipTransform, clip_indices, crop_box
-from mim.modalities.video.visual import visualize
+from mim.modalities.video.pictures import render
 
 DECODERS = ("decord", "pyav")
 SMALL = dict(num_frames=4, sampling_rate=2, input_size=32)  # a clip spans 7 frames
@@ -334,7 +334,7 @@ def test_visualize_writes_a_gif_and_a_frame_strip(tmp_path):
     cfg = VideoDataConfig(num_frames=6, input_size=32)
     x = torch.randn(2, 3, 6, 32, 32)
     panels = Panels(x, x * 0, x, x)
-    png = visualize(panels, cfg, tmp_path / "step_00000001")
+    png = render(panels, cfg, tmp_path / "step_00000001")
     assert png == tmp_path / "step_00000001.png"
     picture = Image.open(png)
     tile = 96  # 32 px clips are enlarged 3x

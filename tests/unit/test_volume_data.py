@@ -19,7 +19,7 @@ from mim.modalities.volume import demo as demo_module
 from mim.modalities.volume.config import VolumeDataConfig
 from mim.modalities.volume.dataset import NIFTI_HINT, build_dataset, read_volume
 from mim.modalities.volume.transforms import VolumeTransform, normalise
-from mim.modalities.volume.visual import visualize
+from mim.modalities.volume.pictures import render
 from mim.spec import Panels
 
 HAS_NIBABEL = importlib.util.find_spec("nibabel") is not None
@@ -282,7 +282,7 @@ def test_demo_is_generated_once_deterministically(tmp_path, monkeypatch):
 
 def test_visualize_writes_a_montage(tmp_path):
     x = torch.randn(2, 1, 8, 12, 16)
-    path = visualize(Panels(x, x * 0, x, x), config(), tmp_path / "step_00000001")
+    path = render(Panels(x, x * 0, x, x), config(), tmp_path / "step_00000001")
     assert path == tmp_path / "step_00000001.png"
     with Image.open(path) as image:  # tiles x12 in 144 x 192 cells: 2 x 3 views by 4 columns
         assert image.mode == "L" and image.size == (4 * 194 - 2, 6 * 146 - 2 + 8)

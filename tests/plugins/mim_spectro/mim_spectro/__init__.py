@@ -144,7 +144,7 @@ def sample_shape(cfg: SpectroDataConfig) -> tuple[int, int, int]:
     return (1, cfg.input_size, cfg.input_size)  # (C, H, W)
 
 
-def visualize(panels: Panels, cfg: SpectroDataConfig, stem: Path) -> Path:
+def render(panels: Panels, cfg: SpectroDataConfig, stem: Path) -> Path:
     """Grayscale PNG: one row per sample, columns original | masked | reconstruction | pasted.
 
     Each row is scaled by its original's range; low frequencies at the bottom.
@@ -170,7 +170,7 @@ SPEC = ModalitySpec(
     data_config=SpectroDataConfig,
     build_dataset=build_dataset,
     sample_shape=sample_shape,
-    visualize=visualize,
+    render=render,
 )
 MODALITIES.register("spectro", obj=SPEC)
 add_config_dir(str(CONFIG_DIR))

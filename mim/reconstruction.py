@@ -2,7 +2,7 @@
 
 With a norm-pix target the prediction is in per-patch normalised units; it is mapped back with
 each patch's own mean and variance (MAE's visualisation notebook does the same), so the pictures
-are in the input's domain. The modality's ``visualize`` turns the panels into a file.
+are in the input's domain. The modality's ``render`` turns the panels into a file.
 """
 from __future__ import annotations
 

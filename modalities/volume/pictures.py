@@ -35,7 +35,7 @@ def _display_range(volume: np.ndarray) -> tuple[float, float]:
     return float(low), float(max(high, low + 1e-6))
 
 
-def visualize(panels: Panels, cfg: VolumeDataConfig, stem: Path) -> Path:
+def render(panels: Panels, cfg: VolumeDataConfig, stem: Path) -> Path:
     columns = [panels.original, panels.masked, panels.reconstruction, panels.pasted]
     columns = [c[:, 0].float().numpy() for c in columns]  # each [N, D, H, W], channel 0
     n, d, h, w = columns[0].shape

@@ -14,7 +14,7 @@ from mim.modalities.image.config import ImageDataConfig
 GAP = 2  # white pixels between tiles
 
 
-def visualize(panels: Panels, cfg: ImageDataConfig, stem: Path) -> Path:
+def render(panels: Panels, cfg: ImageDataConfig, stem: Path) -> Path:
     mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
     std = torch.tensor(cfg.std).view(1, 3, 1, 1)
     columns = [panels.original, panels.masked, panels.reconstruction, panels.pasted]

@@ -47,7 +47,7 @@ def _grid(tiles: np.ndarray, gap: int, group_gap: int, group: int) -> np.ndarray
     return canvas
 
 
-def visualize(panels: Panels, cfg: VideoDataConfig, stem: Path) -> Path:
+def render(panels: Panels, cfg: VideoDataConfig, stem: Path) -> Path:
     pixels = _pixels(panels, cfg)  # [4, N, T, H, W, 3]
     columns, n, t = pixels.shape[:3]
     # GIF: frame k of every sample (row) and column
