@@ -13,6 +13,7 @@ from mim.config.compose import load
 from mim.config.schema import TrainConfig
 from mim.data import Batch
 from mim.engine.backend import Backend, TorchBackend
+from mim.engine.deepspeed_backend import DeepSpeedBackend
 from mim.engine.loop import LoopSettings, LoopState, Trainer
 from mim.engine.optim import build_adamw, cosine_schedule
 from mim.registry import BACKENDS
@@ -34,7 +35,8 @@ def test_every_registered_backend_fulfils_the_contract(name: str) -> None:
 def test_the_run_spec_carries_the_typed_plugin_configs() -> None:
     spec = load(["backend=deepspeed", "backend.zero_stage=1", "launcher.nprocs=2"])
     assert spec.backend.name == "deepspeed"
-    assert type(spec.backend.config).__name__ == "Config" and spec.backend.config.zero_stage == 1
+    assert isinstance(spec.backend.config, DeepSpeedBackend.Config)
+    assert spec.backend.config.zero_stage == 1
     assert spec.launcher.config.nprocs == 2
     assert load([]).backend.config is None  # backend=torch takes no parameters
 
