@@ -1,7 +1,7 @@
 """One pretraining step (forward + backward + AdamW step) of ours and of the Hugging Face peers.
 
-Ours is the training loop's step (``mim/engine/loop.py``): the ``torch`` backend's autocast,
-``backward`` and ``step`` (AdamW from ``build_adamw``, cosine schedule), the mask drawn ahead by
+Ours is the training loop's step, ``Trainer.train_step`` (``mim/engine/loop.py``), on the
+``torch`` backend (AdamW from ``build_adamw``, cosine schedule), with the mask drawn ahead by
 the mask policy as the loader workers do. The peers are ``transformers``'
 ``ViTMAEForPreTraining`` (draws its random mask inside the step) and ``VideoMAEForPreTraining``
 (takes the same tube mask as ours), with SDPA attention, built at the same sizes from our
@@ -12,13 +12,16 @@ learning-rate schedule stepped every step.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from bench.harness import count_flops
+from mim.data import Batch
 from mim.engine.backend import TorchBackend
+from mim.engine.loop import LoopSettings, LoopState, Trainer
 from mim.engine.optim import build_adamw, cosine_schedule
 from mim.factory import ModelConfig, build_model
 
@@ -52,7 +55,8 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
 
 def ours(cfg: ModelConfig, x: torch.Tensor, masks: list[torch.Tensor], precision: str,
          compile: str = "none") -> Step:
-    """Our step on ``x`` [B, C, *spatial], cycling through the loader-made ``masks`` [B, L]."""
+    """Our step (``Trainer.train_step``, one micro-batch per step) on ``x`` [B, C, *spatial],
+    cycling through the loader-made ``masks`` [B, L]."""
     torch.manual_seed(0)
     model = build_model(cfg, in_chans=x.shape[1])
     backend = TorchBackend(precision=precision, compile=compile)
@@ -60,16 +64,17 @@ def ours(cfg: ModelConfig, x: torch.Tensor, masks: list[torch.Tensor], precision
     runner = backend.setup(model, optimizer, cosine_schedule(optimizer, 10, 10 ** 6))
     x = x.to(backend.device)
     masks = [m.to(backend.device) for m in masks]
-    turn = [0]
+    label = torch.full((x.shape[0],), -1, device=backend.device)  # [B], unlabelled
+    batches = itertools.cycle([Batch(x, m, label, items=x.shape[0]) for m in masks])
+    size = x.shape[0]
+    settings = LoopSettings(total_steps=10 ** 6, timeout=None, global_batch=size, accum_steps=1,
+                            log_every=1, ckpt_every=1, vis_every=1, samples_per_epoch=size)
+    # train_step needs only these; no checkpoints, logs or pictures are written
+    trainer = Trainer(runner, model, backend, None, settings, None, None, LoopState(), None, {})
 
     def run() -> None:
         torch.set_flush_denormal(True)  # as `mim train` trains (engine/precision.py)
-        mask = masks[turn[0] % len(masks)]
-        turn[0] += 1
-        with backend.autocast():
-            out = runner(x, mask)
-        backend.backward(out.loss)
-        backend.step()
+        trainer.train_step(batches)
 
     def forward() -> torch.Tensor:
         with backend.autocast():

@@ -51,7 +51,7 @@ class LocalLauncher:
                 raise ValueError(f"launcher.nprocs: must be >= 1, got {self.nprocs}")
 
     def launch(self, spec: RunSpec) -> Path:
-        nprocs = int(spec.launcher.get("nprocs", 1))
+        nprocs = spec.launcher.config.nprocs
         if nprocs == 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
             return train(spec)
         if spec.overrides is None:  # a spec built in Python, not by compose.load

@@ -99,7 +99,7 @@ class SlurmLauncher:
         if spec.overrides is None:  # a spec built in Python, not by compose.load
             raise ConfigError("launcher=slurm: needs the spec of "
                               "mim.config.compose.load(overrides), which the job re-runs")
-        return self.Config(**{k: v for k, v in spec.launcher.items() if k != "name"})
+        return spec.launcher.config
 
     @staticmethod
     def _pinned(spec: RunSpec) -> tuple[Path, list[str]]:

@@ -119,7 +119,7 @@ class TpuLauncher:
         if spec.overrides is None:  # a spec built in Python, not by compose.load
             raise ConfigError("launcher=tpu: needs the spec of "
                               "mim.config.compose.load(overrides), which the hosts re-run")
-        cfg = _config(self.Config, spec.launcher)
+        cfg = spec.launcher.config
         directory = _pinned_run_dir(spec, cfg)
         dropped = {"launcher", "backend", "run.dir"}
         kept = [o for o in spec.overrides
@@ -143,7 +143,7 @@ class TpuLauncher:
         return argv
 
     def launch(self, spec: RunSpec) -> Path | None:
-        cfg = _config(self.Config, spec.launcher)
+        cfg = spec.launcher.config
         argv = self.command(spec)
         print(f"mim: TPU command:\n{shlex.join(argv)}", flush=True)
         if not cfg.run:
@@ -162,14 +162,6 @@ class TpuLauncher:
                   f"exited with status {result.returncode}", file=sys.stderr)
             raise SystemExit(code)
         return Path(_run_dir_value(spec, cfg))
-
-
-def _config(schema: type, launcher: dict) -> "TpuLauncher.Config":
-    """The launcher section as its Config (its ``name`` is the launcher's: ``tpu``)."""
-    try:
-        return schema(**{k: v for k, v in launcher.items() if k != "name"})
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def _run_dir_value(spec: RunSpec, cfg: "TpuLauncher.Config") -> str:

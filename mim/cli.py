@@ -54,7 +54,7 @@ def _train(overrides: list[str]) -> int:
     try:
         # every point of a sweep is checked before any of them starts
         specs = [load(point) for point in (expand_sweep(overrides) if multirun else [overrides])]
-        names = {spec.launcher["name"] for spec in specs}
+        names = {spec.launcher.name for spec in specs}
         if len(names) > 1:
             raise ConfigError(f"launcher: a sweep must use one launcher, got {sorted(names)}")
         launcher = LAUNCHERS.get(names.pop())()

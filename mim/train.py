@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from mim.config.compose import RunSpec, token_grid
 from mim.config.errors import ConfigError
 from mim.data import MaskingCollate, StreamSampler, sample_seed
+from mim.engine.backend import Backend
 from mim.engine.checkpoint import Checkpoints
 from mim.engine.loop import LoopSettings, LoopState, Trainer, picture_writer
 from mim.engine.metrics import RunLogger
@@ -139,7 +140,7 @@ def _schedule(spec: RunSpec, items_per_epoch: int, global_items: int, global_bat
     return Schedule(steps_per_epoch, total, min(warmup, max(total - 1, 0)), lr)
 
 
-def _resume(spec: RunSpec, backend, checkpoints: Checkpoints) -> LoopState:
+def _resume(spec: RunSpec, backend: Backend, checkpoints: Checkpoints) -> LoopState:
     """Load the newest complete checkpoint unless told not to; a fresh state otherwise."""
     latest = checkpoints.latest()
     if spec.run.resume == "must" and latest is None:
@@ -153,14 +154,13 @@ def _resume(spec: RunSpec, backend, checkpoints: Checkpoints) -> LoopState:
 
 
 def _train(spec: RunSpec) -> Path:
-    backend_params = {k: v for k, v in spec.backend.items() if k != "name"}
-    backend = BACKENDS.get(spec.backend["name"])(
+    backend: Backend = BACKENDS.get(spec.backend.name)(
         precision=spec.train.precision, accum_steps=spec.train.accum_steps,
         clip_grad=spec.train.clip_grad, compile=spec.train.compile,
-        batch_size=spec.train.batch_size, **backend_params)
+        batch_size=spec.train.batch_size, config=spec.backend.config)
     if spec.train.nonfinite == "skip" and not backend.can_skip_steps:
         raise ConfigError(f"train.nonfinite: 'skip' is not supported by backend="
-                          f"{spec.backend['name']}; valid there: stop")
+                          f"{spec.backend.name}; valid there: stop")
     grid, mask_grid = token_grid(spec)
     _setup_logging(None, backend.is_main)  # messages from building the data reach stderr
     sources = _sources(spec)

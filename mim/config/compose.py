@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 import mim.configs
 from mim.config.errors import ConfigError
 from mim.config.overrides import check_keys, integer, message, parse, plain, typed
-from mim.config.overrides import unknown_option
+from mim.config.overrides import unknown_key, unknown_option
 from mim.config.schema import BaseConfig, OptimConfig, RunConfig, TrainConfig
 from mim.masking import MaskConfigError, build_mask
 from mim.factory import ModelConfig, token_grids
@@ -36,6 +36,16 @@ from mim.spec import ModalitySpec
 
 CONFIG_DIR = Path(mim.configs.__file__).parent
 GROUPS = ("modality", "data", "model", "mask", "optim", "backend", "launcher", "experiment")
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """A chosen backend or launcher: its registered name and its typed parameters (an object
+    of the class's ``Config`` dataclass, built and checked once here; None for a class
+    without parameters)."""
+
+    name: str
+    config: Any = None
 
 
 @dataclass
@@ -51,8 +61,8 @@ class RunSpec:
     mask: Any  # a mask policy instance
     modality: ModalitySpec
     data: Any  # the modality's data-config dataclass
-    backend: dict[str, Any]
-    launcher: dict[str, Any]
+    backend: Plugin
+    launcher: Plugin
     overrides: tuple[str, ...] | None = None  # the command line of ``load`` (a launcher re-runs it)
 
 
@@ -159,12 +169,16 @@ def _valid_keys(parent: str, overrides: list[str]) -> list[str]:
         GlobalHydra.instance().clear()
 
 
-def _check_plugin(cls: Any, node: dict[str, Any], section: str) -> None:
-    """A backend's or launcher's parameters against its ``Config`` dataclass (types and the
+def _plugin(cls: Any, node: dict[str, Any], section: str) -> Plugin:
+    """A backend's or launcher's parameters as its ``Config`` dataclass (types and the
     dataclass's own checks), before any process or model exists."""
+    params = {k: v for k, v in node.items() if k != "name"}
     config = getattr(cls, "Config", None)
-    if config is not None:
-        typed(config, {k: v for k, v in node.items() if k != "name"}, section)
+    if config is None:
+        if params:  # the class takes no parameters
+            raise ConfigError(unknown_key(f"{section}.{sorted(params)[0]}", []))
+        return Plugin(node["name"])
+    return Plugin(node["name"], typed(config, params, section))
 
 
 def validate(raw: DictConfig) -> RunSpec:
@@ -197,11 +211,9 @@ def validate(raw: DictConfig) -> RunSpec:
         mask=mask,
         modality=modality,
         data=typed(modality.data_config, plain_tree["data"], "data"),
-        backend=backend,
-        launcher=launcher,
+        backend=_plugin(BACKENDS.get(backend["name"]), backend, "backend"),
+        launcher=_plugin(LAUNCHERS.get(launcher["name"]), launcher, "launcher"),
     )
-    _check_plugin(BACKENDS.get(backend["name"]), backend, "backend")
-    _check_plugin(LAUNCHERS.get(launcher["name"]), launcher, "launcher")
     token_grid(spec)
     return spec
 

@@ -1,19 +1,22 @@
 """Backends run the optimisation step; the training loop never asks which one it has.
 
-Contract (DESIGN.md): ``setup(model, optimizer, scheduler)``, ``backward(loss)``, ``step()``,
-``state_dict()`` / ``load_state_dict()``, ``save(dir)`` / ``load(dir)``. Gradient accumulation
-lives here because engines differ in how they do it (DDP's ``no_sync``, DeepSpeed's own
-counter): the loop calls ``backward`` and ``step`` once per micro-batch and ``step`` returns
-True when an optimiser step was taken.
+``Backend`` is the contract (docs/ARCHITECTURE.md): everything ``mim/engine/loop.py`` and
+``mim/train.py`` call. One optimiser step is ``accum_steps`` calls of ``backward(loss,
+boundary)`` (``boundary`` True on the last micro-batch: DDP synchronises gradients only then,
+DeepSpeed advances its own accumulation counter on the others), then ``step()`` or
+``skip_step()``. ``sync()`` marks the end of a lazily traced graph (XLA) and is a no-op
+elsewhere: the loop calls it after each accumulated micro-batch, before reading the step's
+values and after the optimiser step.
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import functools
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import torch
 import torch.distributed as dist
@@ -37,8 +40,19 @@ def local_device() -> torch.device:
     return torch.device("cpu")
 
 
-class Backend:
-    """Base class: holds the distributed facts every backend shares."""
+class Backend(abc.ABC):
+    """The contract of a backend, and the distributed facts every backend shares.
+
+    Built from the train settings it needs and its typed ``Config`` (``backend.*`` of the run
+    config; None for a backend without parameters). ``compile`` is the normalised
+    ``train.compile`` mode (none | blocks | model; the schema normalises it). A subclass sets
+    ``device`` and ``compile`` in its ``__init__``.
+    """
+
+    Config: ClassVar[type | None] = None  # the dataclass of its ``backend.*`` parameters
+    can_skip_steps: ClassVar[bool] = False  # whether ``skip_step`` exists (train.nonfinite=skip)
+    device: torch.device
+    compile: str
 
     def __init__(self, precision: str = "fp32", accum_steps: int = 1,
                  clip_grad: float | None = None, batch_size: int = 1):
@@ -48,12 +62,30 @@ class Backend:
         self.batch_size = batch_size  # clips per process and micro-step (DeepSpeed asks for it)
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world_size = dist.get_world_size() if dist.is_initialized() else 1
-        self.micro_step = 0
+        self.micro_step = 0  # micro-batches consumed (checkpointed; equals step x accum_steps)
 
+    # -- the distributed facts ------------------------------------------------------------------
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def mean_across_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` averaged over the ranks (a collective; no host read)."""
+        if self.world_size > 1:
+            value = value.detach().clone()
+            dist.all_reduce(value)
+            value /= self.world_size
+        return value
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    def sync(self) -> None:
+        """Run what has been traced so far (XLA's graph step); eager backends have nothing to
+        run."""
+
+    # -- precision ------------------------------------------------------------------------------
     def native_bf16(self) -> tuple[bool, str]:
         """Whether this backend's device computes bf16 natively (``train.precision=auto``)."""
         return precisions.native_bf16(self.device)
@@ -72,33 +104,53 @@ class Backend:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def at_boundary(self) -> bool:
-        """True when the next ``step()`` call takes an optimiser step (the last micro-batch of
-        an accumulation window)."""
-        return (self.micro_step + 1) % self.accum_steps == 0
-
-    can_skip_steps = False  # whether ``skip_step`` exists (train.nonfinite=skip)
-
-    def grad_norm(self) -> torch.Tensor | None:
-        """The global L2 norm of the accumulated gradients (a 0-d tensor on the device), or
-        None where the backend cannot see them (DeepSpeed keeps them in its own buffers)."""
-        return None
+    # -- the optimisation step ------------------------------------------------------------------
+    @abc.abstractmethod
+    def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+              scheduler: torch.optim.lr_scheduler.LRScheduler) -> nn.Module:
+        """Place and wrap the model; returns the module the loop calls (the runner)."""
 
     def device_batches(self, batches: Iterator[Any]) -> Iterator[Any]:
         """Batches moved to this backend's device (``Batch.to``), one at a time."""
         for batch in batches:
             yield batch.to(self.device, non_blocking=True)
 
-    def mean_across_ranks(self, value: torch.Tensor) -> torch.Tensor:
-        if self.world_size > 1:
-            value = value.detach().clone()
-            dist.all_reduce(value)
-            value /= self.world_size
-        return value
+    @abc.abstractmethod
+    def backward(self, loss: torch.Tensor, boundary: bool = True) -> None:
+        """Accumulate the gradients of one micro-batch's loss (scaled by 1 / accum_steps);
+        ``boundary``: the last micro-batch of the optimiser step."""
 
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
+    def grad_norm(self) -> torch.Tensor | None:
+        """The global L2 norm of the accumulated gradients (a 0-d tensor on the device), or
+        None where the backend cannot see them (DeepSpeed keeps them in its own buffers)."""
+        return None
+
+    @abc.abstractmethod
+    def step(self) -> None:
+        """Apply the optimiser step (clip, step, zero the gradients, advance the schedule)."""
+
+    def skip_step(self) -> None:
+        """Drop the accumulated gradients instead of stepping (``can_skip_steps``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot skip a step")
+
+    @abc.abstractmethod
+    def lr(self) -> float:
+        """The learning rate of the first parameter group."""
+
+    # -- state ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    def save(self, directory: Path, client_state: dict[str, Any]) -> None:
+        """Write the full state into ``directory`` (an unpublished temp dir)."""
+
+    @abc.abstractmethod
+    def load(self, directory: Path) -> dict[str, Any]:
+        """Load what ``save`` wrote; returns its ``client_state``."""
 
 
 class _KilledMidWrite:
@@ -125,38 +177,26 @@ def _faulty(file: Any) -> Any:
     return _KilledMidWrite(file) if faults.ENV in os.environ else file
 
 
-@BACKENDS.register("torch")
-class TorchBackend(Backend):
-    """Plain PyTorch: one process, or DistributedDataParallel when a process group exists."""
+class TorchStep(Backend):
+    """The plain-PyTorch optimisation step, state and ``state.pt`` checkpoint (shared by
+    ``backend=torch`` and ``backend=xla``); a subclass chooses the device and wraps the model
+    in ``setup``."""
 
-    def __init__(self, precision: str = "fp32", accum_steps: int = 1,
-                 clip_grad: float | None = None, compile: str | bool = "none",
-                 batch_size: int = 1):
-        super().__init__(precision, accum_steps, clip_grad, batch_size)
-        self.compile = compiling.mode(compile)
-        self.device = local_device()
-
-    def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-              scheduler: torch.optim.lr_scheduler.LRScheduler) -> nn.Module:
-        self.model = model.to(self.device)
-        self.optimizer, self.scheduler = optimizer, scheduler
-        if self.compile == "blocks":
-            compiling.compile_blocks(self.model)
-        if self.world_size > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.runner = torch.compile(self.model) if self.compile == "model" else self.model
-        return self.runner
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
 
     @property
     def module(self) -> nn.Module:
         """The bare model (unwrapped from DDP)."""
         return getattr(self.model, "module", self.model)
 
-    def backward(self, loss: torch.Tensor) -> None:
-        sync = self.at_boundary() or self.world_size == 1
-        context = contextlib.nullcontext() if sync else self.model.no_sync()
-        with context:
+    def _accumulating(self, boundary: bool) -> contextlib.AbstractContextManager:
+        """The context of a backward pass (DDP: no gradient all-reduce off the boundary)."""
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor, boundary: bool = True) -> None:
+        with self._accumulating(boundary):
             (loss / self.accum_steps).backward()
 
     can_skip_steps = True
@@ -172,21 +212,17 @@ class TorchBackend(Backend):
         """Drop the accumulated gradients instead of stepping (a non-finite step under
         train.nonfinite=skip); the schedule still advances, so the step count stays aligned
         with the data position."""
-        self.micro_step += 1
+        self.micro_step += self.accum_steps
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
 
-    def step(self) -> bool:
-        boundary = self.at_boundary()
-        self.micro_step += 1
-        if not boundary:
-            return False
+    def step(self) -> None:
+        self.micro_step += self.accum_steps  # the micro-batches of the step, data position
         if self.clip_grad:
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.clip_grad)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        return True
 
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -218,6 +254,36 @@ class TorchBackend(Backend):
         check_fits(state.get("model", {}), self.module.state_dict(), directory)
         self.load_state_dict(state)
         return state["client"]
+
+
+@BACKENDS.register("torch")
+class TorchBackend(TorchStep):
+    """Plain PyTorch on this process's GPU or the CPU: one process, or DistributedDataParallel
+    when a process group exists."""
+
+    def __init__(self, precision: str = "fp32", accum_steps: int = 1,
+                 clip_grad: float | None = None, compile: str = "none", batch_size: int = 1,
+                 config: None = None):
+        super().__init__(precision, accum_steps, clip_grad, batch_size)
+        self.compile = compile
+        self.device = local_device()
+
+    def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+              scheduler: torch.optim.lr_scheduler.LRScheduler) -> nn.Module:
+        self.model = model.to(self.device)
+        self.optimizer, self.scheduler = optimizer, scheduler
+        if self.compile == "blocks":
+            compiling.compile_blocks(self.model)
+        if self.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.runner = torch.compile(self.model) if self.compile == "model" else self.model
+        return self.runner
+
+    def _accumulating(self, boundary: bool) -> contextlib.AbstractContextManager:
+        if boundary or self.world_size == 1:
+            return contextlib.nullcontext()
+        return self.model.no_sync()  # DDP all-reduces the gradients on the boundary only
 
 
 def load_weights_only(path: Path) -> dict[str, Any]:

@@ -51,13 +51,12 @@ class DeepSpeedBackend(Backend):
                 raise ValueError("backend.offload_optimizer: needs backend.zero_stage >= 1")
 
     def __init__(self, precision: str = "fp32", accum_steps: int = 1,
-                 clip_grad: float | None = None, compile: str | bool = "none",
-                 batch_size: int = 1, zero_stage: int = 2, offload_optimizer: bool = False,
-                 fused_adam: bool = False):
+                 clip_grad: float | None = None, compile: str = "none", batch_size: int = 1,
+                 config: DeepSpeedBackend.Config | None = None):
         super().__init__(precision, accum_steps, clip_grad, batch_size)
-        self.options = self.Config(zero_stage, offload_optimizer, fused_adam)  # runs the checks
-        self.compile = compiling.mode(compile)
-        if self.compile != "none" and zero_stage == 3:
+        self.options = config if config is not None else self.Config()
+        self.compile = compile
+        if self.compile != "none" and self.options.zero_stage == 3:
             # ZeRO-3 gathers each layer's weights in module hooks: they split a compiled block
             # into a graph per layer, and whole-model compilation fails on weights read
             # outside their module's forward (the patch embedding's)
@@ -140,17 +139,21 @@ class DeepSpeedBackend(Backend):
         """The bare model (under ZeRO-3 its parameters are shards; see ``state_dict``)."""
         return self.model
 
-    def backward(self, loss: torch.Tensor) -> None:
+    def backward(self, loss: torch.Tensor, boundary: bool = True) -> None:
+        # the engine keeps its own micro-step counter: it must agree with the loop's
+        if self.engine.is_gradient_accumulation_boundary() != boundary:
+            raise RuntimeError(f"DeepSpeed's accumulation counter is off the loop's: micro-step "
+                               f"{self.micro_step}, boundary={boundary}")
         self.engine.backward(loss)  # divides by the accumulation steps itself
+        if not boundary:
+            self._engine_step()  # advances the engine's counter; no optimiser step
 
-    def at_boundary(self) -> bool:
-        return self.engine.is_gradient_accumulation_boundary()
+    def step(self) -> None:
+        self._engine_step()  # on a boundary: the optimiser and the schedule step
 
-    def step(self) -> bool:
-        boundary = self.engine.is_gradient_accumulation_boundary()  # asked before stepping
-        self.engine.step()  # the optimiser and the schedule step only on a boundary
+    def _engine_step(self) -> None:
+        self.engine.step()
         self.micro_step += 1
-        return boundary
 
     def lr(self) -> float:
         return self.engine.get_lr()[0]

@@ -1,6 +1,7 @@
 """The training loop: micro-batches in, optimiser steps, logs, pictures and checkpoints out.
 
-It talks only to the ``Backend`` (DESIGN.md): no branch on which backend runs the step.
+It talks only to the ``Backend`` contract (docs/ARCHITECTURE.md): no branch on which backend
+runs the step.
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import numpy as np
 import torch
 
 from mim import faults
+from mim.config.schema import TrainConfig
 from mim.data import Batch
+from mim.engine.backend import Backend
 from mim.engine.checkpoint import Checkpoints
 from mim.engine.metrics import RunLogger
 from mim.engine.precision import subnormals_flushed
@@ -84,12 +87,21 @@ class LoopSettings:
 
 
 class Trainer:
-    def __init__(self, runner: torch.nn.Module, model: torch.nn.Module, backend: Any,
-                 batches: Callable[[int], Iterator[Batch]], settings: LoopSettings,
-                 checkpoints: Checkpoints, logger: RunLogger, state: LoopState,
-                 picture: Callable[[Any, int], Path | None], config_snapshot: dict[str, Any],
-                 nonfinite: str = "stop", max_nonfinite_skips: int = 10,
-                 max_unreadable: float = 1.0):
+    """Runs ``settings.total_steps`` optimiser steps (``fit``), one ``train_step`` at a time.
+
+    ``train_step`` needs only the runner, the model, the backend, ``settings`` and ``state``;
+    ``fit`` also the batches, the checkpoints, the logger and the picture writer. The
+    non-finite and unreadable-data policies default to the schema's (``TrainConfig``).
+    """
+
+    def __init__(self, runner: torch.nn.Module, model: torch.nn.Module, backend: Backend,
+                 batches: Callable[[int], Iterator[Batch]] | None, settings: LoopSettings,
+                 checkpoints: Checkpoints | None, logger: RunLogger | None, state: LoopState,
+                 picture: Callable[[Any, int], Path | None] | None,
+                 config_snapshot: dict[str, Any],
+                 nonfinite: str = TrainConfig.nonfinite,
+                 max_nonfinite_skips: int = TrainConfig.max_nonfinite_skips,
+                 max_unreadable: float = TrainConfig.max_unreadable):
         self.runner, self.model, self.backend = runner, model, backend
         self.batches, self.settings = batches, settings
         self.checkpoints, self.logger, self.state = checkpoints, logger, state
@@ -97,6 +109,8 @@ class Trainer:
         self._warned: set[str] = set()
         self.nonfinite, self.max_nonfinite_skips = nonfinite, max_nonfinite_skips
         self.max_unreadable = max_unreadable
+        self.skips_in_a_row = 0
+        self.watchdog = Watchdog(settings.timeout, lambda: f"at step {state.step + 1}")
 
     def fit(self) -> LoopState:
         try:
@@ -114,55 +128,65 @@ class Trainer:
                 f"({self.checkpoints.latest() or 'none'}) is intact: run the same command to "
                 "resume (lower train.num_workers if workers run out of memory)") from None
 
+    def train_step(self, micro_batches: Iterator[Batch]) -> tuple[float, bool]:
+        """One optimiser step on the next ``accum_steps`` micro-batches of ``micro_batches``
+        (on the backend's device): forward and backward of each (gradients synchronised
+        across ranks on the last only), one host read of the step's loss, data health and
+        gradient norm, then the optimiser step, or its skip when they are not finite
+        (``train.nonfinite``). Returns (the loss summed over the micro-batches, whether the
+        step was applied)."""
+        s, st, backend = self.settings, self.state, self.backend
+        # summed on the device over the micro-batches: loss, unreadable items, items read
+        step_stats: torch.Tensor | float = 0.0
+        for i in range(s.accum_steps):
+            last = i == s.accum_steps - 1
+            batch = next(micro_batches)
+            self._report_skipped(batch)
+            with backend.autocast():
+                out = self.runner(batch.x, batch.mask, batch.targets)
+            loss = out.loss
+            if faults.fires("loss.nan"):
+                loss = loss * float("nan")
+            if faults.fires("loss.inf"):
+                loss = loss * float("inf")
+            backend.backward(loss, boundary=last)
+            if faults.fires("grad.nan"):
+                next(p for p in self.model.parameters() if p.grad is not None).grad.fill_(
+                    float("nan"))
+            counts = torch.tensor([len(batch.skipped), batch.items], dtype=torch.float32)
+            step_stats = step_stats + torch.cat([loss.detach().float().reshape(1),
+                                                 counts.to(loss.device)])
+            st.samples += s.global_batch
+            self.watchdog.beat()
+            if not last:
+                backend.sync()  # XLA runs this micro-batch's graph; no host read
+        loss_sum, finite = self._read_step(step_stats)
+        if finite:
+            backend.step()
+            backend.sync()  # XLA runs the optimiser step's graph
+            self.skips_in_a_row = 0
+        else:
+            self.skips_in_a_row += 1
+            self._nonfinite(loss_sum, self.skips_in_a_row)  # raises unless skipping
+            backend.skip_step()
+            st.nonfinite_skips += 1
+        self.watchdog.beat()
+        st.step += 1
+        return loss_sum, finite
+
     def _fit(self) -> LoopState:
         s, st = self.settings, self.state
+        assert self.batches is not None and self.logger is not None, "fit needs the run's parts"
         # checkpoints sit on step boundaries; the backend moves batches to its device (XLA
         # overlaps the copy with the step)
         stream = self.backend.device_batches(self.batches(st.step * s.accum_steps))
         window_loss, window_micro, window_samples, t0 = 0.0, 0, 0, time.perf_counter()
-        # summed on the device over the micro-steps of one optimiser step: loss, unreadable
-        # items, items read; read to the host once per optimiser step
-        step_stats: torch.Tensor | float = 0.0
-        skips_in_a_row = 0
+        self.skips_in_a_row = 0
         self.runner.train()
-        watchdog = Watchdog(s.timeout, lambda: f"at step {st.step + 1}")
-        with watchdog:
+        with self.watchdog:
             while st.step < s.total_steps:
-                batch = next(stream)
-                self._report_skipped(batch)
-                with self.backend.autocast():
-                    out = self.runner(batch.x, batch.mask, batch.targets)
-                loss = out.loss
-                if faults.fires("loss.nan"):
-                    loss = loss * float("nan")
-                if faults.fires("loss.inf"):
-                    loss = loss * float("inf")
-                self.backend.backward(loss)
-                if faults.fires("grad.nan"):
-                    next(p for p in self.model.parameters() if p.grad is not None).grad.fill_(
-                        float("nan"))
-                counts = torch.tensor([len(batch.skipped), batch.items], dtype=torch.float32)
-                step_stats = step_stats + torch.cat([loss.detach().float().reshape(1),
-                                                     counts.to(loss.device)])
-                st.samples += s.global_batch
-                window_samples += s.global_batch
-                watchdog.beat()
-                if not self.backend.at_boundary():
-                    self.backend.step()  # accumulates; no host read
-                    continue
-                loss_sum, finite = self._read_step(step_stats)
-                step_stats = 0.0
-                if finite:
-                    stepped = self.backend.step()
-                    assert stepped, "backend.at_boundary() and backend.step() disagree"
-                    skips_in_a_row = 0
-                else:
-                    skips_in_a_row += 1
-                    self._nonfinite(loss_sum, skips_in_a_row)  # raises unless skipping
-                    self.backend.skip_step()
-                    st.nonfinite_skips += 1
-                watchdog.beat()
-                st.step += 1
+                loss_sum, finite = self.train_step(stream)
+                window_samples += s.global_batch * s.accum_steps
                 if finite:
                     window_loss, window_micro = window_loss + loss_sum, window_micro + s.accum_steps
                 loss_value = loss_sum / s.accum_steps
@@ -182,7 +206,7 @@ class Trainer:
                     self._picture()
                 if st.step % s.ckpt_every == 0 or st.step == s.total_steps:
                     self.save()
-                watchdog.beat()
+                self.watchdog.beat()
         return st
 
     def _read_step(self, step_stats: torch.Tensor) -> tuple[float, bool]:
@@ -191,7 +215,9 @@ class Trainer:
         norm = self.backend.grad_norm()
         parts = [step_stats] + ([norm.detach().float().reshape(1).to(step_stats.device)]
                                 if norm is not None else [])
-        values = self.backend.mean_across_ranks(torch.cat(parts)).tolist()
+        mean = self.backend.mean_across_ranks(torch.cat(parts))
+        self.backend.sync()  # XLA runs the traced forward and backward once, before the read
+        values = mean.tolist()
         loss_sum, skipped, items = values[:3]
         finite = all(math.isfinite(v) for v in [loss_sum, *values[3:]])
         st, limit = self.state, self.max_unreadable
@@ -209,7 +235,8 @@ class Trainer:
         what = (f"loss is {loss_sum}" if not math.isfinite(loss_sum)
                 else "gradients are not finite")
         where = f"at step {self.state.step + 1}"
-        kept = f"the last good checkpoint ({self.checkpoints.latest() or 'none'}) is kept"
+        latest = self.checkpoints.latest() if self.checkpoints is not None else None
+        kept = f"the last good checkpoint ({latest or 'none'}) is kept"
         if self.nonfinite == "stop":
             raise NonFiniteLossError(
                 f"{what} {where}; the step was not applied and {kept}; lower optim.blr, set "

@@ -6,12 +6,11 @@ torch_xla is imported inside the methods, never at module level: the core must i
 lives in a venv of its own: ``tests/xla_env.sh`` builds one.
 
 Tensors on an XLA device are lazy: operations are recorded and compiled/executed as one graph
-when a step boundary is marked (``torch_xla.sync()``). This backend marks one at the end of
-every ``step`` (after the optimiser step on a boundary, after accumulating the gradients
-otherwise) and one in ``mean_across_ranks``, which the loop calls once per optimiser step
-(before applying it) to read the step's loss: one device-to-host read per optimiser step, none
-per accumulated micro-step. Every step traces the same graphs (masks come from the loader, so
-shapes are static).
+when a step boundary is marked (``torch_xla.sync()``), which is this backend's ``sync()``. The
+loop calls it after each accumulated micro-batch, before reading the step's values (so reading
+the loss does not trace a second forward) and after the optimiser step: one device-to-host
+read per optimiser step, none per accumulated micro-step. Every step traces the same graphs
+(masks come from the loader, so shapes are static).
 
 Batches reach the device through ``torch_xla``'s ``MpDeviceLoader``, which copies the next
 batches while the current step runs (and, under SPMD, places each device's slice).
@@ -28,7 +27,7 @@ Under SPMD a "rank" is a host: ``train.batch_size`` is per host (each host loads
 the global batch, split over its devices, so it must divide by the host's device count) and
 ``rank``/``world_size`` are ``process_index``/``process_count``.
 
-Checkpoints (``backend.checkpoint``): ``full`` writes ``TorchBackend``'s ``state.pt`` with every
+Checkpoints (``backend.checkpoint``): ``full`` writes ``backend=torch``'s ``state.pt`` with every
 tensor gathered to the CPU (a run written under ``backend=xla`` resumes under ``backend=torch``
 and the other way round); ``sharded`` writes each host's shards with
 ``torch.distributed.checkpoint`` and torch_xla's SPMD planners (``dcp/``) plus ``client.pt``,
@@ -58,8 +57,7 @@ from torch import nn
 from mim.data import Batch
 
 from mim.config.errors import ConfigError
-from mim.engine import compiling
-from mim.engine.backend import TorchBackend
+from mim.engine.backend import TorchStep
 from mim.registry import BACKENDS
 
 log = logging.getLogger("mim")
@@ -94,9 +92,9 @@ CLIENT_FILE = "client.pt"
 
 
 @BACKENDS.register("xla")
-class XLABackend(TorchBackend):
+class XLABackend(TorchStep):
     """XLA devices through torch_xla: one device, or SPMD over all of them; the step is
-    ``TorchBackend``'s."""
+    ``TorchStep``'s (the same as ``backend=torch``)."""
 
     @dataclass
     class Config:
@@ -115,18 +113,17 @@ class XLABackend(TorchBackend):
                 raise ValueError(f"backend.prefetch: must be >= 1, got {self.prefetch}")
 
     def __init__(self, precision: str = "fp32", accum_steps: int = 1,
-                 clip_grad: float | None = None, compile: str | bool = "none",
-                 batch_size: int = 1, sharding: str = "none", checkpoint: str = "auto",
-                 prefetch: int = 2):
-        # TorchBackend.__init__ would pick a CUDA device; the base class is enough here
-        super(TorchBackend, self).__init__(precision, accum_steps, clip_grad, batch_size)
-        self.options = self.Config(sharding, checkpoint, prefetch)  # runs the checks
+                 clip_grad: float | None = None, compile: str = "none", batch_size: int = 1,
+                 config: XLABackend.Config | None = None):
+        super().__init__(precision, accum_steps, clip_grad, batch_size)
+        self.options = config if config is not None else self.Config()
+        sharding, checkpoint = self.options.sharding, self.options.checkpoint
         self.spmd = sharding != "none"
         if self.world_size > 1 and not self.spmd:
             raise ConfigError("backend=xla: with backend.sharding=none it runs one process on one "
                               "XLA device; for several devices or hosts set backend.sharding="
                               "data or fsdp (one process per host) instead of launcher.nprocs")
-        if compiling.mode(compile) != "none":
+        if compile != "none":
             raise ConfigError("train.compile: not supported with backend=xla (XLA already "
                               "compiles every traced step)")
         self.compile = "none"
@@ -232,19 +229,14 @@ class XLABackend(TorchBackend):
                         fields.get("targets"), items)
 
     def mean_across_ranks(self, value: torch.Tensor) -> torch.Tensor:
-        # one device, or SPMD (the value is already the global one): the sync runs the traced
-        # forward and backward once, so reading the loss does not trace a second forward
+        return value  # one device, or SPMD: the value is already the global one
+
+    def sync(self) -> None:
         _sync()
-        return value
 
     def barrier(self) -> None:
         if self.world_size > 1:  # hosts of a pod, through the gloo group joined in __init__
             dist.barrier()
-
-    def step(self) -> bool:
-        stepped = super().step()
-        _sync()
-        return stepped
 
     def state_dict(self) -> dict[str, Any]:
         _sync()

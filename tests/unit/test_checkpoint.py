@@ -32,7 +32,9 @@ def train_step(backend: TorchBackend, seed: int) -> None:
     x = torch.randn(2, 3, 32, 32, generator=g)
     mask = torch.stack([torch.randperm(16, generator=g) < 12 for _ in range(2)])
     backend.backward(backend.runner(x, mask).loss)
-    assert backend.step()
+    before = backend.scheduler.last_epoch
+    backend.step()
+    assert backend.scheduler.last_epoch == before + 1  # the optimiser and the schedule stepped
 
 
 def snapshot(backend: TorchBackend) -> dict:

@@ -29,7 +29,7 @@ def test_defaults_are_the_mae_recipe(default):
     assert default.optim.warmup_epochs == 40
     assert default.train.batch_size == 64 and default.train.epochs == 800
     assert default.modality.name == "image"
-    assert default.backend["name"] == "torch" and default.launcher["name"] == "local"
+    assert default.backend.name == "torch" and default.launcher.name == "local"
 
 
 def test_demo_experiment():

@@ -41,7 +41,7 @@ def test_state_dict_is_the_whole_model_and_loads_back(fresh_group, stage: int) -
     model = mim.create_model("mae_vit_tiny_patch16", **TINY)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = build_adamw(model, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05)
-    backend = DeepSpeedBackend(batch_size=2, zero_stage=stage)
+    backend = DeepSpeedBackend(batch_size=2, config=DeepSpeedBackend.Config(zero_stage=stage))
     runner = backend.setup(model, optimizer, cosine_schedule(optimizer, 2, 10))
 
     before = backend.state_dict()["model"]
@@ -52,7 +52,8 @@ def test_state_dict_is_the_whole_model_and_loads_back(fresh_group, stage: int) -
     x, mask = batch(1)
     loss = runner(x, mask).loss
     backend.backward(loss)
-    assert backend.step()
+    backend.step()
+    assert backend.engine.global_steps == 1  # the optimiser stepped
     after = backend.state_dict()["model"]
     assert not torch.equal(after["blocks.0.attn.qkv.weight"], before["blocks.0.attn.qkv.weight"])
 
@@ -70,11 +71,13 @@ def _first_step(compile: str) -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     model = mim.create_model("mae_vit_tiny_patch16", **TINY)
     optimizer = build_adamw(model, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05)
-    backend = DeepSpeedBackend(batch_size=2, zero_stage=2, compile=compile)
+    backend = DeepSpeedBackend(batch_size=2, compile=compile,
+                               config=DeepSpeedBackend.Config(zero_stage=2))
     runner = backend.setup(model, optimizer, cosine_schedule(optimizer, 2, 10))
     loss = runner(*batch(1)).loss
     backend.backward(loss)
-    assert backend.step()
+    backend.step()
+    assert backend.engine.global_steps == 1  # the optimiser stepped
     return loss.detach(), backend.state_dict()["model"]["blocks.0.attn.qkv.weight"]
 
 
@@ -92,5 +95,6 @@ def test_zero3_refuses_compilation_before_any_work(compile: str) -> None:
     from mim.engine.deepspeed_backend import DeepSpeedBackend
 
     with pytest.raises(ConfigError, match="train.compile.*zero_stage=3.*valid there: none"):
-        DeepSpeedBackend(zero_stage=3, compile=compile)
-    assert DeepSpeedBackend(zero_stage=2, compile=compile).compile == compile
+        DeepSpeedBackend(compile=compile, config=DeepSpeedBackend.Config(zero_stage=3))
+    assert DeepSpeedBackend(compile=compile,
+                            config=DeepSpeedBackend.Config(zero_stage=2)).compile == compile

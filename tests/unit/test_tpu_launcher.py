@@ -54,8 +54,8 @@ def test_command_words(tmp_path, capsys):
     assert "train.max_steps=7" in train and "run.root='my runs;$x'" in train  # quoted, survives
     assert sum(w.startswith("run.dir=") for w in train) == 1
     remote_spec = load(train[4:])  # what each host composes
-    assert remote_spec.run.dir == run and remote_spec.launcher["name"] == "local"
-    assert remote_spec.backend["name"] == "xla" and remote_spec.run.root == "my runs;$x"
+    assert remote_spec.run.dir == run and remote_spec.launcher.name == "local"
+    assert remote_spec.backend.name == "xla" and remote_spec.run.root == "my runs;$x"
     assert not any(w.startswith(("launcher.", "+launcher.", "launcher=tpu")) for w in train)
 
 
@@ -125,4 +125,4 @@ def test_sharding_from_the_command_line_is_kept():
     spec = load([*BASE, "backend=xla", "backend.sharding=fsdp", "train.max_steps=7"])
     train = _train_words(_launcher().command(spec))
     assert [w for w in train if w.startswith("backend.sharding=")] == ["backend.sharding=fsdp"]
-    assert load(train[4:]).backend["sharding"] == "fsdp"
+    assert load(train[4:]).backend.config.sharding == "fsdp"
