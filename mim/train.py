@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
-from mim.config.compose import RunSpec, token_grid
+from mim.config.compose import RunSpec
 from mim.config.errors import ConfigError
 from mim.data import MaskingCollate, StreamSampler, sample_seed
 from mim.engine.backend import Backend
@@ -161,7 +161,7 @@ def _train(spec: RunSpec) -> Path:
     if spec.train.nonfinite == "skip" and not backend.can_skip_steps:
         raise ConfigError(f"train.nonfinite: 'skip' is not supported by backend="
                           f"{spec.backend.name}; valid there: stop")
-    grid, mask_grid = token_grid(spec)
+    grid, mask_grid = spec.grid, spec.mask_grid  # checked by validate
     _setup_logging(None, backend.is_main)  # messages from building the data reach stderr
     sources = _sources(spec)
     in_chans = sources[0].sample_shape[0]

@@ -64,6 +64,10 @@ class RunSpec:
     backend: Plugin
     launcher: Plugin
     overrides: tuple[str, ...] | None = None  # the command line of ``load`` (a launcher re-runs it)
+    # the token grid of the samples and the grid masks are drawn on (``token_grid``), computed
+    # once by ``validate``
+    grid: tuple[int, ...] = ()
+    mask_grid: tuple[int, ...] = ()
 
 
 def _plugin_config(cls: Any) -> dict[str, Any]:
@@ -214,7 +218,7 @@ def validate(raw: DictConfig) -> RunSpec:
         backend=_plugin(BACKENDS.get(backend["name"]), backend, "backend"),
         launcher=_plugin(LAUNCHERS.get(launcher["name"]), launcher, "launcher"),
     )
-    token_grid(spec)
+    spec.grid, spec.mask_grid = token_grid(spec)
     return spec
 
 
