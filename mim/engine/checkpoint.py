@@ -8,9 +8,13 @@ file for torch, DeepSpeed's shards for ZeRO).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,25 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def _child_signals_held() -> Iterator[None]:
+    """Run the Python SIGCHLD handler after the block instead of inside it: torch's DataLoader
+    raises from that handler when a worker dies, wherever the main thread is, and an exception
+    thrown through ``torch.save``'s writer tears the file and hides the worker's message."""
+    previous = signal.getsignal(signal.SIGCHLD)
+    if not callable(previous) or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[Any] = []
+    signal.signal(signal.SIGCHLD, lambda signum, frame: pending.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+        if pending:
+            previous(signal.SIGCHLD, pending[-1])
 
 
 class Checkpoints:
@@ -53,7 +76,12 @@ class Checkpoints:
         return done[-1] if done else None
 
     def save(self, step: int, backend: Any, client_state: dict[str, Any]) -> Path:
-        """Write checkpoint ``step`` through ``backend.save`` (collective: every rank calls)."""
+        """Write checkpoint ``step`` through ``backend.save`` (collective: every rank calls);
+        a loader worker that dies meanwhile is reported once the checkpoint is published."""
+        with _child_signals_held():
+            return self._save(step, backend, client_state)
+
+    def _save(self, step: int, backend: Any, client_state: dict[str, Any]) -> Path:
         final = self.root / f"step_{step:08d}"
         tmp = self.root / f".tmp-{final.name}"
         try:

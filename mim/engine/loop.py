@@ -40,6 +40,19 @@ class DataLoadError(RuntimeError):
 MIN_ITEMS_JUDGED = 50  # items read before train.max_unreadable is judged (one batch is noise)
 
 
+def _loader_failure(exc: BaseException) -> str | None:
+    """The DataLoader's own message when ``exc`` (or an exception it was raised while handling)
+    is a dead or stuck worker, else None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen).strip()
+        if isinstance(seen, RuntimeError) and text.startswith(("DataLoader worker",
+                                                               "DataLoader timed out")):
+            return text
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 @dataclass
 class LoopState:
     step: int = 0  # optimiser steps done
@@ -119,8 +132,8 @@ class Trainer:
         except RuntimeError as exc:
             # torch's DataLoader reports a dead or stuck worker as a RuntimeError, raised from
             # its SIGCHLD handler wherever the main thread is (even inside optimizer.step)
-            text = str(exc).strip()
-            if not text.startswith(("DataLoader worker", "DataLoader timed out")):
+            text = _loader_failure(exc)
+            if text is None:
                 raise
             raise DataLoadError(
                 f"data loading failed before step {self.state.step + 1}: "
