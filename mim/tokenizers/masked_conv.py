@@ -14,8 +14,9 @@ position never reaches a visible one. Shapes: B batch, C channels, features chan
 from __future__ import annotations
 
 import torch
-from timm.layers import DropPath, Mlp
 from torch import nn
+
+from mim.blocks import DropPath, Mlp
 
 
 def zero_masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -5,9 +5,10 @@ import functools
 
 import pytest
 import torch
+from timm.layers import DropPath as TimmDropPath
 from timm.models.vision_transformer import Block as TimmBlock
 
-from mim.blocks import CPU_FP32_ATTENTION_MAX_TOKENS, Block, attend
+from mim.blocks import CPU_FP32_ATTENTION_MAX_TOKENS, Block, DropPath, attend
 
 
 def test_a_timm_block_state_dict_loads_and_gives_the_same_output():
@@ -18,6 +19,35 @@ def test_a_timm_block_state_dict_loads_and_gives_the_same_output():
     ours.load_state_dict(theirs.state_dict())  # strict: raises unless names and shapes match
     x = torch.randn(2, 17, 64)
     torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 1.0])
+def test_drop_path_draws_and_scales_like_timms(p):
+    x = torch.randn(64, 5, 8)
+    outs = []
+    for layer in (DropPath(p), TimmDropPath(p)):
+        torch.manual_seed(3)
+        outs.append(layer.train()(x))
+        assert torch.equal(layer.eval()(x), x)  # identity outside training
+    assert torch.equal(outs[0], outs[1])
+    if p < 1.0:  # whole samples dropped, the kept ones scaled by 1 / (1 - p)
+        kept = outs[0].flatten(1).ne(0).any(1)
+        assert 0 < kept.sum() < 64
+        torch.testing.assert_close(outs[0][kept], x[kept] / (1 - p))
+
+
+def test_a_block_with_drop_path_trains_like_timms():
+    torch.manual_seed(0)
+    theirs = TimmBlock(32, 4, 4.0, qkv_bias=True, drop_path=0.3,
+                       norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-6))
+    ours = Block(32, 4, 4.0, qkv_bias=True, drop_path=0.3, eps=1e-6)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(16, 9, 32)
+    outs = []
+    for block in (ours, theirs):
+        torch.manual_seed(1)
+        outs.append(block.train()(x))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("tokens, fp32", [(50, True), (CPU_FP32_ATTENTION_MAX_TOKENS, True),
