@@ -3,14 +3,21 @@
 Every run uses a tiny model (32 px input, 8 px patches: a 4x4 token grid, 2 encoder blocks of
 width 48) so that a training run costs seconds on two CPU cores. The fixtures are the only
 interface (no helper module to import), so the tests work under any pytest import mode.
+
+A command run to its end (``cli.run``, ``cli.train``) is forked from a warm interpreter that
+has imported torch and mim once (``warm.py``: most of a tiny run's time was start-up); runs a
+test signals or kills (``cli.popen``) and other interpreters start fresh. ``MIM_TEST_WARM=0``
+starts every command fresh.
 """
 from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -42,10 +49,70 @@ def mim_command(*args: str, python: str | Path = sys.executable) -> list[str]:
     return [str(python), "-m", "mim", *args]
 
 
+class _Warm:
+    """The client of ``warm.py``: one warm interpreter per test process, started on first use
+    (``MIM_TEST_WARM=0`` turns it off: every command in a fresh interpreter)."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> None:
+        to_server, self.send = os.pipe()
+        self.recv, from_server = os.pipe()
+        self.folder = Path(tempfile.mkdtemp(prefix="mim-warm-"))
+        with open(self.folder / "server.log", "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("warm.py")), str(to_server),
+                 str(from_server)], pass_fds=(to_server, from_server), env=_env(),
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        os.close(to_server)
+        os.close(from_server)
+        self.pending = b""
+
+    def _reply(self, timeout: float | None) -> int | None:
+        """The next line from the server as a number, or None after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self.recv], [], [], left)[0]:
+                return None
+            chunk = os.read(self.recv, 4096)
+            if not chunk:
+                raise RuntimeError(f"the warm interpreter ended: {self.folder / 'server.log'}")
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        return int(line)
+
+    def run(self, args: list[str], cwd: Path, env: dict[str, str],
+            timeout: float) -> subprocess.CompletedProcess[str]:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        out, err = self.folder / "out", self.folder / "err"
+        request = json.dumps({"args": args, "cwd": str(cwd), "env": env, "out": str(out),
+                              "err": str(err)}) + "\n"
+        os.write(self.send, request.encode())
+        pid = self._reply(None)
+        status = self._reply(timeout)
+        if status is None:
+            os.killpg(pid, signal.SIGKILL)  # the child's session: it and its loader workers
+            self._reply(None)
+        stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+        command = mim_command(*args)
+        if status is None:
+            raise subprocess.TimeoutExpired(command, timeout, stdout, stderr)
+        return subprocess.CompletedProcess(command, status, stdout, stderr)
+
+
+_warm = _Warm()
+
+
 def run_mim(*args: str, cwd: Path, python: str | Path = sys.executable,
             timeout: float = TIMEOUT,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m mim ARGS`` from ``cwd`` (never the checkout, so nothing lands in the repo)."""
+    """``python -m mim ARGS`` from ``cwd`` (never the checkout, so nothing lands in the repo);
+    through the warm interpreter when it is this Python (``warm.py``)."""
+    if str(python) == sys.executable and os.environ.get("MIM_TEST_WARM", "1") != "0":
+        return _warm.run(list(args), cwd, _env(env), timeout)
     return subprocess.run(mim_command(*args, python=python), capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, env=_env(env))
 
