@@ -1,7 +1,8 @@
 """Which format a path holds, and mim's own formats (run directories, checkpoints, exports).
 
 Detection looks at what is there, never at names alone: a directory with ``checkpoints/`` is a
-mim run (its newest complete checkpoint), one with ``state.pt`` a mim checkpoint, one with a
+mim run (its newest complete checkpoint), one with ``state.pt`` a mim checkpoint, one with
+``dcp/`` a sharded one (``torch.distributed.checkpoint``, read by ``dcp.py``), one with a
 ``config.json`` a Hugging Face (``model_type``), timm (``architecture``) or mim export
 (``format: mim``) folder; a single file is read (weights only) and recognised by its keys.
 """
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 
 from mim.convert.common import ConvertError, Converted, with_overrides
+from mim.convert.dcp import dcp_folder, read_dcp_checkpoint
 from mim.convert.hf import read_hf
 from mim.convert.storage import (SAFE_SUFFIX, TORCH_SUFFIXES, load_safetensors,
                                  load_tensor_file, load_torch, save_tensors, write_json)
@@ -44,7 +46,11 @@ def _model_config(tree: dict[str, Any], overrides: dict[str, Any]) -> ModelConfi
 
 def read_mim_checkpoint(path: Path, **overrides: Any) -> Converted:
     """A training checkpoint (``state.pt`` of the torch backend) with its run config."""
-    state = load_torch(path)
+    return read_mim_state(load_torch(path), path, **overrides)
+
+
+def read_mim_state(state: Any, path: Path, **overrides: Any) -> Converted:
+    """A checkpoint's ``{"model": weights, "client": {"config": ...}}`` read from ``path``."""
     if not isinstance(state, dict) or "model" not in state or "client" not in state:
         raise ConvertError(f"{path}: not a mim checkpoint (no 'model' and 'client' entries)")
     tree = state["client"].get("config") or {}
@@ -89,6 +95,8 @@ def _read_folder(folder: Path, overrides: dict[str, Any]) -> Converted:
         folder = _latest_checkpoint(folder)
     if (folder / STATE_FILE).is_file():
         return read_mim_checkpoint(folder / STATE_FILE, **overrides)
+    if dcp_folder(folder) is not None:  # torch.distributed.checkpoint (backend=xla, sharded)
+        return read_mim_state(read_dcp_checkpoint(folder), folder, **overrides)
     if (folder / "config.json").is_file():
         meta = json.loads((folder / "config.json").read_text())
         if meta.get("format") == "mim":
