@@ -110,7 +110,7 @@ def test_xla_spmd_matches_one_device_and_resumes_sharded(cli, tmp_path, xla_pyth
     """SPMD over 4 devices: the same loss curve as one torch process (the global batch is the
     same 8 clips, split 2 per device); weights really split under fsdp (read back from the
     runtime); a sharded checkpoint (torch.distributed.checkpoint, one file per host) resumes
-    to the curve of an uninterrupted run."""
+    to the curve of an uninterrupted run; under fsdp the main venv then reads it (no torch_xla)."""
     run = tmp_path / sharding
     args = ["backend=xla", f"backend.sharding={sharding}", "backend.checkpoint=sharded"]
     result = cli.train(run, *args, *COMMON, python=xla_python, env=SPMD_ENV)
@@ -131,6 +131,30 @@ def test_xla_spmd_matches_one_device_and_resumes_sharded(cli, tmp_path, xla_pyth
     cli.train(reference, "backend=torch", *COMMON[1:], "train.max_steps=7")
     want = [r["loss"] for r in cli.metrics(reference)]
     assert losses == pytest.approx(want, rel=RTOL), (losses, want)
+    if sharding == "fsdp":
+        read_in_main_venv(cli, run, reference, tmp_path)
+
+
+def read_in_main_venv(cli, run: Path, reference: Path, tmp_path: Path) -> None:
+    """The main venv (torch 2.13, no torch_xla) reads the run's newest checkpoint, written as
+    FSDP shards with torch.distributed.checkpoint: load_pretrained gives the weights of the
+    uninterrupted torch run (up to float rounding), mim eval and mim convert take the run."""
+    import mim
+
+    assert (run / "checkpoints" / "step_00000007" / "dcp").is_dir()
+    ours = mim.load_pretrained(run).state_dict()
+    want = mim.load_pretrained(reference).state_dict()
+    assert_same_weights(ours, want)
+
+    env = {"OMP_NUM_THREADS": "1"}
+    result = cli.run("eval", "knn", f"run.dir={run}", "knn.k=5", "eval.num_workers=0", env=env)
+    assert result.returncode == 0, cli.describe(result)
+    assert (run / "eval" / "knn-pretrained.json").is_file()
+
+    out = tmp_path / "hf"
+    result = cli.run("convert", f"input={run}", f"output={out}", "to=hf", env=env)
+    assert result.returncode == 0, cli.describe(result)
+    assert_same_weights(mim.load_pretrained(out).state_dict(), ours)
 
 
 def test_xla_spmd_batch_must_split_over_devices(cli, tmp_path, xla_python):
