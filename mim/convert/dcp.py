@@ -33,22 +33,35 @@ def dcp_folder(folder: Path) -> Path | None:
     return None
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _check_shards(folder: Path, metadata: Any) -> None:
-    """Every shard file the metadata names for the model is there; else say which are not."""
+    """Every shard file the metadata names for the model is there and whole; else say which
+    (found here, DCP's own reader would fail with an unnamed zip error)."""
+    ends: dict[str, int] = {}  # file -> the end of its last entry the metadata points to
+    for index, info in metadata.storage_data.items():
+        if index.fqn.startswith(f"{MODEL_KEY}."):
+            ends[info.relative_path] = max(ends.get(info.relative_path, 0),
+                                           info.offset + info.length)
     files = {info.relative_path for info in metadata.storage_data.values()}
+    # FileSystemWriter names each rank's files __{rank}_{n}.distcp
     ranks = {m.group(1) for name in files if (m := re.match(r"__(\d+)_", name))}
-    needed = {info.relative_path for index, info in metadata.storage_data.items()
-              if index.fqn.startswith(f"{MODEL_KEY}.")}
-    missing = sorted(name for name in needed if not (folder / name).is_file())
+    found = (f"{folder}: a torch.distributed.checkpoint folder written by "
+             f"{_plural(len(ranks), 'rank')} ({_plural(len(files), 'shard file')})")
+    missing = sorted(name for name in ends if not (folder / name).is_file())
     if missing:
-        raise ConvertError(
-            f"{folder}: a torch.distributed.checkpoint folder written by {len(ranks) or '?'} "
-            f"rank(s) in {len(files)} shard file(s); missing: {', '.join(missing)}")
+        raise ConvertError(f"{found}; missing: {', '.join(missing)}")
+    short = sorted(f"{name} ({size} of {ends[name]} bytes)" for name in ends
+                   if (size := (folder / name).stat().st_size) < ends[name])
+    if short:
+        raise ConvertError(f"{found}; cut short: {', '.join(short)}")
 
 
 def read_dcp_model(folder: Path) -> dict[str, torch.Tensor]:
     """The model's full CPU tensors (mim's names) of a DCP folder."""
-    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint import CheckpointException, FileSystemReader
     from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
@@ -65,8 +78,13 @@ def read_dcp_model(folder: Path) -> dict[str, torch.Tensor]:
     state: dict[str, Any] = {}
     # the empty-state planner rebuilds the nested dict from the metadata; no_dist: this process
     # alone reads every shard, even inside a run that has a process group
-    _load_state_dict(state, storage_reader=reader, no_dist=True,
-                     planner=_EmptyStateDictLoadPlanner(keys={MODEL_KEY}))
+    try:
+        _load_state_dict(state, storage_reader=reader, no_dist=True,
+                         planner=_EmptyStateDictLoadPlanner(keys={MODEL_KEY}))
+    except CheckpointException as err:  # a BaseException, holding each rank's exception
+        causes = {str(exc).splitlines()[0] for exc, _ in err.failures.values()}
+        raise ConvertError(f"{folder}: a torch.distributed.checkpoint folder whose shards do "
+                           f"not read: {'; '.join(sorted(causes))}") from None
     return state[MODEL_KEY]
 
 

@@ -108,16 +108,24 @@ def test_sharded_dcp_checkpoint_reads_back_whole(sharded: Path) -> None:
     assert_same(read_weights(sharded).state, tiny_model().state_dict())
 
 
-def test_missing_shard_file_is_named(sharded: Path, tmp_path: Path) -> None:
+def test_missing_or_cut_shard_file_is_named(sharded: Path, tmp_path: Path) -> None:
     import shutil
 
     copy = tmp_path / "step_00000005"
     shutil.copytree(sharded, copy)
-    (copy / "dcp" / "__1_0.distcp").unlink()
+    found = f"{copy / 'dcp'}: a torch.distributed.checkpoint folder written by 2 ranks " \
+        "(2 shard files); "
+    shard = copy / "dcp" / "__1_0.distcp"
+    size = shard.stat().st_size
+    shard.write_bytes(shard.read_bytes()[:size // 2])
     with pytest.raises(ConvertError) as err:
         read_weights(copy)
-    assert "a torch.distributed.checkpoint folder written by 2 rank(s) in 2 shard file(s); " \
-        "missing: __1_0.distcp" in str(err.value)
+    assert str(err.value) == f"{found}cut short: __1_0.distcp ({size // 2} of {size} bytes)"
+
+    shard.unlink()
+    with pytest.raises(ConvertError) as err:
+        read_weights(copy)
+    assert str(err.value) == f"{found}missing: __1_0.distcp"
 
     (copy / "dcp" / ".metadata").unlink()
     with pytest.raises(ConvertError, match="without its .metadata file"):
