@@ -63,6 +63,8 @@ def read_dcp_model(folder: Path) -> dict[str, torch.Tensor]:
     """The model's full CPU tensors (mim's names) of a DCP folder."""
     from torch.distributed.checkpoint import CheckpointException, FileSystemReader
     from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    # private, but the in-memory path of DCP's own format_utils.dcp_to_torch_save: the public
+    # dcp.load fills only the keys of the state dict it is given, and here there are none yet
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
     if not (folder / METADATA_FILE).is_file():
