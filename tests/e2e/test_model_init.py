@@ -59,6 +59,7 @@ def test_a_misfit_stops_with_one_line_and_exit_2(cli, hf_folder, tmp_path) -> No
     assert result.returncode == 2, cli.describe(result)
     assert "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"mim: config error: model.init: {hf_folder} (hf-vit-mae) does not fit"), line
+    assert line.startswith(f"mim: config error: model.init: {hf_folder} (hf-vit-mae) does "
+                           "not fit"), line
     assert "tokenizer.proj.weight [48, 3, 8, 8] vs the model's [96, 3, 8, 8]" in line
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained

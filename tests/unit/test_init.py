@@ -22,9 +22,19 @@ from mim.factory import build_model, model_config
 from mim.init import init_model
 from mim.model import is_decoder
 from tests.unit.test_convert import (DEC, DEC_HEADS, DIM, HEADS, PATCH, SIZE, ReferenceMAE,
-                                     _config, masks, perturb, tiny_mim, vitmae)
+                                     masks, perturb, tiny_mim, vitmae)
 
 LR, WD = 1e-3, 0.05
+TINY = dict(embed_dim=DIM, depth=2, num_heads=HEADS, patch_size=PATCH, decoder_embed_dim=DEC,
+            decoder_depth=1, decoder_num_heads=DEC_HEADS)  # the converters' fixtures' sizes
+
+
+def image_config(**overrides):
+    return model_config("mae_vit_base_patch16", **{**TINY, **overrides})
+
+
+def video_config(**overrides):
+    return model_config("videomae_vit_small_patch16_16x224", **{**TINY, **overrides})
 
 
 def mae_file(tmp_path: Path) -> Path:
@@ -75,7 +85,7 @@ def started(cfg, in_chans: int = 3) -> tuple[torch.nn.Module, dict]:
 def test_init_loads_exactly_and_one_step_moves_at_most_one_step(tmp_path, fmt, mim_log) -> None:
     build, overrides, has_decoder = SOURCES[fmt]
     path = build(tmp_path)
-    cfg = _config(init=str(path), **overrides)
+    cfg = image_config(init=str(path), **overrides)
     model, fresh = started(cfg)
     source = read_weights(path, num_heads=HEADS, decoder_num_heads=DEC_HEADS).state
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -105,22 +115,20 @@ def test_init_loads_exactly_and_one_step_moves_at_most_one_step(tmp_path, fmt, m
 def test_a_misfit_is_one_line_naming_keys_and_shapes(tmp_path) -> None:
     path = mae_file(tmp_path)
     with pytest.raises(ConfigError) as info:
-        started(model_config("mae_vit_base_patch16", embed_dim=2 * DIM, depth=2,
-                             num_heads=HEADS, patch_size=PATCH, decoder_embed_dim=DEC,
-                             decoder_depth=1, decoder_num_heads=DEC_HEADS, init=str(path)))
+        started(image_config(init=str(path), embed_dim=2 * DIM))
     text = str(info.value)
     assert "\n" not in text and text.startswith(f"model.init: {path} (mae) does not fit")
     assert f"blocks.0.attn.qkv.weight [{3 * DIM}, {DIM}] vs the model's [{6 * DIM}, {2 * DIM}]" \
         in text
     assert "and " in text and "more" in text  # the rest counted, not listed
     with pytest.raises(ConfigError, match=r"model.pos_embed=learned model.pos_grid=\[4,4\]"):
-        started(_config(init=str(timm_file(tmp_path))))
+        started(image_config(init=str(timm_file(tmp_path))))
     with pytest.raises(ConfigError, match="model.init: .*no such file"):
-        started(_config(init=str(tmp_path / "absent.pth")))
+        started(image_config(init=str(tmp_path / "absent.pth")))
 
 
 def test_resume_wins_over_init(tmp_path, mim_log) -> None:
-    cfg = _config(init=str(mae_file(tmp_path)))
+    cfg = image_config(init=str(mae_file(tmp_path)))
     torch.manual_seed(11)
     model = build_model(cfg, 3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -129,21 +137,16 @@ def test_resume_wins_over_init(tmp_path, mim_log) -> None:
     assert "the run resumes from its checkpoint" in mim_log.text
 
 
-def video_config(**overrides):
-    return model_config("videomae_vit_small_patch16_16x224", embed_dim=DIM, depth=2,
-                        num_heads=HEADS, patch_size=PATCH, decoder_embed_dim=DEC,
-                        decoder_depth=1, decoder_num_heads=DEC_HEADS, **overrides)
-
-
 def test_image_weights_start_a_video_model(tmp_path, mim_log) -> None:
     image = tiny_mim(cls_token=False)  # VideoMAE has no cls token: its attention is the image's
     folder = tmp_path / "image"
-    mim.convert.WRITERS["mim"](Converted(_config(cls_token=False), 3, image.state_dict(),
+    mim.convert.WRITERS["mim"](Converted(image_config(cls_token=False), 3, image.state_dict(),
                                          "mim", (SIZE, SIZE)), folder)
     frame = torch.randn(2, 3, SIZE, SIZE)
     clip = frame.unsqueeze(2).expand(-1, -1, 4, -1, -1)  # [B, C, T=4, H, W]: one frame repeated
     # the positions as weights: the image's spatial table shared across the 2 time steps
-    video, _ = started(video_config(init=str(folder), pos_embed="learned", pos_grid=[2, 4, 4]))
+    video, _ = started(video_config(init=str(folder), pos_embed="learned",
+                                    pos_grid=[2, 4, 4]))
     assert "decoder at its initialisation (the patch geometry changed)" in mim_log.text
     with torch.no_grad():
         ours = rearrange(video.eval().encode(clip).tokens, "b (t l) d -> t b l d", t=2)
@@ -157,3 +160,21 @@ def test_image_weights_start_a_video_model(tmp_path, mim_log) -> None:
         ours = rearrange(video.tokenizer(clip, None), "b (t l) d -> t b l d", t=2)
         for tokens in ours:
             torch.testing.assert_close(tokens, image.tokenizer(frame, None), atol=2e-5, rtol=0)
+
+
+def test_another_patch_size_and_grid_go_through_the_transfer_code(tmp_path, mim_log) -> None:
+    from mim.eval.transfer import resize_patch_kernel
+    from mim.pos_embed import interpolate_pos_embed
+
+    path = timm_file(tmp_path)  # 8x8 patches, a learned table on the 4x4 grid
+    source = read_weights(path, num_heads=HEADS).state
+    model, fresh = started(image_config(init=str(path), patch_size=4, pos_embed="learned",
+                                   pos_grid=[8, 8]))
+    state = model.state_dict()
+    assert torch.equal(state["tokenizer.proj.weight"],
+                       resize_patch_kernel(source["tokenizer.proj.weight"], (4, 4)))
+    assert torch.equal(state["learned_pos_embed.table"],
+                       interpolate_pos_embed(source["learned_pos_embed.table"], (4, 4), (8, 8)))
+    assert torch.equal(state["blocks.1.mlp.fc2.weight"], source["blocks.1.mlp.fc2.weight"])
+    assert all(torch.equal(state[k], fresh[k]) for k in state if is_decoder(k))
+    assert "transfer: patch kernel (8, 8) -> (4, 4)" in mim_log.text
