@@ -43,14 +43,21 @@ def fit_state(source: Converted, cfg: ModelConfig, own: dict[str, torch.Tensor]
     """(the state to load, what is left out and why, the misfits) for a model of ``cfg`` whose
     state dict is ``own``."""
     state, left, misfits = dict(source.state), [], []
+    src = source.config
+    # the weights' grid rank: their learned table's, else their patch kernel's
+    rank = (len(src.pos_grid) if src.pos_grid else
+            state[KERNEL].dim() - 2 if KERNEL in state else len(cfg.pos_grid or ()))
     geometry = False  # the patch kernel was resized or inflated
-    if KERNEL in state and KERNEL in own and state[KERNEL].shape[:2] == own[KERNEL].shape[:2]:
+    if (KERNEL in state and KERNEL in own and state[KERNEL].shape[:2] == own[KERNEL].shape[:2]
+            and state[KERNEL].dim() <= own[KERNEL].dim()):
         geometry = tuple(state[KERNEL].shape[2:]) != tuple(own[KERNEL].shape[2:])
         state[KERNEL] = fit_patch_kernel(state[KERNEL], tuple(own[KERNEL].shape[2:]))
-    src = source.config
     if TABLE in own:
-        state[TABLE] = fit_pos_table(src.pos_embed, state.get(TABLE), src.pos_grid,
-                                     tuple(cfg.pos_grid), own[TABLE].shape[1])
+        try:
+            state[TABLE] = fit_pos_table(src.pos_embed, state.get(TABLE), src.pos_grid, rank,
+                                         tuple(cfg.pos_grid), own[TABLE].shape[1])
+        except ValueError as exc:  # a 3D table for a 2D model
+            misfits.append(f"{TABLE}: {exc}")
     elif TABLE in state:
         grid = ",".join(map(str, src.pos_grid or []))
         misfits.append(f"{TABLE} {_shape(state.pop(TABLE))} (learned positions: set "

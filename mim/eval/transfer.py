@@ -91,13 +91,17 @@ def fit_patch_kernel(weight: torch.Tensor, size: tuple[int, ...],
 
 
 def fit_pos_table(kind: str, table: torch.Tensor | None, grid: tuple[int, ...] | None,
-                  target: tuple[int, ...], dim: int) -> torch.Tensor:
+                  rank: int, target: tuple[int, ...], dim: int) -> torch.Tensor:
     """The encoder table [L, dim] on grid ``target`` for a learned-table model, from the
-    weights' position embedding: their learned ``table`` on ``grid``, or the fixed table
-    ``kind`` (computed, not stored). A 2D table for a 3D ``target`` is the spatial table on
-    ``target[1:]`` repeated over time (spatial positions shared across time)."""
+    weights' position embedding of grid rank ``rank``: their learned ``table`` on ``grid``, or
+    the fixed table ``kind`` (computed, not stored). A 2D table for a 3D ``target`` is the
+    spatial table on ``target[1:]`` repeated over time (spatial positions shared across time).
+    ValueError for a table of higher rank than ``target``."""
     target = tuple(int(n) for n in target)
-    space = target[1:] if len(target) == 3 and (grid is None or len(grid) == 2) else target
+    space = target[1:] if rank == 2 and len(target) == 3 else target
+    if len(space) != rank:
+        raise ValueError(f"a {rank}D position table cannot serve the {len(target)}D grid "
+                         f"{list(target)}")
     if table is None:
         out = POS_EMBEDS[kind](dim, space)  # [L_space, dim]
     else:

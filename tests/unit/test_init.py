@@ -123,6 +123,12 @@ def test_a_misfit_is_one_line_naming_keys_and_shapes(tmp_path) -> None:
     assert "and " in text and "more" in text  # the rest counted, not listed
     with pytest.raises(ConfigError, match=r"model.pos_embed=learned model.pos_grid=\[4,4\]"):
         started(image_config(init=str(timm_file(tmp_path))))
+    video = tmp_path / "video"  # video weights do not start an image model
+    mim.convert.WRITERS["mim"](Converted(video_config(), 3, build_model(video_config(), 3)
+                                         .state_dict(), "mim", (4, SIZE, SIZE)), video)
+    with pytest.raises(ConfigError, match=r"tokenizer.proj.weight \[48, 3, 2, 8, 8\] vs the "
+                                          r"model's \[48, 3, 8, 8\]"):
+        started(image_config(init=str(video), pos_embed="learned", pos_grid=[4, 4]))
     with pytest.raises(ConfigError, match="model.init: .*no such file"):
         started(image_config(init=str(tmp_path / "absent.pth")))
 
