@@ -59,6 +59,9 @@ class ModelConfig:
     # none | decoder | encoder | all: recompute those blocks' activations in backward (memory
     # for time; under XLA the compiler may undo it)
     activation_checkpointing: str = "none"
+    # weights to start a new run from (any format ``mim convert`` reads; mim/init.py): not a
+    # resume, and a checkpoint of the run itself wins over it
+    init: Optional[str] = None
 
     def __post_init__(self) -> None:
         for key in ("patch_size", "tubelet_size", "embed_dim", "depth", "num_heads",

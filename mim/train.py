@@ -179,6 +179,11 @@ def _train(spec: RunSpec) -> Path:
 
     seed_all(spec.seed)  # identical initial weights on every rank
     model = build_model(spec.model, in_chans=in_chans)
+    if spec.model.init:  # starting weights, before the backend places (or shards) the model
+        from mim.init import init_model  # reads weight formats: only when asked
+
+        init_model(model, spec.model, None if spec.run.resume == "never" else
+                   Checkpoints(directory / "checkpoints").latest())
     t = spec.train
     global_batch = t.batch_size * backend.world_size  # clips per micro-step, all ranks
     first = feeds[0]

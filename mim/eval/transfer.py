@@ -7,7 +7,11 @@ or frame count needs nothing here. A new patch (or tubelet) size changes the pat
 kernel: it is resized as a filter, bicubic in space and linear in time (long-sequence MAE,
 Hu et al. 2022, Sec. 4: "the weights are treated as 2D convolution filters and
 bicubic-interpolated"), or with FlexiViT's pseudo-inverse of that resize (Beyer et al. 2023),
-which keeps each token equal for an input resized by the same factor.
+which keeps each token equal for an input resized by the same factor. A 2D kernel meets a 3D
+(video) model by inflation over the tubelet (Carreira and Zisserman 2017, I3D): the kernel repeated
+over time and divided by the tubelet, so a clip of repeated frames gives the image's token; and a
+2D table fills a learned 3D one as the spatial table shared across time (``fit_pos_table``).
+Both pretraining's ``model.init`` (``mim/init.py``) and evaluation use these functions.
 """
 from __future__ import annotations
 
@@ -15,10 +19,12 @@ import logging
 
 import torch
 import torch.nn.functional as F
+from einops import repeat
 
 from mim.convert import Converted
 from mim.factory import ModelConfig, build_model
 from mim.model import is_decoder
+from mim.pos_embed import POS_EMBEDS, interpolate_pos_embed
 
 log = logging.getLogger("mim")
 
@@ -64,6 +70,48 @@ def resize_patch_kernel(weight: torch.Tensor, size: tuple[int, ...],
     return out.reshape(dim, chans, *size).to(weight.dtype)  # [D, C, *size]
 
 
+def inflate_patch_kernel(weight: torch.Tensor, tubelet: int) -> torch.Tensor:
+    """A 2D kernel [D, C, h, w] -> [D, C, tubelet, h, w]: each time slice is the kernel divided
+    by the tubelet, so a cube of ``tubelet`` equal frames embeds as the image does."""
+    return repeat(weight, "d c h w -> d c t h w", t=tubelet) / tubelet
+
+
+def fit_patch_kernel(weight: torch.Tensor, size: tuple[int, ...],
+                     method: str = "bicubic") -> torch.Tensor:
+    """A patch kernel [D, C, *k] made to fit [D, C, *size]: a 2D kernel into a 3D ``size`` is
+    resized in space, then inflated over time; otherwise ``resize_patch_kernel``."""
+    size = tuple(int(s) for s in size)
+    if tuple(weight.shape[2:]) == size:
+        return weight
+    log.info("transfer: patch kernel %s -> %s (%s%s)", tuple(weight.shape[2:]), size, method,
+             ", inflated over time" if weight.dim() == 4 and len(size) == 3 else "")
+    if weight.dim() == 4 and len(size) == 3:  # image -> video
+        return inflate_patch_kernel(resize_patch_kernel(weight, size[1:], method), size[0])
+    return resize_patch_kernel(weight, size, method)
+
+
+def fit_pos_table(kind: str, table: torch.Tensor | None, grid: tuple[int, ...] | None,
+                  rank: int, target: tuple[int, ...], dim: int) -> torch.Tensor:
+    """The encoder table [L, dim] on grid ``target`` for a learned-table model, from the
+    weights' position embedding of grid rank ``rank``: their learned ``table`` on ``grid``, or
+    the fixed table ``kind`` (computed, not stored). A 2D table for a 3D ``target`` is the
+    spatial table on ``target[1:]`` repeated over time (spatial positions shared across time).
+    ValueError for a table of higher rank than ``target``."""
+    target = tuple(int(n) for n in target)
+    space = target[1:] if rank == 2 and len(target) == 3 else target
+    if len(space) != rank:
+        raise ValueError(f"a {rank}D position table cannot serve the {len(target)}D grid "
+                         f"{list(target)}")
+    if table is None:
+        out = POS_EMBEDS[kind](dim, space)  # [L_space, dim]
+    else:
+        grid = tuple(int(n) for n in grid)
+        out = table if grid == space else interpolate_pos_embed(table, grid, space)
+    if space == target:
+        return out
+    return repeat(out, "l d -> (t l) d", t=target[0])  # [t h w, dim]: 'l' is (h w)
+
+
 def kernel_size(cfg: ModelConfig) -> tuple[int, ...]:
     spatial = (cfg.patch_size, cfg.patch_size)
     return spatial if cfg.tokenizer == "patch2d" else (cfg.tubelet_size, *spatial)
@@ -79,10 +127,8 @@ def build_encoder(cfg: ModelConfig, in_chans: int, weights: Converted | None,
         return model
     state = dict(weights.state)
     key = "tokenizer.proj.weight"
-    if key in state and tuple(state[key].shape[2:]) != kernel_size(cfg):
-        log.info("transfer: patch kernel %s -> %s (%s)", tuple(state[key].shape[2:]),
-                 kernel_size(cfg), kernel_method)
-        state[key] = resize_patch_kernel(state[key], kernel_size(cfg), kernel_method)
+    if key in state:
+        state[key] = fit_patch_kernel(state[key], kernel_size(cfg), kernel_method)
     own = model.state_dict()
     decoder_misfit = [k for k in state if is_decoder(k) and k in own
                       and own[k].shape != state[k].shape]
