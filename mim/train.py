@@ -38,6 +38,8 @@ def config_hash(spec: RunSpec) -> str:
     tree = OmegaConf.to_container(spec.raw, resolve=True)
     tree.pop("run", None)
     tree.pop("launcher", None)
+    if tree.get("model", {}).get("init") is None:  # added later: runs without it keep their dir
+        tree.get("model", {}).pop("init", None)
     return hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:8]
 
 
