@@ -89,3 +89,23 @@ def test_grid_is_checked_at_load():
     assert spec.mask.unit == [3, 3]
     assert "data.input_size" in error(["data.input_size=100"])  # not a multiple of 16
     assert "mask.ratio" in error(["mask.ratio=0.99", "data.input_size=32"])  # 4 tokens: none kept
+
+
+def test_an_unset_model_init_leaves_the_run_directory_as_before(tmp_path):
+    """model.init came after runs existed: unset, it must not move their default directory."""
+    import hashlib
+    import json
+
+    from omegaconf import OmegaConf
+
+    from mim.config.compose import load
+    from mim.train import config_hash
+
+    spec = load(["modality=image"])
+    tree = OmegaConf.to_container(spec.raw, resolve=True)
+    for key in ("run", "launcher"):
+        tree.pop(key)
+    assert tree["model"].pop("init") is None
+    assert config_hash(spec) == hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:8]
+    weights = tmp_path / "w.safetensors"
+    assert config_hash(load(["modality=image", f"model.init={weights}"])) != config_hash(spec)
