@@ -38,7 +38,8 @@ def expand_sweep(overrides: list[str]) -> list[list[str]]:
 def point_names(points: list[list[str]]) -> list[str]:
     """A name per point: its swept ``key=value`` overrides joined by commas (a path segment:
     ``/`` and quotes replaced)."""
-    swept = [i for i in range(len(points[0])) if len({p[i] for p in points}) > 1]
+    swept = [i for i in range(len(points[0])) if len({p[i] for p in points}) > 1
+             and not points[0][i].startswith("run.dir=")]  # the folder the name goes into
     names = [",".join(p[i] for i in swept) for p in points]
     return [name.replace("/", "_").replace("'", "").replace('"', "") or str(n)
             for n, name in enumerate(names)]
