@@ -26,6 +26,7 @@ from typing import Optional
 from mim.config.compose import RunSpec
 from mim.config.errors import ConfigError
 from mim.registry import LAUNCHERS
+from mim.rundir import check_run_dir, claim_run_dir
 from mim.train import run_dir
 
 
@@ -142,6 +143,8 @@ class SlurmLauncher:
         cfg = self._config(spec)
         directory, overrides = self._pinned(spec)
         folder = Path(cfg.folder).expanduser().resolve() if cfg.folder else directory / "slurm"
+        check_run_dir(directory)
+        claim_run_dir(directory)  # marked as mim's before slurm/ goes inside
         job = self._executor(cfg, folder).submit(Job(overrides))
         print(f"mim: submitted Slurm job {job.job_id} "
               f"({cfg.nodes} node(s) x {cfg.tasks_per_node} task(s)); run directory {directory}")

@@ -8,8 +8,9 @@
                               weights=PATH); eval.init=random for the untrained baseline
   mim visualize run.dir=RUN input=PATH [mask.ratio=0.75 ...]
                               reconstruction pictures of your own files
-  mim convert input=PATH output=PATH to=mim|mae|timm|hf [input_size=[224,224]]
+  mim convert input=PATH output=PATH to=mim|mae|timm|hf [input_size=[224,224]] [overwrite=true]
                               weights between mim, facebookresearch/mae, timm and Hugging Face
+                              (output: new or empty unless overwrite=true; never in a run dir)
 
 Note: OpenMMLab's ``openmim`` package also installs a command named ``mim``; in an environment
 with both, use ``python -m mim``.
@@ -41,11 +42,13 @@ def _plugins() -> int:
 def _train(overrides: list[str]) -> int:
     from mim.config import ConfigError
     from mim.config.compose import load
-    from mim.config.sweep import expand_sweep
+    from mim.config.sweep import expand_sweep, own_run_dirs
     from mim.engine.checkpoint import CheckpointError
     from mim.engine.loop import DataLoadError, NonFiniteLossError
     from mim.plugins import load_plugins
     from mim.registry import LAUNCHERS
+    from mim.rundir import check_run_dir
+    from mim.train import run_dir
 
     for error in load_plugins():
         print(f"mim: warning: {error}", file=sys.stderr)
@@ -53,7 +56,12 @@ def _train(overrides: list[str]) -> int:
     overrides = [a for a in overrides if a not in ("-m", "--multirun")]
     try:
         # every point of a sweep is checked before any of them starts
-        specs = [load(point) for point in (expand_sweep(overrides) if multirun else [overrides])]
+        points = expand_sweep(overrides) if multirun else [overrides]
+        specs = [load(point) for point in points]
+        if len(specs) > 1:
+            specs = own_run_dirs(points, specs, load)
+        for spec in specs:  # before any process starts; train() checks again in every rank
+            check_run_dir(run_dir(spec))
         names = {spec.launcher.name for spec in specs}
         if len(names) > 1:
             raise ConfigError(f"launcher: a sweep must use one launcher, got {sorted(names)}")
@@ -143,7 +151,8 @@ def _convert_config(args: list[str]) -> dict:
     from mim.config.overrides import apply, parse, plain
     from mim.convert import WRITERS
 
-    tree = {"input": None, "output": None, "to": None, "input_size": None, "model": {}}
+    tree = {"input": None, "output": None, "to": None, "input_size": None, "overwrite": False,
+            "model": {}}
     config = plain(apply(tree, parse(args)[1], open_keys=("model",)), "")
     to = config["to"]
     if to not in WRITERS:
@@ -152,6 +161,8 @@ def _convert_config(args: list[str]) -> dict:
     for key in ("input", "output"):
         if config[key] is None:
             raise ConfigError(f"{key}: required (mim convert input=PATH output=PATH to=...)")
+    if not isinstance(config["overwrite"], bool):
+        raise ConfigError(f"overwrite: {config['overwrite']!r} is not one of: true, false")
     if not isinstance(config["model"], dict):
         raise ConfigError("model: convert takes model.<key>=VALUE (ModelConfig fields)")
     size = config["input_size"]
@@ -164,7 +175,8 @@ def _convert(args: list[str]) -> int:
 
     def work() -> None:
         c = _convert_config(args)
-        print(convert(str(c["input"]), str(c["output"]), c["to"], c["input_size"], **c["model"]))
+        print(convert(str(c["input"]), str(c["output"]), c["to"], c["input_size"],
+                      c["overwrite"], **c["model"]))
 
     return _guarded(work)
 

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from mim.config.compose import RunSpec
 from mim.config.errors import ConfigError
+from mim.config.history import append_history, check_resume, write_config
 from mim.data import MaskingCollate, StreamSampler, sample_seed
 from mim.engine.backend import Backend
 from mim.engine.checkpoint import Checkpoints
@@ -27,6 +28,7 @@ from mim.engine.optim import build_adamw, cosine_schedule, effective_lr
 from mim.factory import build_model, token_grids
 from mim.model import is_decoder
 from mim.registry import BACKENDS
+from mim.rundir import check_run_dir, claim_run_dir
 from mim.seeding import seed_all
 from mim.stream import Feed, Source, make_stream
 
@@ -143,15 +145,29 @@ def _schedule(spec: RunSpec, items_per_epoch: int, global_items: int, global_bat
 
 
 def _resume(spec: RunSpec, backend: Backend, checkpoints: Checkpoints) -> LoopState:
-    """Load the newest complete checkpoint unless told not to; a fresh state otherwise."""
+    """Load the newest complete checkpoint unless told not to (a fresh state otherwise), refuse
+    a config that would change the run (``mim/config/history.py`` says which keys), then record
+    the config the run goes on with: ``config.yaml`` and a line of ``config_history.jsonl``."""
     latest = checkpoints.latest()
     if spec.run.resume == "must" and latest is None:
         raise ConfigError(f"run.resume: 'must' but {checkpoints.root} holds no checkpoint")
+    config = OmegaConf.to_container(spec.raw, resolve=True)
     if latest is None or spec.run.resume == "never":
-        return LoopState()
-    state = LoopState(**backend.load(latest)["loop"])
-    state.restore_rng()
-    log.info("resumed from %s (step %d, %d samples)", latest, state.step, state.samples)
+        state, event, changed = LoopState(), "start", {}
+    else:
+        client = backend.load(latest)
+        state = LoopState(**client["loop"])
+        t = spec.train  # effective batches: the checkpoint's (its samples per step), and ours
+        changed, forced = check_resume(
+            client.get("config"), config, spec.run.resume, latest,
+            state.samples // state.step if state.step and not state.samples % state.step else None,
+            t.batch_size * t.accum_steps * backend.world_size)
+        event = "resume-force" if forced else "resume"
+        state.restore_rng()
+        log.info("resumed from %s (step %d, %d samples)", latest, state.step, state.samples)
+    if backend.is_main:
+        write_config(spec.raw, checkpoints.root.parent)
+        append_history(checkpoints.root.parent, config, event, state.step, changed)
     return state
 
 
@@ -169,8 +185,9 @@ def _train(spec: RunSpec) -> Path:
     in_chans = sources[0].sample_shape[0]
     feeds = _feeds(spec, sources, backend.world_size)
     directory = run_dir(spec)
+    check_run_dir(directory)  # every rank: none may wait at the barrier for a refused one
     if backend.is_main:
-        directory.mkdir(parents=True, exist_ok=True)
+        claim_run_dir(directory)
     backend.barrier()
     _setup_logging(directory, backend.is_main)
     log.info("precision: %s (%s)", *backend.precision_and_reason)
@@ -213,7 +230,6 @@ def _train(spec: RunSpec) -> Path:
                "world_size": backend.world_size, "precision": backend.precision,
                "compile": backend.compile}
     if backend.is_main:
-        OmegaConf.save(spec.raw, directory / "config.yaml", resolve=True)
         (directory / "derived.json").write_text(json.dumps(derived, indent=2) + "\n")
         log.info("run directory: %s", directory)
         log.info("derived: %s", json.dumps(derived))

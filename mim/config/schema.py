@@ -87,11 +87,14 @@ class OptimConfig:
 class RunConfig:
     dir: Optional[str] = None  # default: <root>/<modality>/<model>/<hash of the config>
     root: str = "runs"
-    resume: str = "auto"  # auto | never | must
+    # auto | never | must | force (resume even from a checkpoint trained with another config:
+    # mim/config/history.py says which differences need it)
+    resume: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.resume not in ("auto", "never", "must"):
-            raise ValueError(f"run.resume: '{self.resume}' is not one of: auto, never, must")
+        if self.resume not in ("auto", "never", "must", "force"):
+            raise ValueError(f"run.resume: '{self.resume}' is not one of: auto, never, must, "
+                             "force")
 
 
 @dataclass
