@@ -22,7 +22,7 @@ READERS = ("native", "pytorchvideo")
 class VideoDataConfig:
     root: Optional[str] = None  # a folder of videos, searched recursively; None: demo clips
     list_file: Optional[str] = None  # lines "path [label] [start_sec end_sec]"; wins over root
-    decoder: str = "decord"  # decord | pyav (GIFs always go through PyAV)
+    decoder: str = "decord"  # decord | pyav (GIFs, and everything where decord is missing: PyAV)
     reader: str = "native"  # native (fast, seed-exact) | pytorchvideo (EncodedVideo, slower)
     num_frames: int = 16
     sampling_rate: int = 4  # take every n-th frame

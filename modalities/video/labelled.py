@@ -15,6 +15,7 @@ at 80x60, encoded once into ``$MIM_CACHE_DIR/demo_video/labelled_v1`` with list 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from mim.modalities.video import demo
 from mim.modalities.video.augment import FinetuneClipTransform
 from mim.modalities.video.config import VideoDataConfig
 from mim.modalities.video.dataset import VideoDataset, VideoItem, read_list, scan
-from mim.modalities.video.decode import open_video
+from mim.modalities.video.decode import open_video, resolve_decoder
 from mim.modalities.video.transforms import clip_indices
 from mim.spec import LabelledData
 
@@ -175,6 +176,7 @@ def _list_items(path: Path, classes: list[str] | None) -> tuple[list[VideoItem],
 
 
 def labelled(cfg: VideoEvalDataConfig) -> LabelledData:
+    cfg = dataclasses.replace(cfg, decoder=resolve_decoder(cfg.decoder))  # before the workers
     list_file, val_list = cfg.list_file, cfg.val_list_file
     if not (cfg.list_file or cfg.root):
         train_path, val_path = demo_lists()
