@@ -185,32 +185,6 @@ def _convert(args: list[str]) -> int:
     return _guarded(work)
 
 
-def _usage_of(command: str) -> str:
-    """The lines of USAGE about ``command`` (its line and the indented ones after it)."""
-    lines, keep = [], False
-    for line in USAGE.splitlines():
-        if line.startswith("  mim "):
-            keep = line.startswith(f"  mim {command} ") or line == f"  mim {command}"
-        if keep:
-            lines.append(line)
-    return "usage:\n" + "\n".join(lines)
-
-
-def _help(command: str) -> int:
-    """``mim COMMAND --help``: its usage, groups and keys (mim/helptext.py)."""
-    from mim import helptext
-
-    texts = {"train": helptext.train_help, "eval": helptext.eval_help,
-             "visualize": helptext.visualize_help}
-    if command in texts:
-        print(texts[command](_usage_of(command)))
-    elif command in ("plugins", "convert"):
-        print(_usage_of(command))
-    else:
-        print(USAGE)
-    return 0
-
-
 def _show_config(overrides: list[str]) -> int:
     """``mim train ... --cfg``: the composed config and derived values; nothing written."""
     from mim.config import ConfigError
@@ -221,10 +195,15 @@ def _show_config(overrides: list[str]) -> int:
     for error in load_plugins():
         print(f"mim: warning: {error}", file=sys.stderr)
     try:
+        if any(a in ("-m", "--multirun") for a in overrides):
+            raise ConfigError("--cfg: shows one run; drop -m and give one point of the sweep")
         print(preview(load(overrides)))
     except ConfigError as exc:
         print(f"mim: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except (OSError, ValueError) as exc:  # e.g. unreadable data while indexing it
+        print(f"mim: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -242,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = args[0], args[1:]
     if any(a in ("-h", "--help") for a in rest):
-        return _help(command)
+        from mim.helptext import command_help
+
+        print(command_help(command, USAGE))
+        return 0
     if command == "train" and "--cfg" in rest:
         return _show_config([a for a in rest if a != "--cfg"])
     if command == "train":

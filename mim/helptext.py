@@ -114,3 +114,25 @@ def visualize_help(usage: str) -> str:
     return (f"{usage}\n\n{groups}\n\nKeys (key=VALUE; default: the run's own), with type, "
             "default and meaning:\n\n"
             f"{_render(visualize_sections())}")
+
+
+def usage_of(command: str, usage: str) -> str:
+    """The lines of the general ``usage`` about ``command`` (its lines and those indented
+    under them)."""
+    lines, keep = [], False
+    for line in usage.splitlines():
+        if line.startswith("  mim "):
+            keep = line.startswith(f"  mim {command} ") or line == f"  mim {command}"
+        if keep:
+            lines.append(line)
+    return "usage:\n" + "\n".join(lines)
+
+
+def command_help(command: str, usage: str) -> str:
+    """``mim COMMAND --help``: its usage, groups and keys; the general usage for another word."""
+    texts = {"train": train_help, "eval": eval_help, "visualize": visualize_help}
+    if command in texts:
+        return texts[command](usage_of(command, usage))
+    if command in ("plugins", "convert"):
+        return usage_of(command, usage)
+    return usage

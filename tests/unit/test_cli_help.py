@@ -115,6 +115,8 @@ def test_cfg_prints_the_config_and_derived_values_and_writes_nothing(tmp_path: P
 def test_cfg_of_a_bad_config_is_a_config_error(capsys) -> None:
     assert main(["train", "train.batch_size=0", "--cfg"]) == 2
     assert "train.batch_size" in capsys.readouterr().err
+    assert main(["train", "-m", "seed=1,2", "--cfg"]) == 2
+    assert capsys.readouterr().err.startswith("mim: config error: --cfg: shows one run")
 
 
 def test_version_is_the_installed_one(capsys) -> None:
