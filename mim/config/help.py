@@ -31,7 +31,10 @@ class Key:
 @functools.lru_cache(maxsize=None)
 def _own_comments(klass: type) -> dict[str, str]:
     """The comment of each field defined in ``klass``'s own body."""
-    source = textwrap.dedent(inspect.getsource(klass))
+    try:
+        source = textwrap.dedent(inspect.getsource(klass))
+    except (OSError, TypeError):  # installed without its .py files: no meanings to show
+        return {}
     lines = source.splitlines()
     comments: dict[int, str] = {}  # 1-based line -> comment text
     full_line: set[int] = set()
