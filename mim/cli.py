@@ -2,6 +2,8 @@
 
   mim train [key=value ...]   pretrain; Hydra overrides, e.g. modality=image model=mae_vit_base_patch16
   mim train -m key=a,b ...    a sweep: one run per point (a Slurm job array with launcher=slurm)
+  mim --version               the installed version; `mim COMMAND --help`: its keys and groups
+  mim train ... --cfg         print the composed config and derived values; trains nothing
   mim plugins                 list registered tokenizers, masks, models, modalities, backends, launchers
   mim eval knn|linprobe|finetune [key=value ...]
                               evaluate an encoder on labelled data, e.g. run.dir=runs/... (or
@@ -30,10 +32,12 @@ def _plugins() -> int:
     from mim.registry import ALL
 
     errors = load_plugins()
+    # as wide as the longest name, so no name runs into its source
+    width = max((len(e.name) for r in ALL.values() for e in r.entries()), default=0) + 2
     for kind, registry in ALL.items():
         print(f"{kind}:")
         for entry in registry.entries():
-            print(f"  {entry.name:<28} {entry.source}")
+            print(f"  {entry.name:<{width}}{entry.source}")
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     return 1 if errors else 0
@@ -181,6 +185,28 @@ def _convert(args: list[str]) -> int:
     return _guarded(work)
 
 
+def _show_config(overrides: list[str]) -> int:
+    """``mim train ... --cfg``: the composed config and derived values; nothing written."""
+    from mim.config import ConfigError
+    from mim.config.compose import load
+    from mim.plugins import load_plugins
+    from mim.preview import preview
+
+    for error in load_plugins():
+        print(f"mim: warning: {error}", file=sys.stderr)
+    try:
+        if any(a in ("-m", "--multirun") for a in overrides):
+            raise ConfigError("--cfg: shows one run; drop -m and give one point of the sweep")
+        print(preview(load(overrides)))
+    except ConfigError as exc:
+        print(f"mim: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (OSError, ValueError) as exc:  # e.g. unreadable data while indexing it
+        print(f"mim: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import mim  # noqa: F401  (torchvision compatibility before anything imports timm)
 
@@ -188,10 +214,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if args else EXIT_CONFIG
+    if args[0] in ("-V", "--version"):
+        from mim.helptext import version
+
+        print(f"mim {version()}")
+        return 0
     command, rest = args[0], args[1:]
     if any(a in ("-h", "--help") for a in rest):
-        print(USAGE)
+        from mim.helptext import command_help
+
+        print(command_help(command, USAGE))
         return 0
+    if command == "train" and "--cfg" in rest:
+        return _show_config([a for a in rest if a != "--cfg"])
     if command == "train":
         return _train(rest)
     if command == "plugins":

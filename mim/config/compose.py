@@ -121,7 +121,10 @@ def register_configs() -> None:
 
 
 def _group_options(group: str) -> list[str]:
-    names = set(ConfigStore.instance().list(group)) if group in GROUPS else set()
+    try:
+        names = set(ConfigStore.instance().list(group)) if group in GROUPS else set()
+    except OSError:  # the store holds no node of the group (experiment: YAML files only)
+        names = set()
     for folder in [CONFIG_DIR, *map(Path, CONFIG_DIRS)]:
         if (folder / group).is_dir():
             names |= {p.name for p in (folder / group).glob("*.yaml")}

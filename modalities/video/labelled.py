@@ -51,14 +51,15 @@ SUBSAMPLE, SHRINK = 2, 2  # of demo.render's 64 frames at 160x120: every 2nd, ha
 class VideoEvalDataConfig(VideoDataConfig):
     val_list_file: Optional[str] = None  # held-out list; None: data.val_root or a split
     val_root: Optional[str] = None  # held-out class folders
+    # held-out fraction of the data when there is no val_root / val_list_file
     val_fraction: float = 0.25
-    split_seed: int = 0
+    split_seed: int = 0  # seed of that split
     test_clips: int = 2  # temporal test views, evenly spaced
     test_crops: int = 3  # spatial test views along the long side (VideoMAE: 3)
     # fine-tuning's training view adds these (VideoMAE's Kinetics recipe; augment.py): timm's
     # RandAugment spec, one draw per clip ('' disables), and per-frame random erasing
     randaug: str = "rand-m7-n4-mstd0.5-inc1"
-    reprob: float = 0.25
+    reprob: float = 0.25  # probability of random erasing per frame (fine-tuning)
 
     def __post_init__(self) -> None:
         super().__post_init__()
