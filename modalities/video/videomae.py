@@ -31,6 +31,8 @@ from mim.factory import ModelConfig
 
 log = logging.getLogger("mim")
 ENCODER_LAYERS = ("videomae.encoder.layer.", "videomae.layers.")
+VIDEOMAE_LAYOUT = {"pos_embed": "the flattened 1D sin-cos table (model.pos_embed=flat)",
+                   "cls_token": "no cls token"}
 
 
 @HF_READERS.register("videomae")
@@ -75,11 +77,17 @@ def read_videomae(folder: Path, config: dict[str, Any], state: dict[str, torch.T
 def write_videomae(conv: Converted, folder: Path, grid: tuple[int, ...]) -> Path:
     check_plain_tokenizer(conv, 3, "VideoMAE")
     s, cfg = conv.state, conv.config
-    if cfg.pos_embed != "flat" or cfg.cls_token:
-        raise ConvertError("VideoMAE always uses the flattened 1D sin-cos table and no cls "
-                           f"token; this model has pos_embed={cfg.pos_embed}, "
-                           f"cls_token={cfg.cls_token} (pretrain with model.pos_embed=flat "
-                           "model.cls_token=false to export to VideoMAE)")
+    differs = {key: (have, want) for key, have, want in
+               (("pos_embed", cfg.pos_embed, "flat"), ("cls_token", cfg.cls_token, False))
+               if have != want}
+    if differs:  # name only what differs from VideoMAE's layout
+        raise ConvertError(
+            "VideoMAE holds " + " and ".join(VIDEOMAE_LAYOUT[k] for k in differs) +
+            "; this model has " + ", ".join(f"model.{k}={str(v[0]).lower()}"
+                                            for k, v in differs.items()) +
+            " (pretrain with " + " ".join(f"model.{k}={str(v[1]).lower()}"
+                                          for k, v in differs.items()) +
+            " to export to VideoMAE)")
     if grid[1] != grid[2]:
         raise ConvertError(f"VideoMAE needs square frames, got a grid of {grid}")
     if s["decoder_embed.bias"].abs().max() > 0:
