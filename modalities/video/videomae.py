@@ -25,7 +25,7 @@ import torch
 
 from mim.convert.common import ConvertError, Converted, check_plain_tokenizer, with_overrides
 from mim.convert.hf import (DECODER_LAYERS, HF_READERS, HF_WRITERS, common_config, mlp_ratio,
-                            read_layers, write_layers)
+                            read_layers, recorded_run, write_layers)
 from mim.convert.storage import save_tensors, write_json
 from mim.factory import ModelConfig
 
@@ -70,7 +70,8 @@ def read_videomae(folder: Path, config: dict[str, Any], state: dict[str, torch.T
         norm_eps=float(config.get("layer_norm_eps", 1e-12)))
     return Converted(with_overrides(model_cfg, overrides), config.get("num_channels", 3),
                      {**out, **blocks, **decoder}, "hf-videomae",
-                     input_size=(config["num_frames"], *size), notes=notes)
+                     input_size=(config["num_frames"], *size), notes=notes,
+                     run=recorded_run(config))
 
 
 @HF_WRITERS.register("3d")
