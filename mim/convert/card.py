@@ -24,13 +24,15 @@ MARK = ("- mim", "- masked-autoencoder")  # the front matter's tags: a card mim 
 
 def _model_lines(conv: Converted, grid: tuple[int, ...] | None) -> list[str]:
     cfg = conv.config
-    cube = cfg.tokenizer != "patch2d"
+    cube = cfg.tokenizer in ("cube", "hybrid3d")  # a leading time (or depth) axis
     patch = (f"{cfg.tubelet_size}x{cfg.patch_size}x{cfg.patch_size} cubes" if cube else
              f"{cfg.patch_size}x{cfg.patch_size} patches")
-    size = ("not recorded" if grid is None else "x".join(
-        str(n) for n in ([grid[0] * cfg.tubelet_size] if cube else []) +
-        [n * cfg.patch_size for n in grid[-2:]]) + f" ({'frames x ' if cube else ''}height x "
-        f"width), token grid {list(grid)}")
+    size = "not recorded"
+    if grid is not None:
+        sides = ([grid[0] * cfg.tubelet_size] if cube else []) + [
+            n * cfg.patch_size for n in grid[-2:]]
+        size = (f"{'x'.join(map(str, sides))} ({'time or depth x ' if cube else ''}height x "
+                f"width), token grid {list(grid)}")
     return [f"- architecture: `{cfg.name}`, tokenizer `{cfg.tokenizer}` on {patch}, "
             f"{conv.in_chans} input channels, input size {size}",
             f"- encoder: width {cfg.embed_dim}, depth {cfg.depth}, {cfg.num_heads} heads, MLP "
@@ -58,8 +60,15 @@ def _training_lines(conv: Converted, facts: RunFacts) -> list[str]:
             f"- data: modality `{facts.modality}`" + (
                 f", {_data_source(data)}" if isinstance(data, dict) else "")
             if facts.modality else "- " + _unknown("data", conv),
-            f"- input normalisation: mean {mean}, std {std}" + (
-                "" if facts.mean is not None else " (ImageNet's: the source did not record it)")]
+            f"- input normalisation: mean {mean}, std {std}" if facts.mean is not None else
+            f"- input normalisation: {_unrecorded_norm(facts)}; the export's processor settings "
+            f"assume ImageNet's mean {mean}, std {std}"]
+
+
+def _unrecorded_norm(facts: RunFacts) -> str:
+    if facts.modality:
+        return f"the `{facts.modality}` modality's own (its data config holds no mean/std)"
+    return "not recorded by the source"
 
 
 def _data_source(data: dict[str, Any]) -> str:
@@ -127,11 +136,14 @@ def _snippets(export: str, conv: Converted, grid: tuple[int, ...] | None,
                 "`norm_pix_loss`, `input_size`), as facebookresearch/mae's do. transformers: "
                 + convert.format(p=f"{PLACEHOLDER}/{details['file']}", to="hf",
                                  what="transformers")]
-    rank = "2D" if conv.config.tokenizer.endswith("2d") else "3D"
+    plain = conv.config.tokenizer in ("patch2d", "cube")  # the layouts timm and HF hold
     return ["mim (the weights in mim's own names):", "```python", "import mim",
             f'model = mim.load_pretrained("{PLACEHOLDER}")  # a MaskedAutoencoder', "```", "",
-            (convert.format(p=PLACEHOLDER, to="timm", what="timm") + " ") if rank == "2D" else "",
-            convert.format(p=PLACEHOLDER, to="hf", what="transformers")]
+            *([convert.format(p=PLACEHOLDER, to="timm", what="timm")]
+              if conv.config.tokenizer == "patch2d" else []),
+            (convert.format(p=PLACEHOLDER, to="hf", what="transformers") +
+             " (ViTMAE for 2D patches, VideoMAE for cubes, where the model has their layout)")
+            if plain else "timm and transformers have no layout for this tokenizer."]
 
 
 def model_card(conv: Converted, export: str, grid: tuple[int, ...] | None,
