@@ -46,6 +46,10 @@ class Converted:
     input_size: tuple[int, ...] | None = None  # spatial size the weights were made for
     has_decoder: bool = True
     notes: list[str] = field(default_factory=list)
+    # what is known of the run that made the weights: {"config": the run's config tree (or
+    # the parts a foreign format records, e.g. {"mask": {"ratio": ...}}), "loop": {"step",
+    # "samples", ...}}; exports write it into their configs and model card (convert/card.py)
+    run: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> torch.nn.Module:
         """A MaskedAutoencoder holding these weights (a fresh decoder if the file had none)."""
@@ -61,7 +65,7 @@ class Converted:
         return {"format": self.format, "in_chans": self.in_chans,
                 "input_size": list(self.input_size) if self.input_size else None,
                 "has_decoder": self.has_decoder, "model": asdict(self.config),
-                "notes": self.notes}
+                "notes": self.notes, "run": self.run}
 
 
 def heads_for(width: int, given: int | None, what: str) -> int:

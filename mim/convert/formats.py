@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from mim.convert.card import card_grid, write_card
 from mim.convert.common import ConvertError, Converted, with_overrides
 from mim.convert.dcp import dcp_folder, read_dcp_checkpoint
 from mim.convert.hf import read_hf
@@ -59,7 +60,8 @@ def read_mim_state(state: Any, path: Path, **overrides: Any) -> Converted:
     if in_chans is None:
         in_chans = weights["tokenizer.proj.weight"].shape[1]
     return Converted(_model_config(tree.get("model", {}), overrides), in_chans, weights,
-                     "mim", input_size=size)
+                     "mim", input_size=size,
+                     run={"config": tree, "loop": dict(state["client"].get("loop") or {})})
 
 
 def read_mim_export(folder: Path, **overrides: Any) -> Converted:
@@ -68,7 +70,7 @@ def read_mim_export(folder: Path, **overrides: Any) -> Converted:
                      load_safetensors(folder / MIM_WEIGHTS), "mim",
                      input_size=tuple(meta["input_size"]) if meta.get("input_size") else None,
                      has_decoder=bool(meta.get("has_decoder", True)),
-                     notes=list(meta.get("notes", [])))
+                     notes=list(meta.get("notes", [])), run=dict(meta.get("run") or {}))
 
 
 def write_mim(conv: Converted, folder: Path, input_size: tuple[int, ...] | None = None) -> Path:
@@ -78,6 +80,7 @@ def write_mim(conv: Converted, folder: Path, input_size: tuple[int, ...] | None 
     meta.update(format="mim", source=conv.format,
                 input_size=list(input_size or conv.input_size or []) or None)
     write_json(meta, folder / "config.json")
+    write_card(conv, folder, "mim", card_grid(conv, input_size))
     return folder
 
 
