@@ -117,8 +117,9 @@ def _read_folder(folder: Path, overrides: dict[str, Any]) -> Converted:
                             model_args=meta.get("model_args"), **overrides)
     if run is not None or folder.name.startswith("step_"):
         found = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
-        raise ConvertError(f"{folder}: a mim checkpoint holding neither {STATE_FILE} (backend=torch), "
-                           f"dcp/ (backend=xla) nor ds/ (backend=deepspeed); found: {found}")
+        raise ConvertError(f"{folder}: a mim checkpoint holding neither {STATE_FILE} "
+                           "(backend=torch), dcp/ (backend=xla) nor ds/ (backend=deepspeed); "
+                           f"found: {found}")
     raise ConvertError(f"{folder}: not a mim run or checkpoint, nor a Hugging Face, timm or mim "
                        "export folder (looked for checkpoints/, state.pt, dcp/, ds/, config.json)")
 
