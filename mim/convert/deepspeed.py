@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,10 @@ PREFIX = "model."  # the backend hands DeepSpeed the model wrapped in _TupleOutp
 
 def deepspeed_folder(folder: Path) -> Path | None:
     """DeepSpeed's folder of a checkpoint directory (``ds/``), or that folder itself."""
-    for candidate in (folder / TAG, folder):
-        if candidate.is_dir() and ((candidate / LAYOUT).is_file()
-                                   or any(candidate.glob("*_model_states.pt"))):
-            return candidate
+    if (folder / TAG).is_dir():
+        return folder / TAG
+    if (folder / LAYOUT).is_file() or any(folder.glob("*_model_states.pt")):
+        return folder
     return None
 
 
@@ -56,7 +57,11 @@ def _layout(folder: Path) -> tuple[int, int]:
         return 3, max(model_ranks) + 1
     if optim_ranks:  # ZeRO 1 and 2 write the same files; the reader treats them alike
         return 2, max(optim_ranks) + 1
-    return 0, 1
+    if (folder / MODEL_STATES).is_file():
+        return 0, 1
+    found = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
+    raise ConvertError(f"{folder}: a DeepSpeed checkpoint folder without {LAYOUT} nor any "
+                       f"*_model_states.pt file (found: {found})")
 
 
 def _expected(folder: Path, stage: int, world: int) -> list[tuple[str, int, Path]]:
@@ -89,7 +94,11 @@ def _load(path: Path) -> dict[str, Any]:
     # DeepSpeed pickles its own objects into these files (its config, the optimizer's state)
     # and reads them with weights_only=False itself; mim's readers of weights do the same only
     # here, for the files a DeepSpeed checkpoint is made of
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise ConvertError(f"{path}: a DeepSpeed checkpoint file that does not read "
+                           f"({str(err).splitlines()[0]})") from None
 
 
 def _consolidated(folder: Path, stage: int) -> dict[str, torch.Tensor]:
