@@ -73,10 +73,10 @@ def hf_features_match(module_cli, run: Path, out: Path) -> None:
     hf = ViTMAEModel.from_pretrained(out, mask_ratio=0.0).eval()
     ours = mim.load_pretrained(run).eval()
     x = torch.randn(2, 3, 32, 32)
-    tokens = ours.encode(x).tokens  # [B, 1 + L, D]
-    noise = torch.arange(tokens.shape[1] - 1).expand(2, -1).float()  # keep the grid order
     with torch.no_grad():
-        torch.testing.assert_close(hf(x, noise=noise).last_hidden_state, ours.encode(x).tokens,
+        tokens = ours.encode(x).tokens  # [B, 1 + L, D]: every token, none masked
+        noise = torch.arange(tokens.shape[1] - 1).expand(2, -1).float()  # the grid's order
+        torch.testing.assert_close(hf(x, noise=noise).last_hidden_state, tokens,
                                    atol=2e-5, rtol=0)
 
 
