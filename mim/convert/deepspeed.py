@@ -106,7 +106,12 @@ def _consolidated(folder: Path, stage: int) -> dict[str, torch.Tensor]:
     if stage == 0:
         module = _load(folder / MODEL_STATES)["module"]
         return {k: v.float() if v.is_floating_point() else v for k, v in module.items()}
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    try:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    except ImportError:
+        raise ConvertError(f"{folder}: a DeepSpeed ZeRO-{stage} checkpoint; consolidating it "
+                           "needs DeepSpeed, which is not installed: pip install "
+                           "'mim-pretrain[deepspeed]'") from None
 
     # zero_to_fp32 prints its progress (and a tqdm bar) for a command-line user; mim's commands
     # keep stdout for their result
