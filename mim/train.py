@@ -4,6 +4,7 @@ Every launcher calls this same function in every process it starts.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -23,12 +24,13 @@ from mim.engine.backend import Backend
 from mim.engine.checkpoint import Checkpoints
 from mim.engine.loop import LoopSettings, LoopState, Trainer, picture_writer
 from mim.engine.metrics import RunLogger
+from mim.engine.reshape import note_reshape, shape_of
 from mim.engine.optim import build_adamw, cosine_schedule, effective_lr
 from mim.factory import build_model, token_grids
 from mim.model import is_decoder
 from mim.registry import BACKENDS
 from mim.seeding import seed_all
-from mim.stream import Feed, Source, make_stream
+from mim.stream import Feed, Source, drawn, make_stream
 
 log = logging.getLogger("mim")
 
@@ -149,9 +151,11 @@ def _resume(spec: RunSpec, backend: Backend, checkpoints: Checkpoints) -> LoopSt
         raise ConfigError(f"run.resume: 'must' but {checkpoints.root} holds no checkpoint")
     if latest is None or spec.run.resume == "never":
         return LoopState()
-    state = LoopState(**backend.load(latest)["loop"])
+    client = backend.load(latest)
+    state = LoopState(**client["loop"])
     state.restore_rng()
     log.info("resumed from %s (step %d, %d samples)", latest, state.step, state.samples)
+    note_reshape(latest, client, shape_of(spec.backend.name, backend))
     return state
 
 
@@ -232,7 +236,9 @@ def _train(spec: RunSpec) -> Path:
                                      logger, backend.is_main),
                       OmegaConf.to_container(spec.raw, resolve=True),
                       nonfinite=t.nonfinite, max_nonfinite_skips=t.max_nonfinite_skips,
-                      max_unreadable=t.max_unreadable)
+                      max_unreadable=t.max_unreadable,
+                      drawn=functools.partial(drawn, feeds, spec.seed, backend.world_size),
+                      shape=shape_of(spec.backend.name, backend))
     try:
         trainer.fit()
     finally:
