@@ -3,8 +3,10 @@
 Every run trains from a list of ``Source``s; an ordinary modality is a list of one. With several
 (OmniMAE, Girdhar et al. 2022: images and clips into one encoder), each micro-step draws its
 whole batch from one source, chosen by a seeded draw weighted by ``Source.weight``, so batches
-keep static shapes. The choice for micro-step ``n`` is a pure function of ``(seed, n)``: a
-resumed run replays the choices to find each source's data position, and continues exactly.
+keep static shapes. The choice for micro-step ``n`` is a pure function of ``(seed, n)``. The data
+position of a run is the micro-steps drawn and the items each source has given (all ranks): a
+checkpoint stores it (``drawn``), so a run resumed with another number of processes continues the
+global order where it stopped; a checkpoint without it is replayed from its step count.
 """
 from __future__ import annotations
 
@@ -47,14 +49,30 @@ class Feed:
     items: int
 
 
+def drawn(feeds: list[Feed], seed: int, world_size: int, stop: int, start: int = 0,
+          items: list[int] | None = None) -> list[int]:
+    """Items each source has given, all ranks, once micro-steps ``start`` to ``stop - 1`` are
+    drawn on top of ``items`` (the counts at micro-step ``start``; None: none drawn)."""
+    done = list(items) if items is not None else [0] * len(feeds)
+    if len(feeds) == 1:
+        done[0] += (stop - start) * feeds[0].items * world_size
+        return done
+    weights = [f.source.weight for f in feeds]
+    for step in range(start, stop):
+        index = choose(seed, step, weights)
+        done[index] += feeds[index].items * world_size
+    return done
+
+
 def make_stream(feeds: list[Feed], seed: int, rank: int, world_size: int, workers: int,
-                pin_memory: bool, timeout: float | None = None) -> Callable[[int], Iterator[Batch]]:
-    """A function giving the batch stream that starts at micro-step ``start``. With loader
-    workers, a batch that takes longer than ``timeout`` seconds raises (a stuck worker)."""
+                pin_memory: bool, timeout: float | None = None) -> Callable[..., Iterator[Batch]]:
+    """A function giving the batch stream that starts at micro-step ``start``, where the sources
+    have given ``items`` (all ranks; None: as this shape would have after ``start`` micro-steps).
+    With loader workers, a batch that takes longer than ``timeout`` seconds raises (a stuck
+    worker)."""
     weights = [f.source.weight for f in feeds]
 
-    def loader(feed: Feed, done_steps: int) -> Iterator[Batch]:
-        start = done_steps * feed.items * world_size  # items this source already gave
+    def loader(feed: Feed, start: int) -> Iterator[Batch]:
         sampler = StreamSampler(len(feed.source.dataset), seed, feed.items, rank, world_size,
                                 start)
         return iter(DataLoader(SeededView(feed.source.dataset), batch_size=feed.items,
@@ -62,12 +80,8 @@ def make_stream(feeds: list[Feed], seed: int, rank: int, world_size: int, worker
                                persistent_workers=workers > 0, pin_memory=pin_memory,
                                timeout=timeout if workers > 0 and timeout else 0))
 
-    def batches(start: int) -> Iterator[Batch]:
-        done = [0] * len(feeds)
-        for step in range(start if len(feeds) > 1 else 0):
-            done[choose(seed, step, weights)] += 1
-        if len(feeds) == 1:
-            done[0] = start
+    def batches(start: int, items: list[int] | None = None) -> Iterator[Batch]:
+        done = items if items is not None else drawn(feeds, seed, world_size, start)
         streams: list[Iterator[Batch] | None] = [None] * len(feeds)
         step = start
         while True:

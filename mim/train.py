@@ -4,6 +4,7 @@ Every launcher calls this same function in every process it starts.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -24,13 +25,14 @@ from mim.engine.backend import Backend
 from mim.engine.checkpoint import Checkpoints
 from mim.engine.loop import LoopSettings, LoopState, Trainer, picture_writer
 from mim.engine.metrics import RunLogger
+from mim.engine.reshape import note_reshape, shape_of
 from mim.engine.optim import build_adamw, cosine_schedule, effective_lr
 from mim.factory import build_model, token_grids
 from mim.model import is_decoder
 from mim.registry import BACKENDS
 from mim.rundir import check_run_dir, claim_run_dir
 from mim.seeding import seed_all
-from mim.stream import Feed, Source, make_stream
+from mim.stream import Feed, Source, drawn, make_stream
 
 log = logging.getLogger("mim")
 
@@ -165,6 +167,7 @@ def _resume(spec: RunSpec, backend: Backend, checkpoints: Checkpoints) -> LoopSt
         event = "resume-force" if forced else "resume"
         state.restore_rng()
         log.info("resumed from %s (step %d, %d samples)", latest, state.step, state.samples)
+        note_reshape(latest, client, shape_of(spec.backend.name, backend))
     if backend.is_main:
         write_config(spec.raw, checkpoints.root.parent)
         append_history(checkpoints.root.parent, config, event, state.step, changed)
@@ -248,7 +251,9 @@ def _train(spec: RunSpec) -> Path:
                                      logger, backend.is_main),
                       OmegaConf.to_container(spec.raw, resolve=True),
                       nonfinite=t.nonfinite, max_nonfinite_skips=t.max_nonfinite_skips,
-                      max_unreadable=t.max_unreadable)
+                      max_unreadable=t.max_unreadable,
+                      drawn=functools.partial(drawn, feeds, spec.seed, backend.world_size),
+                      shape=shape_of(spec.backend.name, backend))
     try:
         trainer.fit()
     finally:

@@ -69,6 +69,10 @@ class Backend(abc.ABC):
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def layout(self) -> dict[str, Any]:
+        """How the run is laid out over processes (recorded with each checkpoint)."""
+        return {"world_size": self.world_size}
+
     def mean_across_ranks(self, value: torch.Tensor) -> torch.Tensor:
         """``value`` averaged over the ranks (a collective; no host read)."""
         if self.world_size > 1:

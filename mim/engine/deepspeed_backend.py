@@ -199,15 +199,15 @@ class DeepSpeedBackend(Backend):
                 for name, value in self.module.state_dict(keep_vars=True).items():
                     value.data.copy_(weights[name].to(value.device, value.dtype))
 
-    def _layout(self) -> dict[str, int]:
-        return {"zero_stage": self.options.zero_stage, "world_size": self.world_size}
+    def layout(self) -> dict[str, Any]:
+        return {"world_size": self.world_size, "zero_stage": self.options.zero_stage}
 
     def save(self, directory: Path, client_state: dict[str, Any]) -> None:
         """DeepSpeed's checkpoint (every rank writes its shards) into ``directory/ds``."""
         self.engine.save_checkpoint(str(directory), tag=TAG, client_state={"client": client_state},
                                     save_latest=False)
         if self.is_main:
-            (directory / TAG / LAYOUT).write_text(json.dumps(self._layout()) + "\n")
+            (directory / TAG / LAYOUT).write_text(json.dumps(self.layout()) + "\n")
         _fsync_tree(directory / TAG)  # mim publishes with a rename: the data must be on disk
 
     def _check_layout(self, directory: Path) -> None:
@@ -218,7 +218,7 @@ class DeepSpeedBackend(Backend):
             raise ConfigError(f"backend: checkpoint {directory} was not written by "
                               "backend=deepspeed; resume with the backend that wrote it, or set "
                               "run.resume=never or another run.dir")
-        saved, now = json.loads(layout.read_text()), self._layout()
+        saved, now = json.loads(layout.read_text()), self.layout()
         if saved != now:
             raise ConfigError(
                 f"backend: checkpoint {directory} holds ZeRO-{saved['zero_stage']} shards of "

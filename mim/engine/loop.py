@@ -56,11 +56,14 @@ def _loader_failure(exc: BaseException) -> str | None:
 @dataclass
 class LoopState:
     step: int = 0  # optimiser steps done
-    samples: int = 0  # clips consumed, all ranks (reported; the data position is the step)
+    samples: int = 0  # clips consumed, all ranks (reported; the data position is ``drawn``)
     skipped: int = 0  # unreadable items replaced so far (all ranks)
     items: int = 0  # items read so far (all ranks)
     nonfinite_skips: int = 0  # steps skipped for a non-finite loss or gradient
     rng: dict[str, Any] = field(default_factory=dict)
+    # the data position in items, so that another process count continues it (engine/reshape.py):
+    # {"micro_steps": n, "items": per source, all ranks}; empty in older checkpoints (use step)
+    drawn: dict[str, Any] = field(default_factory=dict)
 
     def capture_rng(self) -> None:
         # numpy's key array as a list of ints: checkpoints are read with weights_only=True,
@@ -84,7 +87,8 @@ class LoopState:
 
     def as_dict(self) -> dict[str, Any]:
         return {"step": self.step, "samples": self.samples, "skipped": self.skipped,
-                "items": self.items, "nonfinite_skips": self.nonfinite_skips, "rng": self.rng}
+                "items": self.items, "nonfinite_skips": self.nonfinite_skips, "rng": self.rng,
+                "drawn": self.drawn}
 
 
 @dataclass
@@ -105,6 +109,9 @@ class Trainer:
     ``train_step`` needs only the runner, the model, the backend, ``settings`` and ``state``;
     ``fit`` also the batches, the checkpoints, the logger and the picture writer. The
     non-finite and unreadable-data policies default to the schema's (``TrainConfig``).
+    ``drawn(stop, start, items)`` (``mim.stream.drawn`` of the run's feeds) counts the items the
+    sources give over micro-steps; with it each checkpoint holds the data position in items, and
+    ``shape`` (``mim/engine/reshape.py``) records what wrote the checkpoint.
     """
 
     def __init__(self, runner: torch.nn.Module, model: torch.nn.Module, backend: Backend,
@@ -114,7 +121,9 @@ class Trainer:
                  config_snapshot: dict[str, Any],
                  nonfinite: str = TrainConfig.nonfinite,
                  max_nonfinite_skips: int = TrainConfig.max_nonfinite_skips,
-                 max_unreadable: float = TrainConfig.max_unreadable):
+                 max_unreadable: float = TrainConfig.max_unreadable,
+                 drawn: Callable[[int, int, list[int] | None], list[int]] | None = None,
+                 shape: dict[str, Any] | None = None):
         self.runner, self.model, self.backend = runner, model, backend
         self.batches, self.settings = batches, settings
         self.checkpoints, self.logger, self.state = checkpoints, logger, state
@@ -122,6 +131,7 @@ class Trainer:
         self._warned: set[str] = set()
         self.nonfinite, self.max_nonfinite_skips = nonfinite, max_nonfinite_skips
         self.max_unreadable = max_unreadable
+        self.drawn, self.shape = drawn, shape
         self.skips_in_a_row = 0
         self.watchdog = Watchdog(settings.timeout, lambda: f"at step {state.step + 1}")
 
@@ -192,13 +202,21 @@ class Trainer:
         assert self.batches is not None and self.logger is not None, "fit needs the run's parts"
         # checkpoints sit on step boundaries; the backend moves batches to its device (XLA
         # overlaps the copy with the step)
-        stream = self.backend.device_batches(self.batches(st.step * s.accum_steps))
+        micro = st.drawn.get("micro_steps", st.step * s.accum_steps)
+        items = st.drawn.get("items")  # None: this shape's count after ``micro`` micro-steps
+        if items is None and self.drawn is not None:
+            items = self.drawn(micro, 0, None)
+        stream = self.backend.device_batches(self.batches(micro, items))
         window_loss, window_micro, window_samples, t0 = 0.0, 0, 0, time.perf_counter()
         self.skips_in_a_row = 0
         self.runner.train()
         with self.watchdog:
             while st.step < s.total_steps:
                 loss_sum, finite = self.train_step(stream)
+                if self.drawn is not None:
+                    items = self.drawn(micro + s.accum_steps, micro, items)
+                    micro += s.accum_steps
+                    st.drawn = {"micro_steps": micro, "items": items}
                 window_samples += s.global_batch * s.accum_steps
                 if finite:
                     window_loss, window_micro = window_loss + loss_sum, window_micro + s.accum_steps
@@ -279,7 +297,8 @@ class Trainer:
 
     def save(self) -> Path:
         self.state.capture_rng()
-        client = {"loop": self.state.as_dict(), "config": self.config_snapshot}
+        client = {"loop": self.state.as_dict(), "config": self.config_snapshot,
+                  "shape": self.shape}
         return self.checkpoints.save(self.state.step, self.backend, client)
 
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
 
-from mim.data import MaskingCollate, MimDataset
+from mim.data import MaskingCollate, MimDataset, StreamSampler
 from mim.masking import RandomMask
-from mim.stream import Feed, Source, choose, make_stream
+from mim.stream import Feed, Source, choose, drawn, make_stream
 
 
 class Ramp(MimDataset):
@@ -68,3 +69,34 @@ def test_a_single_source_resumes_from_its_position():
     stream = make_stream([only], seed=1, rank=0, world_size=1, workers=0, pin_memory=False)
     full = trace(itertools.islice(stream(0), 12))
     assert trace(itertools.islice(stream(5), 7)) == full[5:]
+
+
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2)])
+def test_another_process_count_continues_each_sources_global_order(before: int, after: int):
+    """A run stopped at micro-step 9 on ``before`` processes resumes on ``after`` from the
+    items each source gave (``drawn``): every source's items, gathered over the ranks, are its
+    global order without a gap or a repeat, and the source choices continue."""
+    # 24 items cut to 24 per epoch by every global batch used here (2, 4, 3, 6)
+    a = Source("a", Ramp(24, 1, (1, 4, 4)), (1, 4, 4), weight=0.4)
+    b = Source("b", Ramp(24, 2, (1, 2, 4, 4)), (1, 2, 4, 4), weight=0.6)
+    both = [Feed(a, MaskingCollate(RandomMask(0.5), (2, 2)), 2),
+            Feed(b, MaskingCollate(RandomMask(0.5), (1, 2, 2)), 3)]
+    seed, stop, total = 4, 9, 20
+
+    def gathered(world: int, start: int, count: int, items=None) -> list[tuple[int, ...]]:
+        ranks = [trace(itertools.islice(make_stream(both, seed, r, world, 0, False)(start, items),
+                                        count)) for r in range(world)]
+        return [sum(step, ()) for step in zip(*ranks)]  # each micro-step, rank 0 first
+
+    steps = gathered(before, 0, stop) + gathered(
+        after, stop, total - stop, drawn(both, seed, before, stop))
+    tags = [{v // 1000 for v in step} for step in steps]
+    assert tags == [{choose(seed, n, [0.4, 0.6]) + 1} for n in range(total)]
+    for tag in (1, 2):
+        got = [v % 1000 for step in steps for v in step if v // 1000 == tag]
+        order = StreamSampler(24, seed, 1)
+        want = [index for index, _ in itertools.islice(iter(order), len(got))]
+        assert got == want
+    # the positions the stream counts are the ones a checkpoint records
+    counts = [sum(len(step) for step, t in zip(steps, tags) if t == {tag}) for tag in (1, 2)]
+    assert drawn(both, seed, after, total, stop, drawn(both, seed, before, stop)) == counts

@@ -1,0 +1,56 @@
+"""The shape a checkpoint was written on, and what a resume on another shape keeps.
+
+A shape is the backend, the number of processes and (DeepSpeed) the ZeRO stage. Every checkpoint
+records the shape that wrote it beside mim's loop state, and a resume on another one says so.
+
+What a resume on another shape keeps, and what it cannot:
+
+- exact: the step count, the samples counted, the schedule position, the weights and AdamW
+  moments as saved, and the data order. Each checkpoint stores the data position as the
+  micro-steps drawn and the items each source has given across all ranks (``LoopState.drawn``),
+  so the resumed run draws the next items of the same global order, split over its own ranks.
+  Which item sits at which position in an epoch, and each item's crop, flip and mask, depend
+  only on the seed and that position (``mim.data``), never on the process count.
+- not exact: everything after the first step. The mean of the gradients over a global batch is
+  a sum in another order (another all-reduce tree, or none, and another split of a rank's
+  micro-batch), so float rounding differs and the runs drift apart by rounding from there; a
+  changed process count also changes the global batch per micro-step (``train.batch_size`` is
+  per process), hence the learning rate when it is derived from ``optim.blr``. An epoch is cut
+  to a multiple of the global batch (``StreamSampler``): when the old and new global batches cut
+  the dataset at different lengths, the epoch boundary moves by less than one global batch.
+
+A resume on the same shape restores everything and stays bit-exact.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from mim.engine.backend import Backend
+
+log = logging.getLogger("mim")
+
+
+def shape_of(backend_name: str, backend: Backend) -> dict[str, Any]:
+    """The shape of this run: its backend's name and layout (processes, ZeRO stage)."""
+    return {"backend": backend_name, **backend.layout()}
+
+
+def describe(shape: dict[str, Any]) -> str:
+    """``backend=deepspeed ZeRO-3 on 2 ranks``."""
+    stage = f" ZeRO-{shape['zero_stage']}" if shape.get("zero_stage") is not None else ""
+    ranks = shape.get("world_size", "?")
+    return f"backend={shape.get('backend', '?')}{stage} on {ranks} rank{'s' * (ranks != 1)}"
+
+
+def note_reshape(latest: Path, client: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Log when checkpoint ``latest`` (its client state ``client``) was written on another
+    shape than ``now``; returns whether it was. Checkpoints older than the record say nothing."""
+    written = client.get("shape")
+    if not written or written == now:
+        return False
+    log.info("resumed from %s written by %s, now %s: the data order continues exactly, the "
+             "numbers only up to rounding (another reduction order)", latest, describe(written),
+             describe(now))
+    return True
