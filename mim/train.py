@@ -188,7 +188,10 @@ def _train(spec: RunSpec) -> Path:
     in_chans = sources[0].sample_shape[0]
     feeds = _feeds(spec, sources, backend.world_size)
     directory = run_dir(spec)
-    check_run_dir(directory)  # every rank: none may wait at the barrier for a refused one
+    # every rank checks before any writes (a refused folder stops them all, none waits at a
+    # barrier), then the main rank claims it: a check after the claim began could see half
+    check_run_dir(directory)
+    backend.barrier()
     if backend.is_main:
         claim_run_dir(directory)
     backend.barrier()
