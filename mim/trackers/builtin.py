@@ -48,7 +48,10 @@ class MLflowTracker(Tracker):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or (run_dir / "mlruns").resolve().as_uri()
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:  # a file store needs no server or database; MLflow 3 asks to opt in to it
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            uri = (run_dir / "mlruns").resolve().as_uri()
         self._client = client = MlflowClient(tracking_uri=uri)
         if run_id is not None:
             self._run = client.get_run(run_id).info.run_id
