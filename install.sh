@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 test=""
-[[ "${1:-}" == "--test" ]] && test=",test"
+[[ "${1:-}" == "--test" ]] && test=",test,mlflow,wandb"  # the trackers' tests need both
 
 if [[ -n "${VIRTUAL_ENV:-}" ]]; then
     py="$VIRTUAL_ENV/bin/python"

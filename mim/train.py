@@ -42,6 +42,7 @@ def config_hash(spec: RunSpec) -> str:
     tree = OmegaConf.to_container(spec.raw, resolve=True)
     tree.pop("run", None)
     tree.pop("launcher", None)
+    tree.pop("tracker", None)  # where a run reports, not what it computes
     if tree.get("model", {}).get("init") is None:  # added later: runs without it keep their dir
         tree.get("model", {}).pop("init", None)
     return hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:8]
@@ -246,7 +247,8 @@ def _train(spec: RunSpec) -> Path:
                            for seed in [sample_seed(spec.seed, -1, i, "vis")]])
     stream = make_stream(feeds, spec.seed, backend.rank, backend.world_size, t.num_workers,
                          backend.device.type == "cuda", timeout=t.timeout)
-    logger = RunLogger(directory, backend.is_main, plan.total_steps, state.step)
+    logger = RunLogger(directory, backend.is_main, plan.total_steps, state.step, spec.trackers,
+                       OmegaConf.to_container(spec.raw, resolve=True))
     settings = LoopSettings(plan.total_steps, t.timeout, global_batch, t.accum_steps, t.log_every,
                             t.ckpt_every, t.vis_every, per_epoch * first.source.views)
     trainer = Trainer(runner, model, backend, stream, settings, checkpoints, logger, state,

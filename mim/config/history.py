@@ -44,7 +44,7 @@ from mim.config.errors import ConfigError
 log = logging.getLogger("mim")
 
 HISTORY = "config_history.jsonl"
-IGNORED_SECTIONS = ("run", "launcher", "backend")
+IGNORED_SECTIONS = ("run", "launcher", "backend", "tracker")
 IGNORED_KEYS = frozenset({
     "train.num_workers", "train.log_every", "train.ckpt_every", "train.keep_last",
     "train.vis_every", "train.vis_samples", "train.compile", "train.timeout",
