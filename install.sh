@@ -2,7 +2,8 @@
 # Set up mim: a virtual environment (or the active one), torch, mim and all its dependencies.
 #
 #   ./install.sh            -> .venv with mim installed (editable) with every extra this platform
-#                              can take: mim-pretrain[all] (DeepSpeed, transformers, nibabel)
+#                              can take: mim-pretrain[all] (DeepSpeed, transformers, nibabel,
+#                              MLflow, W&B)
 #   ./install.sh --test     -> the same plus the test tools
 #
 # torch: an importable torch in the target environment is kept as it is (a CUDA or ROCm build on a
@@ -12,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 test=""
-[[ "${1:-}" == "--test" ]] && test=",test,mlflow,wandb"  # the trackers' tests need both
+[[ "${1:-}" == "--test" ]] && test=",test"
 
 if [[ -n "${VIRTUAL_ENV:-}" ]]; then
     py="$VIRTUAL_ENV/bin/python"
@@ -40,7 +41,7 @@ if ! PIP_CONSTRAINT="$constraint" "${pip[@]}" install -e ".[all${test}]"; then
     # wheels everywhere, so without it mim installs and every other backend runs
     echo "[mim] warning: mim[all] did not install here (see above); installing it without" \
          "DeepSpeed (backend=deepspeed unavailable)" >&2
-    PIP_CONSTRAINT="$constraint" "${pip[@]}" install -e ".[bench,hf,nifti${test}]"  # all but one
+    PIP_CONSTRAINT="$constraint" "${pip[@]}" install -e ".[bench,hf,nifti,mlflow,wandb${test}]"  # all but one
 fi
 
 # A torchvision built for another torch (here: the CUDA wheel next to a CPU torch) fails at its
