@@ -93,6 +93,13 @@ def test_wheel_holds_configs_modalities_and_entry_points(wheel: Path) -> None:
                      "mim/modalities/image/__init__.py", "mim/launchers/local.py",
                      "mim/model.py"):
         assert required in names, required
+    # every module of the three folders installed under mim (the package list is written out)
+    for folder, package in (("mim", "mim"), ("modalities", "mim/modalities"),
+                            ("launchers", "mim/launchers")):
+        for module in (ROOT / folder).rglob("*.py"):
+            if "__pycache__" not in module.parts:
+                installed = f"{package}/{module.relative_to(ROOT / folder).as_posix()}"
+                assert installed in names, f"{module} is not in the wheel"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[mim.plugins]" in text and "mim.modalities.image" in text
@@ -108,7 +115,7 @@ def test_requirements_resolve_per_platform(wheel: Path, platform: str) -> None:
     assert "deepspeed" in requirements(wheel, platform, "deepspeed")
     everything = requirements(wheel, platform, "all")
     extras = set(metadata(wheel).get_all("Provides-Extra")) - {"all", "test"}
-    assert extras == {"bench", "deepspeed", "hf", "nifti"}
+    assert extras == {"bench", "deepspeed", "hf", "nifti", "mlflow", "wandb"}
     for extra in extras:
         assert set(requirements(wheel, platform, extra)) <= set(everything), extra
     assert "pytest" not in everything and ("decord" in everything) == ("decord" in base)
