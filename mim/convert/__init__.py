@@ -27,8 +27,9 @@ WRITERS: dict[str, Callable[..., Path]] = {"mim": write_mim, "mae": write_mae,
 
 def load_pretrained(path: str | Path, **overrides: Any):
     """A ``MaskedAutoencoder`` with the weights at ``path`` (any readable format; an
-    encoder-only file gets a freshly initialised decoder). ``overrides``: ModelConfig fields."""
-    return read_weights(path, **overrides).build()
+    encoder-only file gets a freshly initialised decoder), in eval mode like a loaded model in
+    timm and transformers (``.train()`` to fine-tune). ``overrides``: ModelConfig fields."""
+    return read_weights(path, **overrides).build().eval()
 
 
 def convert(source: str | Path, output: str | Path, to: str,
