@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from mim.convert.common import ConvertError
+from mim.convert.common import ConvertError, plural
 from mim.engine.deepspeed_backend import LAYOUT, TAG
 
 MODEL_STATES = "mp_rank_00_model_states.pt"  # ZeRO 0-2: the one model-states file (rank 0)
@@ -36,10 +36,6 @@ def deepspeed_folder(folder: Path) -> Path | None:
     if (folder / LAYOUT).is_file() or any(folder.glob("*_model_states.pt")):
         return folder
     return None
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _rank_files(folder: Path, pattern: str) -> list[int]:
@@ -81,7 +77,7 @@ def _expected(folder: Path, stage: int, world: int) -> list[tuple[str, int, Path
 
 
 def _check_files(folder: Path, stage: int, world: int) -> None:
-    found = f"{folder}: a DeepSpeed ZeRO-{stage} checkpoint written by {_plural(world, 'rank')}"
+    found = f"{folder}: a DeepSpeed ZeRO-{stage} checkpoint written by {plural(world, 'rank')}"
     missing = [(what, rank, path) for what, rank, path in _expected(folder, stage, world)
                if not path.is_file()]
     if missing:

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mim.config.history import flatten
 from mim.registry import TRACKERS
 from mim.trackers.base import Tracker
 
@@ -60,7 +61,7 @@ class MLflowTracker(Tracker):
         experiment = found.experiment_id if found else client.create_experiment(EXPERIMENT)
         self._run = client.create_run(experiment, run_name=run_dir.name,
                                       tags={"mim.run_dir": str(run_dir.resolve())}).info.run_id
-        params = [Param(k, str(v)[:6000]) for k, v in _flat(config).items()]
+        params = [Param(k, str(v)[:6000]) for k, v in flatten(config).items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             client.log_batch(self._run, params=params[i:i + 100])
         return self._run
@@ -103,12 +104,3 @@ class WandbTracker(Tracker):
 
     def close(self) -> None:
         self._run.finish()
-
-
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
