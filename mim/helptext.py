@@ -18,7 +18,7 @@ from mim.config.help import Key, keys, options, table
 from mim.config.schema import BaseConfig, OptimConfig, RunConfig, TrainConfig
 from mim.eval.schema import PROTOCOLS, EvalSettings
 from mim.factory import ModelConfig
-from mim.registry import BACKENDS, LAUNCHERS, MASKS, MODALITIES
+from mim.registry import BACKENDS, LAUNCHERS, MASKS, MODALITIES, TRACKERS
 
 MODEL_NOTE = ("(the defaults of ModelConfig; a preset, model=NAME, sets its own: "
               "`mim train model=NAME --cfg` shows them)")
@@ -78,7 +78,10 @@ def train_help(usage: str) -> str:
     defaults = _defaults()
     groups = "\n".join(options(f"  {g}", _group_options(g) if g != "data" else MODALITIES.names(),
                                defaults.get(g)) for g in GROUPS)
-    return (f"{usage}\n\nGroups (group=OPTION; * the default; data follows modality):\n{groups}"
+    # not a Hydra group but chosen the same way, several at once allowed: tracker=[a,b]
+    groups += "\n" + options("  tracker", TRACKERS.names(), "tensorboard")
+    return (f"{usage}\n\nGroups (group=OPTION; * the default; data follows modality; "
+            f"tracker=[A,B] for several):\n{groups}"
             f"\n\nKeys (key=VALUE), with type, default and meaning:\n\n"
             f"{_render(train_sections())}\n\n"
             "--cfg prints the composed config and the values derived from it (learning rate, "

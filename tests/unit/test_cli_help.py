@@ -80,7 +80,8 @@ def test_train_help_names_the_groups_and_their_options(capsys) -> None:
     listing = re.sub(r"\n {4}(?=\S)", " ", capsys.readouterr().out)
     for group, option in [("modality", "video"), ("model", "mae_vit_tiny_patch16"),
                           ("mask", "tube"), ("backend", "deepspeed"), ("launcher", "slurm"),
-                          ("experiment", "demo"), ("data", "volume")]:
+                          ("experiment", "demo"), ("data", "volume"), ("tracker", "mlflow"),
+                          ("tracker", "wandb"), ("tracker", "tensorboard*")]:
         line = next(x for x in listing.splitlines() if x.startswith(f"  {group}: "))
         assert option in line.split(": ", 1)[1].replace(",", " ").split(), line
     assert "backend.zero_stage" in listing and "launcher.nprocs" in listing
