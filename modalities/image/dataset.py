@@ -42,7 +42,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         image = Image.fromarray(scaled.astype(np.uint8), mode="L")
     if image.mode == "P":
         image = image.convert("RGBA")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")  # RGB: no copy
 
 
 class ImageFolder(MimDataset):
@@ -61,13 +61,14 @@ class ImageFolder(MimDataset):
         path = self.files[index]
         try:
             with Image.open(path) as image:
+                decode = self.transform.draft(image, seed)  # a JPEG may decode reduced
                 image.load()
                 rgb = to_rgb(image)
         except Exception as exc:  # PIL raises many types (OSError, DecompressionBombError, ...)
             if path.exists() and path.stat().st_size == 0:
                 raise UnreadableSample("empty file (0 bytes)") from exc
             raise UnreadableSample(f"{type(exc).__name__}: {exc}") from exc
-        return self.transform(rgb, seed), self.labels[index]
+        return self.transform(rgb, seed, decode), self.labels[index]
 
 
 def build_dataset(cfg: ImageDataConfig) -> ImageFolder:
