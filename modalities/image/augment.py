@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from mim.modalities.image.transforms import Decode, PretrainTransform, pixels
+from mim.modalities.image.decode import Picture, pixels
+from mim.modalities.image.transforms import PretrainTransform
 
 ERASE_AREA = (0.02, 1 / 3)
 ERASE_ASPECT = (0.3, 1 / 0.3)
@@ -103,14 +104,13 @@ class FinetuneTransform(PretrainTransform):
         self.randaug = randaugment(cfg.randaug, cfg.input_size, cfg.mean) if cfg.randaug else None
         self.reprob = cfg.reprob
 
-    def __call__(self, image: Image.Image, seed: int, decode: Decode | None = None
-                 ) -> torch.Tensor:
+    def __call__(self, image: Image.Image | Picture, seed: int) -> torch.Tensor:
         rng = random.Random(seed)
-        x = self.crop_flip(image, rng, decode)  # [3, size, size], integer values 0..255
+        x = self.crop_flip(image, rng)  # uint8 [3, size, size]
         if self.randaug is not None:
-            picture = Image.fromarray(x.byte().permute(1, 2, 0).numpy())  # [size, size, 3]
+            picture = Image.fromarray(x.permute(1, 2, 0).numpy())  # [size, size, 3]
             with seeded_globals(rng.getrandbits(32)):
-                x = pixels(self.randaug(picture)).float()
+                x = pixels(self.randaug(picture))
         x = self.normalise(x)
         if rng.random() < self.reprob:
             erase(x, rng)

@@ -5,16 +5,14 @@ else. The crop box follows torchvision's sampling rule on the file's full size (
 header, before decoding); the randomness comes from the sample's own seed (not a global RNG), so
 a resumed run sees exactly the same crops.
 
-Speed (bench/pipeline.py): a JPEG whose crop shrinks by 2x or more beyond ``REDUCE_MARGIN`` is
-decoded at 1/2, 1/4 or 1/8 of its size in the DCT domain (libjpeg's scaled decoding, PIL's
-``draft``), and the crop is resized by torch's antialiased bicubic (PIL's filter, SIMD on a
-[C, h, w] uint8 tensor) rather than PIL's resize, several times slower on one core.
+Speed (bench/pipeline.py): ``resolution`` tells the decoder (``decode.py``) how far a JPEG may be
+reduced in the DCT domain for this crop, and the crop is resized by torch's uint8 antialiased
+bicubic on the decoded array rather than by PIL's resize, several times slower on one core.
 """
 from __future__ import annotations
 
 import math
 import random
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -22,17 +20,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mim.modalities.image.config import ImageDataConfig
+from mim.modalities.image.decode import Picture, pixels, to_rgb
 
-# a reduced decode keeps at least this many pixels per output pixel on the crop's short side:
-# PIL's own default (``Image.thumbnail``'s reducing_gap); the crop's PSNR against a full decode
-# stays above 35 dB (tests/unit/test_image_pipeline.py)
+# a reduced decode keeps at least this many pixels per output pixel on the crop's short side,
+# PIL's own default (``Image.thumbnail``'s reducing_gap): the crop stays within 35 dB PSNR of
+# the full decode's (tests/unit/test_image_pipeline.py; a margin of 1 falls to about 31 dB)
 REDUCE_MARGIN = 2.0
-
-
-class Decode(NamedTuple):
-    """How a picture was decoded: the file's full (width, height) and the DCT reduction."""
-    size: tuple[int, int]
-    factor: int = 1  # 1, 2, 4 or 8
 
 
 def crop_box(width: int, height: int, scale: tuple[float, float],
@@ -61,33 +54,19 @@ def crop_box(width: int, height: int, scale: tuple[float, float],
     return left, top, left + w, top + h
 
 
-def reduce_decode(image: Image.Image, box: tuple[int, int, int, int], size: int) -> Decode:
-    """Before ``image.load()``: ask a JPEG's decoder for 1/2, 1/4 or 1/8 of the full size, the
-    largest reduction that leaves the crop ``box`` at least ``REDUCE_MARGIN * size`` pixels on
-    its short side. Other formats, and small crops, decode in full (factor 1)."""
-    full = image.size
-    side = min(box[2] - box[0], box[3] - box[1])
-    factor = next((f for f in (8, 4, 2) if side >= f * REDUCE_MARGIN * size), 1)
-    if factor == 1 or image.format != "JPEG":
-        return Decode(full)
-    drafted = image.draft(image.mode, (full[0] // factor, full[1] // factor))
-    if drafted is None:  # already configured or several tiles: a full decode
-        return Decode(full)
-    return Decode(full, round(full[0] / drafted[1][2]))  # drafted box: (0, 0, W / f, H / f)
+def resized_crop(x: torch.Tensor, box: tuple[int, int, int, int], scale: float,
+                 size: int) -> torch.Tensor:
+    """uint8 [3, h, w] decoded at ``scale`` -> uint8 [3, size, size]: the ``box`` (in the
+    file's pixels) resized with antialiased bicubic, PIL's filter, by torch's uint8 kernel
+    (SIMD; the same picture as PIL's within a grey level or two)."""
+    left, top, right, bottom = (round(v * scale) for v in box)  # the decoded picture's pixels
+    region = x[:, top:bottom, left:right].unsqueeze(0)  # [1, 3, h', w'], a view
+    return F.interpolate(region, size=(size, size), mode="bicubic", antialias=True)[0]
 
 
-def pixels(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> uint8 [3, H, W] (a view of one copy of the pixels)."""
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # [H, W, 3] -> CHW
-
-
-def resized_crop(x: torch.Tensor, box: tuple[int, int, int, int], size: int) -> torch.Tensor:
-    """uint8 [3, H, W] -> float [3, size, size] in 0..255 (integer values): the ``box`` region
-    resized with antialiased bicubic, PIL's filter, by torch's uint8 kernel (SIMD; 2-3x faster
-    than on floats, and the same picture within one or two grey levels)."""
-    left, top, right, bottom = box
-    region = x[:, top:bottom, left:right].unsqueeze(0)  # [1, 3, h, w]
-    return F.interpolate(region, size=(size, size), mode="bicubic", antialias=True)[0].float()
+def as_picture(image: Image.Image | Picture) -> Picture:
+    """A PIL image (an in-memory picture, the tests') as a full-resolution ``Picture``."""
+    return image if isinstance(image, Picture) else Picture(pixels(to_rgb(image)), image.size)
 
 
 class PretrainTransform:
@@ -99,35 +78,32 @@ class PretrainTransform:
         self.gain = (1 / (255 * torch.tensor(cfg.std))).view(3, 1, 1)
         self.shift = (torch.tensor(cfg.mean) / torch.tensor(cfg.std)).view(3, 1, 1)
 
-    def __call__(self, image: Image.Image, seed: int, decode: Decode | None = None
-                 ) -> torch.Tensor:
-        """RGB PIL image -> normalised tensor [3, size, size]; ``decode``: how ``draft``'s
-        image was decoded (None: ``image`` is the full picture)."""
-        return self.normalise(self.crop_flip(image, random.Random(seed), decode))
+    def __call__(self, image: Image.Image | Picture, seed: int) -> torch.Tensor:
+        """An RGB picture -> normalised tensor [3, size, size]."""
+        return self.normalise(self.crop_flip(image, random.Random(seed)))
 
     def box(self, width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
         return crop_box(width, height, self.scale, (3 / 4, 4 / 3), rng)
 
-    def draft(self, image: Image.Image, seed: int) -> Decode:
-        """Before ``image.load()``: the crop this seed draws, from the header's size, decides
-        how far a JPEG may be reduced while decoding."""
-        return reduce_decode(image, self.box(*image.size, random.Random(seed)), self.size)
+    def resolution(self, width: int, height: int, seed: int) -> float:
+        """The least resolution (decoded pixels per pixel of the file) the view of this seed
+        needs of a ``width`` x ``height`` file: its crop, drawn from the header's size, keeps
+        ``REDUCE_MARGIN`` pixels per output pixel."""
+        left, top, right, bottom = self.box(width, height, random.Random(seed))
+        return min(1.0, REDUCE_MARGIN * self.size / min(right - left, bottom - top))
 
-    def crop_flip(self, image: Image.Image, rng: random.Random, decode: Decode | None = None
-                  ) -> torch.Tensor:
-        """The random resized crop (bicubic) and the flip, drawn from ``rng`` on the full size
-        -> float [3, size, size] in 0..255."""
-        decode = decode or Decode(image.size)
-        box = self.box(*decode.size, rng)
-        if decode.factor > 1:  # the box on the reduced picture, to its nearest pixels
-            box = tuple(min(round(v / decode.factor), limit) for v, limit in
-                        zip(box, (image.width, image.height) * 2))
-        x = resized_crop(pixels(image), box, self.size)
+    def crop_flip(self, image: Image.Image | Picture, rng: random.Random) -> torch.Tensor:
+        """The random resized crop (bicubic) and the flip, drawn from ``rng`` on the file's
+        full size -> uint8 [3, size, size]."""
+        picture = as_picture(image)
+        box = self.box(*picture.size, rng)
+        x = resized_crop(picture.pixels, box, picture.scale, self.size)
         return x.flip(-1) if rng.random() < self.hflip else x
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """Pixels 0..255 [3, H, W] -> ``(x / 255 - mean) / std``, in place."""
-        return x.mul_(self.gain).sub_(self.shift)
+        """uint8 pixels [3, H, W] -> float ``(x / 255 - mean) / std`` (one pass to float, one
+        in place)."""
+        return (x * self.gain).sub_(self.shift)
 
 
 class CentreTransform:
@@ -140,13 +116,14 @@ class CentreTransform:
         self.mean = torch.tensor(cfg.mean).view(3, 1, 1)
         self.std = torch.tensor(cfg.std).view(3, 1, 1)
 
-    def draft(self, image: Image.Image, seed: int = 0) -> Decode:
-        """A full decode: the test view is read rarely and never from a reduced picture."""
-        return Decode(image.size)
+    def resolution(self, width: int, height: int, seed: int = 0) -> float:
+        """All of it: the test view is read rarely, and never from a reduced picture."""
+        return 1.0
 
-    def __call__(self, image: Image.Image, seed: int = 0, decode: Decode | None = None
-                 ) -> torch.Tensor:
-        """RGB PIL image -> normalised tensor [3, size, size] (``seed`` is unused)."""
+    def __call__(self, image: Image.Image | Picture, seed: int = 0) -> torch.Tensor:
+        """An RGB picture -> normalised tensor [3, size, size] (``seed`` is unused)."""
+        if isinstance(image, Picture):
+            image = Image.fromarray(image.pixels.permute(1, 2, 0).numpy())  # [H, W, 3]
         scale = self.resize / min(image.width, image.height)
         width, height = max(self.size, round(image.width * scale)), max(
             self.size, round(image.height * scale))
