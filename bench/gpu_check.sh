@@ -2,7 +2,7 @@
 # The GPU checks in one call of a lent CUDA machine, sized for a few minutes of device time.
 #
 #   bash bench/gpu_check.sh --prepare     # here, once: wheels of what the device image lacks
-#                                         # (hydra-core, omegaconf, antlr4) into .devsite/
+#                                         # (hydra-core, omegaconf, antlr4, simplejpeg) into .devsite/
 #   device run: command "bash bench/gpu_check.sh", carry [".devsite"], timeout_s 540
 #
 # On the CUDA machine (its python3 already holds torch, timm, einops, transformers and
@@ -38,6 +38,10 @@ if [ "${1:-}" = "--prepare" ]; then
     "$PY" -m pip wheel -q --no-deps -w "$WHEELS" "hydra-core==$(version hydra-core)" \
         "omegaconf==$(version omegaconf)" \
         "antlr4-python3-runtime==$(version antlr4-python3-runtime)" || exit 1
+    # compiled: the wheel for the device's interpreter (Python ${MIM_CHECK_DEVICE_PY:-3.12}, x86_64)
+    "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$WHEELS" \
+        --python-version "${MIM_CHECK_DEVICE_PY:-3.12}" --implementation cp \
+        --platform manylinux2014_x86_64 "simplejpeg==$(version simplejpeg)" || exit 1
     ls "$WHEELS"
     exit 0
 fi
