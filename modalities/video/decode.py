@@ -12,7 +12,9 @@ frames a clip needs) and measured 2x (decord) to 10x (PyAV) slower than decoding
 directly. It is selectable with ``data.reader=pytorchvideo`` (``pvreader.py``).
 
 decord cannot read GIFs; they always go through PyAV. Every failure (zero bytes, not a video,
-no video stream, truncated, corrupt packets) becomes ``UnreadableSample`` with a short reason.
+no video stream, truncated, corrupt packets) becomes ``UnreadableSample`` with a short reason
+and one of the kinds below, the same for both decoders: a file that cannot be opened is
+``NOT_VIDEO``, one whose frames fail to decode ``DAMAGED`` (a stopped run counts them by kind).
 """
 from __future__ import annotations
 
@@ -27,6 +29,11 @@ import numpy as np
 
 from mim.data import UnreadableSample
 
+EMPTY = "empty"
+MISSING = "missing"
+NOT_VIDEO = "not a video (cannot be opened)"
+DAMAGED = "truncated or corrupt (frames fail to decode)"
+PAST_END = "start past the end of the video (data.list_file)"
 SEEK_AFTER = 64  # PyAV: seek (keyframe + pts arithmetic) when the first wanted frame is later
 
 log = logging.getLogger("mim.data")
@@ -54,11 +61,11 @@ class Video(ABC):
 
 def _check_file(path: Path) -> None:
     if not path.exists():
-        raise UnreadableSample("file not found")
+        raise UnreadableSample("file not found", MISSING)
     if not path.is_file():
-        raise UnreadableSample("not a regular file (a directory?)")
+        raise UnreadableSample("not a regular file (a directory?)", NOT_VIDEO)
     if path.stat().st_size == 0:
-        raise UnreadableSample("empty file (0 bytes)")
+        raise UnreadableSample("empty file (0 bytes)", EMPTY)
 
 
 def _is_gif(path: Path) -> bool:
@@ -73,11 +80,18 @@ def open_video(path: Path | str, decoder: str = "decord") -> Video:
     path = Path(path)
     _check_file(path)
     decoder = resolve_decoder(decoder)
-    if decoder == "pyav" or _is_gif(path):
-        return PyAVVideo(path)
-    if decoder == "decord":
-        return DecordVideo(path)
-    raise ValueError(f"data.decoder: '{decoder}' is not one of: decord, pyav")
+    if decoder not in ("decord", "pyav"):
+        raise ValueError(f"data.decoder: '{decoder}' is not one of: decord, pyav")
+    try:
+        return PyAVVideo(path) if decoder == "pyav" or _is_gif(path) else DecordVideo(path)
+    except UnreadableSample as exc:
+        raise kind_of(exc, NOT_VIDEO)
+
+
+def kind_of(exc: UnreadableSample, kind: str) -> UnreadableSample:
+    """``exc`` with ``kind`` unless it already says its kind."""
+    exc.kind = exc.kind or kind
+    return exc
 
 
 def _short(exc: BaseException) -> str:
@@ -138,7 +152,7 @@ class DecordVideo(Video):
         try:
             batch = self._reader.get_batch(list(indices))
         except Exception as exc:  # noqa: BLE001
-            raise UnreadableSample(f"decode failed: {_decord_reason(exc)}") from exc
+            raise UnreadableSample(f"decode failed: {_decord_reason(exc)}", DAMAGED) from exc
         # another library (pytorchvideo) may have switched decord's bridge to torch
         frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
         return np.ascontiguousarray(frames, dtype=np.uint8)
@@ -209,14 +223,16 @@ class PyAVVideo(Video):
             found = self._seek_read(wanted) if wanted[0] >= SEEK_AFTER else None
             if found is None or len(found) < len(wanted):  # variable frame rate, or truncated
                 found = self._linear_read(wanted)
-        except UnreadableSample:
-            raise
+        except UnreadableSample as exc:
+            raise kind_of(exc, DAMAGED)
         except Exception as exc:  # noqa: BLE001
-            raise UnreadableSample(f"decode failed (corrupt data?): {_short(exc)}") from exc
+            raise UnreadableSample(f"decode failed (corrupt data?): {_short(exc)}",
+                                   DAMAGED) from exc
         missing = [i for i in wanted if i not in found]
         if missing:
             raise UnreadableSample(f"truncated: frame {missing[0]} of {self.num_frames} could "
-                                   f"not be decoded ({len(found)} of {len(wanted)} found)")
+                                   f"not be decoded ({len(found)} of {len(wanted)} found)",
+                                   DAMAGED)
         return np.stack([found[i] for i in indices])
 
     def _rgb(self, frame) -> np.ndarray:

@@ -86,7 +86,8 @@ def test_broken_and_too_short_files_are_skipped_with_a_reason(videos, decoder):
     assert sample.x.shape == (3, 4, 32, 32)
     assert sample.skipped and sample.skipped[0][0] == str(videos["broken"])
     long = VideoDataset([VideoItem(videos["square"])], VideoDataConfig(
-        decoder=decoder, reader="pytorchvideo", num_frames=16, sampling_rate=4, input_size=32))
+        decoder=decoder, reader="pytorchvideo", num_frames=16, sampling_rate=4, input_size=32,
+        pad_short=False))
     with pytest.raises(UnreadableSample, match="too short: 20 frames.*needs 61"):
         long.load(0, seed=0)
 
