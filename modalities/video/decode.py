@@ -6,22 +6,20 @@ in the log (``resolve_decoder``).
 
 Frames are addressed by index, not by time: a clip is a pure function of the sample's seed,
 and both decoders return the same frames for the same indices (checked by the tests).
-pytorchvideo's ``EncodedVideo.get_clip`` works with both decoders here but is not the default:
-it is time-based, converts every frame of the window to float32 (``sampling_rate`` times the
-frames a clip needs) and measured 2x (decord) to 10x (PyAV) slower than decoding the indices
-directly. It is selectable with ``data.reader=pytorchvideo`` (``pvreader.py``).
+pytorchvideo's time-based ``EncodedVideo.get_clip`` (``data.reader=pytorchvideo``,
+``pvreader.py``) converts every frame of the window to float32 and measured 2x (decord) to 10x
+(PyAV) slower than decoding the indices directly, so it is not the default.
 
-decord cannot read GIFs; they always go through PyAV. Every failure (zero bytes, not a video,
-no video stream, truncated, corrupt packets) becomes ``UnreadableSample`` with a short reason
-and one of the kinds below, the same for both decoders: a file that cannot be opened is
-``NOT_VIDEO``, one whose frames fail to decode ``DAMAGED`` (a stopped run counts them by kind).
+GIFs and MPEG transport streams always go through PyAV (``TRANSPORT_STREAMS``). Frames come
+upright (rotation metadata applied), at the stream's first size. Every failure becomes
+``UnreadableSample`` with a short reason and a kind, the same for both decoders: ``EMPTY``,
+``NOT_VIDEO`` (cannot be opened), ``DAMAGED`` (frames fail to decode).
 """
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import logging
 import re
+from abc import ABC, abstractmethod
 from fractions import Fraction
 from pathlib import Path
 
@@ -34,6 +32,9 @@ MISSING = "missing"
 NOT_VIDEO = "not a video (cannot be opened)"
 DAMAGED = "truncated or corrupt (frames fail to decode)"
 PAST_END = "start past the end of the video (data.list_file)"
+# transport streams (cut live captures) may change size midway: decord's frames after the
+# change depend on where it began decoding (18 to 31 levels off a resize here), PyAV's do not
+TRANSPORT_STREAMS = frozenset({".ts", ".mts", ".m2ts"})
 SEEK_AFTER = 64  # PyAV: seek (keyframe + pts arithmetic) when the first wanted frame is later
 
 log = logging.getLogger("mim.data")
@@ -83,7 +84,8 @@ def open_video(path: Path | str, decoder: str = "decord") -> Video:
     if decoder not in ("decord", "pyav"):
         raise ValueError(f"data.decoder: '{decoder}' is not one of: decord, pyav")
     try:
-        return PyAVVideo(path) if decoder == "pyav" or _is_gif(path) else DecordVideo(path)
+        pyav = decoder == "pyav" or _is_gif(path) or path.suffix.lower() in TRANSPORT_STREAMS
+        return PyAVVideo(path) if pyav else DecordVideo(path)
     except UnreadableSample as exc:
         raise kind_of(exc, NOT_VIDEO)
 
@@ -140,18 +142,27 @@ def _import_decord():
 class DecordVideo(Video):
     def __init__(self, path: Path):
         decord = _import_decord()
+        self._path = path
         try:
             # one thread: parallelism comes from the data-loader workers
             self._reader = decord.VideoReader(str(path), num_threads=1)
             self.num_frames = len(self._reader)
             self.fps = float(self._reader.get_avg_fps())
         except Exception as exc:  # noqa: BLE001 (decord raises RuntimeError and DECORDError)
-            raise UnreadableSample(_decord_reason(exc)) from exc
+            reason = _decord_reason(exc)
+            # decord decodes a first frame while opening: PyAV finds that damage when reading
+            damaged = reason.startswith(("truncated or corrupt", "corrupt data"))
+            raise UnreadableSample(reason, DAMAGED if damaged else None) from exc
 
     def read(self, indices: list[int]) -> np.ndarray:
         try:
             batch = self._reader.get_batch(list(indices))
         except Exception as exc:  # noqa: BLE001
+            if "from_size == to_size" in str(exc):
+                # decord 0.6 cannot copy out frames of some sizes (48 x 64, and 64 x 48 rotated
+                # upright): PyAV decodes them, the same frames
+                with PyAVVideo(self._path) as video:
+                    return video.read(indices)
             raise UnreadableSample(f"decode failed: {_decord_reason(exc)}", DAMAGED) from exc
         # another library (pytorchvideo) may have switched decord's bridge to torch
         frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
@@ -201,6 +212,8 @@ class PyAVVideo(Video):
                 raise UnreadableSample("no frame rate in the video stream")
             self.fps = float(rate)
             self._rate = Fraction(rate)
+            context = self._stream.codec_context  # its size follows the decoder: keep the first
+            self._size = (context.width, context.height)
             self.num_frames = self._stream.frames or self._count_packets()
             if self.num_frames < 1:
                 raise UnreadableSample("video stream holds no frames")
@@ -236,7 +249,12 @@ class PyAVVideo(Video):
         return np.stack([found[i] for i in indices])
 
     def _rgb(self, frame) -> np.ndarray:
-        return frame.to_ndarray(format="rgb24")
+        """uint8 [H, W, 3] as decord gives it: a frame whose size changed mid-stream scaled to
+        the stream's first size, then turned upright by the rotation metadata (phone videos)."""
+        width, height = self._size
+        rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
+        turns = round(getattr(frame, "rotation", 0) / 90) % 4  # degrees counter-clockwise
+        return np.rot90(rgb, turns) if turns else rgb
 
     def _linear_read(self, wanted: list[int]) -> dict[int, np.ndarray]:
         """Decode from the first frame, counting: exact for any video."""
