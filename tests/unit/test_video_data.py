@@ -148,8 +148,9 @@ def test_too_short_is_skipped_unless_padded(videos, decoder):
     with pytest.raises(UnreadableSample, match="too short: 5 frames.*needs 7.*pad_short"):
         strict.load(0, seed=0)
     padded = VideoDataset(item, VideoDataConfig(decoder=decoder, pad_short=True, **SMALL))
-    x, _ = padded.load(0, seed=0)  # frames 0, 2, 4, 4
-    assert x.shape == (3, 4, 32, 32)
+    x, _, how = padded.load_padded(0, seed=0)  # frames 0, 2, 4, 4
+    assert how.startswith("5 frames, shorter than a clip (7 frames") and x.shape == (3, 4, 32, 32)
+    assert VideoDataset(item, VideoDataConfig(decoder=decoder, **SMALL)).load_padded(0, 0)[2]
     assert torch.equal(x[:, 2], x[:, 3]) and not torch.equal(x[:, 1], x[:, 2])
 
 
