@@ -48,7 +48,8 @@ def _train(overrides: list[str]) -> int:
     from mim.config.compose import load
     from mim.config.sweep import expand_sweep, own_run_dirs
     from mim.engine.checkpoint import CheckpointError
-    from mim.engine.loop import DataLoadError, NonFiniteLossError
+    from mim.data_failures import DataLoadError
+    from mim.engine.loop import NonFiniteLossError
     from mim.plugins import load_plugins
     from mim.registry import LAUNCHERS
     from mim.rundir import check_run_dir

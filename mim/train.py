@@ -264,6 +264,6 @@ def _train(spec: RunSpec) -> Path:
     finally:
         logger.close()
     if backend.is_main:
-        log.info("done: %d steps, %d unreadable items skipped; run directory: %s",
-                 state.step, state.skipped, directory)
+        log.info("done: %d steps, %d unreadable items skipped, %d padded; run directory: %s",
+                 state.step, state.skipped, state.padded, directory)
     return directory

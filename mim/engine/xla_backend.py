@@ -206,7 +206,7 @@ class XLABackend(TorchStep):
 
         def tensors() -> Iterator[dict[str, torch.Tensor]]:
             for batch in batches:
-                host.append((batch.skipped, batch.items))
+                host.append((batch.skipped, batch.items, batch.padded))
                 fields = {"x": batch.x, "mask": batch.mask, "label": batch.label}
                 if batch.targets is not None:
                     fields["targets"] = batch.targets
@@ -224,9 +224,9 @@ class XLABackend(TorchStep):
                                    device_prefetch_size=self.options.prefetch,
                                    input_sharding=specs)
         for fields in loader:
-            skipped, items = host.popleft()
+            skipped, items, padded = host.popleft()
             yield Batch(fields["x"], fields["mask"], fields["label"], skipped,
-                        fields.get("targets"), items)
+                        fields.get("targets"), items, padded)
 
     def mean_across_ranks(self, value: torch.Tensor) -> torch.Tensor:
         return value  # one device, or SPMD: the value is already the global one

@@ -51,8 +51,9 @@ class ImageFolder(MimDataset):
             picture = read(path, lambda w, h: self.transform.resolution(w, h, seed))
         except Exception as exc:  # PIL raises many types (OSError, DecompressionBombError, ...)
             if path.exists() and path.stat().st_size == 0:
-                raise UnreadableSample("empty file (0 bytes)") from exc
-            raise UnreadableSample(f"{type(exc).__name__}: {exc}") from exc
+                raise UnreadableSample("empty file (0 bytes)", "empty") from exc
+            raise UnreadableSample(f"{type(exc).__name__}: {exc}",
+                                   "not an image (cannot be decoded)") from exc
         return self.transform(picture, seed), self.labels[index]
 
 
