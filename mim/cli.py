@@ -80,7 +80,7 @@ def _train(overrides: list[str]) -> int:
         print(f"mim: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except (NonFiniteLossError, CheckpointError, DataLoadError) as exc:
-        logging.getLogger("mim").error("%s", exc)
+        _to_run_log(f"{exc}")  # the console gets it once, below
         print(f"mim: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. the run directory became unwritable outside a checkpoint
@@ -93,6 +93,16 @@ def _train(overrides: list[str]) -> int:
         return 130
     return 0
 
+
+
+def _to_run_log(message: str) -> None:
+    """Record why a run stopped in its train.log (the file handlers of mim's log) only: the
+    console already gets the one ``mim: error:`` line."""
+    logger = logging.getLogger("mim")
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 def _log_to_stderr() -> None:
     root = logging.getLogger("mim")
