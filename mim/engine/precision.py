@@ -83,6 +83,8 @@ def resolve(precision: str, native: tuple[bool, str]) -> tuple[str, str]:
     """``(fp32 | bf16 | fp16, how it was chosen)`` for a ``train.precision`` value."""
     if precision not in PRECISIONS:
         raise ValueError(f"train.precision: '{precision}' is not one of: {', '.join(PRECISIONS)}")
+    if precision == "fp16":  # --cfg and train.log say that the scale comes with it
+        return precision, "train.precision=fp16, with dynamic loss scaling"
     if precision != "auto":
         return precision, f"train.precision={precision}"
     yes, why = native

@@ -22,6 +22,10 @@ import torch
 from mim.config.errors import ConfigError
 
 INIT_SCALE, GROWTH_INTERVAL = 2.0**16, 2000  # torch's GradScaler defaults, MAE's too
+# DeepSpeed's dynamic scale (backend=deepspeed) set as ours: 2^16, halved on the first overflow
+# (hysteresis 1, where DeepSpeed's default waits for a second), doubled after GROWTH_INTERVAL
+DEEPSPEED_FP16 = {"loss_scale": 0, "initial_scale_power": int(math.log2(INIT_SCALE)),
+                  "hysteresis": 1, "loss_scale_window": GROWTH_INTERVAL, "min_loss_scale": 1}
 
 
 class LossScaling:
@@ -67,9 +71,7 @@ class LossScaling:
 
 
 def deepspeed_fp16(enabled: bool, device: torch.device) -> dict[str, Any]:
-    """backend=deepspeed's ``fp16`` section: DeepSpeed's dynamic scale set as ``LossScaling``'s
-    (2^16, halved on the first overflow: hysteresis 1, where DeepSpeed's default waits for a
-    second; doubled after ``GROWTH_INTERVAL`` clean steps).
+    """backend=deepspeed's ``fp16`` section (``DEEPSPEED_FP16`` when enabled).
 
     DeepSpeed runs fp16 on a CPU only where oneDNN has fp16 kernels (AVX512-FP16 or AMX-FP16:
     its CPU accelerator's ``is_fp16_supported``); elsewhere its engine stops in ``initialize``
@@ -83,5 +85,4 @@ def deepspeed_fp16(enabled: bool, device: torch.device) -> dict[str, Any]:
         raise ConfigError("train.precision: 'fp16' is not supported by DeepSpeed on this "
                           f"{device.type} (it needs AVX512-FP16 or AMX-FP16); valid here: auto, "
                           "fp32, bf16, or fp16 with backend=torch")
-    return {"enabled": True, "loss_scale": 0, "initial_scale_power": int(math.log2(INIT_SCALE)),
-            "hysteresis": 1, "loss_scale_window": GROWTH_INTERVAL, "min_loss_scale": 1}
+    return {"enabled": True, **DEEPSPEED_FP16}

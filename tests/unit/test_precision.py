@@ -26,6 +26,8 @@ def test_auto_is_the_default_and_resolves_by_the_hardware():
     assert TrainConfig().precision == "auto"
     assert precisions.resolve("auto", (True, "x")) == ("bf16", "train.precision=auto: x")
     assert precisions.resolve("auto", (False, "y")) == ("fp32", "train.precision=auto: y")
+    assert precisions.resolve("fp16", (True, "x")) == (
+        "fp16", "train.precision=fp16, with dynamic loss scaling")
     for asked in ("fp32", "bf16", "fp16"):  # an explicit choice is kept whatever the hardware
         assert precisions.resolve(asked, (asked == "fp32", "z"))[0] == asked
 
