@@ -1,4 +1,5 @@
-"""fp16's dynamic loss scale for the plain-PyTorch step (``train.precision=fp16``).
+"""fp16's dynamic loss scale (``train.precision=fp16``): torch's for the plain-PyTorch step,
+and backend=deepspeed's ``fp16`` section set to match.
 
 float16 holds numbers up to 65504 and loses gradients below ~6e-8, so the loss is multiplied
 by a large scale before backward (small gradients survive) and the gradients divided by it
@@ -58,7 +59,7 @@ class LossScaling:
         self.overflows += (self.scaler._scale < before).to(torch.int64).reshape(())
 
     def metrics(self) -> dict[str, Any]:
-        """``loss_scale`` and the cumulative ``overflow_steps`` (one host read)."""
+        """``loss_scale`` and the cumulative ``overflow_steps`` (host reads: log steps only)."""
         return {"loss_scale": self.scaler.get_scale(), "overflow_steps": int(self.overflows)}
 
     def state_dict(self) -> dict[str, Any]:
