@@ -19,11 +19,11 @@
 #      metrics-fp16.jsonl must report loss_scale and overflow_steps);
 #   6. `python -m bench --only image --compile blocks,model`: figures 1-2 at batch 64.
 # Everything goes to $OUT (check.log, bench-gpu.json, bench-image.json, the demo run's metrics,
-# derived values and last picture, the fp16 run's metrics); the exit status is the number of parts that failed. Record
-# the device with every figure in bench/RESULTS.md. PY picks the interpreter (default
-# python3; a relative path is taken from the repository root). On a machine without CUDA the
-# same parts run on the CPU, which checks this script (tests/e2e/test_gpu_check.py), and
-# figure 6 is left out.
+# derived values and last picture, the fp16 run's metrics); the exit status is the number of
+# parts that failed. Record the device with every figure in bench/RESULTS.md. PY picks the
+# interpreter (default python3; a relative path is taken from the repository root). On a machine
+# without CUDA the same parts run on the CPU, which checks this script
+# (tests/e2e/test_gpu_check.py), and figure 6 is left out.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}

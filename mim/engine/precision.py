@@ -4,10 +4,11 @@
 Mixed precision is how the anchors pretrain (MAE and VideoMAE run fp16 autocast on every GPU);
 bf16 needs no loss scaling; fp16 is for GPUs without native bf16 (V100, T4) and needs a dynamic
 loss scale (``mim/engine/scaler.py``; DeepSpeed's own under ``backend=deepspeed``). ``auto``
-never picks fp16: a scale that must find its level is a choice to make knowingly. Where bf16 is only emulated it is slower than fp32, so ``auto`` asks
-the hardware: a CUDA device of compute capability 8.0 or newer, a CPU with AVX512-BF16 or AMX
-(x86) or the BF16 extension (Arm), a TPU. Weights, optimiser state and checkpoints stay fp32 in
-every case; only the arithmetic of the forward and backward passes changes.
+never picks fp16: a scale that must find its level is a choice to make knowingly. Where bf16 is
+only emulated it is slower than fp32, so ``auto`` asks the hardware: a CUDA device of compute
+capability 8.0 or newer, a CPU with AVX512-BF16 or AMX (x86) or the BF16 extension (Arm), a TPU.
+Weights, optimiser state and checkpoints stay fp32 in every case; only the arithmetic of the
+forward and backward passes changes.
 
 ``MIM_NATIVE_BF16=1`` or ``0`` overrides what the CPU reports (CUDA devices and TPUs are always
 asked): the test suite sets it so that both ``auto`` paths run, and give the same outcome, on
