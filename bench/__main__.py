@@ -35,8 +35,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="torch threads (default: torch's, one per core); on a shared machine 1 "
                         "keeps a preempted thread from stalling the other at every barrier")
     p.add_argument("--precisions", default=None,
-                   help="fp32,bf16 for the step figures (default: fp32, and bf16 where the device "
-                        "computes it natively)")
+                   help="of fp32,bf16,fp16 for the step figures (default: fp32, and bf16 where "
+                        "the device computes it natively)")
     p.add_argument("--json", default=None, help="also write the rows and the machine here")
     args = p.parse_args(argv)
     args.figures = [f for f in args.only.split(",") if f] or [

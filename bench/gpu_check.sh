@@ -15,13 +15,15 @@
 #   3. `mim train modality=image experiment=demo` on CUDA for 40 steps (train.precision=auto:
 #      bf16 there), then the same run to 60 steps, which must resume from step 40;
 #   4. the demo for 20 steps with train.compile=blocks;
-#   5. `python -m bench --only image --compile blocks,model`: figures 1-2 at batch 64.
+#   5. the demo for 20 steps with train.precision=fp16 (autocast and the dynamic loss scale:
+#      metrics-fp16.jsonl must report loss_scale and overflow_steps);
+#   6. `python -m bench --only image --compile blocks,model`: figures 1-2 at batch 64.
 # Everything goes to $OUT (check.log, bench-gpu.json, bench-image.json, the demo run's metrics,
-# derived values and last picture); the exit status is the number of parts that failed. Record
-# the device with every figure in bench/RESULTS.md. PY picks the interpreter (default
-# python3; a relative path is taken from the repository root). On a machine without CUDA the
-# same parts run on the CPU, which checks this script (tests/e2e/test_gpu_check.py), and
-# figure 6 is left out.
+# derived values and last picture, the fp16 run's metrics); the exit status is the number of
+# parts that failed. Record the device with every figure in bench/RESULTS.md. PY picks the
+# interpreter (default python3; a relative path is taken from the repository root). On a machine
+# without CUDA the same parts run on the CPU, which checks this script
+# (tests/e2e/test_gpu_check.py), and figure 6 is left out.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -124,6 +126,14 @@ if part "train-${steps[0]}" 180 "${demo[@]}" train.max_steps="${steps[0]}" \
 fi
 part compile-blocks 240 "${demo[@]}" train.max_steps="${steps[2]}" train.compile=blocks \
     run.dir="$RUNS/blocks"
+if part fp16 180 "${demo[@]}" train.max_steps="${steps[2]}" train.precision=fp16 \
+        run.dir="$RUNS/fp16"; then
+    grep -q '"loss_scale"' "$RUNS/fp16/metrics.jsonl" || {
+        say "fp16: metrics.jsonl reports no loss_scale"
+        failed=$((failed + 1))
+    }
+fi
+cp "$RUNS/fp16/metrics.jsonl" "$OUT/metrics-fp16.jsonl" 2>/dev/null
 cp "$RUNS/eager/metrics.jsonl" "$OUT/metrics-eager.jsonl" 2>/dev/null
 cp "$RUNS/eager/derived.json" "$OUT/derived-eager.json" 2>/dev/null
 picture=$(ls "$RUNS"/eager/pictures/*.png 2>/dev/null | tail -1)

@@ -49,16 +49,17 @@ class Settings:
 
 
 def precisions(device: torch.device, quick: bool, asked: str | None) -> tuple[tuple[str, ...], str]:
-    """The precisions to time (``--precisions``, else fp32 and, where native, bf16), and a note
+    """The precisions to time (``--precisions``: any of fp32, bf16, fp16; else fp32 and, where
+    native, bf16), and a note
     on what was left out and why ("" if nothing)."""
     from mim.engine.precision import native_bf16
 
     if asked:
         chosen = tuple(p for p in asked.split(",") if p)
-        unknown = sorted(set(chosen) - {"fp32", "bf16"})
+        unknown = sorted(set(chosen) - {"fp32", "bf16", "fp16"})
         if unknown or not chosen:
             raise ValueError(f"--precisions: {unknown[0] if unknown else asked!r} is not one "
-                             "of: fp32, bf16")
+                             "of: fp32, bf16, fp16")
         return chosen, ""
     native, why = native_bf16(device)
     if native or quick:

@@ -27,6 +27,7 @@ from mim.config.errors import ConfigError
 from mim.config.overrides import check_keys, integer, message, parse, plain, typed
 from mim.config.overrides import unknown_key, unknown_option
 from mim.config.schema import BaseConfig, OptimConfig, RunConfig, TrainConfig
+from mim.engine.precision import PRECISIONS
 from mim.masking import MaskConfigError, build_mask
 from mim.factory import ModelConfig, token_grids
 from mim.registry import ALL, BACKENDS, CONFIG_DIRS, LAUNCHERS, MASKS, MODALITIES, MODELS
@@ -224,6 +225,10 @@ def validate(raw: DictConfig) -> RunSpec:
         backend=_plugin(BACKENDS.get(backend["name"]), backend, "backend"),
         launcher=_plugin(LAUNCHERS.get(launcher["name"]), launcher, "launcher"),
     )
+    valid = getattr(BACKENDS.get(backend["name"]), "valid_precisions", PRECISIONS)
+    if spec.train.precision not in valid:
+        raise ConfigError(f"train.precision: '{spec.train.precision}' is not supported with "
+                          f"backend={backend['name']}; valid there: {', '.join(valid)}")
     spec.grid, spec.mask_grid = token_grid(spec)
     return spec
 

@@ -210,7 +210,8 @@ class Trainer:
                         "lr": self.backend.lr(),
                         "samples_per_s": rate, "samples": st.samples, "skipped": st.skipped,
                         "padded": st.padded, "nonfinite_skipped": st.nonfinite_skips,
-                        "epoch": st.samples / s.samples_per_epoch})
+                        "epoch": st.samples / s.samples_per_epoch,
+                        **self.backend.precision_metrics()})  # fp16: loss_scale, overflow_steps
                     window_loss, window_micro, window_samples = 0.0, 0, 0
                     t0 = time.perf_counter()
                 if st.step % s.vis_every == 0 or st.step == s.total_steps:
@@ -223,6 +224,7 @@ class Trainer:
     def _read_step(self, step_stats: torch.Tensor) -> tuple[float, bool]:
         """One host read per optimiser step (all ranks agree: the values are averaged across
         them): the loss sum, the data health and the gradient norm. Returns (loss sum, finite)."""
+        # None under fp16: its loss scaler skips overflows itself (mim/engine/scaler.py)
         norm = self.backend.grad_norm()
         parts = [step_stats] + ([norm.detach().float().reshape(1).to(step_stats.device)]
                                 if norm is not None else [])

@@ -96,6 +96,10 @@ class XLABackend(TorchStep):
     """XLA devices through torch_xla: one device, or SPMD over all of them; the step is
     ``TorchStep``'s (the same as ``backend=torch``)."""
 
+    # no fp16: TPUs compute bf16, and torch_xla autocasts to fp16 only on its GPU client, with
+    # a GradScaler of its own that TorchStep does not use; validation names the valid values
+    valid_precisions = ("auto", "fp32", "bf16")
+
     @dataclass
     class Config:
         sharding: str = "none"  # none | data | fsdp (SPMD over every device; module docstring)

@@ -70,10 +70,10 @@ def test_bench_rejects_an_unknown_compile_mode():
 
 
 def test_bench_rejects_an_unknown_precision():
-    proc = subprocess.run([sys.executable, "-m", "bench", "--precisions", "fp16"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "bench", "--precisions", "fp8"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert "--precisions: 'fp16' is not one of: fp32, bf16" in proc.stderr
+    assert "--precisions: 'fp8' is not one of: fp32, bf16, fp16" in proc.stderr
 
 
 def test_gpu_figure_code_runs_at_tiny_size_on_the_cpu():

@@ -79,6 +79,13 @@ def test_bad_values_name_the_key():
     assert "model.num_heads" in error(["model.num_heads=5"])
     assert "optim.betas" in error(["optim.betas=[0.9]"])
     assert "train.precision" in error(["train.precision=fp8"])
+    assert load(["train.precision=fp16"]).train.precision == "fp16"
+
+
+def test_a_precision_the_backend_cannot_run_names_its_valid_values():
+    message = error(["backend=xla", "train.precision=fp16"])
+    assert message == ("train.precision: 'fp16' is not supported with backend=xla; valid there: "
+                       "auto, fp32, bf16")
 
 
 def test_grid_is_checked_at_load():
