@@ -18,6 +18,7 @@
 #   5. the demo for 20 steps with train.precision=fp16 (autocast and the dynamic loss scale:
 #      metrics-fp16.jsonl must report loss_scale and overflow_steps);
 #   6. `python -m bench --only image --compile blocks,model`: figures 1-2 at batch 64.
+# MIM_CHECK_SKIP=bench-gpu,bench-image leaves those parts out (a second call of a session).
 # Everything goes to $OUT (check.log, bench-gpu.json, bench-image.json, the demo run's metrics,
 # derived values and last picture, the fp16 run's metrics); the exit status is the number of
 # parts that failed. Record the device with every figure in bench/RESULTS.md. PY picks the
@@ -32,6 +33,8 @@ SITE=${MIM_CHECK_SITE:-/tmp/mim-check-site}
 RUNS=${MIM_CHECK_RUNS:-/tmp/mim-check-runs}
 WHEELS=${MIM_CHECK_WHEELS:-.devsite}  # the carried wheels
 BUDGET=${MIM_CHECK_BUDGET:-520}  # seconds for all parts: under the device call's timeout_s
+# parts to leave out, by name, comma-separated (e.g. bench-gpu when figure 6 is already taken)
+SKIP=${MIM_CHECK_SKIP:-}
 
 if [ "${1:-}" = "--prepare" ]; then
     PY=${PY_PREPARE:-.venv/bin/python}
@@ -57,6 +60,10 @@ say() { echo "[gpu-check] $*" | tee -a "$LOG"; }
 part() {  # part NAME SECONDS COMMAND...: run, log, count a failure, within the budget
     local name=$1 limit=$2 t0=$SECONDS rc
     shift 2
+    if [[ ",$SKIP," == *",$name,"* ]]; then
+        say "== $name: skipped (MIM_CHECK_SKIP)"
+        return 0
+    fi
     if [ $((BUDGET - SECONDS - 10)) -lt "$limit" ]; then limit=$((BUDGET - SECONDS - 10)); fi
     if [ "$limit" -lt 20 ]; then
         say "== $name: not run, the budget is spent"
