@@ -25,6 +25,10 @@ class UnreadableSample(Exception):
     """Raised by a dataset's ``load`` with the reason an item cannot be used."""
 
 
+# what a dataset's ``load`` raises for one bad item (a decoder's complaint included)
+LOAD_ERRORS = (UnreadableSample, OSError, ValueError, RuntimeError, SyntaxError)
+
+
 @dataclass
 class Sample:
     x: torch.Tensor  # [C, *spatial]
@@ -87,7 +91,7 @@ class MimDataset(Dataset, ABC):
             try:
                 x, label = self.load(current, seed)
                 return Sample(x, label, skipped)
-            except (UnreadableSample, OSError, ValueError, RuntimeError, SyntaxError) as exc:
+            except LOAD_ERRORS as exc:
                 reason = str(exc) or type(exc).__name__
                 skipped.append((self.describe(current), reason))
         raise RuntimeError(
