@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from mim.config.compose import RunSpec
 from mim.stream import epoch_steps
 from mim.factory import build_model
+from mim.masking import decoder_targets
 from mim.model import is_decoder
 from mim.registry import BACKENDS
 from mim.train import _feeds, _schedule, _sources, run_dir
@@ -56,6 +57,7 @@ def derived(spec: RunSpec) -> dict[str, Any]:
             "grid": list(spec.grid), "tokens": math.prod(spec.grid),
             "mask_grid": list(spec.mask_grid),
             "masked_tokens": spec.mask.num_masked(spec.mask_grid),
+            "decoder_targets": decoder_targets(spec.mask, spec.mask_grid),
             "sources": {f.source.name: len(f.source.dataset) for f in feeds},
             "steps_per_epoch_by_source": by_source,
             "encoder_params": params["encoder"], "decoder_params": params["decoder"],

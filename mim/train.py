@@ -28,6 +28,7 @@ from mim.engine.metrics import RunLogger
 from mim.engine.reshape import note_reshape, shape_of
 from mim.engine.optim import build_adamw, cosine_schedule, effective_lr
 from mim.factory import build_model, token_grids
+from mim.masking import decoder_targets
 from mim.model import is_decoder
 from mim.registry import BACKENDS
 from mim.rundir import check_run_dir, claim_run_dir
@@ -198,9 +199,12 @@ def _train(spec: RunSpec) -> Path:
     _setup_logging(directory, backend.is_main)
     log.info("precision: %s (%s)", *backend.precision_and_reason)
     for feed in feeds:
-        log.info("data: %s, %d items (%s), grid %s, %d masked", feed.source.name,
+        policy, feed_grid = feed.collate.policy, feed.collate.grid
+        targets = decoder_targets(policy, feed_grid)
+        log.info("data: %s, %d items (%s), grid %s, %d masked%s", feed.source.name,
                  len(feed.source.dataset), getattr(spec.data, "root", None) or "built-in demo",
-                 list(feed.collate.grid), feed.collate.policy.num_masked(feed.collate.grid))
+                 list(feed_grid), policy.num_masked(feed_grid),
+                 "" if targets is None else f", the decoder reconstructs and scores {targets}")
 
     seed_all(spec.seed)  # identical initial weights on every rank
     model = build_model(spec.model, in_chans=in_chans)
@@ -228,6 +232,7 @@ def _train(spec: RunSpec) -> Path:
                "grid": list(grid), "tokens": int(np.prod(grid)),
                "mask_grid": list(mask_grid),
                "masked_tokens": spec.mask.num_masked(mask_grid),
+               "decoder_targets": decoder_targets(spec.mask, mask_grid),
                "dataset_items": sum(len(f.source.dataset) for f in feeds),
                "sources": {f.source.name: len(f.source.dataset) for f in feeds},
                "steps_per_epoch_by_source": by_source,

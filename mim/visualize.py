@@ -152,9 +152,14 @@ def visualize(plan: VisualizePlan) -> list[Path]:
             log.warning("input %s (skipped)", line)
         skipped.clear()
         x = torch.stack([item for _, item in chunk])  # [N, C, *spatial]
-        masks = [plan.mask(grid, torch.Generator().manual_seed(
-            sample_seed(plan.seed, 0, i, "visualize"))) for i, _ in chunk]
-        panels = reconstruction_panels(model, x, torch.stack(masks))  # each [N, C, *spatial]
+        masks, targets = [], []
+        for i, _ in chunk:
+            g = torch.Generator().manual_seed(sample_seed(plan.seed, 0, i, "visualize"))
+            masks.append(plan.mask(grid, g))  # [L]
+            if hasattr(plan.mask, "targets"):  # decoder masking: the part the decoder scores
+                targets.append(plan.mask.targets(grid, g, masks[-1]))  # [L]
+        panels = reconstruction_panels(model, x, torch.stack(masks), torch.stack(targets)
+                                       if targets else None)  # each [N, C, *spatial]
         plan.out.mkdir(parents=True, exist_ok=True)  # only once there is a picture to write
         stem = plan.out / f"reconstruction_{picture:03d}"
         plan.modality.render(panels, plan.data, stem)
