@@ -47,8 +47,8 @@ def _train(overrides: list[str]) -> int:
     from mim.config import ConfigError
     from mim.config.compose import load
     from mim.config.sweep import expand_sweep, own_run_dirs
-    from mim.engine.checkpoint import CheckpointError
     from mim.data_failures import DataLoadError
+    from mim.engine.checkpoint import CheckpointError, Checkpoints
     from mim.engine.loop import NonFiniteLossError
     from mim.plugins import load_plugins
     from mim.registry import LAUNCHERS
@@ -57,6 +57,7 @@ def _train(overrides: list[str]) -> int:
 
     for error in load_plugins():
         print(f"mim: warning: {error}", file=sys.stderr)
+    current = []  # the run being launched: what an OSError can say about its checkpoints
     multirun = any(a in ("-m", "--multirun") for a in overrides)
     overrides = [a for a in overrides if a not in ("-m", "--multirun")]
     try:
@@ -75,6 +76,7 @@ def _train(overrides: list[str]) -> int:
             launcher.launch_sweep(specs)
         else:
             for spec in specs:
+                current[:] = [run_dir(spec)]
                 launcher.launch(spec)
     except ConfigError as exc:
         print(f"mim: config error: {exc}", file=sys.stderr)
@@ -84,8 +86,12 @@ def _train(overrides: list[str]) -> int:
         print(f"mim: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. the run directory became unwritable outside a checkpoint
-        print(f"mim: error: {exc.strerror or exc}: {exc.filename or ''}; the last checkpoint "
-              "is intact: fix the cause, then run the same command to resume", file=sys.stderr)
+        latest = Checkpoints(current[0] / "checkpoints").latest() if current else None
+        after = (f"the last checkpoint ({latest.name}) is intact: fix the cause, then run the "
+                 "same command to resume" if latest else "no checkpoint was written: fix the "
+                 "cause, then run the same command to start")
+        print(f"mim: error: {exc.strerror or exc}: {exc.filename or ''}; {after}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("mim: interrupted; run the same command to resume from the last checkpoint",

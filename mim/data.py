@@ -46,6 +46,10 @@ class Skipped(tuple):
         return Skipped, (self[0], self[1], self.kind, self.remedy)
 
 
+# what a dataset's ``load`` raises for one bad item (a decoder's complaint included)
+LOAD_ERRORS = (UnreadableSample, OSError, ValueError, RuntimeError, SyntaxError)
+
+
 @dataclass
 class Sample:
     x: torch.Tensor  # [C, *spatial]
@@ -116,7 +120,7 @@ class MimDataset(Dataset, ABC):
             current = (index + attempt) % len(self)
             try:
                 x, label, how = self.load_padded(current, seed)
-            except (UnreadableSample, OSError, ValueError, RuntimeError, SyntaxError) as exc:
+            except LOAD_ERRORS as exc:
                 reason = str(exc) or type(exc).__name__
                 skipped.append(Skipped(self.describe(current), reason,
                                        getattr(exc, "kind", None), getattr(exc, "remedy", None)))

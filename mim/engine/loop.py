@@ -281,7 +281,9 @@ def picture_writer(spec: Any, data_cfg: Any, samples: Batch, out_dir: Path, logg
 
     def write(model: torch.nn.Module, step: int) -> Path | None:
         device = next(model.parameters()).device
-        panels = reconstruction_panels(model, samples.x.to(device), samples.mask.to(device))
+        panels = reconstruction_panels(model, samples.x.to(device), samples.mask.to(device),
+                                       None if samples.targets is None else
+                                       samples.targets.to(device))  # decoder masking's part
         if not is_main:
             return None
         out_dir.mkdir(parents=True, exist_ok=True)
