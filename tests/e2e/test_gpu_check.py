@@ -2,8 +2,8 @@
 
 On a lent CUDA machine the script installs mim into a scratch folder with no network and runs
 figure 6, the demo with a resume, the demo compiled, the demo in fp16 and figures 1-2. Here it
-runs the same parts on the CPU at tiny sizes (``MIM_CHECK_QUICK=1``) with torch.compile off, from the same install
-path: mim from the scratch folder, not this tree. Nothing is timed.
+runs the same parts on the CPU at tiny sizes (``MIM_CHECK_QUICK=1``) with torch.compile off,
+from the same install path: mim from the scratch folder, not this tree. Nothing is timed.
 """
 from __future__ import annotations
 
