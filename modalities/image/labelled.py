@@ -41,6 +41,9 @@ class ImageEvalDataConfig(ImageDataConfig):
     reprob: float = 0.25  # probability of random erasing (fine-tuning)
 
     def __post_init__(self) -> None:
+        if self.format != "folder":
+            raise ValueError(f"data.format: mim eval reads class folders (folder); "
+                             f"'{self.format}' is for pretraining")
         super().__post_init__()
         check_eval_labels(self.labels, self.val_fraction)
         if not 0.0 < self.crop_pct <= 1.0:
