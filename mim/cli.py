@@ -14,9 +14,7 @@
                               weights between mim, facebookresearch/mae, timm and Hugging Face
                               (output: new or empty unless overwrite=true; never in a run dir)
   mim data pack input=DIR|LIST output=DIR [shard_size=1000] [max_side=N] [labels=none|folders|CSV]
-                              WebDataset tar shards (data.format=wds) with an index per shard and
-                              manifest.json; max_side: pictures resized so no side is longer
-                              (output: new or empty unless overwrite=true)
+                              WebDataset shards for data.format=wds, a manifest (overwrite=true)
 
 Note: OpenMMLab's ``openmim`` package also installs a command named ``mim``; in an environment
 with both, use ``python -m mim``.
@@ -102,7 +100,6 @@ def _train(overrides: list[str]) -> int:
               file=sys.stderr)
         return 130
     return 0
-
 
 
 def _to_run_log(message: str) -> None:
@@ -206,36 +203,10 @@ def _convert(args: list[str]) -> int:
     return _guarded(work)
 
 
-def _pack_config(args: list[str]) -> dict:
-    """``mim data pack``'s command line, in the grammar of every command, checked."""
-    from mim.config import ConfigError
-    from mim.config.overrides import apply, parse, plain
-
-    if not args or args[0] != "pack":
-        raise ConfigError("data: the subcommand is pack (mim data pack input=DIR output=DIR)")
-    tree = {"input": None, "output": None, "shard_size": 1000, "max_side": None,
-            "labels": "none", "overwrite": False}
-    config = plain(apply(tree, parse(args[1:])[1]), "")
-    for key in ("input", "output"):
-        if config[key] is None:
-            raise ConfigError(f"{key}: required (mim data pack input=DIR output=DIR)")
-    for key in ("shard_size", "max_side"):
-        if not (isinstance(config[key], int) or key == "max_side" and config[key] is None):
-            raise ConfigError(f"{key}: {config[key]!r} is not an integer")
-    if not isinstance(config["overwrite"], bool):
-        raise ConfigError(f"overwrite: {config['overwrite']!r} is not one of: true, false")
-    return config
-
-
 def _data(args: list[str]) -> int:
-    from mim.pack import pack
+    from mim.pack import pack_command
 
-    def work() -> None:
-        c = _pack_config(args)
-        print(pack(str(c["input"]), str(c["output"]), c["shard_size"], c["max_side"],
-                   str(c["labels"]), c["overwrite"]))
-
-    return _guarded(work)
+    return _guarded(lambda: print(pack_command(args)))
 
 
 def _show_config(overrides: list[str]) -> int:

@@ -118,3 +118,24 @@ def pack(input: str, output: str, shard_size: int = 1000, max_side: int | None =
     temp.write_text(json.dumps(manifest, indent=1) + "\n")
     os.replace(temp, out / MANIFEST)
     return out / MANIFEST
+
+
+def pack_command(args: list[str]) -> Path:
+    """``mim data pack key=value ...``, in the grammar of every command, checked, then run."""
+    from mim.config.overrides import apply, parse, plain
+
+    if not args or args[0] != "pack":
+        raise ConfigError("data: the subcommand is pack (mim data pack input=DIR output=DIR)")
+    tree = {"input": None, "output": None, "shard_size": 1000, "max_side": None,
+            "labels": "none", "overwrite": False}
+    c = plain(apply(tree, parse(args[1:])[1]), "")
+    for key in ("input", "output"):
+        if c[key] is None:
+            raise ConfigError(f"{key}: required (mim data pack input=DIR output=DIR)")
+    for key in ("shard_size", "max_side"):
+        if type(c[key]) is not int and not (key == "max_side" and c[key] is None):
+            raise ConfigError(f"{key}: {c[key]!r} is not an integer")
+    if not isinstance(c["overwrite"], bool):
+        raise ConfigError(f"overwrite: {c['overwrite']!r} is not one of: true, false")
+    return pack(str(c["input"]), str(c["output"]), c["shard_size"], c["max_side"],
+                str(c["labels"]), c["overwrite"])

@@ -19,8 +19,11 @@ import logging
 import os
 import re
 import tarfile
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import fsspec
 
@@ -36,6 +39,25 @@ class Item:
     shard: int  # position in the shard list
     key: str  # the members' common name, up to the first dot of the file name
     members: dict[str, tuple[int, int]]  # extension (e.g. "jpg") -> (offset, size) in bytes
+
+
+def check_format(format: str, root: str | None, labels: str) -> None:
+    """``data.format`` of a modality that reads files (folder) or shards (wds)."""
+    if format not in ("folder", "wds"):
+        raise ValueError(f"data.format: '{format}' is not one of: folder, wds")
+    if format == "wds" and not root:
+        raise ValueError("data.root: data.format=wds reads shards; give their folder, list, "
+                         "brace pattern or URL")
+    if format == "wds" and labels != "none":
+        raise ValueError("data.labels: shards carry their labels (KEY.cls); leave "
+                         "data.labels=none with data.format=wds")
+
+
+def check_eval_format(format: str) -> None:
+    """``mim eval`` splits labelled files: data.format=wds is for pretraining only."""
+    if format != "folder":
+        raise ValueError(f"data.format: mim eval reads labelled files (folder); '{format}' is "
+                         "for pretraining")
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -207,3 +229,42 @@ class ShardReader:
 
     def describe(self, item: Item, ext: str) -> str:
         return f"{self.urls[item.shard]}:{item.key}.{ext}"
+
+
+# where a member is copied for a reader that needs a file name (RAM-backed where there is one)
+SPILL_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
+@dataclass(frozen=True)
+class Member:
+    """One shard member where a modality's reader takes a file (NIfTI, a video decoder):
+    ``local()`` copies it to a temporary file named with its extension, removed after use."""
+
+    reader: ShardReader
+    item: Item
+    ext: str
+
+    def __str__(self) -> str:
+        return self.reader.describe(self.item, self.ext)
+
+    @contextmanager
+    def local(self) -> Iterator[Path]:
+        data = self.reader.read(self.item.shard, *self.item.members[self.ext])
+        with tempfile.NamedTemporaryFile(suffix=f".{self.ext}", dir=SPILL_DIR) as f:
+            f.write(data)
+            f.flush()
+            yield Path(f.name)
+
+
+def shard_members(root: str, accept: Callable[[str], bool]) -> tuple[list[Member], int]:
+    """The first accepted member (``accept(file name)``) of every item of the shards named by
+    ``root`` (``shard_urls``), and how many shards were damaged."""
+    urls = shard_urls(root)
+    items, skipped = index_shards(urls)
+    reader = ShardReader(urls)
+    found = [(item, next((e for e in item.members if accept(f"x.{e}")), None)) for item in items]
+    members = [Member(reader, item, ext) for item, ext in found if ext]
+    if not members:
+        raise FileNotFoundError(f"data.root: no accepted members in the {len(urls)} shards of "
+                                f"{root}")
+    return members, len(skipped)

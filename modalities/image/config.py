@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from mim.shards import check_format
+
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -36,14 +38,7 @@ class ImageDataConfig:
                              f"{self.min_scale}, {self.max_scale}")
         if not 0 <= self.hflip <= 1:
             raise ValueError(f"data.hflip: must be in [0, 1], got {self.hflip}")
-        if self.format not in ("folder", "wds"):
-            raise ValueError(f"data.format: '{self.format}' is not one of: folder, wds")
-        if self.format == "wds" and not self.root:
-            raise ValueError("data.root: data.format=wds reads shards; give their folder, list, "
-                             "brace pattern or URL")
-        if self.format == "wds" and self.labels != "none":
-            raise ValueError("data.labels: shards carry their labels (KEY.cls); leave "
-                             "data.labels=none with data.format=wds")
+        check_format(self.format, self.root, self.labels)
         if self.demo not in ("photos", "lfw"):
             raise ValueError(f"data.demo: '{self.demo}' is not one of: photos, lfw")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:

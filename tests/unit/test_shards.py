@@ -126,3 +126,31 @@ def test_max_side_resizes_pictures_down(packed, tmp_path):
     with tarfile.open(tmp_path / "small" / "shard-000000.tar") as tar:
         sides = [Image.open(tar.extractfile(m)).size for m in tar.getmembers()]
     assert sides and max(max(s) for s in sides) == 20
+
+
+def test_videos_and_volumes_in_shards_give_the_folders_samples(tmp_path):
+    from mim.modalities.video.config import VideoDataConfig
+    from mim.modalities.video.dataset import build_dataset as videos
+    from mim.modalities.volume.config import VolumeDataConfig
+    from mim.modalities.volume.dataset import build_dataset as volumes
+
+    from tests.unit.test_video_data import encode
+
+    (tmp_path / "v").mkdir()
+    (tmp_path / "n").mkdir()
+    for i in range(3):
+        encode(tmp_path / "v" / f"{i}.mp4", 20 + 4 * i)
+        np.save(tmp_path / "n" / f"{i}.npy", np.random.default_rng(i).normal(
+            size=(10 + i, 12, 12)).astype(np.float32))
+    for kind in "vn":
+        pack(str(tmp_path / kind), str(tmp_path / f"{kind}-wds"), shard_size=2)
+    cases = [(videos, lambda **kw: VideoDataConfig(num_frames=4, sampling_rate=2, input_size=16,
+                                                   **kw), "v"),
+             (volumes, lambda **kw: VolumeDataConfig(input_size=[8, 8, 8], **kw), "n")]
+    for build, config, kind in cases:
+        folder = build(config(root=str(tmp_path / kind)))
+        shards = build(config(root=str(tmp_path / f"{kind}-wds"), format="wds"))
+        assert len(folder) == len(shards) == 3
+        for i in range(3):
+            a, b = folder[(i, 9 + i)], shards[(i, 9 + i)]
+            assert not b.skipped and torch.equal(a.x, b.x), (kind, i)
