@@ -20,6 +20,7 @@ import os
 import re
 import tarfile
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from mim.data import UnreadableSample
 log = logging.getLogger("mim.data")
 INDEX_SUFFIX = ".idx.json"
 INDEX_VERSION = 1
+INDEX_THREADS = 16  # shards indexed at once (reads of headers or cached indices)
 
 
 @dataclass(frozen=True)
@@ -106,12 +108,14 @@ def shard_urls(root: str) -> list[str]:
     return [os.path.expanduser(u) for u in urls]
 
 
-def _index_path(url: str, size: int) -> tuple[str, str]:
-    """(beside the shard, under the cache) for a local shard; the cache only for a remote one."""
+def _index_places(url: str, size: int) -> tuple[list[str], list[str]]:
+    """(where an index may be read, where one may be written): beside the shard (a remote
+    one's is read-only: `mim data pack` wrote it before the upload), then the cache."""
     digest = hashlib.blake2b(f"{url}/{size}".encode(), digest_size=10).hexdigest()
     base = os.environ.get("MIM_CACHE_DIR") or os.path.join("~", ".cache", "mim")
     cached = os.path.join(os.path.expanduser(base), "shard_index", digest + INDEX_SUFFIX)
-    return (url.removeprefix("file://") + INDEX_SUFFIX if is_local(url) else ""), cached
+    beside = url.removeprefix("file://") + INDEX_SUFFIX if is_local(url) else None
+    return [url + INDEX_SUFFIX, cached], [p for p in (beside, cached) if p]
 
 
 def scan_members(url: str) -> tuple[list[tuple[str, int, int]], str | None]:
@@ -142,10 +146,10 @@ def shard_index(url: str) -> dict:
     its cache when it was made for a shard of this size, else built and cached."""
     fs, path = fsspec.core.url_to_fs(url)
     size = fs.size(path)
-    places = [p for p in _index_path(url, size) if p]
-    for place in places:
+    reads, writes = _index_places(url, size)
+    for place in reads:
         try:
-            with open(place) as f:
+            with fsspec.open(place, "rt") as f:
                 index = json.load(f)
             if index.get("version") == INDEX_VERSION and index.get("size") == size:
                 return index
@@ -156,7 +160,7 @@ def shard_index(url: str) -> dict:
             log.warning("shard index %s unreadable (%s); rebuilt", place, exc)
     members, damage = scan_members(url)
     index = {"version": INDEX_VERSION, "size": size, "members": members, "damage": damage}
-    for place in places:  # beside the shard where we may write, else in the cache
+    for place in writes:  # beside the shard where we may write, else in the cache
         try:
             _write_json(place, index)
             break
@@ -181,13 +185,19 @@ def group_items(shard: int, members: list[list]) -> list[Item]:
 def index_shards(urls: list[str]) -> tuple[list[Item], list[tuple[str, str]]]:
     """Every item of the shards, in shard then tar order, and the shards (or their tails)
     skipped with the reason: a shard that cannot be read at all, or a damaged tail."""
+    def read(url: str) -> dict | OSError:
+        try:
+            return shard_index(url)
+        except OSError as exc:
+            return exc
+
     items: list[Item] = []
     skipped: list[tuple[str, str]] = []
-    for number, url in enumerate(urls):
-        try:
-            index = shard_index(url)
-        except OSError as exc:
-            skipped.append((url, f"{type(exc).__name__}: {exc}"))
+    with ThreadPoolExecutor(INDEX_THREADS) as pool:  # I/O-bound: remote headers, many shards
+        indices = list(pool.map(read, urls))
+    for number, (url, index) in enumerate(zip(urls, indices)):
+        if isinstance(index, OSError):
+            skipped.append((url, f"{type(index).__name__}: {index}"))
             continue
         if index["damage"]:
             skipped.append((url, f"read up to member {len(index['members'])}: "

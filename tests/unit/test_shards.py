@@ -154,3 +154,20 @@ def test_videos_and_volumes_in_shards_give_the_folders_samples(tmp_path):
         for i in range(3):
             a, b = folder[(i, 9 + i)], shards[(i, 9 + i)]
             assert not b.skipped and torch.equal(a.x, b.x), (kind, i)
+
+
+def test_a_remote_shards_index_beside_it_is_read_not_rebuilt(packed, tmp_path, monkeypatch):
+    _, out = packed
+    monkeypatch.setenv("MIM_CACHE_DIR", str(tmp_path / "cache"))
+    memory = fsspec.filesystem("memory")
+    for path in sorted(out.glob("shard-*")):  # the shards and the indices pack wrote
+        memory.pipe(f"/with-index/{path.name}", path.read_bytes())
+        if path.suffix == ".tar":
+            memory.pipe(f"/bare/{path.name}", path.read_bytes())
+    reference = items(ImageDataConfig(root=str(out), input_size=16, format="wds"), seeds=(1,))
+    assert_same_samples(reference, items(ImageDataConfig(root="memory://with-index",
+                                                         input_size=16, format="wds"), (1,)))
+    assert not (tmp_path / "cache").exists()  # nothing rebuilt
+    assert_same_samples(reference, items(ImageDataConfig(root="memory://bare", input_size=16,
+                                                         format="wds"), seeds=(1,)))
+    assert len(list((tmp_path / "cache" / "shard_index").iterdir())) == 3  # built, cached
