@@ -88,3 +88,22 @@ def test_a_member_that_does_not_decode_is_skipped_and_counted(tmp_path):
     assert [(path.rpartition(":")[2], s.kind) for s in sample.skipped for path in s[:1]] == [
         ("00000001.jpg", "not an image (cannot be decoded)"), ("00000002.jpg", "empty")]
     assert sample.x.shape == (3, 16, 16)
+
+
+def test_a_volume_member_that_does_not_load_is_skipped_with_the_files_reason(tmp_path):
+    from mim.modalities.volume.config import VolumeDataConfig
+    from mim.modalities.volume.dataset import build_dataset as volumes
+
+    (tmp_path / "src").mkdir()
+    np.save(tmp_path / "src" / "0.npy", np.ones((8, 8, 8), np.float32))
+    (tmp_path / "src" / "1.npy").write_bytes(b"\x93NUMPY but nothing after")
+    np.save(tmp_path / "src" / "2.npy", np.full((8, 8, 8), np.nan, np.float32))
+    np.save(tmp_path / "src" / "3.npy", np.ones((8, 8, 8), np.float32))
+    pack(str(tmp_path / "src"), str(tmp_path / "out"))
+    data = volumes(VolumeDataConfig(root=str(tmp_path / "out"), format="wds",
+                                    input_size=[8, 8, 8]))
+    sample = data[(1, 0)]
+    assert [s[0].rpartition(":")[2] for s in sample.skipped] == ["00000001.npy", "00000002.npy"]
+    assert "bad .npy header" in sample.skipped[0][1]
+    assert sample.skipped[1].kind == "NaN or Inf voxels"
+    assert sample.x.shape[-3:] == (8, 8, 8)
