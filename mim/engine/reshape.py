@@ -5,10 +5,11 @@ records the shape that wrote it beside mim's loop state, and a resume on another
 
 What a resume on another shape keeps, and what it cannot:
 
-- exact: the step count, the samples counted, the schedule position, the weights and AdamW
-  moments as saved, and the data order. Each checkpoint stores the data position as the
-  micro-steps drawn and the items each source has given across all ranks (``LoopState.drawn``),
-  so the resumed run draws the next items of the same global order, split over its own ranks.
+- exact: the step count, the samples counted, the schedule position, the data order, and (the
+  torch backend's whole state) the weights and AdamW moments as saved. Each checkpoint stores
+  the data position as the micro-steps drawn and the items each source gave, all ranks
+  (``LoopState.drawn``), so the resumed run draws the next items of the same global order,
+  split over its own ranks.
   Which item sits at which position in an epoch, and each item's crop, flip and mask, depend
   only on the seed and that position (``mim.data``), never on the process count.
 - not exact: everything after the first step. The mean of the gradients over a global batch is
@@ -18,6 +19,11 @@ What a resume on another shape keeps, and what it cannot:
   per process), hence the learning rate when it is derived from ``optim.blr``. An epoch is cut
   to a multiple of the global batch (``StreamSampler``): when the old and new global batches cut
   the dataset at different lengths, the epoch boundary moves by less than one global batch.
+- DeepSpeed on another ZeRO stage or process count goes through DeepSpeed's universal checkpoint
+  (``mim/engine/ds_universal.py``): the weights come through exactly, but the steps after it
+  were measured 9e-4 relative from an uninterrupted run, more than the reduction order gives
+  (1e-7), so some optimiser state does not come through exactly. A checkpoint of one backend
+  does not resume under another (the backends name it).
 
 A resume on the same shape restores everything and stays bit-exact.
 """

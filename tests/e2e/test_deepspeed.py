@@ -12,6 +12,7 @@ fresh clones), so later runs start in seconds.
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -93,12 +94,42 @@ def test_zero_resume_continues_identically(runs, module_cli, stage: int) -> None
     assert_same_curve(module_cli.metrics(run), straight, rtol=0)
 
 
-def test_zero_checkpoint_of_another_layout_is_named(runs, module_cli) -> None:
+def test_zero_resumes_on_another_stage_and_process_count(runs, module_cli) -> None:
+    """2 processes ZeRO-3, then 1 process ZeRO-3, then 2 processes ZeRO-2 (DeepSpeed's universal
+    checkpoint re-shards, mim/engine/ds_universal.py), the global batch kept at 8. The step
+    count, schedule and samples continue; the first loss after the re-shard equals the
+    uninterrupted one up to float32 rounding (the weights came through exactly). The steps after
+    it drift from the uninterrupted curve by up to 9e-4 relative (measured), more than the
+    reduction order explains (1.4e-7): something of the optimiser state DeepSpeed's universal
+    load restores differs slightly; a lost AdamW state would be far off."""
+    run = runs.root / "reshaped"
+    legs = [(zero(3) + TWO, 4), (zero(3) + ONE, 6), (zero(2) + TWO, 8)]
+    for overrides, steps in legs:
+        result = module_cli.train(run, *COMMON, *overrides, f"train.max_steps={steps}",
+                                  timeout=DS_TIMEOUT)
+    log = (run / "train.log").read_text()
+    assert "written by backend=deepspeed ZeRO-3 on 2 ranks, now backend=deepspeed ZeRO-3 on 1 " \
+           "rank" in log, module_cli.describe(result)
+    assert "written by backend=deepspeed ZeRO-3 on 1 rank, now backend=deepspeed ZeRO-2 on 2 " \
+           "ranks" in log, module_cli.describe(result)
+    assert not list((run / "checkpoints").glob(".universal-*"))  # the converted copy is gone
+    got, want = module_cli.metrics(run), runs("one", *ONE)
+    assert [r["step"] for r in got] == list(range(1, 9))
+    assert [r["lr"] for r in got] == [r["lr"] for r in want]
+    assert [r["samples"] for r in got] == [r["samples"] for r in want]
+    losses, expected = [r["loss"] for r in got], [r["loss"] for r in want]
+    assert all(math.isfinite(v) for v in losses), losses
+    assert losses[:5] == pytest.approx(expected[:5], rel=RTOL, abs=0), (losses, expected)
+    assert losses == pytest.approx(expected, rel=5e-3, abs=0), (losses, expected)
+
+
+def test_zero_0_checkpoint_on_another_stage_is_named(runs, module_cli) -> None:
     runs("zero2", *zero(2), *TWO)
-    result = module_cli.train(runs.root / "zero2", *COMMON, *zero(3), *TWO, check=False,
+    result = module_cli.train(runs.root / "zero2", *COMMON, *zero(0), *TWO, check=False,
                               timeout=DS_TIMEOUT)
     assert result.returncode == 2, module_cli.describe(result)
-    assert "holds ZeRO-2 shards of 2 processes" in result.stderr, module_cli.describe(result)
+    assert "holds ZeRO-2 states of 2 processes" in result.stderr, module_cli.describe(result)
+    assert "re-shards only between ZeRO stages 1, 2 and 3" in result.stderr
     assert "rank" in result.stderr.splitlines()[-1]  # the launcher's own last word
 
 
