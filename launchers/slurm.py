@@ -26,6 +26,7 @@ from typing import Optional
 from mim.config.compose import RunSpec
 from mim.config.errors import ConfigError
 from mim.registry import LAUNCHERS
+from mim.rundir import check_run_dir, claim_run_dir
 from mim.train import run_dir
 
 
@@ -68,17 +69,17 @@ class Job:
 class SlurmLauncher:
     @dataclass
     class Config:
-        nodes: int = 1
+        nodes: int = 1  # nodes of the job
         tasks_per_node: int = 1  # one rank per task (one per GPU)
-        gpus_per_node: int = 0
-        cpus_per_task: int = 2
-        mem_gb: Optional[int] = None
-        partition: Optional[str] = None
-        account: Optional[str] = None
-        qos: Optional[str] = None
-        constraint: Optional[str] = None
-        timeout_min: int = 60
-        job_name: str = "mim"
+        gpus_per_node: int = 0  # GPUs requested per node
+        cpus_per_task: int = 2  # CPUs per task (data loading)
+        mem_gb: Optional[int] = None  # memory per node in GB; None: the partition's default
+        partition: Optional[str] = None  # Slurm partition; None: the cluster's default
+        account: Optional[str] = None  # Slurm account to charge
+        qos: Optional[str] = None  # Slurm quality of service
+        constraint: Optional[str] = None  # Slurm node constraint (e.g. a GPU type)
+        timeout_min: int = 60  # time limit of the job, in minutes
+        job_name: str = "mim"  # the job's name in the queue
         folder: Optional[str] = None  # submitit's logs and pickles; default <run dir>/slurm
         wait: bool = False  # wait for the job and fail if it fails
         max_requeues: int = 3  # preemptions / time-outs submitit requeues the job for
@@ -142,6 +143,8 @@ class SlurmLauncher:
         cfg = self._config(spec)
         directory, overrides = self._pinned(spec)
         folder = Path(cfg.folder).expanduser().resolve() if cfg.folder else directory / "slurm"
+        check_run_dir(directory)
+        claim_run_dir(directory)  # marked as mim's before slurm/ goes inside
         job = self._executor(cfg, folder).submit(Job(overrides))
         print(f"mim: submitted Slurm job {job.job_id} "
               f"({cfg.nodes} node(s) x {cfg.tasks_per_node} task(s)); run directory {directory}")

@@ -1,5 +1,7 @@
 """mim: masked-autoencoding pretraining for any modality."""
-from mim import _compat  # noqa: F401  (must run before anything imports torchvision / timm)
+from mim._compat import patch_torchvision
+
+patch_torchvision()  # before anything imports torchvision / timm
 # installs the registries' lookup hook: the first lookup loads the built-ins and plugins
 from mim.plugins import load_plugins
 from mim.model import MAEOutput, MaskedAutoencoder

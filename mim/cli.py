@@ -2,14 +2,17 @@
 
   mim train [key=value ...]   pretrain; Hydra overrides, e.g. modality=image model=mae_vit_base_patch16
   mim train -m key=a,b ...    a sweep: one run per point (a Slurm job array with launcher=slurm)
+  mim --version               the installed version; `mim COMMAND --help`: its keys and groups
+  mim train ... --cfg         print the composed config and derived values; trains nothing
   mim plugins                 list registered tokenizers, masks, models, modalities, backends, launchers
   mim eval knn|linprobe|finetune [key=value ...]
                               evaluate an encoder on labelled data, e.g. run.dir=runs/... (or
                               weights=PATH); eval.init=random for the untrained baseline
   mim visualize run.dir=RUN input=PATH [mask.ratio=0.75 ...]
                               reconstruction pictures of your own files
-  mim convert input=PATH output=PATH to=mim|mae|timm|hf [input_size=[224,224]]
+  mim convert input=PATH output=PATH to=mim|mae|timm|hf [input_size=[224,224]] [overwrite=true]
                               weights between mim, facebookresearch/mae, timm and Hugging Face
+                              (output: new or empty unless overwrite=true; never in a run dir)
 
 Note: OpenMMLab's ``openmim`` package also installs a command named ``mim``; in an environment
 with both, use ``python -m mim``.
@@ -29,10 +32,12 @@ def _plugins() -> int:
     from mim.registry import ALL
 
     errors = load_plugins()
+    # as wide as the longest name, so no name runs into its source
+    width = max((len(e.name) for r in ALL.values() for e in r.entries()), default=0) + 2
     for kind, registry in ALL.items():
         print(f"{kind}:")
         for entry in registry.entries():
-            print(f"  {entry.name:<28} {entry.source}")
+            print(f"  {entry.name:<{width}}{entry.source}")
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     return 1 if errors else 0
@@ -41,11 +46,13 @@ def _plugins() -> int:
 def _train(overrides: list[str]) -> int:
     from mim.config import ConfigError
     from mim.config.compose import load
-    from mim.config.sweep import expand_sweep
+    from mim.config.sweep import expand_sweep, own_run_dirs
     from mim.engine.checkpoint import CheckpointError
     from mim.engine.loop import DataLoadError, NonFiniteLossError
     from mim.plugins import load_plugins
     from mim.registry import LAUNCHERS
+    from mim.rundir import check_run_dir
+    from mim.train import run_dir
 
     for error in load_plugins():
         print(f"mim: warning: {error}", file=sys.stderr)
@@ -53,7 +60,12 @@ def _train(overrides: list[str]) -> int:
     overrides = [a for a in overrides if a not in ("-m", "--multirun")]
     try:
         # every point of a sweep is checked before any of them starts
-        specs = [load(point) for point in (expand_sweep(overrides) if multirun else [overrides])]
+        points = expand_sweep(overrides) if multirun else [overrides]
+        specs = [load(point) for point in points]
+        if len(specs) > 1:
+            specs = own_run_dirs(points, specs, load)
+        for spec in specs:  # before any process starts; train() checks again in every rank
+            check_run_dir(run_dir(spec))
         names = {spec.launcher.name for spec in specs}
         if len(names) > 1:
             raise ConfigError(f"launcher: a sweep must use one launcher, got {sorted(names)}")
@@ -143,7 +155,8 @@ def _convert_config(args: list[str]) -> dict:
     from mim.config.overrides import apply, parse, plain
     from mim.convert import WRITERS
 
-    tree = {"input": None, "output": None, "to": None, "input_size": None, "model": {}}
+    tree = {"input": None, "output": None, "to": None, "input_size": None, "overwrite": False,
+            "model": {}}
     config = plain(apply(tree, parse(args)[1], open_keys=("model",)), "")
     to = config["to"]
     if to not in WRITERS:
@@ -152,6 +165,8 @@ def _convert_config(args: list[str]) -> dict:
     for key in ("input", "output"):
         if config[key] is None:
             raise ConfigError(f"{key}: required (mim convert input=PATH output=PATH to=...)")
+    if not isinstance(config["overwrite"], bool):
+        raise ConfigError(f"overwrite: {config['overwrite']!r} is not one of: true, false")
     if not isinstance(config["model"], dict):
         raise ConfigError("model: convert takes model.<key>=VALUE (ModelConfig fields)")
     size = config["input_size"]
@@ -164,9 +179,32 @@ def _convert(args: list[str]) -> int:
 
     def work() -> None:
         c = _convert_config(args)
-        print(convert(str(c["input"]), str(c["output"]), c["to"], c["input_size"], **c["model"]))
+        print(convert(str(c["input"]), str(c["output"]), c["to"], c["input_size"],
+                      c["overwrite"], **c["model"]))
 
     return _guarded(work)
+
+
+def _show_config(overrides: list[str]) -> int:
+    """``mim train ... --cfg``: the composed config and derived values; nothing written."""
+    from mim.config import ConfigError
+    from mim.config.compose import load
+    from mim.plugins import load_plugins
+    from mim.preview import preview
+
+    for error in load_plugins():
+        print(f"mim: warning: {error}", file=sys.stderr)
+    try:
+        if any(a in ("-m", "--multirun") for a in overrides):
+            raise ConfigError("--cfg: shows one run; drop -m and give one point of the sweep")
+        print(preview(load(overrides)))
+    except ConfigError as exc:
+        print(f"mim: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (OSError, ValueError) as exc:  # e.g. unreadable data while indexing it
+        print(f"mim: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,10 +214,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if args else EXIT_CONFIG
+    if args[0] in ("-V", "--version"):
+        from mim.helptext import version
+
+        print(f"mim {version()}")
+        return 0
     command, rest = args[0], args[1:]
     if any(a in ("-h", "--help") for a in rest):
-        print(USAGE)
+        from mim.helptext import command_help
+
+        print(command_help(command, USAGE))
         return 0
+    if command == "train" and "--cfg" in rest:
+        return _show_config([a for a in rest if a != "--cfg"])
     if command == "train":
         return _train(rest)
     if command == "plugins":

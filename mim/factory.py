@@ -26,29 +26,31 @@ from mim.tokenizers.hybrid import (HYBRID_TOKENIZERS, HybridTokenizer, check_mas
 
 @dataclass
 class ModelConfig:
-    name: str = "mae_vit_base_patch16"
+    name: str = "mae_vit_base_patch16"  # the preset (names the run directory)
+    # how samples become tokens: patch2d | cube | hybrid2d | hybrid3d (mim plugins)
     tokenizer: str = "patch2d"
-    patch_size: int = 16
+    patch_size: int = 16  # spatial side of a patch, in pixels (voxels)
     tubelet_size: int = 1  # time (or depth) extent of a cube; ignored by patch2d
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    decoder_embed_dim: int = 512
-    decoder_depth: int = 8
-    decoder_num_heads: int = 16
-    cls_token: bool = True
+    embed_dim: int = 768  # encoder width
+    depth: int = 12  # encoder blocks
+    num_heads: int = 12  # encoder attention heads
+    mlp_ratio: float = 4.0  # MLP hidden width / width, encoder and decoder
+    decoder_embed_dim: int = 512  # decoder width
+    decoder_depth: int = 8  # decoder blocks
+    decoder_num_heads: int = 16  # decoder attention heads
+    cls_token: bool = True  # prepend a class token to the encoder's sequence
     pos_embed: str = "joint"  # joint | separable (space + time tables added; MAE-ST)
+    # targets are each patch normalised by its own mean and variance (MAE)
     norm_pix_loss: bool = True
-    loss_on: str = "masked"  # masked | all
-    drop_path: float = 0.0
+    loss_on: str = "masked"  # masked | all: the tokens the loss is taken on
+    drop_path: float = 0.0  # stochastic depth rate of the encoder
     norm_eps: float = 1e-6  # LayerNorm eps (MAE, timm: 1e-6; Hugging Face ports: 1e-12)
     pos_grid: Optional[list[int]] = None  # grid of the table with pos_embed=learned
     # hybrid2d / hybrid3d (MCMAE, Table 7): conv stages 1-2 before the ViT (stage 3: embed_dim,
     # depth, mlp_ratio); patch_size is the total stride (stages: patch/4, 2, 2)
-    hybrid_dims: list[int] = field(default_factory=lambda: [256, 384])  # [C1, C2]
-    hybrid_depths: list[int] = field(default_factory=lambda: [2, 2])  # [L1, L2]
-    hybrid_mlp_ratios: list[float] = field(default_factory=lambda: [4.0, 4.0])  # [P1, P2]
+    hybrid_dims: list[int] = field(default_factory=lambda: [256, 384])  # conv widths [C1, C2]
+    hybrid_depths: list[int] = field(default_factory=lambda: [2, 2])  # conv blocks [L1, L2]
+    hybrid_mlp_ratios: list[float] = field(default_factory=lambda: [4.0, 4.0])  # MLP ratios
     hybrid_kernel: int = 5  # depthwise kernel (Table 5 also tries 7 and 9)
     hybrid_time_kernel: int = 5  # its extent along the leading axis of 3D grids
     hybrid_time_strides: list[int] = field(default_factory=list)  # per stage; [] = [tubelet, 1, 1]

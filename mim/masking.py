@@ -49,7 +49,7 @@ def _random_subset(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
 class RandomMask:
     """MAE: mask a uniformly random ``ratio`` of the tokens (per sample)."""
 
-    ratio: float = 0.75
+    ratio: float = 0.75  # fraction of the tokens masked
 
     def __post_init__(self) -> None:
         _check_ratio(self.ratio)
@@ -73,7 +73,8 @@ class BlockMask:
     (t, h, w) grid is 1x2x2). Each grid axis must be divisible by its unit.
     """
 
-    ratio: float = 0.75
+    ratio: float = 0.75  # fraction of the tokens masked
+    # tokens masked together, per trailing grid axis
     unit: list[int] = field(default_factory=lambda: [2, 2])
 
     def __post_init__(self) -> None:
@@ -138,8 +139,9 @@ class TubeMask:
     ``inner`` is ``random`` or ``block`` (with ``unit`` on the remaining axes).
     """
 
-    ratio: float = 0.9
-    inner: str = "random"
+    ratio: float = 0.9  # fraction of the tokens masked
+    inner: str = "random"  # random | block: the policy drawn on each time step's plane
+    # tokens masked together, per trailing grid axis
     unit: list[int] = field(default_factory=lambda: [2, 2])
 
     def __post_init__(self) -> None:
@@ -181,9 +183,10 @@ class RunningCellMask:
     tokens are taken, preferred ones first (random order within each preference class).
     """
 
-    ratio: float = 0.9
-    encoder: str = "tube"
-    decoder_ratio: float = 0.5
+    ratio: float = 0.9  # fraction of the tokens masked
+    encoder: str = "tube"  # the policy drawing the encoder's mask (at ratio)
+    decoder_ratio: float = 0.5  # fraction of the masked tokens the decoder does not reconstruct
+    # the running cell over the last two grid axes
     cell: list[int] = field(default_factory=lambda: [2, 2])
 
     def __post_init__(self) -> None:

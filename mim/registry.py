@@ -1,6 +1,6 @@
 """Flat, named registries for every pluggable kind, filled by decorators.
 
-One ``Registry`` per kind (tokenizer, mask, model, modality, backend, launcher), and the extra
+One ``Registry`` per kind (tokenizer, mask, model, modality, backend, launcher, tracker), and the extra
 Hydra config folders plugins ship (``add_config_dir``). Registering a name twice is an error, and
 every "unknown name" error lists the valid names. A leaf: it imports nothing from mim, so any
 module may register here. Filling the registries is ``mim.plugins``' job: it installs a lookup
@@ -79,8 +79,10 @@ MODELS = Registry("model")
 MODALITIES = Registry("modality")
 BACKENDS = Registry("backend")
 LAUNCHERS = Registry("launcher")
+TRACKERS = Registry("tracker")
 ALL = {"tokenizer": TOKENIZERS, "mask": MASKS, "model": MODELS,
-       "modality": MODALITIES, "backend": BACKENDS, "launcher": LAUNCHERS}
+       "modality": MODALITIES, "backend": BACKENDS, "launcher": LAUNCHERS,
+       "tracker": TRACKERS}
 
 # Set by mim.plugins: run before every lookup so that the first one loads the plugins.
 _before_lookup: Callable[[], Any] | None = None

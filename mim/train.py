@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from mim.config.compose import RunSpec
 from mim.config.errors import ConfigError
+from mim.config.history import append_history, check_resume, write_config
 from mim.data import MaskingCollate, StreamSampler, sample_seed
 from mim.engine.backend import Backend
 from mim.engine.checkpoint import Checkpoints
@@ -29,6 +30,7 @@ from mim.engine.optim import build_adamw, cosine_schedule, effective_lr
 from mim.factory import build_model, token_grids
 from mim.model import is_decoder
 from mim.registry import BACKENDS
+from mim.rundir import check_run_dir, claim_run_dir
 from mim.seeding import seed_all
 from mim.stream import Feed, Source, drawn, make_stream
 
@@ -40,6 +42,7 @@ def config_hash(spec: RunSpec) -> str:
     tree = OmegaConf.to_container(spec.raw, resolve=True)
     tree.pop("run", None)
     tree.pop("launcher", None)
+    tree.pop("tracker", None)  # where a run reports, not what it computes
     if tree.get("model", {}).get("init") is None:  # added later: runs without it keep their dir
         tree.get("model", {}).pop("init", None)
     return hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:8]
@@ -145,17 +148,30 @@ def _schedule(spec: RunSpec, items_per_epoch: int, global_items: int, global_bat
 
 
 def _resume(spec: RunSpec, backend: Backend, checkpoints: Checkpoints) -> LoopState:
-    """Load the newest complete checkpoint unless told not to; a fresh state otherwise."""
+    """Load the newest complete checkpoint unless told not to (a fresh state otherwise), refuse
+    a config that would change the run (``mim/config/history.py`` says which keys), then record
+    the config the run goes on with: ``config.yaml`` and a line of ``config_history.jsonl``."""
     latest = checkpoints.latest()
     if spec.run.resume == "must" and latest is None:
         raise ConfigError(f"run.resume: 'must' but {checkpoints.root} holds no checkpoint")
+    config = OmegaConf.to_container(spec.raw, resolve=True)
     if latest is None or spec.run.resume == "never":
-        return LoopState()
-    client = backend.load(latest)
-    state = LoopState(**client["loop"])
-    state.restore_rng()
-    log.info("resumed from %s (step %d, %d samples)", latest, state.step, state.samples)
-    note_reshape(latest, client, shape_of(spec.backend.name, backend))
+        state, event, changed = LoopState(), "start", {}
+    else:
+        client = backend.load(latest)
+        state = LoopState(**client["loop"])
+        t = spec.train  # effective batches: the checkpoint's (its samples per step), and ours
+        changed, forced = check_resume(
+            client.get("config"), config, spec.run.resume, latest,
+            state.samples // state.step if state.step and not state.samples % state.step else None,
+            t.batch_size * t.accum_steps * backend.world_size)
+        event = "resume-force" if forced else "resume"
+        state.restore_rng()
+        log.info("resumed from %s (step %d, %d samples)", latest, state.step, state.samples)
+        note_reshape(latest, client, shape_of(spec.backend.name, backend))
+    if backend.is_main:
+        write_config(spec.raw, checkpoints.root.parent)
+        append_history(checkpoints.root.parent, config, event, state.step, changed)
     return state
 
 
@@ -173,8 +189,12 @@ def _train(spec: RunSpec) -> Path:
     in_chans = sources[0].sample_shape[0]
     feeds = _feeds(spec, sources, backend.world_size)
     directory = run_dir(spec)
+    # every rank checks before any writes (a refused folder stops them all, none waits at a
+    # barrier), then the main rank claims it: a check after the claim began could see half
+    check_run_dir(directory)
+    backend.barrier()
     if backend.is_main:
-        directory.mkdir(parents=True, exist_ok=True)
+        claim_run_dir(directory)
     backend.barrier()
     _setup_logging(directory, backend.is_main)
     log.info("precision: %s (%s)", *backend.precision_and_reason)
@@ -217,7 +237,6 @@ def _train(spec: RunSpec) -> Path:
                "world_size": backend.world_size, "precision": backend.precision,
                "compile": backend.compile}
     if backend.is_main:
-        OmegaConf.save(spec.raw, directory / "config.yaml", resolve=True)
         (directory / "derived.json").write_text(json.dumps(derived, indent=2) + "\n")
         log.info("run directory: %s", directory)
         log.info("derived: %s", json.dumps(derived))
@@ -228,7 +247,8 @@ def _train(spec: RunSpec) -> Path:
                            for seed in [sample_seed(spec.seed, -1, i, "vis")]])
     stream = make_stream(feeds, spec.seed, backend.rank, backend.world_size, t.num_workers,
                          backend.device.type == "cuda", timeout=t.timeout)
-    logger = RunLogger(directory, backend.is_main, plan.total_steps, state.step)
+    logger = RunLogger(directory, backend.is_main, plan.total_steps, state.step, spec.trackers,
+                       OmegaConf.to_container(spec.raw, resolve=True))
     settings = LoopSettings(plan.total_steps, t.timeout, global_batch, t.accum_steps, t.log_every,
                             t.ckpt_every, t.vis_every, per_epoch * first.source.views)
     trainer = Trainer(runner, model, backend, stream, settings, checkpoints, logger, state,

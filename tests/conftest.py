@@ -36,6 +36,7 @@ _builder: subprocess.Popen | None = None
 # the longest files first, measured with --durations (a few minutes each on 2 cores); every
 # other file keeps its place, and LAST goes to the end
 FIRST = ("e2e/test_eval_cli.py", "e2e/test_gpu_check.py", "e2e/test_deepspeed.py",
+         "e2e/test_deepspeed_read.py",
          "e2e/test_resume.py", "e2e/test_slurm.py", "reliability/test_kill_9.py")
 LAST = ("e2e/test_xla.py",)
 

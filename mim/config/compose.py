@@ -30,6 +30,7 @@ from mim.config.schema import BaseConfig, OptimConfig, RunConfig, TrainConfig
 from mim.masking import MaskConfigError, build_mask
 from mim.factory import ModelConfig, token_grids
 from mim.registry import ALL, BACKENDS, CONFIG_DIRS, LAUNCHERS, MASKS, MODALITIES, MODELS
+from mim.registry import TRACKERS
 from mim.plugins import load_plugins
 from mim.registry import UnknownNameError
 from mim.spec import ModalitySpec
@@ -63,6 +64,7 @@ class RunSpec:
     data: Any  # the modality's data-config dataclass
     backend: Plugin
     launcher: Plugin
+    trackers: tuple[str, ...] = ("tensorboard",)  # ``tracker=``: one name or a list
     overrides: tuple[str, ...] | None = None  # the command line of ``load`` (a launcher re-runs it)
     # the token grid of the samples and the grid masks are drawn on (``token_grid``), computed
     # once by ``validate``
@@ -95,7 +97,7 @@ def register_configs() -> None:
     load_plugins()
     cs = ConfigStore.instance()
     # a plain root (modality plugins add sections) holding typed sections
-    cs.store(name="mim_base", node={"seed": BaseConfig.seed,
+    cs.store(name="mim_base", node={"seed": BaseConfig.seed, "tracker": "tensorboard",
                                     "train": OmegaConf.structured(TrainConfig),
                                     "run": OmegaConf.structured(RunConfig)})
     cs.store(group="optim", name="adamw", node=OptimConfig)
@@ -121,7 +123,10 @@ def register_configs() -> None:
 
 
 def _group_options(group: str) -> list[str]:
-    names = set(ConfigStore.instance().list(group)) if group in GROUPS else set()
+    try:
+        names = set(ConfigStore.instance().list(group)) if group in GROUPS else set()
+    except OSError:  # the store holds no node of the group (experiment: YAML files only)
+        names = set()
     for folder in [CONFIG_DIR, *map(Path, CONFIG_DIRS)]:
         if (folder / group).is_dir():
             names |= {p.name for p in (folder / group).glob("*.yaml")}
@@ -187,7 +192,7 @@ def _plugin(cls: Any, node: dict[str, Any], section: str) -> Plugin:
 
 def validate(raw: DictConfig) -> RunSpec:
     """Check every section of a composed config; the first problem -> ConfigError."""
-    expected = {"seed", "train", "optim", "run", "model", "mask", "modality", "data",
+    expected = {"seed", "tracker", "train", "optim", "run", "model", "mask", "modality", "data",
                 "backend", "launcher"}
     check_keys(raw.keys(), expected)
     plain_tree = plain(raw, "")
@@ -207,6 +212,7 @@ def validate(raw: DictConfig) -> RunSpec:
         raise ConfigError(f"mask: {exc}") from None
     spec = RunSpec(
         raw=raw,
+        trackers=_trackers(plain_tree["tracker"]),
         seed=integer("seed", plain_tree["seed"]),
         train=typed(TrainConfig, plain_tree["train"], "train"),
         optim=typed(OptimConfig, plain_tree["optim"], "optim"),
@@ -220,6 +226,16 @@ def validate(raw: DictConfig) -> RunSpec:
     )
     spec.grid, spec.mask_grid = token_grid(spec)
     return spec
+
+
+def _trackers(value: Any) -> tuple[str, ...]:
+    """``tracker=NAME`` or ``tracker=[A,B]`` (``[]``: none) -> the registered names."""
+    names = [value] if isinstance(value, str) else list(value or [])
+    for name in names:
+        if not isinstance(name, str) or name not in TRACKERS:
+            raise ConfigError(f"tracker: unknown '{name}'; valid: {', '.join(TRACKERS.names())} "
+                              "(one, or a list such as tracker=[tensorboard,mlflow])")
+    return tuple(dict.fromkeys(names))
 
 
 def token_grid(spec: RunSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:

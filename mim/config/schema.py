@@ -16,18 +16,18 @@ from mim.engine import compiling
 @dataclass
 class TrainConfig:
     batch_size: int = 64  # per process; effective batch = batch_size x accum_steps x world size
-    epochs: int = 800
+    epochs: int = 800  # passes over the data (unless max_steps is set)
     max_steps: Optional[int] = None  # optimiser steps; overrides epochs when set
-    accum_steps: int = 1
-    clip_grad: Optional[float] = None
+    accum_steps: int = 1  # micro-batches accumulated per optimiser step
+    clip_grad: Optional[float] = None  # clip the gradient norm to this; None: no clipping
     precision: str = "auto"  # auto (bf16 where computed natively) | fp32 | bf16 (autocast)
     compile: str = "none"  # none | blocks (each transformer block; true) | model (whole forward)
-    num_workers: int = 4
-    log_every: int = 10
+    num_workers: int = 4  # data-loading processes per training process
+    log_every: int = 10  # optimiser steps between lines of metrics.jsonl and the log
     ckpt_every: int = 500  # optimiser steps between checkpoints (and one at the end)
-    keep_last: int = 2
+    keep_last: int = 2  # checkpoints kept (older ones are deleted)
     vis_every: int = 1000  # steps between reconstruction pictures (and one at the end)
-    vis_samples: int = 4
+    vis_samples: int = 4  # samples in each reconstruction picture
     # reliability (README "What mim guarantees")
     nonfinite: str = "stop"  # stop | skip: a NaN/Inf loss or gradient stops the run, or skips the step
     max_nonfinite_skips: int = 10  # with nonfinite=skip: stop after this many skipped steps in a row
@@ -63,14 +63,15 @@ class TrainConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"
+    name: str = "adamw"  # the optimiser (only adamw)
     blr: float = 1.5e-4  # base lr; lr = blr x effective batch / 256
     lr: Optional[float] = None  # absolute lr; overrides blr when set
+    # AdamW's (beta1, beta2); MAE: 0.9, 0.95
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    weight_decay: float = 0.05
-    warmup_epochs: float = 40.0
+    weight_decay: float = 0.05  # AdamW's decoupled weight decay (not on norms and biases)
+    warmup_epochs: float = 40.0  # linear lr warmup, then a cosine decay to min_lr
     warmup_steps: Optional[int] = None  # overrides warmup_epochs when set
-    min_lr: float = 0.0
+    min_lr: float = 0.0  # the lr at the end of the cosine decay
 
     def __post_init__(self) -> None:
         if self.name != "adamw":
@@ -86,18 +87,22 @@ class OptimConfig:
 @dataclass
 class RunConfig:
     dir: Optional[str] = None  # default: <root>/<modality>/<model>/<hash of the config>
-    root: str = "runs"
-    resume: str = "auto"  # auto | never | must
+    root: str = "runs"  # folder of the default run directories
+    # auto | never | must | force (resume even from a checkpoint trained with another config:
+    # mim/config/history.py says which differences need it)
+    resume: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.resume not in ("auto", "never", "must"):
-            raise ValueError(f"run.resume: '{self.resume}' is not one of: auto, never, must")
+        if self.resume not in ("auto", "never", "must", "force"):
+            raise ValueError(f"run.resume: '{self.resume}' is not one of: auto, never, must, "
+                             "force")
 
 
 @dataclass
 class BaseConfig:
     """The typed part of the primary config (Hydra checks overrides against it)."""
 
+    # seeds the weights, the masks and the data order (a run with the same seed repeats)
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)

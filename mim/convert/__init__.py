@@ -19,6 +19,7 @@ from mim.convert.common import ConvertError, Converted
 from mim.convert.formats import read_weights, write_mim
 from mim.convert.hf import write_hf
 from mim.convert.vit import write_mae, write_timm
+from mim.rundir import check_export_target, discard, publish, staging_path
 
 WRITERS: dict[str, Callable[..., Path]] = {"mim": write_mim, "mae": write_mae,
                                             "timm": write_timm, "hf": write_hf}
@@ -26,18 +27,33 @@ WRITERS: dict[str, Callable[..., Path]] = {"mim": write_mim, "mae": write_mae,
 
 def load_pretrained(path: str | Path, **overrides: Any):
     """A ``MaskedAutoencoder`` with the weights at ``path`` (any readable format; an
-    encoder-only file gets a freshly initialised decoder). ``overrides``: ModelConfig fields."""
-    return read_weights(path, **overrides).build()
+    encoder-only file gets a freshly initialised decoder), in eval mode like a loaded model in
+    timm and transformers (``.train()`` to fine-tune). ``overrides``: ModelConfig fields."""
+    return read_weights(path, **overrides).build().eval()
 
 
 def convert(source: str | Path, output: str | Path, to: str,
-            input_size: tuple[int, ...] | None = None, **overrides: Any) -> Path:
-    """Read ``source`` (format detected) and write it as ``to`` at ``output``."""
+            input_size: tuple[int, ...] | None = None, overwrite: bool = False,
+            **overrides: Any) -> Path:
+    """Read ``source`` (format detected) and write it as ``to`` at ``output``.
+
+    ``output`` must be new or empty, and outside any run directory (a ``ConfigError``
+    otherwise, before anything is read); ``overwrite=True`` replaces an existing one. The
+    export is written into a temporary sibling and renamed into place once complete."""
     if to not in WRITERS:
         raise ConvertError(f"to: unknown format '{to}'; valid: {', '.join(WRITERS)}")
+    target = Path(output).expanduser().absolute()
+    check_export_target(target, overwrite)
     converted = read_weights(source, **overrides)
     size = tuple(int(s) for s in input_size) if input_size is not None else None
-    return WRITERS[to](converted, Path(output).expanduser(), size)
+    staged = staging_path(target)
+    try:
+        written = WRITERS[to](converted, staged, size)
+        publish(staged, target)
+    except BaseException:
+        discard(staged)
+        raise
+    return target / written.relative_to(staged) if written != staged else target
 
 
 __all__ = ["ConvertError", "Converted", "read_weights", "load_pretrained", "convert",

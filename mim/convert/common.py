@@ -46,6 +46,10 @@ class Converted:
     input_size: tuple[int, ...] | None = None  # spatial size the weights were made for
     has_decoder: bool = True
     notes: list[str] = field(default_factory=list)
+    # what is known of the run that made the weights: {"config": the run's config tree (or
+    # the parts a foreign format records, e.g. {"mask": {"ratio": ...}}), "loop": {"step",
+    # "samples", ...}}; exports write it into their configs and model card (convert/card.py)
+    run: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> torch.nn.Module:
         """A MaskedAutoencoder holding these weights (a fresh decoder if the file had none)."""
@@ -61,7 +65,7 @@ class Converted:
         return {"format": self.format, "in_chans": self.in_chans,
                 "input_size": list(self.input_size) if self.input_size else None,
                 "has_decoder": self.has_decoder, "model": asdict(self.config),
-                "notes": self.notes}
+                "notes": self.notes, "run": self.run}
 
 
 def heads_for(width: int, given: int | None, what: str) -> int:
@@ -175,3 +179,8 @@ def check_plain_tokenizer(conv: Converted, rank: int, target: str) -> None:
     if conv.config.tokenizer != expected:
         raise ConvertError(f"{target} holds a '{expected}' patch embedding; this model's "
                            f"tokenizer is '{conv.config.tokenizer}'")
+
+
+def plural(count: int, noun: str) -> str:
+    """``3 ranks``, ``1 rank``: a count in a message."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

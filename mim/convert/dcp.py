@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from mim.convert.common import ConvertError
+from mim.convert.common import ConvertError, plural
 from mim.engine.xla_backend import CLIENT_FILE, DCP_DIR
 
 METADATA_FILE = ".metadata"  # DCP's own name for its index of tensors and shard files
@@ -33,10 +33,6 @@ def dcp_folder(folder: Path) -> Path | None:
     return None
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
 def _check_shards(folder: Path, metadata: Any) -> None:
     """Every shard file the metadata names for the model is there and whole; else say which
     (found here, DCP's own reader would fail with an unnamed zip error)."""
@@ -49,7 +45,7 @@ def _check_shards(folder: Path, metadata: Any) -> None:
     # FileSystemWriter names each rank's files __{rank}_{n}.distcp
     ranks = {m.group(1) for name in files if (m := re.match(r"__(\d+)_", name))}
     found = (f"{folder}: a torch.distributed.checkpoint folder written by "
-             f"{_plural(len(ranks), 'rank')} ({_plural(len(files), 'shard file')})")
+             f"{plural(len(ranks), 'rank')} ({plural(len(files), 'shard file')})")
     missing = sorted(name for name in ends if not (folder / name).is_file())
     if missing:
         raise ConvertError(f"{found}; missing: {', '.join(missing)}")

@@ -2,7 +2,8 @@
 
 Detection looks at what is there, never at names alone: a directory with ``checkpoints/`` is a
 mim run (its newest complete checkpoint), one with ``state.pt`` a mim checkpoint, one with
-``dcp/`` a sharded one (``torch.distributed.checkpoint``, read by ``dcp.py``), one with a
+``dcp/`` a sharded one (``torch.distributed.checkpoint``, read by ``dcp.py``), one with ``ds/``
+(or DeepSpeed's folder itself) one of ``backend=deepspeed`` (read by ``deepspeed.py``), one with a
 ``config.json`` a Hugging Face (``model_type``), timm (``architecture``) or mim export
 (``format: mim``) folder; a single file is read (weights only) and recognised by its keys.
 """
@@ -14,8 +15,10 @@ from typing import Any
 
 import torch
 
+from mim.convert.card import card_grid, write_card
 from mim.convert.common import ConvertError, Converted, with_overrides
 from mim.convert.dcp import dcp_folder, read_dcp_checkpoint
+from mim.convert.deepspeed import deepspeed_folder, read_deepspeed_checkpoint
 from mim.convert.hf import read_hf
 from mim.convert.storage import (SAFE_SUFFIX, TORCH_SUFFIXES, load_safetensors,
                                  load_tensor_file, load_torch, save_tensors, write_json)
@@ -59,7 +62,8 @@ def read_mim_state(state: Any, path: Path, **overrides: Any) -> Converted:
     if in_chans is None:
         in_chans = weights["tokenizer.proj.weight"].shape[1]
     return Converted(_model_config(tree.get("model", {}), overrides), in_chans, weights,
-                     "mim", input_size=size)
+                     "mim", input_size=size,
+                     run={"config": tree, "loop": dict(state["client"].get("loop") or {})})
 
 
 def read_mim_export(folder: Path, **overrides: Any) -> Converted:
@@ -68,7 +72,7 @@ def read_mim_export(folder: Path, **overrides: Any) -> Converted:
                      load_safetensors(folder / MIM_WEIGHTS), "mim",
                      input_size=tuple(meta["input_size"]) if meta.get("input_size") else None,
                      has_decoder=bool(meta.get("has_decoder", True)),
-                     notes=list(meta.get("notes", [])))
+                     notes=list(meta.get("notes", [])), run=dict(meta.get("run") or {}))
 
 
 def write_mim(conv: Converted, folder: Path, input_size: tuple[int, ...] | None = None) -> Path:
@@ -78,6 +82,7 @@ def write_mim(conv: Converted, folder: Path, input_size: tuple[int, ...] | None 
     meta.update(format="mim", source=conv.format,
                 input_size=list(input_size or conv.input_size or []) or None)
     write_json(meta, folder / "config.json")
+    write_card(conv, folder, "mim", card_grid(conv, input_size))
     return folder
 
 
@@ -91,12 +96,15 @@ def _latest_checkpoint(run: Path) -> Path:
 
 
 def _read_folder(folder: Path, overrides: dict[str, Any]) -> Converted:
-    if (folder / "checkpoints").is_dir():
-        folder = _latest_checkpoint(folder)
+    run = folder if (folder / "checkpoints").is_dir() else None
+    if run is not None:
+        folder = _latest_checkpoint(run)
     if (folder / STATE_FILE).is_file():
         return read_mim_checkpoint(folder / STATE_FILE, **overrides)
     if dcp_folder(folder) is not None:  # torch.distributed.checkpoint (backend=xla, sharded)
         return read_mim_state(read_dcp_checkpoint(folder), folder, **overrides)
+    if deepspeed_folder(folder) is not None:  # backend=deepspeed: ZeRO 0-3, DeepSpeed's files
+        return read_mim_state(read_deepspeed_checkpoint(folder), folder, **overrides)
     if (folder / "config.json").is_file():
         meta = json.loads((folder / "config.json").read_text())
         if meta.get("format") == "mim":
@@ -110,11 +118,13 @@ def _read_folder(folder: Path, overrides: dict[str, Any]) -> Converted:
                 raise ConvertError(f"{folder}: a timm config.json without model.safetensors")
             return read_vit(_unwrap(load_tensor_file(weights), weights), "timm",
                             model_args=meta.get("model_args"), **overrides)
-    if list(folder.glob("*.pt")) and not (folder / STATE_FILE).exists():
-        raise ConvertError(f"{folder}: no {STATE_FILE}; a checkpoint written by "
-                           "backend=deepspeed is read by DeepSpeed itself (zero_to_fp32.py)")
+    if run is not None or folder.name.startswith("step_"):
+        found = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
+        raise ConvertError(f"{folder}: a mim checkpoint holding neither {STATE_FILE} "
+                           "(backend=torch), dcp/ (backend=xla) nor ds/ (backend=deepspeed); "
+                           f"found: {found}")
     raise ConvertError(f"{folder}: not a mim run or checkpoint, nor a Hugging Face, timm or mim "
-                       "export folder (looked for checkpoints/, state.pt, config.json)")
+                       "export folder (looked for checkpoints/, state.pt, dcp/, ds/, config.json)")
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:

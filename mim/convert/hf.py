@@ -31,6 +31,9 @@ from mim.convert.common import (DECODER_TENSORS, ConvertError, Converted,
                                 check_plain_tokenizer, count_blocks, decoder_table_matches,
                                 encoder_table, encoder_table_for_export, export_grid, fuse_qkv,
                                 split_qkv, with_overrides)
+from mim.convert.card import write_card
+from mim.convert.preprocessor import write_preprocessor
+from mim.convert.provenance import run_facts
 from mim.convert.storage import load_hf_weights, save_tensors, write_json
 from mim.factory import ModelConfig
 from mim.pos_embed import sincos_pos_embed
@@ -109,9 +112,12 @@ def write_layers(state: dict[str, torch.Tensor], src: str, dst: str, depth: int,
 
 
 def common_config(conv: Converted) -> dict[str, Any]:
-    """``config.json`` entries every MAE-style Hugging Face model shares."""
+    """``config.json`` entries every MAE-style Hugging Face model shares; ``mask_ratio`` is the
+    run's where the source recorded it (ViTMAE masks at it; VideoMAE keeps it as a record)."""
     cfg = conv.config
-    return {"hidden_size": cfg.embed_dim, "num_hidden_layers": cfg.depth,
+    ratio = run_facts(conv).mask_ratio
+    return {**({"mask_ratio": ratio} if ratio is not None else {}),
+            "hidden_size": cfg.embed_dim, "num_hidden_layers": cfg.depth,
             "num_attention_heads": cfg.num_heads,
             "intermediate_size": int(cfg.embed_dim * cfg.mlp_ratio), "hidden_act": "gelu",
             "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
@@ -132,6 +138,13 @@ def mlp_ratio(config: dict[str, Any], folder: Path) -> float:
     return ratio
 
 
+def recorded_run(config: dict[str, Any]) -> dict[str, Any]:
+    """What a Hugging Face ``config.json`` records of its run (``Converted.run``)."""
+    if "mask_ratio" not in config:
+        return {}
+    return {"config": {"mask": {"ratio": float(config["mask_ratio"])}}}
+
+
 def read_hf(folder: Path, **overrides: Any) -> Converted:
     config = json.loads((folder / "config.json").read_text())
     kind = config.get("model_type")
@@ -149,7 +162,11 @@ def write_hf(conv: Converted, folder: Path, input_size: tuple[int, ...] | None =
     rank = "2d" if conv.config.tokenizer == "patch2d" else "3d"
     if rank not in HF_WRITERS:
         raise ConvertError(f"no Hugging Face layout registered for {rank} grids")
-    return HF_WRITERS.get(rank)(conv, folder, export_grid(conv, input_size))
+    grid = export_grid(conv, input_size)
+    HF_WRITERS.get(rank)(conv, folder, grid)
+    write_preprocessor(conv, folder, grid)
+    write_card(conv, folder, "hf", grid)
+    return folder
 
 
 # ----------------------------------------------------------------------------------- ViTMAE
@@ -184,7 +201,8 @@ def read_vit_mae(folder: Path, config: dict[str, Any], state: dict[str, torch.Te
         norm_pix_loss=bool(config.get("norm_pix_loss", False)),
         norm_eps=float(config.get("layer_norm_eps", 1e-12)))
     return Converted(with_overrides(model_cfg, overrides), config.get("num_channels", 3),
-                     {**out, **blocks, **decoder}, "hf-vit-mae", input_size=size)
+                     {**out, **blocks, **decoder}, "hf-vit-mae", input_size=size,
+                     run=recorded_run(config))
 
 
 @HF_WRITERS.register("2d")
@@ -210,8 +228,7 @@ def write_vit_mae(conv: Converted, folder: Path, grid: tuple[int, ...]) -> Path:
     out.update(write_layers(s, "blocks.", "vit.encoder.layer.", cfg.depth, False))
     out.update(write_layers(s, "decoder_blocks.", DECODER_LAYERS[0], cfg.decoder_depth, False))
     config = {**common_config(conv), "architectures": ["ViTMAEForPreTraining"],
-              "model_type": "vit_mae", "image_size": grid[0] * cfg.patch_size,
-              "mask_ratio": 0.75}
+              "model_type": "vit_mae", "image_size": grid[0] * cfg.patch_size}
     save_tensors(out, folder / "model.safetensors")
     write_json(config, folder / "config.json")
     return folder

@@ -10,6 +10,7 @@ learned ``pos_embed`` whose cls row is not zero.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,13 @@ from mim.convert.common import (BLOCK_PARTS, DECODER_TENSORS, ConvertError, Conv
                                 check_plain_tokenizer, count_blocks, decoder_table_matches,
                                 encoder_table, encoder_table_for_export, export_grid, heads_for,
                                 square_grid, with_overrides)
+from mim.convert.card import write_card
+from mim.convert.provenance import run_facts
 from mim.convert.storage import save_tensors, write_json
 from mim.factory import ModelConfig
 from mim.model import split_state
 from mim.pos_embed import sincos_pos_embed
+from mim.sizes import VIT_SIZES
 
 log = logging.getLogger("mim")
 
@@ -44,6 +48,8 @@ def read_vit(state: dict[str, torch.Tensor], fmt: str, args: Any = None,
         raise ConvertError(f"{fmt} weights with {bad[0]} have no counterpart in mim's ViT "
                            "(register tokens, layer scale, pre-norm or pooling heads)")
     model_args = dict(model_args or {})
+    if isinstance(args, dict):  # mim's MAE exports store args as a plain dict (see write_mae)
+        args = argparse.Namespace(**args)
     proj = state["patch_embed.proj.weight"]  # [D, C, p, p]
     if proj.dim() != 4 or proj.shape[-1] != proj.shape[-2]:
         raise ConvertError(f"{fmt}: patch_embed.proj.weight of shape {tuple(proj.shape)}; a "
@@ -92,19 +98,21 @@ def read_vit(state: dict[str, torch.Tensor], fmt: str, args: Any = None,
     config = ModelConfig(
         name=str(preset or f"{fmt}_vit"), tokenizer="patch2d", patch_size=patch,
         embed_dim=dim, depth=depth,
-        num_heads=heads_for(dim, overrides.pop("num_heads", model_args.get("num_heads")),
-                            "encoder"),
+        num_heads=heads_for(dim, overrides.pop("num_heads", model_args.get(
+            "num_heads", getattr(args, "num_heads", None))), "encoder"),
         mlp_ratio=mlp_ratio, cls_token=has_cls, pos_embed=kind,
         pos_grid=list(grid) if kind == "learned" else None,
         norm_pix_loss=bool(getattr(args, "norm_pix_loss", True)),
         decoder_embed_dim=decoder.get("width", 512), decoder_depth=max(decoder_depth, 1),
-        decoder_num_heads=heads_for(decoder.get("width", 512),
-                                    overrides.pop("decoder_num_heads", None), "decoder"))
+        decoder_num_heads=heads_for(decoder.get("width", 512), overrides.pop(
+            "decoder_num_heads", getattr(args, "decoder_num_heads", None)), "decoder"))
     if args is not None and not hasattr(args, "norm_pix_loss"):
         notes.append("MAE args without norm_pix_loss: norm-pix assumed")
+    ratio = getattr(args, "mask_ratio", None)
     return Converted(with_overrides(config, overrides), in_chans, out, fmt,
                      input_size=(grid[0] * patch, grid[1] * patch),
-                     has_decoder=bool(decoder_depth), notes=notes)
+                     has_decoder=bool(decoder_depth), notes=notes,
+                     run={"config": {"mask": {"ratio": float(ratio)}}} if ratio is not None else {})
 
 
 def _blocks(state: dict[str, torch.Tensor], src: str, dst: str, depth: int,
@@ -171,8 +179,45 @@ def write_mae(conv: Converted, path: Path, input_size: tuple[int, ...] | None = 
         state["decoder_pos_embed"] = dec_table.unsqueeze(0)
     path = path if path.suffix else path / "checkpoint.pth"
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": {k: v.contiguous() for k, v in state.items()}}, path)
+    torch.save({"model": {k: v.contiguous() for k, v in state.items()},
+                "args": mae_args(conv, grid)}, path)
+    write_card(conv, path.parent, "mae", grid,
+               {"file": path.name, "architecture": timm_architecture(conv, grid),
+                "model_args": timm_arguments(conv, grid)})
     return path
+
+
+def mae_args(conv: Converted, grid: tuple[int, ...]) -> dict[str, Any]:
+    """MAE's ``args`` entries that describe the weights, as a plain dict (a Namespace would
+    make ``torch.load(weights_only=True)`` refuse the file outside mim); the head counts, which
+    MAE's model names imply, are added so that any size reads back."""
+    cfg, facts = conv.config, run_facts(conv)
+    size = [n * cfg.patch_size for n in grid]
+    args = {"model": cfg.name, "input_size": size[0] if size[0] == size[1] else size,
+            "norm_pix_loss": cfg.norm_pix_loss, "num_heads": cfg.num_heads,
+            "decoder_num_heads": cfg.decoder_num_heads}
+    if facts.mask_ratio is not None:
+        args["mask_ratio"] = facts.mask_ratio
+    return args
+
+
+def timm_architecture(conv: Converted, grid: tuple[int, ...]) -> str:
+    """timm's registered ViT whose width, depth, heads, MLP ratio, patch and input size are these
+    weights'; else the registered one nearest in width (``model_args`` then build the real
+    one: timm needs a registered name)."""
+    import timm
+
+    cfg = conv.config
+    size = next((n for n, dims in VIT_SIZES.items()
+                 if dims == (cfg.embed_dim, cfg.depth, cfg.num_heads)), None)
+    side = grid[0] * cfg.patch_size if grid[0] == grid[1] else None
+    exact = f"vit_{size}_patch{cfg.patch_size}_{side}"
+    if size and side and cfg.mlp_ratio == 4.0 and timm.is_model(exact):
+        return exact
+    nearest = size or min(VIT_SIZES, key=lambda n: abs(VIT_SIZES[n][0] - cfg.embed_dim))
+    return next((name for name in (f"vit_{nearest}_patch{cfg.patch_size}_224",
+                                   f"vit_{nearest}_patch16_224", f"vit_{nearest}_patch14_224")
+                 if timm.is_model(name)), "vit_base_patch16_224")
 
 
 def timm_arguments(conv: Converted, grid: tuple[int, ...]) -> dict[str, Any]:
@@ -188,8 +233,10 @@ def write_timm(conv: Converted, folder: Path, input_size: tuple[int, ...] | None
                mean: list[float] | None = None, std: list[float] | None = None) -> Path:
     """A timm ``VisionTransformer`` folder: ``model.safetensors`` + timm's ``config.json``.
 
-    Load with ``timm.create_model("local-dir:<folder>", pretrained=True)``, or name any ViT
-    architecture with these ``model_args`` and ``pretrained_cfg_overlay=dict(file=...)``.
+    Load with ``timm.create_model("local-dir:<folder>", pretrained=True)``: ``architecture`` is
+    timm's name for this size where it has one (``timm_architecture``), ``model_args`` the exact
+    arguments, ``pretrained_cfg`` the run's input size and normalisation (``mean``/``std`` or
+    the run's own). A model card ``README.md`` goes with it.
     """
     check_plain_tokenizer(conv, 2, "a timm VisionTransformer")
     grid = export_grid(conv, input_size)
@@ -197,16 +244,18 @@ def write_timm(conv: Converted, folder: Path, input_size: tuple[int, ...] | None
         log.warning("timm's ViT uses LayerNorm eps 1e-6; these weights were trained with %g",
                     conv.config.norm_eps)
     args = timm_arguments(conv, grid)
+    if mean is None or std is None:
+        mean, std = run_facts(conv).normalisation()
     save_tensors(_encoder_state(conv, grid), folder / "model.safetensors")
     size = [conv.in_chans, *args["img_size"]]
-    write_json({"architecture": "vit_base_patch16_224", "num_classes": 0,
+    write_json({"architecture": timm_architecture(conv, grid), "num_classes": 0,
                 "num_features": conv.config.embed_dim, "global_pool": args["global_pool"],
                 "model_args": args,
                 "pretrained_cfg": {"input_size": size, "fixed_input_size": True,
                                    "num_classes": 0, "classifier": "head",
-                                   "mean": mean or [0.485, 0.456, 0.406],
-                                   "std": std or [0.229, 0.224, 0.225],
+                                   "mean": mean, "std": std,
                                    "interpolation": "bicubic", "crop_pct": 1.0,
                                    "first_conv": "patch_embed.proj"}},
                folder / "config.json")
+    write_card(conv, folder, "timm", grid)
     return folder

@@ -1,10 +1,11 @@
 """``backend=deepspeed``: ZeRO stages 0-3 through DeepSpeed's engine (Rajbhandari et al. 2020).
 
 DeepSpeed is imported inside the methods, never at module level: the core must import (and
-``mim plugins`` list this backend) where DeepSpeed is missing or slow to import. The engine owns
-gradient accumulation, gradient clipping, bf16 master weights and the sharded checkpoint; this
-class only maps mim's settings onto its config and the Backend contract onto its methods.
-On a CPU machine DeepSpeed picks gloo and JIT-compiles a shared-memory comm op on first use
+``mim plugins`` list this backend) where DeepSpeed is missing or slow to import. It is an extra
+(``mim-pretrain[deepspeed]``); choosing this backend without it is a one-line config error.
+The engine owns gradient accumulation, gradient clipping, bf16 master weights and the sharded
+checkpoint; this class only maps mim's settings onto its config and the Backend contract onto its
+methods. On a CPU machine DeepSpeed picks gloo and JIT-compiles a shared-memory comm op on first use
 (cached in ``TORCH_EXTENSIONS_DIR``); fp16 is not offered (``train.precision``: auto, fp32,
 bf16).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -45,6 +47,10 @@ class DeepSpeedBackend(Backend):
         fused_adam: bool = False  # DeepSpeed's own AdamW (compiled on first use) instead of torch's
 
         def __post_init__(self) -> None:
+            # here, at validation: a missing extra stops the run before any process or compute
+            if importlib.util.find_spec("deepspeed") is None:
+                raise ValueError("backend=deepspeed: DeepSpeed is not installed; install it with "
+                                 "pip install 'mim-pretrain[deepspeed]'")
             if self.zero_stage not in (0, 1, 2, 3):
                 raise ValueError(f"backend.zero_stage: must be 0, 1, 2 or 3, got {self.zero_stage}")
             if self.offload_optimizer and self.zero_stage == 0:

@@ -1,4 +1,4 @@
-"""Run logging: ``metrics.jsonl`` (one JSON object per logged step), TensorBoard, progress bar."""
+"""Run logging: ``metrics.jsonl`` (one JSON object per logged step), the trackers, progress bar."""
 from __future__ import annotations
 
 import json
@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+from mim.trackers import Trackers
 
 log = logging.getLogger("mim")
 METRICS_FILE = "metrics.jsonl"
@@ -33,20 +35,17 @@ def truncate_after(path: Path, step: int) -> None:
 class RunLogger:
     """Writes only on the main rank; every method is a no-op elsewhere."""
 
-    def __init__(self, run_dir: Path, enabled: bool, total_steps: int, start_step: int):
+    def __init__(self, run_dir: Path, enabled: bool, total_steps: int, start_step: int,
+                 trackers: tuple[str, ...] = ("tensorboard",), config: dict | None = None):
         self.enabled = enabled
         self.path = run_dir / METRICS_FILE
-        self._tb = None
+        self._trackers = None
         self._bar = None
         if not enabled:
             return
         truncate_after(self.path, start_step)
         self._file = open(self.path, "a", buffering=1)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self._tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1)
-        except ImportError as exc:  # tensorboard is a dependency; keep training without it
-            log.warning("TensorBoard logging off: %s", exc)
+        self._trackers = Trackers(list(trackers), run_dir, config or {}, start_step)
         self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                          mininterval=1.0)
         self._last = (time.perf_counter(), start_step)
@@ -61,20 +60,17 @@ class RunLogger:
         if not self.enabled:
             return
         self._file.write(json.dumps({"step": step, **values}) + "\n")
-        if self._tb is not None:
-            for key, value in values.items():
-                if isinstance(value, (int, float)):
-                    self._tb.add_scalar(f"train/{key}", value, step)
+        self._trackers.log_metrics(step, values)
 
     def image(self, tag: str, array_hwc: Any, step: int) -> None:
-        if self.enabled and self._tb is not None:
-            self._tb.add_image(tag, array_hwc, step, dataformats="HWC")
+        if self.enabled and self._trackers is not None:
+            self._trackers.log_image(tag, array_hwc, step)
 
     def close(self) -> None:
         if not self.enabled:
             return
         if self._bar is not None:
             self._bar.close()
-        if self._tb is not None:
-            self._tb.close()
+        if self._trackers is not None:
+            self._trackers.close()
         self._file.close()

@@ -22,7 +22,7 @@ class EvalSettings:
     init: str = "pretrained"  # pretrained | random (the same encoder at initialisation)
     pool: str = "auto"  # cls | avg (mean of the patch tokens) | auto: cls if the model has one
     batch_size: int = 64  # feature extraction and evaluation
-    num_workers: int = 2
+    num_workers: int = 2  # data-loading processes
     device: str = "auto"  # auto (cuda if available) | cpu | cuda
     out: Optional[str] = None  # results folder; default <run.dir>/eval, or ./eval
     kernel_resize: str = "bicubic"  # patch-size transfer: bicubic (long-seq MAE) | pinv (FlexiViT)
@@ -43,8 +43,8 @@ class EvalSettings:
 
 @dataclass
 class KnnConfig:
-    k: int = 20
-    temperature: float = 0.07
+    k: int = 20  # neighbours that vote
+    temperature: float = 0.07  # votes weighted by exp(similarity / temperature)
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -57,13 +57,13 @@ class KnnConfig:
 class Schedule:
     """Shared by the trained protocols: epochs, warmup and the lr (per process batch)."""
 
-    epochs: int = 90
-    warmup_epochs: float = 10.0
-    batch_size: int = 256
-    blr: float = 0.1
+    epochs: int = 90  # passes over the training data
+    warmup_epochs: float = 10.0  # linear lr warmup, then a cosine decay to min_lr
+    batch_size: int = 256  # per process
+    blr: float = 0.1  # base lr; lr = blr x batch / 256
     lr: Optional[float] = None  # absolute lr; overrides blr
-    min_lr: float = 0.0
-    weight_decay: float = 0.0
+    min_lr: float = 0.0  # the lr at the end of the cosine decay
+    weight_decay: float = 0.0  # weight decay
     eval_every: int = 10  # epochs between validation passes (and one at the end)
 
     def check(self, section: str) -> None:
@@ -82,7 +82,7 @@ class Schedule:
 @dataclass
 class LinprobeConfig(Schedule):
     optimizer: str = "lars"  # lars | sgd (MAE: "SGD works similarly with a 4096 batch")
-    momentum: float = 0.9
+    momentum: float = 0.9  # momentum of LARS / SGD
     augment: bool = True  # MAE: RandomResizedCrop each epoch; false: features computed once
 
     def __post_init__(self) -> None:
@@ -93,22 +93,22 @@ class LinprobeConfig(Schedule):
 
 @dataclass
 class FinetuneConfig(Schedule):
-    epochs: int = 100
-    warmup_epochs: float = 5.0
-    batch_size: int = 64
-    blr: float = 1e-3
-    min_lr: float = 1e-6
-    weight_decay: float = 0.05
+    epochs: int = 100  # passes over the training data
+    warmup_epochs: float = 5.0  # linear lr warmup, then a cosine decay to min_lr
+    batch_size: int = 64  # per process
+    blr: float = 1e-3  # base lr; lr = blr x batch / 256
+    min_lr: float = 1e-6  # the lr at the end of the cosine decay
+    weight_decay: float = 0.05  # weight decay
     eval_every: int = 5
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    layer_decay: float = 0.75
-    drop_path: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW's (beta1, beta2)
+    layer_decay: float = 0.75  # layer-wise lr decay: each block below the top x this
+    drop_path: float = 0.1  # stochastic depth rate
     mixup: float = 0.8  # alpha; 0 disables
     cutmix: float = 1.0  # alpha; 0 disables
-    smoothing: float = 0.1
-    clip_grad: Optional[float] = None
-    ema: bool = False
-    ema_decay: float = 0.9999
+    smoothing: float = 0.1  # label smoothing
+    clip_grad: Optional[float] = None  # clip the gradient norm to this; None: no clipping
+    ema: bool = False  # keep an exponential moving average of the weights and evaluate it too
+    ema_decay: float = 0.9999  # decay of that average per step
     blocks: Optional[int] = None  # partial fine-tuning: train only the last k blocks (+ norm)
     compile: str = "none"  # none | blocks (true) | model: as train.compile (engine/compiling.py)
 

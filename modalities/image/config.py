@@ -11,15 +11,17 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 @dataclass
 class ImageDataConfig:
     root: Optional[str] = None  # a folder, searched recursively; None: built-in demo photos
-    input_size: int = 224
+    input_size: int = 224  # side of the square crop, in pixels
     min_scale: float = 0.2  # RandomResizedCrop scale range (MAE: 0.2 - 1.0)
-    max_scale: float = 1.0
-    hflip: float = 0.5
+    max_scale: float = 1.0  # upper end of the crop scale range
+    hflip: float = 0.5  # probability of a horizontal flip
     labels: str = "none"  # none | folders | path to a CSV of "relative/path,label"
     # without a root: "photos" (scikit-image's photographs) or "lfw" (the training part of the
     # labelled LFW face / non-face set that ``mim eval`` holds out from, see labelled.py)
     demo: str = "photos"
+    # per-channel normalisation mean (ImageNet's)
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    # per-channel normalisation std (ImageNet's)
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
 
     def __post_init__(self) -> None:

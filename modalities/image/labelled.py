@@ -31,14 +31,14 @@ log = logging.getLogger("mim.data")
 class ImageEvalDataConfig(ImageDataConfig):
     labels: str = "folders"  # folders | path to a CSV of "relative/path,label"
     val_root: Optional[str] = None  # held-out class folders; None: split data.root
-    val_fraction: float = 0.25
-    split_seed: int = 0
+    val_fraction: float = 0.25  # held-out fraction of data.root when there is no val_root
+    split_seed: int = 0  # seed of that split
     min_scale: float = 0.08  # training views: RandomResizedCrop(min_scale - 1), MAE A.1
     crop_pct: float = 0.875  # test view: short side to input_size / crop_pct, centre crop
     # fine-tuning's training view adds these (MAE Table 11; augment.py): timm's RandAugment
     # spec ('' disables) and the probability of random erasing
     randaug: str = "rand-m9-mstd0.5-inc1"
-    reprob: float = 0.25
+    reprob: float = 0.25  # probability of random erasing (fine-tuning)
 
     def __post_init__(self) -> None:
         super().__post_init__()

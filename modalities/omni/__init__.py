@@ -29,8 +29,8 @@ class OmniDataConfig:
     image: ImageDataConfig = field(default_factory=ImageDataConfig)
     image_weight: float = 0.5  # share of the steps that train on images
     image_frames: int = 2  # an image becomes a clip of this many repeated frames (one cube)
-    image_mask: str = "random"
-    image_mask_ratio: float = 0.9
+    image_mask: str = "random"  # mask policy of the image steps
+    image_mask_ratio: float = 0.9  # mask ratio of the image steps
 
     def __post_init__(self) -> None:
         if not 0.0 < self.image_weight < 1.0:

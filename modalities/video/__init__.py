@@ -1,7 +1,8 @@
 """The video modality: a folder or list of videos (or the built-in demo clips), space-time cubes.
 
-Decoding by frame index with decord (default) or PyAV (``data.decoder``) through the native
-reader (default: measured 2x (decord) to 10x (PyAV) faster than pytorchvideo's
+Decoding by frame index with decord (default; PyAV where decord is not installed) or PyAV
+(``data.decoder``) through the native reader (default: measured 2x (decord) to 10x (PyAV) faster
+than pytorchvideo's
 ``EncodedVideo.get_clip``, and seed-exact so a resumed run sees the same clips), or through
 pytorchvideo's EncodedVideo, clip sampler and functional transforms with
 ``data.reader=pytorchvideo``. VideoMAE's defaults: 16 frames every 4th,

@@ -22,17 +22,19 @@ READERS = ("native", "pytorchvideo")
 class VideoDataConfig:
     root: Optional[str] = None  # a folder of videos, searched recursively; None: demo clips
     list_file: Optional[str] = None  # lines "path [label] [start_sec end_sec]"; wins over root
-    decoder: str = "decord"  # decord | pyav (GIFs always go through PyAV)
+    decoder: str = "decord"  # decord | pyav (GIFs, and everything where decord is missing: PyAV)
     reader: str = "native"  # native (fast, seed-exact) | pytorchvideo (EncodedVideo, slower)
-    num_frames: int = 16
+    num_frames: int = 16  # frames per clip
     sampling_rate: int = 4  # take every n-th frame
-    input_size: int = 224
+    input_size: int = 224  # side of the square crop, in pixels
     min_scale: float = 1.14  # short side scaled to [min, max] x input_size, then cropped
-    max_scale: float = 1.43
-    hflip: float = 0.5
+    max_scale: float = 1.43  # upper end of the short-side scale range
+    hflip: float = 0.5  # probability of a horizontal flip
     repeat: int = 1  # K clips per decoded video (repeated sampling, MAE-ST)
     pad_short: bool = False  # too-short videos: False skips them, True repeats the last frame
+    # per-channel normalisation mean (ImageNet's)
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    # per-channel normalisation std (ImageNet's)
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
 
     def __post_init__(self) -> None:

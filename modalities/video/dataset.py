@@ -8,6 +8,7 @@ cannot be used (zero bytes, not a video, audio only, truncated, corrupt, too sho
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shlex
@@ -21,7 +22,7 @@ from mim.data import MimDataset, UnreadableSample
 from mim.files import find_files
 from mim.modalities.video import demo
 from mim.modalities.video.config import VideoDataConfig
-from mim.modalities.video.decode import open_video
+from mim.modalities.video.decode import open_video, resolve_decoder
 from mim.modalities.video.pvreader import PyTorchVideoReader
 from mim.modalities.video.transforms import ClipSampler, ClipTransform
 
@@ -142,6 +143,7 @@ def build_dataset(cfg: VideoDataConfig) -> VideoDataset:
         files = demo.demo_files(1 if cfg.pad_short else cfg.span)
         items = [VideoItem(path, label) for path, label in files]
         classes, source = list(demo.CLASSES), f"{demo.cache_dir()} (built-in demo videos)"
+    cfg = dataclasses.replace(cfg, decoder=resolve_decoder(cfg.decoder))
     log.info("video data: %d items from %s, decoder %s, reader %s", len(items), source,
              cfg.decoder, cfg.reader)
     return VideoDataset(items, cfg, classes)

@@ -1,5 +1,9 @@
 """Open a video file and decode frames by index, with decord (default) or PyAV.
 
+decord publishes wheels only for Linux x86_64 and Windows x86_64 (pyproject.toml installs it only
+there): where it cannot be imported, ``data.decoder=decord`` decodes with PyAV instead, said once
+in the log (``resolve_decoder``).
+
 Frames are addressed by index, not by time: a clip is a pure function of the sample's seed,
 and both decoders return the same frames for the same indices (checked by the tests).
 pytorchvideo's ``EncodedVideo.get_clip`` works with both decoders here but is not the default:
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import logging
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +28,8 @@ import numpy as np
 from mim.data import UnreadableSample
 
 SEEK_AFTER = 64  # PyAV: seek (keyframe + pts arithmetic) when the first wanted frame is later
+
+log = logging.getLogger("mim.data")
 
 
 class Video(ABC):
@@ -65,6 +72,7 @@ def open_video(path: Path | str, decoder: str = "decord") -> Video:
     """Open ``path`` for index-based decoding; raises ``UnreadableSample`` with the reason."""
     path = Path(path)
     _check_file(path)
+    decoder = resolve_decoder(decoder)
     if decoder == "pyav" or _is_gif(path):
         return PyAVVideo(path)
     if decoder == "decord":
@@ -84,6 +92,25 @@ def _short(exc: BaseException) -> str:
 # ---------------------------------------------------------------- decord
 
 _decord = None
+_decord_missing: str | None = None  # why decord cannot be imported here, once known
+
+
+def resolve_decoder(decoder: str) -> str:
+    """The decoder that will run: ``decord`` where it imports, else ``pyav`` (said once per
+    process; the datasets resolve it before their loader workers start)."""
+    global _decord_missing
+    if decoder != "decord" or _decord is not None:
+        return decoder
+    if _decord_missing is None:
+        try:
+            _import_decord()
+            return decoder
+        except (ImportError, OSError) as exc:  # not installed, or its bundled libraries fail
+            _decord_missing = _short(exc)
+            log.warning("data.decoder=decord: decord cannot be imported here (%s; it has wheels "
+                        "only for Linux x86_64 and Windows x86_64); decoding with PyAV instead",
+                        _decord_missing)
+    return "pyav"
 
 
 def _import_decord():

@@ -15,6 +15,7 @@ at 80x60, encoded once into ``$MIM_CACHE_DIR/demo_video/labelled_v1`` with list 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from mim.modalities.video import demo
 from mim.modalities.video.augment import FinetuneClipTransform
 from mim.modalities.video.config import VideoDataConfig
 from mim.modalities.video.dataset import VideoDataset, VideoItem, read_list, scan
-from mim.modalities.video.decode import open_video
+from mim.modalities.video.decode import open_video, resolve_decoder
 from mim.modalities.video.transforms import clip_indices
 from mim.spec import LabelledData
 
@@ -50,14 +51,15 @@ SUBSAMPLE, SHRINK = 2, 2  # of demo.render's 64 frames at 160x120: every 2nd, ha
 class VideoEvalDataConfig(VideoDataConfig):
     val_list_file: Optional[str] = None  # held-out list; None: data.val_root or a split
     val_root: Optional[str] = None  # held-out class folders
+    # held-out fraction of the data when there is no val_root / val_list_file
     val_fraction: float = 0.25
-    split_seed: int = 0
+    split_seed: int = 0  # seed of that split
     test_clips: int = 2  # temporal test views, evenly spaced
     test_crops: int = 3  # spatial test views along the long side (VideoMAE: 3)
     # fine-tuning's training view adds these (VideoMAE's Kinetics recipe; augment.py): timm's
     # RandAugment spec, one draw per clip ('' disables), and per-frame random erasing
     randaug: str = "rand-m7-n4-mstd0.5-inc1"
-    reprob: float = 0.25
+    reprob: float = 0.25  # probability of random erasing per frame (fine-tuning)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -175,6 +177,7 @@ def _list_items(path: Path, classes: list[str] | None) -> tuple[list[VideoItem],
 
 
 def labelled(cfg: VideoEvalDataConfig) -> LabelledData:
+    cfg = dataclasses.replace(cfg, decoder=resolve_decoder(cfg.decoder))  # before the workers
     list_file, val_list = cfg.list_file, cfg.val_list_file
     if not (cfg.list_file or cfg.root):
         train_path, val_path = demo_lists()

@@ -1,7 +1,9 @@
 """Space-time model presets, registered with the video modality.
 
 VideoMAE (Tong et al. 2022): ViT on 2x16x16 cubes, 16 frames at 224, tube masking at 0.9, a
-4-block decoder of width 192 / 384 / 512 for S / B / L, no cls token. MAE-ST (Feichtenhofer et
+4-block decoder of width 192 / 384 / 512 for S / B / L, no cls token, and VideoMAE's position
+table, the Transformer's 1D sin-cos over the flattened (t, h, w) token index (``pos_embed=flat``,
+encoder and decoder), so a run exports to Hugging Face's VideoMAE. MAE-ST (Feichtenhofer et
 al. 2022): separable space/time position embeddings, a 4 x 512 decoder, random space-time
 masking at 0.9. VideoMCMAE (Gao et al. 2022, Sec. 2.4): MCMAE-B whose stage 1 embeds 2x4x4 cubes,
 masked 3D convs in stages 1-2 (time not downsampled further), space-time sin-cos at stage 3, the
@@ -26,9 +28,10 @@ def _register_videomae(size: str) -> None:
         return ModelConfig(name=name, tokenizer="cube", patch_size=16, tubelet_size=2,
                            embed_dim=dim, depth=depth, num_heads=heads,
                            decoder_embed_dim=dec_dim, decoder_depth=4,
-                           decoder_num_heads=dec_heads, cls_token=False)
+                           decoder_num_heads=dec_heads, cls_token=False, pos_embed="flat")
 
-    preset.__doc__ = f"VideoMAE ViT-{size} on 2x16x16 cubes, 4-block decoder."
+    preset.__doc__ = (f"VideoMAE ViT-{size} on 2x16x16 cubes, 4-block decoder, VideoMAE's 1D "
+                      "sin-cos table over the flattened (t, h, w) index.")
     MODELS.register(name, obj=preset)
 
 

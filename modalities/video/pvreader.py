@@ -34,8 +34,8 @@ import torch
 
 from mim.data import UnreadableSample
 from mim.modalities.video.config import VideoDataConfig
-from mim.modalities.video.decode import (_check_file, _decord_reason, _import_decord, _is_gif,
-                                         _short)
+from mim.modalities.video.decode import (_check_file, _decord_reason, _is_gif, _short,
+                                         resolve_decoder)
 
 _pv = None
 
@@ -72,8 +72,7 @@ def open_encoded(path: Path, decoder: str):
     """``EncodedVideo`` for ``path`` (no audio); ``UnreadableSample`` with the reason."""
     EncodedVideo, _, _ = pytorchvideo()
     _check_file(path)
-    if decoder == "decord":
-        _import_decord()  # decord's logging quietened, as for the native reader
+    decoder = resolve_decoder(decoder)  # decord imported (and quietened) or PyAV instead
     decoder = "pyav" if _is_gif(path) else decoder
     try:
         return EncodedVideo.from_path(str(path), decoder=decoder, decode_audio=False)

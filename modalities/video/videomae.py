@@ -25,12 +25,14 @@ import torch
 
 from mim.convert.common import ConvertError, Converted, check_plain_tokenizer, with_overrides
 from mim.convert.hf import (DECODER_LAYERS, HF_READERS, HF_WRITERS, common_config, mlp_ratio,
-                            read_layers, write_layers)
+                            read_layers, recorded_run, write_layers)
 from mim.convert.storage import save_tensors, write_json
 from mim.factory import ModelConfig
 
 log = logging.getLogger("mim")
 ENCODER_LAYERS = ("videomae.encoder.layer.", "videomae.layers.")
+VIDEOMAE_LAYOUT = {"pos_embed": "the flattened 1D sin-cos table (model.pos_embed=flat)",
+                   "cls_token": "no cls token"}
 
 
 @HF_READERS.register("videomae")
@@ -68,18 +70,25 @@ def read_videomae(folder: Path, config: dict[str, Any], state: dict[str, torch.T
         norm_eps=float(config.get("layer_norm_eps", 1e-12)))
     return Converted(with_overrides(model_cfg, overrides), config.get("num_channels", 3),
                      {**out, **blocks, **decoder}, "hf-videomae",
-                     input_size=(config["num_frames"], *size), notes=notes)
+                     input_size=(config["num_frames"], *size), notes=notes,
+                     run=recorded_run(config))
 
 
 @HF_WRITERS.register("3d")
 def write_videomae(conv: Converted, folder: Path, grid: tuple[int, ...]) -> Path:
     check_plain_tokenizer(conv, 3, "VideoMAE")
     s, cfg = conv.state, conv.config
-    if cfg.pos_embed != "flat" or cfg.cls_token:
-        raise ConvertError("VideoMAE always uses the flattened 1D sin-cos table and no cls "
-                           f"token; this model has pos_embed={cfg.pos_embed}, "
-                           f"cls_token={cfg.cls_token} (pretrain with model.pos_embed=flat "
-                           "model.cls_token=false to export to VideoMAE)")
+    differs = {key: (have, want) for key, have, want in
+               (("pos_embed", cfg.pos_embed, "flat"), ("cls_token", cfg.cls_token, False))
+               if have != want}
+    if differs:  # name only what differs from VideoMAE's layout
+        raise ConvertError(
+            "VideoMAE holds " + " and ".join(VIDEOMAE_LAYOUT[k] for k in differs) +
+            "; this model has " + ", ".join(f"model.{k}={str(v[0]).lower()}"
+                                            for k, v in differs.items()) +
+            " (pretrain with " + " ".join(f"model.{k}={str(v[1]).lower()}"
+                                          for k, v in differs.items()) +
+            " to export to VideoMAE)")
     if grid[1] != grid[2]:
         raise ConvertError(f"VideoMAE needs square frames, got a grid of {grid}")
     if s["decoder_embed.bias"].abs().max() > 0:

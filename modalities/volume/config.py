@@ -23,10 +23,10 @@ class VolumeDataConfig:
     # window: clip to [window_min, window_max] (e.g. CT Hounsfield units), then scale to [0, 1];
     # none: values as stored. Statistics are per volume and per channel.
     intensity: str = "percentile"
-    p_low: float = 0.5
-    p_high: float = 99.5
-    window_min: Optional[float] = None
-    window_max: Optional[float] = None
+    p_low: float = 0.5  # lower clipping percentile (intensity=percentile)
+    p_high: float = 99.5  # upper clipping percentile (intensity=percentile)
+    window_min: Optional[float] = None  # lower end of the window (intensity=window)
+    window_max: Optional[float] = None  # upper end of the window (intensity=window)
     # z-score after clipping (mean 0, std 1 per volume and channel); None: the mode's default
     # (percentile: true, window and none: false). percentile with false scales to [0, 1].
     zscore: Optional[bool] = None

@@ -28,9 +28,9 @@ log = logging.getLogger("mim.data")
 @dataclass
 class VolumeEvalDataConfig(VolumeDataConfig):
     labels: str = "folders"  # folders | path to a CSV of "relative/path,label"
-    val_root: Optional[str] = None
-    val_fraction: float = 0.25
-    split_seed: int = 0
+    val_root: Optional[str] = None  # held-out class folders; None: split data.root
+    val_fraction: float = 0.25  # held-out fraction of data.root when there is no val_root
+    split_seed: int = 0  # seed of that split
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -78,7 +78,8 @@ class _Warm:
                 return None
             chunk = os.read(self.recv, 4096)
             if not chunk:
-                raise RuntimeError(f"the warm interpreter ended: {self.folder / 'server.log'}")
+                log = (self.folder / "server.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the warm interpreter ended; its log:\n{log}")
             self.pending += chunk
         line, self.pending = self.pending.split(b"\n", 1)
         return int(line)

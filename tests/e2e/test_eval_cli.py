@@ -122,7 +122,21 @@ def test_visualize_and_convert_a_run(module_cli, image_run, cache, tmp_path: Pat
     result = module_cli.run("convert", f"input={image_run}", f"output={tmp_path / 'hf'}",
                             "to=hf", env=cache)
     assert result.returncode == 0, module_cli.describe(result)
-    assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "vit_mae"
+    hf_config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert hf_config["model_type"] == "vit_mae"
+    # the export tells the run's truth: its mask, norm-pix, size, normalisation, steps, samples
+    import yaml
+    from transformers import AutoImageProcessor
+
+    run_config = yaml.safe_load((image_run / "config.yaml").read_text())
+    assert hf_config["mask_ratio"] == run_config["mask"]["ratio"]
+    assert (hf_config["norm_pix_loss"], hf_config["image_size"]) == (False, 32)
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "hf")
+    assert processor.size == {"height": 32, "width": 32}
+    assert list(processor.image_mean) == run_config["data"]["mean"]
+    for export in ("hf", "timm"):
+        card = (tmp_path / export / "README.md").read_text()
+        assert "- steps: 10\n" in card and "- samples seen: 80\n" in card, card
     result = module_cli.run("convert", f"input={image_run}", "output=o", "to=onnx", env=cache)
     assert result.returncode == 2
     assert result.stderr.strip() == ("mim: config error: to: unknown format 'onnx'; valid: "
@@ -156,6 +170,23 @@ def test_video_clip_features_average_test_views(cli, tmp_path: Path, cache) -> N
                      env=cache)
     assert result.returncode == 0, cli.describe(result)
     assert sorted(Path(p).suffix for p in result.stdout.split()) == [".gif", ".png"]
+    # the default video recipe exports to Hugging Face's VideoMAE with mim's encoder features
+    result = cli.run("convert", f"input={run}", f"output={tmp_path / 'hf'}", "to=hf", env=cache)
+    assert result.returncode == 0, cli.describe(result)
+    import mim  # noqa: I001
+    import torch
+    from transformers import AutoImageProcessor, VideoMAEModel
+
+    encoder = VideoMAEModel.from_pretrained(tmp_path / "hf").eval()
+    assert encoder.config.mask_ratio == 0.9  # the run's tube mask
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "hf")
+    assert processor.crop_size == {"height": 48, "width": 48}
+    clip = torch.randn(1, 3, 8, 48, 48)  # mim: [B, C, T, H, W]
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(clip.transpose(1, 2)).last_hidden_state,
+                                   mim.load_pretrained(run).eval().encode(clip).tokens,
+                                   atol=2e-5, rtol=0)
+    assert "- steps: 2\n" in (tmp_path / "hf" / "README.md").read_text()
 
 
 def test_volume_probe_and_montage(cli, tmp_path: Path, cache) -> None:

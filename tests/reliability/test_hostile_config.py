@@ -30,7 +30,7 @@ HOSTILE = [
     (["train.nonfinite=ignore"], ["train.nonfinite", "stop, skip"]),
     (["model.activation_checkpointing=some"],
      ["model.activation_checkpointing", "none, decoder, encoder, all"]),
-    (["run.resume=maybe"], ["run.resume", "auto, never, must"]),
+    (["run.resume=maybe"], ["run.resume", "auto, never, must, force"]),
     (["backend=deepspeed", "backend.zero_stage=5"], ["backend.zero_stage", "0, 1, 2 or 3"]),
     # wrong types
     (["train.batch_size=abc"], ["train.batch_size"]),

@@ -103,7 +103,7 @@ def test_an_unset_model_init_leaves_the_run_directory_as_before(tmp_path):
 
     spec = load(["modality=image"])
     tree = OmegaConf.to_container(spec.raw, resolve=True)
-    for key in ("run", "launcher"):
+    for key in ("run", "launcher", "tracker"):
         tree.pop(key)
     assert tree["model"].pop("init") is None
     assert config_hash(spec) == hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:8]

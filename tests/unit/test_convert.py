@@ -194,7 +194,8 @@ def test_timm_vit_weights_load_with_identical_features(tmp_path: Path, class_tok
     converted = read_weights(path, num_heads=HEADS)
     assert converted.format == "timm" and converted.config.pos_embed == "learned"
     assert any("head.weight" in note for note in converted.notes)
-    model = load_pretrained(path, num_heads=HEADS).eval()
+    model = load_pretrained(path, num_heads=HEADS)
+    assert not any(m.training for m in model.modules())  # eval mode, as timm's and HF's loads
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         torch.testing.assert_close(model.encode(x).tokens, vit.forward_features(x),

@@ -159,9 +159,9 @@ def test_image_weights_start_a_video_model(tmp_path, mim_log) -> None:
         theirs = image.encode(frame).tokens  # [B, L, D]
         for features in ours:
             torch.testing.assert_close(features, theirs, atol=2e-5, rtol=0)
-    # the default video model (fixed space-time table): the same patch embedding per time step
+    # the default video model (VideoMAE's fixed flat table): the same patch embedding per step
     video, _ = started(video_config(init=str(folder)))
-    assert "positions: the model's own joint table" in mim_log.text
+    assert "positions: the model's own flat table" in mim_log.text
     with torch.no_grad():
         ours = rearrange(video.tokenizer(clip, None), "b (t l) d -> t b l d", t=2)
         for tokens in ours:

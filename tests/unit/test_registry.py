@@ -63,7 +63,9 @@ def test_empty_registry_says_none():
 def test_builtin_registries_are_filled():
     assert {"random", "block"} <= set(MASKS.names())
     assert "mae_vit_base_patch16" in MODELS
-    assert {"tokenizer", "mask", "model", "modality", "backend", "launcher"} == set(ALL)
+    assert {"tokenizer", "mask", "model", "modality", "backend", "launcher",
+            "tracker"} == set(ALL)
+    assert {"tensorboard", "mlflow", "wandb"} <= set(ALL["tracker"].names())
     assert "image" in ALL["modality"].names()  # registered through the entry point
     assert {"patch2d", "cube"} <= set(ALL["tokenizer"].names())
 

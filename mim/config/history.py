@@ -1,0 +1,148 @@
+"""Which config changes a resume may make, and the run's record of the configs it ran with.
+
+A checkpoint carries the config its weights were trained with (``Trainer.save``'s client state,
+``"config"``). A resume compares it with the new config, key by key (dotted paths; lists compared
+whole), and refuses any difference outside the keys below unless ``run.resume=force``.
+
+Never compared (they do not change what the weights become):
+- ``run.*``, ``launcher.*``, ``backend.*``: where and how the processes run. A run resumes on
+  another number of processes, ZeRO stage or backend (a Slurm job requeued onto fewer GPUs).
+- logging, pictures, checkpoint cadence, loader workers, compilation, the step watchdog and
+  the fault policy (``train.nonfinite``: skipping a NaN step after a stop is a recovery).
+- ``model.init``: a resume takes the checkpoint's weights; the weights to start from are moot.
+
+Compared with a rule of their own:
+- ``train.max_steps`` and ``train.epochs``: extending a run is a continuation, not another run,
+  so they may change; the schedule's total then changes with them (the cosine's remaining
+  steps are stretched or shortened), which the log states.
+- ``train.batch_size`` and ``train.accum_steps``: the per-process batch. A change is accepted
+  when the effective batch (batch x accumulation x processes: what the learning rate and the
+  data order follow) stays the checkpoint's, as on a resume with twice the processes and half
+  the batch; the checkpoint's effective batch is its samples per step.
+
+Everything else (model, mask, data, optimiser, schedule, precision, seed, modality) is the run.
+``run.resume=force`` goes on with such differences, except those in ``STATE_KEYS``: the
+learning rate, betas and weight decay come back with the optimiser's state (torch's
+``Optimizer.load_state_dict`` restores each group's hyperparameters, ``LambdaLR`` its base lr),
+so the new value would be written to ``config.yaml`` but never used.
+A key present on one side only (a setting added by another mim version) is reported in the log,
+not refused.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mim.config.errors import ConfigError
+
+log = logging.getLogger("mim")
+
+HISTORY = "config_history.jsonl"
+IGNORED_SECTIONS = ("run", "launcher", "backend", "tracker")
+IGNORED_KEYS = frozenset({
+    "train.num_workers", "train.log_every", "train.ckpt_every", "train.keep_last",
+    "train.vis_every", "train.vis_samples", "train.compile", "train.timeout",
+    "train.nonfinite", "train.max_nonfinite_skips", "train.max_unreadable", "model.init",
+    "model.activation_checkpointing"})  # recomputes activations: memory, not the result
+LENGTH_KEYS = ("train.max_steps", "train.epochs")
+BATCH_KEYS = ("train.batch_size", "train.accum_steps")
+STATE_KEYS = ("optim.name", "optim.lr", "optim.blr", "optim.betas", "optim.weight_decay")
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> ``{"a.b": leaf}`` (lists are leaves: compared whole)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _ignored(key: str) -> bool:
+    return key.split(".", 1)[0] in IGNORED_SECTIONS or key in IGNORED_KEYS
+
+
+def compare(saved: dict[str, Any], now: dict[str, Any], saved_batch: int | None,
+            now_batch: int) -> tuple[dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]],
+                                     list[str]]:
+    """``(refused, accepted, one_sided)``: the differing keys with (checkpoint, new) values
+    that change the run, those a resume may change, and keys only one side has.
+    ``saved_batch``: the checkpoint's effective batch (None if unknown); ``now_batch``: this
+    run's."""
+    a, b = flatten(saved), flatten(now)
+    refused, accepted = {}, {}
+    for key in sorted(a.keys() & b.keys()):
+        if a[key] == b[key] or _ignored(key):
+            continue
+        if key in LENGTH_KEYS:
+            accepted[key] = (a[key], b[key])
+        elif key in BATCH_KEYS and saved_batch == now_batch:
+            accepted[key] = (a[key], b[key])
+        else:
+            refused[key] = (a[key], b[key])
+    if saved_batch is not None and saved_batch != now_batch and any(k in refused
+                                                                    for k in BATCH_KEYS):
+        refused["effective batch"] = (saved_batch, now_batch)
+    one_sided = sorted(k for k in a.keys() ^ b.keys() if not _ignored(k))
+    return refused, accepted, one_sided
+
+
+def check_resume(saved: dict[str, Any] | None, config: dict[str, Any], mode: str,
+                 checkpoint: Path, saved_batch: int | None,
+                 now_batch: int) -> tuple[dict[str, tuple[Any, Any]], bool]:
+    """The differences from the checkpoint's config ``saved`` that a resume goes on with, and
+    whether ``run.resume=force`` (``mode``) was needed; a ``ConfigError`` naming the differing
+    keys and both values when the resume would change the run without it."""
+    if saved is None:  # written before checkpoints carried their config
+        log.warning("resume: %s carries no config to compare with", checkpoint)
+        return {}, False
+    refused, accepted, one_sided = compare(saved, config, saved_batch, now_batch)
+    if one_sided:
+        log.info("resume: keys only one of the checkpoint's and this config has (not "
+                 "compared): %s", ", ".join(one_sided))
+    if accepted:
+        log.info("resume: goes on with %s (a continuation: the schedule's total and the "
+                 "per-process batch follow the new values)", describe(accepted))
+    fixed = {k: v for k, v in refused.items() if k in STATE_KEYS}
+    if fixed and mode == "force":
+        raise ConfigError(f"run.resume=force: {describe(fixed)}: a resume restores these with "
+                          f"the optimiser's state from {checkpoint}, so they cannot change; keep "
+                          "the checkpoint's values or start a new run in another run.dir")
+    if refused and mode != "force":
+        raise ConfigError(f"run.resume: {checkpoint} was trained with another config: "
+                          f"{describe(refused)}; rerun with the checkpoint's values, choose "
+                          "another run.dir, or set run.resume=force to go on with the new ones")
+    if refused:
+        log.warning("run.resume=force: going on from %s with %s (recorded in %s)", checkpoint,
+                    describe(refused), HISTORY)
+    return {**accepted, **refused}, bool(refused)
+
+
+def describe(differences: dict[str, tuple[Any, Any]]) -> str:
+    """``key: old -> new, ...`` on one line."""
+    return ", ".join(f"{key}: {json.dumps(old)} -> {json.dumps(new)}"
+                     for key, (old, new) in differences.items())
+
+
+def write_config(raw: DictConfig, directory: Path) -> None:
+    """``config.yaml``, replaced in one rename (a reader never sees half of it)."""
+    tmp = directory / f".config.yaml.{os.getpid()}.tmp"
+    OmegaConf.save(raw, tmp, resolve=True)
+    os.replace(tmp, directory / "config.yaml")
+
+
+def append_history(directory: Path, config: dict[str, Any], event: str, step: int,
+                   changed: dict[str, tuple[Any, Any]] | None = None) -> None:
+    """One line per start of the run: when, how (start, resume, resume-force), at which step,
+    what changed from the checkpoint's config, and the whole config."""
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": event, "step": step,
+              "changed": {k: list(v) for k, v in (changed or {}).items()}, "config": config}
+    with open(directory / HISTORY, "a") as file:
+        file.write(json.dumps(record) + "\n")

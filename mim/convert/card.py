@@ -1,0 +1,186 @@
+"""The ``README.md`` model card every export carries: the model, the run's config, its steps,
+samples seen and data, and code that loads that export with timm and transformers.
+
+The snippets name the export as ``path/to/export`` (a folder may be moved after it is written);
+each is written for the files of its own format and is run by the tests as written.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mim.convert.common import ConvertError, Converted, export_grid
+from mim.convert.provenance import RunFacts, run_facts
+
+log = logging.getLogger("mim")
+PLACEHOLDER = "path/to/export"  # where the snippets expect the export
+CARD = "README.md"
+LIBRARY = {"hf": "transformers", "timm": "timm", "mae": "timm", "mim": "mim"}
+MARK = ("- mim", "- masked-autoencoder")  # the front matter's tags: a card mim wrote
+
+
+def _model_lines(conv: Converted, grid: tuple[int, ...] | None) -> list[str]:
+    cfg = conv.config
+    cube = cfg.tokenizer in ("cube", "hybrid3d")  # a leading time (or depth) axis
+    patch = (f"{cfg.tubelet_size}x{cfg.patch_size}x{cfg.patch_size} cubes" if cube else
+             f"{cfg.patch_size}x{cfg.patch_size} patches")
+    size = "not recorded"
+    if grid is not None:
+        sides = ([grid[0] * cfg.tubelet_size] if cube else []) + [
+            n * cfg.patch_size for n in grid[-2:]]
+        size = (f"{'x'.join(map(str, sides))} ({'time or depth x ' if cube else ''}height x "
+                f"width), token grid {list(grid)}")
+    return [f"- architecture: `{cfg.name}`, tokenizer `{cfg.tokenizer}` on {patch}, "
+            f"{conv.in_chans} input channels, input size {size}",
+            f"- encoder: width {cfg.embed_dim}, depth {cfg.depth}, {cfg.num_heads} heads, MLP "
+            f"ratio {cfg.mlp_ratio:g}, cls token {cfg.cls_token}, positions `{cfg.pos_embed}`, "
+            f"LayerNorm eps {cfg.norm_eps:g}",
+            (f"- decoder: width {cfg.decoder_embed_dim}, depth {cfg.decoder_depth}, "
+             f"{cfg.decoder_num_heads} heads" if conv.has_decoder else
+             "- decoder: none in these weights"),
+            f"- loss: MSE on the {cfg.loss_on} patches, norm-pix target {cfg.norm_pix_loss}"]
+
+
+def _unknown(what: str, conv: Converted) -> str:
+    return f"{what}: not recorded by the source ({conv.format})"
+
+
+def _training_lines(conv: Converted, facts: RunFacts) -> list[str]:
+    mean, std = facts.normalisation()
+    mask = ", ".join(f"{k} {v}" for k, v in facts.mask.items()) if facts.mask else None
+    data = facts.sections.get("data")
+    return [f"- steps: {facts.steps}" if facts.steps is not None else
+            "- " + _unknown("steps", conv),
+            f"- samples seen: {facts.samples}" if facts.samples is not None else
+            "- " + _unknown("samples seen", conv),
+            f"- mask: {mask}" if mask else "- " + _unknown("mask", conv),
+            f"- data: modality `{facts.modality}`" + (
+                f", {_data_source(data)}" if isinstance(data, dict) else "")
+            if facts.modality else "- " + _unknown("data", conv),
+            f"- input normalisation: mean {mean}, std {std}" if facts.mean is not None else
+            f"- input normalisation: {_unrecorded_norm(facts)}; the export's processor settings "
+            f"assume ImageNet's mean {mean}, std {std}"]
+
+
+def _unrecorded_norm(facts: RunFacts) -> str:
+    if facts.modality:
+        return f"the `{facts.modality}` modality's own (its data config holds no mean/std)"
+    return "not recorded by the source"
+
+
+def _data_source(data: dict[str, Any]) -> str:
+    for key in ("list_file", "root"):
+        if data.get(key):
+            return f"`{key}`: `{data[key]}`"
+    return "the built-in demo data"
+
+
+def _snippets(export: str, conv: Converted, grid: tuple[int, ...] | None,
+              details: dict[str, Any]) -> list[str]:
+    """Markdown: how to load this export, per format (see the module docstring)."""
+    convert = ("`mim convert input={p} output=OUT to={to}` writes a copy that {what} loads "
+               "(see its own README.md).")
+    if export == "hf" and len(grid) == 2:
+        return ["transformers (`ViTMAEModel` masks `mask_ratio` of the patches at random and "
+                "shuffles the rest, as in pretraining; `mask_ratio=0.0` with ascending `noise` "
+                "keeps every patch in grid order):", "```python",
+                "import numpy as np, torch",
+                "from transformers import AutoImageProcessor, ViTMAEForPreTraining, ViTMAEModel",
+                f'processor = AutoImageProcessor.from_pretrained("{PLACEHOLDER}")',
+                f'encoder = ViTMAEModel.from_pretrained("{PLACEHOLDER}", mask_ratio=0.0)',
+                f'mae = ViTMAEForPreTraining.from_pretrained("{PLACEHOLDER}")',
+                f"image = np.zeros(({grid[0] * conv.config.patch_size}, "
+                f"{grid[1] * conv.config.patch_size}, {conv.in_chans}), dtype=np.uint8)",
+                'inputs = processor(images=image, return_tensors="pt")',
+                f"in_order = torch.arange({grid[0] * grid[1]}.0)[None]  # [1, L]",
+                "features = encoder(**inputs, noise=in_order).last_hidden_state  # [1, 1 + L, D]",
+                "loss = mae(**inputs).loss", "```", "",
+                "timm: " + convert.format(p=PLACEHOLDER, to="timm", what="timm")]
+    if export == "hf":
+        frames = grid[0] * conv.config.tubelet_size
+        side = grid[1] * conv.config.patch_size
+        return ["transformers (frames are `[T, H, W, C]` uint8 arrays or images):", "```python",
+                "import numpy as np",
+                "from transformers import AutoImageProcessor, VideoMAEModel",
+                f'processor = AutoImageProcessor.from_pretrained("{PLACEHOLDER}")',
+                f'encoder = VideoMAEModel.from_pretrained("{PLACEHOLDER}")',
+                f"video = list(np.zeros(({frames}, {side}, {side}, {conv.in_chans}), "
+                "dtype=np.uint8))",
+                'inputs = processor(video, return_tensors="pt")  # pixel_values [1, T, C, H, W]',
+                "features = encoder(**inputs).last_hidden_state  # [1, L, D]", "```", "",
+                "timm has no space-time ViT; mim reads this folder: "
+                f'`mim.load_pretrained("{PLACEHOLDER}")`.']
+    if export == "timm":
+        return ["timm (the architecture and `model_args` come from `config.json`):",
+                "```python", "import timm, timm.data, torch",
+                f'model = timm.create_model("local-dir:{PLACEHOLDER}", pretrained=True)',
+                "config = timm.data.resolve_data_config({}, model=model)  # size, mean, std",
+                'features = model.forward_features(torch.zeros(1, *config["input_size"]))',
+                "```", "",
+                "transformers: timm's own weights have no transformers class of their own "
+                "here; " + convert.format(p=PLACEHOLDER, to="hf", what="transformers")]
+    if export == "mae":
+        args = ", ".join(f"{k}={v!r}" for k, v in details["model_args"].items())
+        return ["timm (the encoder; the decoder's tensors are MAE's and are left out):",
+                "```python", "import timm, torch",
+                f'state = torch.load("{PLACEHOLDER}/{details["file"]}", weights_only=True)',
+                f'model = timm.create_model("{details["architecture"]}", pretrained=False, '
+                f"{args})",
+                'encoder = {k: v for k, v in state["model"].items()',
+                '           if not k.startswith(("decoder", "mask_token"))}',
+                "model.load_state_dict(encoder)", "```", "",
+                "The checkpoint's `args` hold the run's settings (`mask_ratio`, "
+                "`norm_pix_loss`, `input_size`), as facebookresearch/mae's do. transformers: "
+                + convert.format(p=f"{PLACEHOLDER}/{details['file']}", to="hf",
+                                 what="transformers")]
+    plain = conv.config.tokenizer in ("patch2d", "cube")  # the layouts timm and HF hold
+    return ["mim (the weights in mim's own names):", "```python", "import mim",
+            f'model = mim.load_pretrained("{PLACEHOLDER}")  # a MaskedAutoencoder', "```", "",
+            *([convert.format(p=PLACEHOLDER, to="timm", what="timm")]
+              if conv.config.tokenizer == "patch2d" else []),
+            (convert.format(p=PLACEHOLDER, to="hf", what="transformers") +
+             " (ViTMAE for 2D patches, VideoMAE for cubes, where the model has their layout)")
+            if plain else "timm and transformers have no layout for this tokenizer."]
+
+
+def model_card(conv: Converted, export: str, grid: tuple[int, ...] | None,
+               details: dict[str, Any] | None = None) -> str:
+    """The card's markdown for ``conv`` written as ``export`` (hf | timm | mae | mim)."""
+    facts = run_facts(conv)
+    lines = ["---", f"library_name: {LIBRARY[export]}", "tags:", *MARK, "---", "",
+             f"# {conv.config.name} (encoder width {conv.config.embed_dim}, depth "
+             f"{conv.config.depth})", "",
+             f"Masked-autoencoder weights pretrained with mim, exported as `{export}` "
+             f"(read from: {conv.format}).", "", "## Model", *_model_lines(conv, grid), "",
+             "## Training", *_training_lines(conv, facts), ""]
+    if facts.sections:
+        lines += ["The run's config (the parts that made these weights):", "```yaml",
+                  yaml.safe_dump(facts.sections, sort_keys=False,
+                                 default_flow_style=None).rstrip(), "```", ""]
+    lines += ["## Loading", *_snippets(export, conv, grid, details or {}), ""]
+    if conv.notes:
+        lines += ["## Notes", *[f"- {note}" for note in conv.notes], ""]
+    return "\n".join(lines)
+
+
+def card_grid(conv: Converted, input_size: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """The export's token grid, or None where the weights do not say (the card then says so)."""
+    try:
+        return export_grid(conv, input_size)
+    except ConvertError:
+        return None
+
+
+def write_card(conv: Converted, folder: Path, export: str, grid: tuple[int, ...] | None,
+               details: dict[str, Any] | None = None) -> Path | None:
+    """``folder/README.md``; a README.md already there that mim did not write is kept."""
+    path = folder / CARD
+    if path.exists() and "\n".join(MARK) not in path.read_text(errors="replace")[:300]:
+        log.warning("%s exists and was not written by mim: no model card written", path)
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(model_card(conv, export, grid, details))
+    return path

@@ -1,0 +1,71 @@
+"""``mim train ... --cfg``: the composed config and the values a run would derive from it.
+
+Nothing is trained or written: the data sources are indexed (their lengths give the steps per
+epoch), the model is built on the meta device (parameter counts without memory), and the
+backend is asked for its precision. The world size is the launcher's (``launcher.nprocs``, or
+Slurm's nodes x tasks per node), since no process group exists yet.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from mim.config.compose import RunSpec
+from mim.data import StreamSampler
+from mim.factory import build_model
+from mim.model import is_decoder
+from mim.registry import BACKENDS
+from mim.train import _feeds, _schedule, _sources, run_dir
+
+
+def world_size(spec: RunSpec) -> int:
+    """Processes the launcher would start."""
+    config = spec.launcher.config
+    if hasattr(config, "nprocs"):
+        return int(config.nprocs)
+    if hasattr(config, "nodes") and hasattr(config, "tasks_per_node"):
+        return int(config.nodes) * int(config.tasks_per_node)
+    return 1
+
+
+def derived(spec: RunSpec) -> dict[str, Any]:
+    """The values ``derived.json`` of a run of ``spec`` holds, computed without a run."""
+    t = spec.train
+    world = world_size(spec)
+    sources = _sources(spec)
+    feeds = _feeds(spec, sources, world)
+    first = feeds[0]
+    per_epoch = StreamSampler(len(first.source.dataset), spec.seed, first.items, 0,
+                              world).per_epoch
+    global_batch = t.batch_size * world
+    plan = _schedule(spec, per_epoch, first.items * world, global_batch)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        model = build_model(spec.model, in_chans=sources[0].sample_shape[0])
+    params = {"encoder": 0, "decoder": 0}
+    for name, p in model.named_parameters():
+        params["decoder" if is_decoder(name) else "encoder"] += p.numel()
+    backend = BACKENDS.get(spec.backend.name)(
+        precision=t.precision, accum_steps=t.accum_steps, clip_grad=t.clip_grad,
+        compile=t.compile, batch_size=t.batch_size, config=spec.backend.config)
+    precision, reason = backend.precision_and_reason
+    return {"lr": plan.lr, "steps_per_epoch": plan.steps_per_epoch,
+            "total_steps": plan.total_steps, "warmup_steps": plan.warmup_steps,
+            "effective_batch": global_batch * t.accum_steps, "world_size": world,
+            "grid": list(spec.grid), "tokens": math.prod(spec.grid),
+            "mask_grid": list(spec.mask_grid),
+            "masked_tokens": spec.mask.num_masked(spec.mask_grid),
+            "sources": {f.source.name: len(f.source.dataset) for f in feeds},
+            "encoder_params": params["encoder"], "decoder_params": params["decoder"],
+            "precision": f"{precision} ({reason})", "compile": backend.compile,
+            "run_dir": str(run_dir(spec))}
+
+
+def preview(spec: RunSpec) -> str:
+    """The text ``--cfg`` prints: the config as YAML, then the derived values."""
+    values = "\n".join(f"{key}: {json.dumps(value)}" for key, value in derived(spec).items())
+    return (f"# config\n{OmegaConf.to_yaml(spec.raw, resolve=True)}\n# derived (nothing "
+            f"trained or written)\n{values}")

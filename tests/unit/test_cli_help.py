@@ -1,0 +1,145 @@
+"""``mim COMMAND --help``, ``mim train ... --cfg``, ``mim --version`` and ``mim plugins``.
+
+The help text is generated from the schemas: every key of every section a command reads must
+appear with its default and a meaning (the comment on its field), so a new key without one
+fails here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from mim.cli import main
+from mim.config.help import meanings, show
+from mim.helptext import eval_sections, train_sections, visualize_sections
+
+FAST = ["experiment=demo", "data.input_size=32", "model.patch_size=8", "model.embed_dim=48",
+        "model.depth=2", "model.num_heads=3", "model.decoder_embed_dim=32",
+        "model.decoder_depth=1", "model.decoder_num_heads=2", "train.batch_size=8",
+        "train.num_workers=0", "train.precision=fp32"]
+SECTIONS = {"train": train_sections, "eval": eval_sections, "visualize": visualize_sections}
+
+
+@dataclasses.dataclass
+class Documented:
+    trailing: int = 1  # on the line
+    # above the field,
+    # over two lines
+    above: Optional[str] = None
+    bare: list[int] = dataclasses.field(default_factory=lambda: [1, 2])
+
+
+def test_a_meaning_is_the_comment_on_or_above_the_field() -> None:
+    assert meanings(Documented) == {"trailing": "on the line",
+                                    "above": "above the field, over two lines", "bare": ""}
+
+
+def _leaves(cls: type, prefix: str) -> list[tuple[str, object, type, str]]:
+    """(key, default, owning dataclass, field name) of every key under ``cls``."""
+    out = []
+    for field in dataclasses.fields(cls):
+        default = (field.default if field.default is not dataclasses.MISSING else
+                   field.default_factory() if field.default_factory is not dataclasses.MISSING
+                   else dataclasses.MISSING)
+        if dataclasses.is_dataclass(default):
+            out += _leaves(type(default), f"{prefix}{field.name}.")
+        else:
+            out.append((f"{prefix}{field.name}", default, cls, field.name))
+    return out
+
+
+@pytest.mark.parametrize("command", sorted(SECTIONS))
+def test_help_lists_every_key_with_its_default_and_a_meaning(command: str, capsys) -> None:
+    assert main([command, "--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    undocumented = []
+    for title, cls, prefix in SECTIONS[command]():
+        if cls is None:
+            continue
+        for key, default, owner, name in _leaves(cls, prefix):
+            if key in ("train", "run", "mask.name") or (prefix == "mask." and name == "name"):
+                continue  # sections of their own; a mask's name is its group option
+            if not meanings(owner).get(name):
+                undocumented.append(f"{owner.__qualname__}.{name}")
+            words = [line.split() for line in lines]
+            assert any(w[:1] == [key] and show(default) in w for w in words), (title, key)
+    assert not undocumented, f"fields without a meaning (a comment on the field): {undocumented}"
+
+
+def test_train_help_names_the_groups_and_their_options(capsys) -> None:
+    assert main(["train", "--help"]) == 0
+    # a group's options: its line and the indented lines it wraps onto
+    listing = re.sub(r"\n {4}(?=\S)", " ", capsys.readouterr().out)
+    for group, option in [("modality", "video"), ("model", "mae_vit_tiny_patch16"),
+                          ("mask", "tube"), ("backend", "deepspeed"), ("launcher", "slurm"),
+                          ("experiment", "demo"), ("data", "volume"), ("tracker", "mlflow"),
+                          ("tracker", "wandb"), ("tracker", "tensorboard*")]:
+        line = next(x for x in listing.splitlines() if x.startswith(f"  {group}: "))
+        assert option in line.split(": ", 1)[1].replace(",", " ").split(), line
+    assert "backend.zero_stage" in listing and "launcher.nprocs" in listing
+
+
+def test_train_help_runs_as_a_command() -> None:
+    result = subprocess.run([sys.executable, "-m", "mim", "train", "--help"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "train.batch_size" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_cfg_prints_the_config_and_derived_values_and_writes_nothing(tmp_path: Path,
+                                                                      monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "optim.lr=null", "optim.blr=1e-3", "train.accum_steps=2",
+                 f"run.dir={run}", "--cfg"]) == 0
+    out = capsys.readouterr().out
+    assert "batch_size: 8" in out  # the composed config
+    derived = {key: json.loads(value) for key, value in
+               (line.split(": ", 1) for line in out.split("# derived")[1].splitlines()[1:])}
+    assert derived["lr"] == pytest.approx(1e-3 * 8 * 2 / 256)  # blr x effective batch / 256
+    assert derived["grid"] == [4, 4] and derived["tokens"] == 16
+    assert derived["masked_tokens"] == 12  # 0.75 of 16
+    assert derived["total_steps"] == 300 and derived["warmup_steps"] == 20  # experiment=demo
+    assert derived["encoder_params"] > 0 and derived["precision"].startswith("fp32")
+    assert derived["run_dir"] == str(run)
+    assert not run.exists() and list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_cfg_of_a_bad_config_is_a_config_error(capsys) -> None:
+    assert main(["train", "train.batch_size=0", "--cfg"]) == 2
+    assert "train.batch_size" in capsys.readouterr().err
+    assert main(["train", "-m", "seed=1,2", "--cfg"]) == 2
+    assert capsys.readouterr().err.startswith("mim: config error: --cfg: shows one run")
+
+
+def test_version_is_the_installed_one(capsys) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"mim {version('mim-pretrain')}"
+
+
+@pytest.mark.parametrize("command", ["convert", "plugins"])
+def test_every_command_has_help(command: str, capsys) -> None:
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:") and f"mim {command}" in out
+
+
+def test_plugins_columns_fit_the_longest_name(capsys) -> None:
+    main(["plugins"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    starts = set()
+    for row in rows:
+        name = row.split()[0]
+        source_at = row.index(row.split()[1], 2 + len(name))
+        assert source_at >= 2 + len(name) + 2, row  # two spaces at least after every name
+        starts.add(source_at)
+    assert len(starts) == 1, starts  # one column for every source
+    assert any(len(row.split()[0]) >= 28 for row in rows)  # e.g. maest_vit_base_patch16_16x224
