@@ -121,6 +121,7 @@ def load_resharded(engine: Any, directory: Path, tag: str, saved: dict[str, Any]
         with _universal(engine):
             path, client = engine.load_checkpoint(str(out), tag=tag, load_module_strict=True)
         _group_settings(engine, out / tag / "zero" / "optimizer_state.pt")
+        _own_step_counts(engine.optimizer.optimizer)
     finally:
         barrier()
         if is_main:
@@ -141,3 +142,20 @@ def _group_settings(engine: Any, path: Path) -> None:
                            f"this run's {len(groups)}")
     for group, settings in zip(groups, saved):
         group.update({k: v for k, v in settings.items() if k != "params"})
+
+
+def _own_step_counts(optimizer: Any) -> None:
+    """Give each AdamW state its own ``step`` tensor. DeepSpeed 0.19.8's ZeRO-3 universal loader
+    puts one tensor object into the state of every parameter group, and torch's AdamW adds 1 to
+    it in place once per group and step: with mim's two groups the count (AdamW's bias
+    correction) then ran twice as fast from the resume on, and the loss curve drifted 8.9e-4
+    relative from an uninterrupted run within 4 steps (1.4e-7, rounding, with its own count)."""
+    import torch
+
+    seen: set[int] = set()
+    for state in optimizer.state.values():
+        step = state.get("step")
+        if torch.is_tensor(step):
+            if id(step) in seen:
+                state["step"] = step.clone()
+            seen.add(id(step))

@@ -19,11 +19,13 @@ What a resume on another shape keeps, and what it cannot:
   per process), hence the learning rate when it is derived from ``optim.blr``. An epoch is cut
   to a multiple of the global batch (``StreamSampler``): when the old and new global batches cut
   the dataset at different lengths, the epoch boundary moves by less than one global batch.
-- DeepSpeed on another ZeRO stage or process count goes through DeepSpeed's universal checkpoint
-  (``mim/engine/ds_universal.py``): the weights come through exactly, but the steps after it
-  were measured 9e-4 relative from an uninterrupted run, more than the reduction order gives
-  (1e-7), so some optimiser state does not come through exactly. A checkpoint of one backend
-  does not resume under another (the backends name it).
+- DeepSpeed on another ZeRO stage (1-3) or process count goes through DeepSpeed's universal
+  checkpoint (``mim/engine/ds_universal.py``). Exact there too: the fp32 master weights, AdamW's
+  moments and step count, each parameter group's settings, the engine's counters; so the run
+  agrees with an uninterrupted one up to the rounding above (tested: 2 processes ZeRO-3, then 1
+  process ZeRO-3, then 2 processes ZeRO-2, within 1e-5 relative). ZeRO-0 checkpoints resume
+  only on their own stage and process count (the universal checkpoint covers ZeRO 1-3). A
+  checkpoint of one backend does not resume under another (the backends name it).
 
 A resume on the same shape restores everything and stays bit-exact.
 """

@@ -97,11 +97,11 @@ def test_zero_resume_continues_identically(runs, module_cli, stage: int) -> None
 def test_zero_resumes_on_another_stage_and_process_count(runs, module_cli) -> None:
     """2 processes ZeRO-3, then 1 process ZeRO-3, then 2 processes ZeRO-2 (DeepSpeed's universal
     checkpoint re-shards, mim/engine/ds_universal.py), the global batch kept at 8. The step
-    count, schedule and samples continue; the first loss after the re-shard equals the
-    uninterrupted one up to float32 rounding (the weights came through exactly). The steps after
-    it drift from the uninterrupted curve by up to 9e-4 relative (measured), more than the
-    reduction order explains (1.4e-7): something of the optimiser state DeepSpeed's universal
-    load restores differs slightly; a lost AdamW state would be far off."""
+    count, schedule and samples continue, and the whole curve equals the uninterrupted one up to
+    float32 rounding (RTOL, as for 2 processes against 1; measured 1.4e-7): the weights,
+    AdamW's moments, its step count and each group's settings come through exactly. With one
+    step count shared by the two AdamW groups (counted twice per step, see ds_universal.py) the
+    curve was 8.9e-4 relative off by step 8; a lost moment is far more."""
     run = runs.root / "reshaped"
     legs = [(zero(3) + TWO, 4), (zero(3) + ONE, 6), (zero(2) + TWO, 8)]
     for overrides, steps in legs:
@@ -119,8 +119,7 @@ def test_zero_resumes_on_another_stage_and_process_count(runs, module_cli) -> No
     assert [r["samples"] for r in got] == [r["samples"] for r in want]
     losses, expected = [r["loss"] for r in got], [r["loss"] for r in want]
     assert all(math.isfinite(v) for v in losses), losses
-    assert losses[:5] == pytest.approx(expected[:5], rel=RTOL, abs=0), (losses, expected)
-    assert losses == pytest.approx(expected, rel=5e-3, abs=0), (losses, expected)
+    assert losses == pytest.approx(expected, rel=RTOL, abs=0), (losses, expected)
 
 
 def test_zero_0_checkpoint_on_another_stage_is_named(runs, module_cli) -> None:
