@@ -27,12 +27,11 @@ from torch import nn
 
 from mim.config.errors import ConfigError
 from mim.engine import compiling
-from mim.engine.backend import Backend, local_device
+from mim.engine.backend import STATE_FILE, Backend, local_device
+from mim.engine.ds_universal import LAYOUT, TAG
 from mim.model import MAEOutput
 from mim.registry import BACKENDS
 
-TAG = "ds"  # DeepSpeed's sub-folder inside a mim checkpoint directory
-LAYOUT = "mim_layout.json"  # beside DeepSpeed's files: the ZeRO stage and process count
 _NEVER = 2**31 - 1  # steps_per_print: mim logs progress itself
 
 
@@ -220,6 +219,10 @@ class DeepSpeedBackend(Backend):
         return json.loads(layout.read_text())
 
     def load(self, directory: Path) -> dict[str, Any]:
+        if (directory / STATE_FILE).is_file() and not (directory / TAG / LAYOUT).is_file():
+            from mim.engine.ds_from_torch import load_torch
+
+            return load_torch(self, directory, TAG)
         saved = self._saved_layout(directory)
         # DeepSpeed reads its files with torch.load(weights_only=False) and offers no switch: its
         # optimiser states hold pickled DeepSpeed objects. These files are the ones this run's

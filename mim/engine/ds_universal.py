@@ -12,7 +12,8 @@ format from one release to the next, where mim's own would re-implement ZeRO's p
 
 The main rank converts in one process (``num_extract_workers=1``: no process pool inside a
 training process) into a hidden folder beside the checkpoint, removed after every rank has
-loaded; the checkpoint itself is left as it was. A same-shape resume never comes here.
+loaded; the checkpoint itself is left as it was. A same-shape resume never comes here. The
+same folder is the interchange with ``backend=torch`` (``ds_from_torch``, ``ds_to_torch``).
 """
 from __future__ import annotations
 
@@ -26,8 +27,11 @@ from typing import Any, Callable
 
 log = logging.getLogger("mim")
 
+TAG = "ds"  # DeepSpeed's sub-folder inside a mim checkpoint directory
+LAYOUT = "mim_layout.json"  # beside DeepSpeed's files: the ZeRO stage and process count
 
-def _convert(shards: Path, out: Path) -> None:
+
+def convert(shards: Path, out: Path) -> None:
     """DeepSpeed's converter on ``shards`` (one checkpoint tag) into ``out`` (written under a
     temporary name, then renamed: a folder named ``out`` is always whole)."""
     from deepspeed.checkpoint import ds_to_universal
@@ -115,17 +119,23 @@ def load_resharded(engine: Any, directory: Path, tag: str, saved: dict[str, Any]
                  directory, saved.get("zero_stage"), saved.get("world_size"))
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir()
-        _convert(directory / tag, out / tag)
+        convert(directory / tag, out / tag)
     barrier()
     try:
-        with _universal(engine):
-            path, client = engine.load_checkpoint(str(out), tag=tag, load_module_strict=True)
-        _group_settings(engine, out / tag / "zero" / "optimizer_state.pt")
-        _own_step_counts(engine.optimizer.optimizer)
+        return load_universal(engine, out, tag)
     finally:
         barrier()
         if is_main:
             shutil.rmtree(out, ignore_errors=True)
+
+
+def load_universal(engine: Any, out: Path, tag: str) -> dict[str, Any] | None:
+    """Load the universal checkpoint ``out/tag`` into ``engine``, then repair what DeepSpeed
+    0.19.8's loaders leave wrong; collective. Returns DeepSpeed's client state, or None."""
+    with _universal(engine):
+        path, client = engine.load_checkpoint(str(out), tag=tag, load_module_strict=True)
+    _group_settings(engine, out / tag / "zero" / "optimizer_state.pt")
+    _own_step_counts(engine.optimizer.optimizer)
     return client if path is not None else None
 
 

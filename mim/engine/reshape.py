@@ -24,8 +24,13 @@ What a resume on another shape keeps, and what it cannot:
   moments and step count, each parameter group's settings, the engine's counters; so the run
   agrees with an uninterrupted one up to the rounding above (tested: 2 processes ZeRO-3, then 1
   process ZeRO-3, then 2 processes ZeRO-2, within 1e-5 relative). ZeRO-0 checkpoints resume
-  only on their own stage and process count (the universal checkpoint covers ZeRO 1-3). A
-  checkpoint of one backend does not resume under another (the backends name it).
+  only on their own stage and process count (the universal checkpoint covers ZeRO 1-3).
+- ``backend=torch`` and ``backend=deepspeed`` (ZeRO 1-3) resume each other's checkpoints, with
+  the universal checkpoint as the interchange (``ds_from_torch``, ``ds_to_torch``): both run
+  the same torch AdamW, so the same state comes through exactly and the run agrees with an
+  uninterrupted one up to the rounding above (tested: torch on 2 processes, ZeRO-3 on 2, torch
+  on 1, ZeRO-2 on 2, within 1e-5 relative). Another backend is not a change of what the run
+  is, so its loop state (step, data position, RNG) continues as on any other shape.
 
 A resume on the same shape restores everything and stays bit-exact.
 """
