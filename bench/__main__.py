@@ -19,7 +19,7 @@ import mim  # noqa: F401  (torchvision import fix before timm; registers the bui
 from bench.harness import Row, Settings, machine, precisions, table
 from mim.engine import compiling
 
-FIGURES = ("image", "video", "paper", "data", "memory", "gpu")
+FIGURES = ("image", "video", "paper", "data", "pipeline", "memory", "gpu")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -35,8 +35,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="torch threads (default: torch's, one per core); on a shared machine 1 "
                         "keeps a preempted thread from stalling the other at every barrier")
     p.add_argument("--precisions", default=None,
-                   help="fp32,bf16 for the step figures (default: fp32, and bf16 where the device "
-                        "computes it natively)")
+                   help="of fp32,bf16,fp16 for the step figures (default: fp32, and bf16 where "
+                        "the device computes it natively)")
     p.add_argument("--json", default=None, help="also write the rows and the machine here")
     args = p.parse_args(argv)
     args.figures = [f for f in args.only.split(",") if f] or [
@@ -99,6 +99,9 @@ def run_figure(figure: str, settings: Settings, args: argparse.Namespace) -> lis
     if figure == "data":
         from bench import loader
         return loader.run(settings)
+    if figure == "pipeline":
+        from bench import pipeline
+        return pipeline.run(settings)
     if figure == "memory":
         from bench import memory
         return memory.run(settings)

@@ -2,7 +2,7 @@
 # The GPU checks in one call of a lent CUDA machine, sized for a few minutes of device time.
 #
 #   bash bench/gpu_check.sh --prepare     # here, once: wheels of what the device image lacks
-#                                         # (hydra-core, omegaconf, antlr4) into .devsite/
+#                                         # (hydra-core, omegaconf, antlr4, simplejpeg) into .devsite/
 #   device run: command "bash bench/gpu_check.sh", carry [".devsite"], timeout_s 540
 #
 # On the CUDA machine (its python3 already holds torch, timm, einops, transformers and
@@ -15,13 +15,16 @@
 #   3. `mim train modality=image experiment=demo` on CUDA for 40 steps (train.precision=auto:
 #      bf16 there), then the same run to 60 steps, which must resume from step 40;
 #   4. the demo for 20 steps with train.compile=blocks;
-#   5. `python -m bench --only image --compile blocks,model`: figures 1-2 at batch 64.
+#   5. the demo for 20 steps with train.precision=fp16 (autocast and the dynamic loss scale:
+#      metrics-fp16.jsonl must report loss_scale and overflow_steps);
+#   6. `python -m bench --only image --compile blocks,model`: figures 1-2 at batch 64.
+# MIM_CHECK_SKIP=bench-gpu,bench-image leaves those parts out (a second call of a session).
 # Everything goes to $OUT (check.log, bench-gpu.json, bench-image.json, the demo run's metrics,
-# derived values and last picture); the exit status is the number of parts that failed. Record
-# the device with every figure in bench/RESULTS.md. PY picks the interpreter (default
-# python3; a relative path is taken from the repository root). On a machine without CUDA the
-# same parts run on the CPU, which checks this script (tests/e2e/test_gpu_check.py), and
-# figure 6 is left out.
+# derived values and last picture, the fp16 run's metrics); the exit status is the number of
+# parts that failed. Record the device with every figure in bench/RESULTS.md. PY picks the
+# interpreter (default python3; a relative path is taken from the repository root). On a machine
+# without CUDA the same parts run on the CPU, which checks this script
+# (tests/e2e/test_gpu_check.py), and figure 6 is left out.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -30,6 +33,8 @@ SITE=${MIM_CHECK_SITE:-/tmp/mim-check-site}
 RUNS=${MIM_CHECK_RUNS:-/tmp/mim-check-runs}
 WHEELS=${MIM_CHECK_WHEELS:-.devsite}  # the carried wheels
 BUDGET=${MIM_CHECK_BUDGET:-520}  # seconds for all parts: under the device call's timeout_s
+# parts to leave out, by name, comma-separated (e.g. bench-gpu when figure 6 is already taken)
+SKIP=${MIM_CHECK_SKIP:-}
 
 if [ "${1:-}" = "--prepare" ]; then
     PY=${PY_PREPARE:-.venv/bin/python}
@@ -38,6 +43,10 @@ if [ "${1:-}" = "--prepare" ]; then
     "$PY" -m pip wheel -q --no-deps -w "$WHEELS" "hydra-core==$(version hydra-core)" \
         "omegaconf==$(version omegaconf)" \
         "antlr4-python3-runtime==$(version antlr4-python3-runtime)" || exit 1
+    # compiled: the wheel for the device's interpreter (Python ${MIM_CHECK_DEVICE_PY:-3.12}, x86_64)
+    "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$WHEELS" \
+        --python-version "${MIM_CHECK_DEVICE_PY:-3.12}" --implementation cp \
+        --platform manylinux2014_x86_64 "simplejpeg==$(version simplejpeg)" || exit 1
     ls "$WHEELS"
     exit 0
 fi
@@ -51,6 +60,10 @@ say() { echo "[gpu-check] $*" | tee -a "$LOG"; }
 part() {  # part NAME SECONDS COMMAND...: run, log, count a failure, within the budget
     local name=$1 limit=$2 t0=$SECONDS rc
     shift 2
+    if [[ ",$SKIP," == *",$name,"* ]]; then
+        say "== $name: skipped (MIM_CHECK_SKIP)"
+        return 0
+    fi
     if [ $((BUDGET - SECONDS - 10)) -lt "$limit" ]; then limit=$((BUDGET - SECONDS - 10)); fi
     if [ "$limit" -lt 20 ]; then
         say "== $name: not run, the budget is spent"
@@ -120,6 +133,14 @@ if part "train-${steps[0]}" 180 "${demo[@]}" train.max_steps="${steps[0]}" \
 fi
 part compile-blocks 240 "${demo[@]}" train.max_steps="${steps[2]}" train.compile=blocks \
     run.dir="$RUNS/blocks"
+if part fp16 180 "${demo[@]}" train.max_steps="${steps[2]}" train.precision=fp16 \
+        run.dir="$RUNS/fp16"; then
+    grep -q '"loss_scale"' "$RUNS/fp16/metrics.jsonl" || {
+        say "fp16: metrics.jsonl reports no loss_scale"
+        failed=$((failed + 1))
+    }
+fi
+cp "$RUNS/fp16/metrics.jsonl" "$OUT/metrics-fp16.jsonl" 2>/dev/null
 cp "$RUNS/eager/metrics.jsonl" "$OUT/metrics-eager.jsonl" 2>/dev/null
 cp "$RUNS/eager/derived.json" "$OUT/derived-eager.json" 2>/dev/null
 picture=$(ls "$RUNS"/eager/pictures/*.png 2>/dev/null | tail -1)

@@ -49,16 +49,17 @@ class Settings:
 
 
 def precisions(device: torch.device, quick: bool, asked: str | None) -> tuple[tuple[str, ...], str]:
-    """The precisions to time (``--precisions``, else fp32 and, where native, bf16), and a note
+    """The precisions to time (``--precisions``: any of fp32, bf16, fp16; else fp32 and, where
+    native, bf16), and a note
     on what was left out and why ("" if nothing)."""
     from mim.engine.precision import native_bf16
 
     if asked:
         chosen = tuple(p for p in asked.split(",") if p)
-        unknown = sorted(set(chosen) - {"fp32", "bf16"})
+        unknown = sorted(set(chosen) - {"fp32", "bf16", "fp16"})
         if unknown or not chosen:
             raise ValueError(f"--precisions: {unknown[0] if unknown else asked!r} is not one "
-                             "of: fp32, bf16")
+                             "of: fp32, bf16, fp16")
         return chosen, ""
     native, why = native_bf16(device)
     if native or quick:
@@ -87,9 +88,11 @@ class Timings(dict):
 
 
 def round_robin(cases: dict[str, Callable[[], object]], settings: Settings,
-                rounds: int | None = None) -> Timings:
+                rounds: int | None = None, clock: Callable[[], float] = time.perf_counter
+                ) -> Timings:
     """Every case called once per round, in turn (A B C, then C B A: a drift within a round
-    favours no case), after a warm-up of each; returns the timings of every round."""
+    favours no case), after a warm-up of each; returns the timings of every round, on ``clock``
+    (wall-clock; ``time.process_time``: this process's CPU seconds, per core)."""
     rounds = rounds or settings.rounds
     for fn in cases.values():
         for _ in range(settings.warmup):
@@ -99,10 +102,10 @@ def round_robin(cases: dict[str, Callable[[], object]], settings: Settings,
     order = list(cases)
     for turn in range(rounds):
         for name in (order if turn % 2 == 0 else order[::-1]):
-            start = time.perf_counter()
+            start = clock()
             cases[name]()
             synchronize(settings.device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return times
 
 

@@ -68,7 +68,7 @@ def run(settings: Settings, compile: tuple[str, ...] = ()) -> list[Row]:
         cases[ours_default] = steps.ours(cfg, x, ms, precision_default, default.compile).run
     peaks = {}
     for precision in settings.precisions:
-        dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+        dtype = precisions.DTYPES.get(precision, torch.float32)
         cases[f"matmul {precision}"], peaks[precision] = matmul_case(
             dtype, device, 8192 if device.type == "cuda" else 2048)
     t = round_robin(cases, settings)
@@ -76,7 +76,7 @@ def run(settings: Settings, compile: tuple[str, ...] = ()) -> list[Row]:
 
     rows = []
     label = f"ViT-B/16 {size}px, mask {MASK_RATIO}, batch {batch}, {device.type}"
-    for precision, goal in (("fp32", 1.1), ("bf16", 1.3)):
+    for precision, goal in (("fp32", 1.1), ("bf16", 1.3), ("fp16", None)):
         for mode in ("none", *compile):
             name = steps.ours_case(precision, mode)
             if name in t:
@@ -93,7 +93,7 @@ def run(settings: Settings, compile: tuple[str, ...] = ()) -> list[Row]:
         rows.append(Row("1. image step: ours bf16 vs HF default (fp32)",
                         t.ratio("peer fp32", "ours bf16"),
                         f"peer fp32 {med('peer fp32')} / ours bf16 {med('ours bf16')}"))
-    for precision, goal in (("fp32", 0.9), ("bf16", 0.8)):
+    for precision, goal in (("fp32", 0.9), ("bf16", 0.8), ("fp16", None)):
         if precision not in settings.precisions:
             continue
         matmul = f"matmul {precision}"

@@ -21,6 +21,7 @@ import torch
 from bench.harness import count_flops
 from mim.data import Batch
 from mim.engine.backend import TorchBackend
+from mim.engine.precision import DTYPES
 from mim.engine.loop import LoopSettings, LoopState, Trainer
 from mim.engine.optim import build_adamw, cosine_schedule
 from mim.factory import ModelConfig, build_model
@@ -48,9 +49,8 @@ class Step:
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    dtype = DTYPES.get(precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
 def ours(cfg: ModelConfig, x: torch.Tensor, masks: list[torch.Tensor], precision: str,
@@ -98,13 +98,16 @@ def _peer_step(model: torch.nn.Module, call: Callable[[], torch.Tensor], device:
                precision: str) -> Step:
     optimizer = _trainer_adamw(model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10))
+    # transformers.Trainer's fp16: the same dynamic loss scale as ours (mim/engine/scaler.py)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     def run() -> None:
         torch.set_flush_denormal(False)  # the peers' default: IEEE subnormals
         with _autocast(device, precision):
             loss = call()
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
 

@@ -52,7 +52,7 @@ def run(settings: Settings, compile: tuple[str, ...] = ()) -> list[Row]:
              f"({visible} visible of {grid[0] * grid[1] * grid[2]}), batch {batch}, "
              f"{rounds} rounds, {device.type}")
     rows = []
-    for precision, goal in (("fp32", 1.1), ("bf16", 1.3)):
+    for precision, goal in (("fp32", 1.1), ("bf16", 1.3), ("fp16", None)):
         if precision not in settings.precisions:
             continue
         peer = f"peer {precision}"

@@ -47,8 +47,9 @@ def _train(overrides: list[str]) -> int:
     from mim.config import ConfigError
     from mim.config.compose import load
     from mim.config.sweep import expand_sweep, own_run_dirs
-    from mim.engine.checkpoint import CheckpointError
-    from mim.engine.loop import DataLoadError, NonFiniteLossError
+    from mim.data_failures import DataLoadError
+    from mim.engine.checkpoint import CheckpointError, Checkpoints
+    from mim.engine.loop import NonFiniteLossError
     from mim.plugins import load_plugins
     from mim.registry import LAUNCHERS
     from mim.rundir import check_run_dir
@@ -56,6 +57,7 @@ def _train(overrides: list[str]) -> int:
 
     for error in load_plugins():
         print(f"mim: warning: {error}", file=sys.stderr)
+    current = []  # the run being launched: what an OSError can say about its checkpoints
     multirun = any(a in ("-m", "--multirun") for a in overrides)
     overrides = [a for a in overrides if a not in ("-m", "--multirun")]
     try:
@@ -74,17 +76,22 @@ def _train(overrides: list[str]) -> int:
             launcher.launch_sweep(specs)
         else:
             for spec in specs:
+                current[:] = [run_dir(spec)]
                 launcher.launch(spec)
     except ConfigError as exc:
         print(f"mim: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except (NonFiniteLossError, CheckpointError, DataLoadError) as exc:
-        logging.getLogger("mim").error("%s", exc)
+        _to_run_log(f"{exc}")  # the console gets it once, below
         print(f"mim: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. the run directory became unwritable outside a checkpoint
-        print(f"mim: error: {exc.strerror or exc}: {exc.filename or ''}; the last checkpoint "
-              "is intact: fix the cause, then run the same command to resume", file=sys.stderr)
+        latest = Checkpoints(current[0] / "checkpoints").latest() if current else None
+        after = (f"the last checkpoint ({latest.name}) is intact: fix the cause, then run the "
+                 "same command to resume" if latest else "no checkpoint was written: fix the "
+                 "cause, then run the same command to start")
+        print(f"mim: error: {exc.strerror or exc}: {exc.filename or ''}; {after}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("mim: interrupted; run the same command to resume from the last checkpoint",
@@ -92,6 +99,16 @@ def _train(overrides: list[str]) -> int:
         return 130
     return 0
 
+
+
+def _to_run_log(message: str) -> None:
+    """Record why a run stopped in its train.log (the file handlers of mim's log) only: the
+    console already gets the one ``mim: error:`` line."""
+    logger = logging.getLogger("mim")
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 def _log_to_stderr() -> None:
     root = logging.getLogger("mim")

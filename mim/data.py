@@ -17,12 +17,37 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from mim import faults
+from mim.data_failures import none_readable
 
 log = logging.getLogger("mim.data")
 
 
 class UnreadableSample(Exception):
-    """Raised by a dataset's ``load`` with the reason an item cannot be used."""
+    """Raised by a dataset's ``load`` with the reason an item cannot be used; optionally the
+    ``kind`` of problem (items are counted by kind when data stops a run, e.g. "empty") and its
+    ``remedy`` (e.g. the config key that accepts such items)."""
+
+    def __init__(self, reason: str, kind: str | None = None, remedy: str | None = None):
+        super().__init__(reason)
+        self.kind, self.remedy = kind, remedy
+
+
+class Skipped(tuple):
+    """An item replaced because it was unreadable: the pair ``(path, reason)``, plus the
+    ``kind`` and ``remedy`` its ``UnreadableSample`` gave (None otherwise)."""
+
+    def __new__(cls, path: str, reason: str, kind: str | None = None,
+                remedy: str | None = None) -> "Skipped":
+        item = super().__new__(cls, (path, reason))
+        item.kind, item.remedy = kind, remedy
+        return item
+
+    def __reduce__(self):  # to the main process from a loader worker, kind and remedy kept
+        return Skipped, (self[0], self[1], self.kind, self.remedy)
+
+
+# what a dataset's ``load`` raises for one bad item (a decoder's complaint included)
+LOAD_ERRORS = (UnreadableSample, OSError, ValueError, RuntimeError, SyntaxError)
 
 
 @dataclass
@@ -30,6 +55,7 @@ class Sample:
     x: torch.Tensor  # [C, *spatial]
     label: int = -1  # -1: unlabelled
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) replaced
+    padded: list[tuple[str, str]] = field(default_factory=list)  # (path, how) filled up
 
 
 @dataclass
@@ -40,13 +66,14 @@ class Batch:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     targets: torch.Tensor | None = None  # [B, L] bool: masked tokens to reconstruct (None: all)
     items: int = 0  # dataset items read for this batch (B / views); skipped ones not counted
+    padded: list[tuple[str, str]] = field(default_factory=list)  # (path, how) filled up
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=non_blocking)
 
         return Batch(move(self.x), move(self.mask), move(self.label), self.skipped,
-                     move(self.targets), self.items)
+                     move(self.targets), self.items, self.padded)
 
 
 def sample_seed(seed: int, epoch: int, position: int, stream: str = "") -> int:
@@ -59,9 +86,11 @@ class MimDataset(Dataset, ABC):
     """Base for modality datasets: indexed by ``(index, seed)``, skipping unreadable items.
 
     Subclasses implement ``__len__``, ``describe(index)`` (a path, for messages) and
-    ``load(index, seed) -> (x, label)``, raising ``UnreadableSample`` (or any I/O or decode
-    error) for an item that cannot be used. The item is then replaced by the next readable one
-    and reported in ``Sample.skipped``; nothing crashes.
+    ``load(index, seed) -> (x, label)``, or, where an item too small for a sample is filled up,
+    ``load_padded`` (how it was padded is reported in ``Sample.padded``), raising
+    ``UnreadableSample`` (or any I/O or decode error) for an item that cannot be used.
+    The item is then replaced by the next readable one and reported in ``Sample.skipped``;
+    when none of the items tried can be read, the ``DataLoadError`` counts them by reason.
     """
 
     max_consecutive_failures = 64
@@ -77,6 +106,11 @@ class MimDataset(Dataset, ABC):
     def load(self, index: int, seed: int) -> tuple[torch.Tensor, int]:
         """Item ``index`` augmented with randomness from ``seed`` -> (x [C, *spatial], label)."""
 
+    def load_padded(self, index: int, seed: int) -> tuple[torch.Tensor, int, str | None]:
+        """``load``, and how the item was filled up to the sample's size (None: it was not)."""
+        x, label = self.load(index, seed)
+        return x, label, None
+
     def __getitem__(self, key: tuple[int, int]) -> Sample:
         index, seed = key
         faults.hang("load.hang")  # reliability tests: a stuck filesystem
@@ -85,15 +119,14 @@ class MimDataset(Dataset, ABC):
         for attempt in range(min(len(self), self.max_consecutive_failures)):
             current = (index + attempt) % len(self)
             try:
-                x, label = self.load(current, seed)
-                return Sample(x, label, skipped)
-            except (UnreadableSample, OSError, ValueError, RuntimeError, SyntaxError) as exc:
+                x, label, how = self.load_padded(current, seed)
+            except LOAD_ERRORS as exc:
                 reason = str(exc) or type(exc).__name__
-                skipped.append((self.describe(current), reason))
-        raise RuntimeError(
-            f"{len(skipped)} consecutive items could not be read, last: "
-            f"{skipped[-1][0]} ({skipped[-1][1]}); check the data folder"
-        )
+                skipped.append(Skipped(self.describe(current), reason,
+                                       getattr(exc, "kind", None), getattr(exc, "remedy", None)))
+                continue
+            return Sample(x, label, skipped, [(self.describe(current), how)] if how else [])
+        raise none_readable(skipped, len(self))
 
 
 class StreamSampler(Sampler):
@@ -169,6 +202,7 @@ class MaskingCollate:
             skipped=[item for s, _ in samples for item in s.skipped],
             targets=torch.stack(targets) if targets else None,  # [B * K, L]
             items=len(samples),
+            padded=[item for s, _ in samples for item in s.padded],
         )
 
 

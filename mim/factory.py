@@ -77,9 +77,14 @@ class ModelConfig:
                 raise ValueError(f"model.{key}: {heads} does not divide the width {dim}")
         check_choices(pos_embed=self.pos_embed, loss_on=self.loss_on,
                       activation_checkpointing=self.activation_checkpointing)
-        if (self.pos_embed == "learned") != (self.pos_grid is not None):
-            raise ValueError("model.pos_grid: the grid of the learned table is needed with "
-                             "model.pos_embed=learned, and only then")
+        if self.pos_embed == "learned" and self.pos_grid is None:
+            raise ValueError("model.pos_grid: model.pos_embed=learned needs the grid of its "
+                             "table: set model.pos_grid=[...] to the token grid, the input size "
+                             "/ model.patch_size per axis (e.g. [14,14] for 224 px, patch 16)")
+        if self.pos_embed != "learned" and self.pos_grid is not None:
+            raise ValueError(f"model.pos_grid: only model.pos_embed=learned has a table grid "
+                             f"(this model has {self.pos_embed}); remove model.pos_grid or set "
+                             "model.pos_embed=learned")
         if not 0.0 < self.norm_eps < 1.0:
             raise ValueError(f"model.norm_eps: must be in (0, 1), got {self.norm_eps}")
         if not 0.0 <= self.drop_path < 1.0:

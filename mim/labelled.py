@@ -49,7 +49,10 @@ def labelled_files(root: Path, how: str, classes: list[str] | None, key: str,
     names are mapped onto the training classes. Unlabelled files are left out."""
     if not root.is_dir():
         raise FileNotFoundError(f"{key}: {root} is not a directory")
-    files = scan(root)
+    try:
+        files = scan(root)
+    except FileNotFoundError as exc:  # ``scan`` names data.root; this folder may be another key
+        raise FileNotFoundError(str(exc).replace("data.root", key, 1)) from None
     labels, names = file_labels(files, root, how)
     if classes is not None:
         labels, names = align_labels(labels, names, classes, key), classes

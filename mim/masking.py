@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from einops import rearrange, repeat
@@ -231,3 +232,10 @@ class RunningCellMask:
         out = torch.zeros_like(mask)
         out[chosen] = True
         return out
+
+
+def decoder_targets(policy: Any, grid: tuple[int, ...]) -> int | None:
+    """The masked tokens the decoder reconstructs and scores under ``policy`` on ``grid``:
+    decoder masking's part (``running_cell``), None where it is every masked token."""
+    count = getattr(policy, "num_targets", None)
+    return count(grid) if count is not None else None

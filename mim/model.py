@@ -179,10 +179,31 @@ class MaskedAutoencoder(nn.Module):
         ``targets`` bool [B, L] (decoder masking): reconstruct and score only these masked
         tokens; None reconstructs every token and scores the masked ones.
         """
+        self._check_mask(x, mask, targets)
         encoded = self.encode(x, mask)
+        if self.loss_on == "masked" and targets is None and encoded.ids_keep is not None \
+                and encoded.ids_keep.shape[1] == mask.shape[1]:  # Lv is already on the host
+            raise ValueError("mask: no token is masked, so the loss over masked tokens is "
+                             "undefined; mask at least one token per row (True = masked)")
         pred = self.decode(encoded, targets)
         return MAEOutput(loss=self.loss(x, pred, mask if targets is None else targets),
                          pred=pred, mask=mask)
+
+    def _check_mask(self, x: torch.Tensor, mask: torch.Tensor,
+                    targets: torch.Tensor | None) -> None:
+        """Shapes only (no device read): mask bool [B, L] on the mask grid, targets on the token
+        grid (the same grid unless a hybrid tokenizer masks its input cells)."""
+        shape = tuple(x.shape[1:])
+        for name, value, grid in (("mask", mask, self.tokenizer.mask_grid(shape)),
+                                  ("targets", targets, self.tokenizer.grid(shape))):
+            if value is None:
+                continue
+            num_tokens = torch.Size(grid).numel()
+            if value.dtype != torch.bool or tuple(value.shape) != (x.shape[0], num_tokens):
+                raise ValueError(
+                    f"{name}: expected bool [B, L] = [{x.shape[0]}, {num_tokens}] (L tokens on "
+                    f"the grid of an input {tuple(x.shape[1:])}), got {value.dtype} "
+                    f"{list(value.shape)}")
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
         """Encode the visible tokens (all tokens when ``mask`` is None)."""

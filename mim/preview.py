@@ -15,8 +15,9 @@ import torch
 from omegaconf import OmegaConf
 
 from mim.config.compose import RunSpec
-from mim.data import StreamSampler
+from mim.stream import epoch_steps
 from mim.factory import build_model
+from mim.masking import decoder_targets
 from mim.model import is_decoder
 from mim.registry import BACKENDS
 from mim.train import _feeds, _schedule, _sources, run_dir
@@ -38,11 +39,9 @@ def derived(spec: RunSpec) -> dict[str, Any]:
     world = world_size(spec)
     sources = _sources(spec)
     feeds = _feeds(spec, sources, world)
-    first = feeds[0]
-    per_epoch = StreamSampler(len(first.source.dataset), spec.seed, first.items, 0,
-                              world).per_epoch
+    epoch, by_source = epoch_steps(feeds, spec.seed, world, t.accum_steps)
     global_batch = t.batch_size * world
-    plan = _schedule(spec, per_epoch, first.items * world, global_batch)
+    plan = _schedule(spec, epoch, global_batch)
     with torch.device("meta"):  # shapes only: no memory, no initialisation
         model = build_model(spec.model, in_chans=sources[0].sample_shape[0])
     params = {"encoder": 0, "decoder": 0}
@@ -58,7 +57,9 @@ def derived(spec: RunSpec) -> dict[str, Any]:
             "grid": list(spec.grid), "tokens": math.prod(spec.grid),
             "mask_grid": list(spec.mask_grid),
             "masked_tokens": spec.mask.num_masked(spec.mask_grid),
+            "decoder_targets": decoder_targets(spec.mask, spec.mask_grid),
             "sources": {f.source.name: len(f.source.dataset) for f in feeds},
+            "steps_per_epoch_by_source": by_source,
             "encoder_params": params["encoder"], "decoder_params": params["decoder"],
             "precision": f"{precision} ({reason})", "compile": backend.compile,
             "run_dir": str(run_dir(spec))}

@@ -13,17 +13,28 @@ from mim.spec import Panels
 
 
 @torch.no_grad()
-def reconstruction_panels(model: MaskedAutoencoder, x: torch.Tensor,
-                          mask: torch.Tensor) -> Panels:
-    """x [N, C, *spatial], mask [N, L] -> Panels, each [N, C, *spatial] on the CPU, fp32."""
+def reconstruction_panels(model: MaskedAutoencoder, x: torch.Tensor, mask: torch.Tensor,
+                          targets: torch.Tensor | None = None) -> Panels:
+    """x [N, C, *spatial], mask [N, L] -> Panels, each [N, C, *spatial] on the CPU, fp32.
+
+    ``targets`` [N, L] (decoder masking): the decoder predicts only those masked tokens, as in
+    training; the masked tokens it does not score are striped (the sample's darkest and
+    brightest values alternating) in the reconstruction panels, so scored and unscored differ.
+    """
     tokenizer = model.tokenizer
-    pred = model(x, mask).pred.float()  # [N, L, P]
+    pred = model(x, mask, targets).pred.float()  # [N, L, P]
     patches = tokenizer.patchify(x).float()  # [N, L, P]
     if model.norm_pix_loss:
         mean, std = patch_stats(patches)  # the target's own statistics, inverted
         pred = pred * std + mean
     grid = tokenizer.grid(x.shape[1:])
     hidden = tokenizer.hidden(mask, tuple(x.shape[1:]))  # [N, L, 1] patches, or [N, L, P]
+    if targets is not None:
+        unscored = (mask & ~targets).unsqueeze(-1)  # [N, L, 1]
+        low = patches.amin(dim=(1, 2), keepdim=True)  # [N, 1, 1]
+        high = patches.amax(dim=(1, 2), keepdim=True)
+        odd = (torch.arange(patches.shape[-1], device=patches.device) % 2).bool()  # [P]
+        pred = torch.where(unscored, torch.where(odd, high, low), pred)  # [N, L, P]
     panels = {
         "original": patches,
         "masked": patches.masked_fill(hidden, 0.0),

@@ -64,6 +64,60 @@ def drawn(feeds: list[Feed], seed: int, world_size: int, stop: int, start: int =
     return done
 
 
+def epoch_steps(feeds: list[Feed], seed: int, world_size: int,
+                accum_steps: int) -> tuple[int, dict[str, int | None]]:
+    """(optimiser steps in one epoch: as many micro-steps as every source's items take, each at
+    its own batch; per source: the steps until it has been read once at its share of the
+    micro-steps, None for a weight of 0). One source: its steps per pass, as a plain loader."""
+    total_weight = sum(f.source.weight for f in feeds)
+    total, by_source = 0, {}
+    for feed in feeds:
+        per_epoch = StreamSampler(len(feed.source.dataset), seed, feed.items, 0,
+                                  world_size).per_epoch
+        micro = per_epoch // (feed.items * world_size)  # micro-steps of one pass over it
+        total += micro
+        share = feed.source.weight / total_weight
+        by_source[feed.source.name] = (max(1, round(micro / share / accum_steps))
+                                       if share > 0 else None)
+    return max(1, total // accum_steps), by_source
+
+
+def step_sources(feeds: list[Feed], seed: int, start: int, stop: int) -> dict[str, int]:
+    """Micro-steps ``start`` to ``stop - 1`` per source that fed them (``choose``)."""
+    weights = [f.source.weight for f in feeds]
+    counts: dict[str, int] = {}
+    for step in range(start, stop):
+        name = feeds[choose(seed, step, weights)].source.name
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+class SourceRecords:
+    """A run logger whose records also say which source fed the logged step (``source``: a
+    name, or names joined by '+' when its micro-steps mixed) and the micro-steps each source
+    fed since the previous record (``source_steps``); a several-source run's only. Step ``n``
+    runs micro-steps ``offset + (n - 1) * accum`` on (``offset``: a resumed run's data position
+    minus its steps, non-zero after a resume on another shape)."""
+
+    def __init__(self, logger: Any, feeds: list[Feed], seed: int, accum_steps: int,
+                 offset: int, last_step: int):
+        self.logger, self.feeds, self.seed = logger, feeds, seed
+        self.accum, self.offset, self.last = accum_steps, offset, last_step
+
+    def _micro(self, step: int) -> int:
+        return self.offset + step * self.accum
+
+    def record(self, step: int, values: dict[str, Any]) -> None:
+        this = step_sources(self.feeds, self.seed, self._micro(step - 1), self._micro(step))
+        window = step_sources(self.feeds, self.seed, self._micro(self.last), self._micro(step))
+        self.last = step
+        self.logger.record(step, {**values, "source": "+".join(sorted(this)),
+                                  "source_steps": window})
+
+    def __getattr__(self, name: str) -> Any:  # everything else is the logger's
+        return getattr(self.logger, name)
+
+
 def make_stream(feeds: list[Feed], seed: int, rank: int, world_size: int, workers: int,
                 pin_memory: bool, timeout: float | None = None) -> Callable[..., Iterator[Batch]]:
     """A function giving the batch stream that starts at micro-step ``start``, where the sources

@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +28,12 @@ from mim.engine.metrics import RunLogger
 from mim.engine.reshape import note_reshape, shape_of
 from mim.engine.optim import build_adamw, cosine_schedule, effective_lr
 from mim.factory import build_model, token_grids
+from mim.masking import decoder_targets
 from mim.model import is_decoder
 from mim.registry import BACKENDS
 from mim.rundir import check_run_dir, claim_run_dir
 from mim.seeding import seed_all
-from mim.stream import Feed, Source, drawn, make_stream
+from mim.stream import Feed, Source, SourceRecords, drawn, epoch_steps, make_stream
 
 log = logging.getLogger("mim")
 
@@ -136,10 +137,9 @@ class Schedule:
     lr: float
 
 
-def _schedule(spec: RunSpec, items_per_epoch: int, global_items: int, global_batch: int) -> Schedule:
+def _schedule(spec: RunSpec, steps_per_epoch: int, global_batch: int) -> Schedule:
     """Steps, warmup and the learning rate (MAE: lr = blr x effective batch / 256)."""
     t, o = spec.train, spec.optim
-    steps_per_epoch = max(1, items_per_epoch // global_items // t.accum_steps)
     total = t.max_steps or t.epochs * steps_per_epoch
     warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs *
                                                                      steps_per_epoch)
@@ -199,9 +199,12 @@ def _train(spec: RunSpec) -> Path:
     _setup_logging(directory, backend.is_main)
     log.info("precision: %s (%s)", *backend.precision_and_reason)
     for feed in feeds:
-        log.info("data: %s, %d items (%s), grid %s, %d masked", feed.source.name,
+        policy, feed_grid = feed.collate.policy, feed.collate.grid
+        targets = decoder_targets(policy, feed_grid)
+        log.info("data: %s, %d items (%s), grid %s, %d masked%s", feed.source.name,
                  len(feed.source.dataset), getattr(spec.data, "root", None) or "built-in demo",
-                 list(feed.collate.grid), feed.collate.policy.num_masked(feed.collate.grid))
+                 list(feed_grid), policy.num_masked(feed_grid),
+                 "" if targets is None else f", the decoder reconstructs and scores {targets}")
 
     seed_all(spec.seed)  # identical initial weights on every rank
     model = build_model(spec.model, in_chans=in_chans)
@@ -213,9 +216,8 @@ def _train(spec: RunSpec) -> Path:
     t = spec.train
     global_batch = t.batch_size * backend.world_size  # clips per micro-step, all ranks
     first = feeds[0]
-    per_epoch = StreamSampler(len(first.source.dataset), spec.seed, first.items, 0,
-                              backend.world_size).per_epoch  # items in one pass
-    plan = _schedule(spec, per_epoch, first.items * backend.world_size, global_batch)
+    epoch, by_source = epoch_steps(feeds, spec.seed, backend.world_size, t.accum_steps)
+    plan = _schedule(spec, epoch, global_batch)
     optimizer = build_adamw(model, plan.lr, tuple(spec.optim.betas), spec.optim.weight_decay,
                             backend.device.type)
     scheduler = cosine_schedule(optimizer, plan.warmup_steps, plan.total_steps,
@@ -225,13 +227,20 @@ def _train(spec: RunSpec) -> Path:
     runner = backend.setup(model, optimizer, scheduler)
     checkpoints = Checkpoints(directory / "checkpoints", t.keep_last)
     state = _resume(spec, backend, checkpoints)
+    restored = scheduler.base_lrs[0]  # after a resume, LambdaLR's peak is the checkpoint's
+    if state.step and not np.isclose(restored, plan.lr, rtol=1e-9, atol=0):
+        log.info("learning rate: %g, the checkpoint's (this config's batch gives %g; the "
+                 "schedule's warmup and length follow this config)", restored, plan.lr)
+        plan = replace(plan, lr=restored)
 
     derived = {**asdict(plan), "effective_batch": global_batch * t.accum_steps,
                "grid": list(grid), "tokens": int(np.prod(grid)),
                "mask_grid": list(mask_grid),
                "masked_tokens": spec.mask.num_masked(mask_grid),
+               "decoder_targets": decoder_targets(spec.mask, mask_grid),
                "dataset_items": sum(len(f.source.dataset) for f in feeds),
                "sources": {f.source.name: len(f.source.dataset) for f in feeds},
+               "steps_per_epoch_by_source": by_source,
                "decoder_embed_dim": spec.model.decoder_embed_dim,
                "encoder_params": encoder_params,
                "world_size": backend.world_size, "precision": backend.precision,
@@ -249,8 +258,15 @@ def _train(spec: RunSpec) -> Path:
                          backend.device.type == "cuda", timeout=t.timeout)
     logger = RunLogger(directory, backend.is_main, plan.total_steps, state.step, spec.trackers,
                        OmegaConf.to_container(spec.raw, resolve=True))
+    if len(feeds) > 1:  # each record says which source fed its step
+        micro = state.drawn.get("micro_steps", state.step * t.accum_steps)
+        logger = SourceRecords(logger, feeds, spec.seed, t.accum_steps,
+                               micro - state.step * t.accum_steps, state.step)
+    samples_per_epoch = sum(StreamSampler(len(f.source.dataset), spec.seed, f.items, 0,
+                                          backend.world_size).per_epoch * f.source.views
+                            for f in feeds)  # samples in one pass over every source
     settings = LoopSettings(plan.total_steps, t.timeout, global_batch, t.accum_steps, t.log_every,
-                            t.ckpt_every, t.vis_every, per_epoch * first.source.views)
+                            t.ckpt_every, t.vis_every, samples_per_epoch)
     trainer = Trainer(runner, model, backend, stream, settings, checkpoints, logger, state,
                       picture_writer(spec.modality, spec.data, fixed, directory / "pictures",
                                      logger, backend.is_main),
@@ -264,6 +280,6 @@ def _train(spec: RunSpec) -> Path:
     finally:
         logger.close()
     if backend.is_main:
-        log.info("done: %d steps, %d unreadable items skipped; run directory: %s",
-                 state.step, state.skipped, directory)
+        log.info("done: %d steps, %d unreadable items skipped, %d padded; run directory: %s",
+                 state.step, state.skipped, state.padded, directory)
     return directory

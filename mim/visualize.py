@@ -12,6 +12,9 @@ options of those groups.
 """
 from __future__ import annotations
 
+import itertools
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ import torch
 
 from mim.config.errors import ConfigError
 from mim.config.overrides import apply, integer, parse, plain, typed, unknown_option, without
-from mim.data import MimDataset, sample_seed
+from mim.data import LOAD_ERRORS, MimDataset, sample_seed
 from mim.reconstruction import reconstruction_panels
 from mim.eval.plan import HEAD_KEYS, base_data, eval_modality, read, run_config
 from mim.eval.transfer import build_encoder
@@ -29,6 +32,7 @@ from mim.registry import MASKS
 from mim.spec import ModalitySpec
 
 
+log = logging.getLogger("mim")
 GROUPS = ("mask", "modality")
 
 
@@ -111,9 +115,24 @@ def load_visualize(overrides: list[str]) -> VisualizePlan:
                          seed, num)
 
 
+def _readable(dataset: MimDataset, skipped: list[str]) -> Iterator[tuple[int, torch.Tensor]]:
+    """(index, x) of each input that loads; each one that does not goes to ``skipped`` as
+    "path: reason" (never replaced by the next one, as a training set's items are)."""
+    for index in range(len(dataset)):
+        try:
+            x, _ = dataset.load(index, 0)
+        except LOAD_ERRORS as exc:
+            reason = " ".join((str(exc) or type(exc).__name__).split())
+            skipped.append(f"{dataset.describe(index)}: {reason}")
+            continue
+        yield index, x
+
+
 @torch.no_grad()
 def visualize(plan: VisualizePlan) -> list[Path]:
-    """Write the pictures; returns their paths (one picture holds up to ``num`` inputs)."""
+    """Write the pictures; returns their paths (one picture holds up to ``num`` inputs, one row
+    each). Unreadable inputs are skipped with a line each; none readable: ValueError, and no
+    folder is made."""
     model = build_encoder(plan.weights.config, plan.weights.in_chans, plan.weights).eval()
     dataset = plan.inputs
     shape = tuple(plan.modality.sample_shape(plan.data))
@@ -122,15 +141,33 @@ def visualize(plan: VisualizePlan) -> list[Path]:
         plan.mask.check(grid)
     except MaskConfigError as exc:
         raise ConfigError(str(exc)) from None
-    plan.out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for first in range(0, len(dataset), plan.num):
-        items = range(first, min(first + plan.num, len(dataset)))
-        x = torch.stack([dataset[(i, 0)].x for i in items])  # [N, C, *spatial]
-        masks = [plan.mask(grid, torch.Generator().manual_seed(
-            sample_seed(plan.seed, 0, i, "visualize"))) for i in items]
-        panels = reconstruction_panels(model, x, torch.stack(masks))  # each [N, C, *spatial]
-        stem = plan.out / f"reconstruction_{first // plan.num:03d}"
+    written: list[Path] = []
+    skipped: list[str] = []
+    readable = _readable(dataset, skipped)
+    for picture in itertools.count():
+        chunk = list(itertools.islice(readable, plan.num))
+        if not chunk:
+            break
+        for line in skipped:
+            log.warning("input %s (skipped)", line)
+        skipped.clear()
+        x = torch.stack([item for _, item in chunk])  # [N, C, *spatial]
+        masks, targets = [], []
+        for i, _ in chunk:
+            g = torch.Generator().manual_seed(sample_seed(plan.seed, 0, i, "visualize"))
+            masks.append(plan.mask(grid, g))  # [L]
+            if hasattr(plan.mask, "targets"):  # decoder masking: the part the decoder scores
+                targets.append(plan.mask.targets(grid, g, masks[-1]))  # [L]
+        panels = reconstruction_panels(model, x, torch.stack(masks), torch.stack(targets)
+                                       if targets else None)  # each [N, C, *spatial]
+        plan.out.mkdir(parents=True, exist_ok=True)  # only once there is a picture to write
+        stem = plan.out / f"reconstruction_{picture:03d}"
         plan.modality.render(panels, plan.data, stem)
         written += sorted(plan.out.glob(f"{stem.name}.*"))  # e.g. a GIF beside the PNG
+    if not written:
+        first = f"; {skipped[0]}" if len(skipped) == 1 else f"; the first: {skipped[0]}"
+        raise ValueError(f"input: none of the {len(dataset)} input(s) could be read as "
+                         f"{plan.modality.name} data{first if skipped else ''}; nothing written")
+    for line in skipped:  # the ones after the last picture
+        log.warning("input %s (skipped)", line)
     return written

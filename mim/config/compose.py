@@ -27,6 +27,7 @@ from mim.config.errors import ConfigError
 from mim.config.overrides import check_keys, integer, message, parse, plain, typed
 from mim.config.overrides import unknown_key, unknown_option
 from mim.config.schema import BaseConfig, OptimConfig, RunConfig, TrainConfig
+from mim.engine.precision import PRECISIONS
 from mim.masking import MaskConfigError, build_mask
 from mim.factory import ModelConfig, token_grids
 from mim.registry import ALL, BACKENDS, CONFIG_DIRS, LAUNCHERS, MASKS, MODALITIES, MODELS
@@ -210,6 +211,10 @@ def validate(raw: DictConfig) -> RunSpec:
         raise ConfigError(str(exc)) from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"mask: {exc}") from None
+    data = typed(modality.data_config, plain_tree["data"], "data")
+    model_tree = plain_tree["model"]
+    if model_tree.get("pos_embed") == "learned" and model_tree.get("pos_grid") is None:
+        raise ConfigError(_pos_grid_hint(model_tree, modality, data))
     spec = RunSpec(
         raw=raw,
         trackers=_trackers(plain_tree["tracker"]),
@@ -220,12 +225,32 @@ def validate(raw: DictConfig) -> RunSpec:
         model=typed(ModelConfig, plain_tree["model"], "model"),
         mask=mask,
         modality=modality,
-        data=typed(modality.data_config, plain_tree["data"], "data"),
+        data=data,
         backend=_plugin(BACKENDS.get(backend["name"]), backend, "backend"),
         launcher=_plugin(LAUNCHERS.get(launcher["name"]), launcher, "launcher"),
     )
+    valid = getattr(BACKENDS.get(backend["name"]), "valid_precisions", PRECISIONS)
+    if spec.train.precision not in valid:
+        raise ConfigError(f"train.precision: '{spec.train.precision}' is not supported with "
+                          f"backend={backend['name']}; valid there: {', '.join(valid)}")
     spec.grid, spec.mask_grid = token_grid(spec)
     return spec
+
+
+def _pos_grid_hint(model_tree: dict, modality: Any, data: Any) -> str:
+    """The one-line error for a learned table without its grid, with the grid this model and
+    this data need (the model checked with the default table first: other errors come first)."""
+    model = typed(ModelConfig, {**model_tree, "pos_embed": "joint"}, "model")
+    shape = tuple(modality.sample_shape(data))  # (C, *spatial)
+    try:
+        grid, _ = token_grids(model, shape)
+    except (UnknownNameError, ValueError):
+        return ("model.pos_grid: model.pos_embed=learned needs the grid of its table: set "
+                "model.pos_grid=[...] to the token grid (input size / patch size per axis)")
+    return (f"model.pos_grid: model.pos_embed=learned needs the grid of its table: set "
+            f"model.pos_grid=[{','.join(map(str, grid))}] (the token grid of an input "
+            f"{list(shape[1:])} with model.patch_size={model.patch_size}"
+            + (f", model.tubelet_size={model.tubelet_size}" if len(grid) == 3 else "") + ")")
 
 
 def _trackers(value: Any) -> tuple[str, ...]:

@@ -36,25 +36,44 @@ def unknown_option(group: str, choice: Any, valid: Iterable[str]) -> str:
     return f"{group}: unknown option '{choice}'; valid: {', '.join(sorted(valid))}"
 
 
+def check_syntax(overrides: Iterable[str]) -> None:
+    """Each override in Hydra's grammar, or a ConfigError naming the first bad one (with the
+    quoting to use when an unquoted value holds spaces or non-ASCII letters, e.g. a path)."""
+    parser = OverridesParser.create()
+    previous = ""
+    for text in overrides:  # one at a time, so that an error names its override
+        try:
+            parser.parse_override(text)
+        except HydraException as exc:
+            detail = " ".join(str(exc).split())
+            key, _, value = text.partition("=")
+            if "missing EQUAL" in detail:
+                detail = "expected key=value (or ~key to delete it)"
+                if "=" in previous:  # the shell split an unquoted value at a space
+                    key, _, value = f"{previous} {text}".partition("=")
+                    detail += f"; if it continues {previous!r}, {_QUOTE}: '{key}=\"{value}\"'"
+                    key = text
+            else:  # Hydra's first line repeats the override; the second says what is wrong
+                lines = [line for line in str(exc).splitlines() if line.strip()]
+                detail = " ".join((lines[1] if len(lines) > 1 else lines[0]).split())
+                if value and value[0] not in "'\"" and not value.isascii():
+                    detail += f"; {_QUOTE}: '{key}=\"{value}\"'"
+            raise ConfigError(f"{key}: {detail}") from None
+        previous = text
+
+
+_QUOTE = ("a value with spaces or non-ASCII letters (a path) must be quoted for Hydra, inside "
+          "the shell's quotes")
+
+
 def parse(overrides: list[str], groups: Iterable[str] = ()) -> tuple[dict[str, str],
                                                                       list[Override]]:
     """(the ``group=NAME`` choices among ``groups``, the other overrides), in Hydra's grammar.
     ``groups``: config groups that always have an option, so they cannot be deleted (``~model``)
     or added (``+model=``); a dict (``model={depth:2}``) is merged into the section. A sweep
     (``a=1,2``) is for ``mim train -m`` only, which expands it before this is called."""
-    parser = OverridesParser.create()
-    for text in overrides:  # one at a time, so that an error names its override
-        try:
-            parser.parse_override(text)
-        except HydraException as exc:
-            detail = " ".join(str(exc).split())
-            if "missing EQUAL" in detail:
-                detail = "expected key=value (or ~key to delete it)"
-            else:  # Hydra's first line repeats the override; the second says what is wrong
-                lines = [line for line in str(exc).splitlines() if line.strip()]
-                detail = " ".join((lines[1] if len(lines) > 1 else lines[0]).split())
-            raise ConfigError(f"{text.split('=')[0]}: {detail}") from None
-    parsed = parser.parse_overrides(list(overrides))
+    check_syntax(overrides)
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
     choices: dict[str, str] = {}
     rest = []
     for item in parsed:

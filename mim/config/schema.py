@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from mim.engine import compiling
+from mim.engine.precision import PRECISIONS
 
 
 @dataclass
@@ -20,7 +21,9 @@ class TrainConfig:
     max_steps: Optional[int] = None  # optimiser steps; overrides epochs when set
     accum_steps: int = 1  # micro-batches accumulated per optimiser step
     clip_grad: Optional[float] = None  # clip the gradient norm to this; None: no clipping
-    precision: str = "auto"  # auto (bf16 where computed natively) | fp32 | bf16 (autocast)
+    # auto (bf16 where computed natively, else fp32) | fp32 | bf16 (autocast) | fp16 (autocast
+    # with dynamic loss scaling: overflowing steps skipped, counted in metrics.jsonl)
+    precision: str = "auto"
     compile: str = "none"  # none | blocks (each transformer block; true) | model (whole forward)
     num_workers: int = 4  # data-loading processes per training process
     log_every: int = 10  # optimiser steps between lines of metrics.jsonl and the log
@@ -43,9 +46,9 @@ class TrainConfig:
             raise ValueError(f"train.max_steps: must be >= 1, got {self.max_steps}")
         if self.num_workers < 0:
             raise ValueError(f"train.num_workers: must be >= 0, got {self.num_workers}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"train.precision: '{self.precision}' is not one of: auto, fp32, "
-                             "bf16")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision: '{self.precision}' is not one of: "
+                             f"{', '.join(PRECISIONS)}")
         self.compile = compiling.mode(self.compile)
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ValueError(f"train.clip_grad: must be > 0, got {self.clip_grad}")

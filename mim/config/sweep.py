@@ -17,6 +17,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
 from mim.config.errors import ConfigError
+from mim.config.overrides import check_syntax
 
 
 def expand_sweep(overrides: list[str]) -> list[list[str]]:
@@ -24,6 +25,7 @@ def expand_sweep(overrides: list[str]) -> list[list[str]]:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as exc:
+        check_syntax(overrides)  # names the bad override (and the quoting it needs)
         raise ConfigError(" ".join(str(exc).split())) from None
     axes = []
     for override in parsed:

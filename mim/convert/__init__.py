@@ -12,6 +12,7 @@ Nothing is ever unpickled beyond tensors (see ``storage.py``).
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +22,7 @@ from mim.convert.hf import write_hf
 from mim.convert.vit import write_mae, write_timm
 from mim.rundir import check_export_target, discard, publish, staging_path
 
+log = logging.getLogger("mim")
 WRITERS: dict[str, Callable[..., Path]] = {"mim": write_mim, "mae": write_mae,
                                             "timm": write_timm, "hf": write_hf}
 
@@ -39,7 +41,9 @@ def convert(source: str | Path, output: str | Path, to: str,
 
     ``output`` must be new or empty, and outside any run directory (a ``ConfigError``
     otherwise, before anything is read); ``overwrite=True`` replaces an existing one. The
-    export is written into a temporary sibling and renamed into place once complete."""
+    export is written into a temporary sibling and renamed into place once complete.
+    ``input_size`` (spatial sizes) exports for another input size than the weights were made
+    for: the position table is resized to its token grid; the size is logged."""
     if to not in WRITERS:
         raise ConvertError(f"to: unknown format '{to}'; valid: {', '.join(WRITERS)}")
     target = Path(output).expanduser().absolute()
@@ -53,6 +57,12 @@ def convert(source: str | Path, output: str | Path, to: str,
     except BaseException:
         discard(staged)
         raise
+    made_for = size or converted.input_size
+    if made_for:  # a timm or HF model is fixed at this size: say it where the user looks
+        log.info("%s: to=%s export for inputs of %s%s", target, to,
+                 "x".join(map(str, made_for)),
+                 "" if size else " (the size the weights were made for; input_size=[...] "
+                 "exports another)")
     return target / written.relative_to(staged) if written != staged else target
 
 

@@ -14,7 +14,6 @@ import abc
 import contextlib
 import functools
 import os
-import pickle
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
@@ -26,6 +25,8 @@ from mim import faults
 from mim.config.errors import ConfigError
 from mim.engine import compiling
 from mim.engine import precision as precisions
+from mim.engine.checkpoint import check_fits, load_weights_only
+from mim.engine.scaler import LossScaling
 from mim.registry import BACKENDS
 
 STATE_FILE = "state.pt"
@@ -40,7 +41,7 @@ def local_device() -> torch.device:
     return torch.device("cpu")
 
 
-class Backend(abc.ABC):
+class Backend(precisions.Precision, abc.ABC):
     """The contract of a backend, and the distributed facts every backend shares.
 
     Built from the train settings it needs and its typed ``Config`` (``backend.*`` of the run
@@ -88,25 +89,6 @@ class Backend(abc.ABC):
     def sync(self) -> None:
         """Run what has been traced so far (XLA's graph step); eager backends have nothing to
         run."""
-
-    # -- precision ------------------------------------------------------------------------------
-    def native_bf16(self) -> tuple[bool, str]:
-        """Whether this backend's device computes bf16 natively (``train.precision=auto``)."""
-        return precisions.native_bf16(self.device)
-
-    @property
-    def precision(self) -> str:
-        """fp32 or bf16: ``train.precision``, with ``auto`` resolved for this device."""
-        return self.precision_and_reason[0]
-
-    @functools.cached_property
-    def precision_and_reason(self) -> tuple[str, str]:
-        return precisions.resolve(self.asked_precision, self.native_bf16())
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     # -- the optimisation step ------------------------------------------------------------------
     @abc.abstractmethod
@@ -199,13 +181,24 @@ class TorchStep(Backend):
         """The context of a backward pass (DDP: no gradient all-reduce off the boundary)."""
         return contextlib.nullcontext()
 
+    @functools.cached_property
+    def scaling(self) -> LossScaling | None:
+        """fp16's dynamic loss scale (``mim/engine/scaler.py``), None in other precisions."""
+        return LossScaling(self.device) if self.precision == "fp16" else None
+
+    def precision_metrics(self) -> dict[str, Any]:
+        return self.scaling.metrics() if self.scaling is not None else {}
+
     def backward(self, loss: torch.Tensor, boundary: bool = True) -> None:
+        loss = loss / self.accum_steps
         with self._accumulating(boundary):
-            (loss / self.accum_steps).backward()
+            (self.scaling.scale(loss) if self.scaling is not None else loss).backward()
 
     can_skip_steps = True
 
     def grad_norm(self) -> torch.Tensor | None:
+        if self.scaling is not None:  # fp16: an overflow is the scaler's to skip (scaler.py)
+            return None
         grads = [p.grad for p in self.module.parameters() if p.grad is not None]
         if not grads:
             return None
@@ -222,9 +215,12 @@ class TorchStep(Backend):
 
     def step(self) -> None:
         self.micro_step += self.accum_steps  # the micro-batches of the step, data position
-        if self.clip_grad:
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.clip_grad)
-        self.optimizer.step()
+        if self.scaling is not None:  # unscale, clip, step unless overflowed, update the scale
+            self.scaling.step(self.optimizer, self.module.parameters(), self.clip_grad)
+        else:
+            if self.clip_grad:
+                torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.clip_grad)
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
 
@@ -232,14 +228,19 @@ class TorchStep(Backend):
         return self.optimizer.param_groups[0]["lr"]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "micro_step": self.micro_step}
+        state = {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "micro_step": self.micro_step}
+        if self.scaling is not None:
+            state["scaler"] = self.scaling.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.micro_step = state["micro_step"]
+        if self.scaling is not None and "scaler" in state:  # none: written in another precision
+            self.scaling.load_state_dict(state["scaler"])
 
     def save(self, directory: Path, client_state: dict[str, Any]) -> None:
         """Write the full state into ``directory`` (an unpublished temp dir; rank 0 only)."""
@@ -295,46 +296,3 @@ class TorchBackend(TorchStep):
         if boundary or self.world_size == 1:
             return contextlib.nullcontext()
         return self.model.no_sync()  # DDP all-reduces the gradients on the boundary only
-
-
-def load_weights_only(path: Path) -> dict[str, Any]:
-    """``torch.load`` that never executes pickled code: tensors and plain containers only
-    (``weights_only=True``); anything else -> CheckpointError naming the file."""
-    from mim.engine.checkpoint import CheckpointError
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        # torch names the refused global on a "WeightsUnpickler error: ..." line
-        why = next((line for line in lines if "Unpickler error" in line),
-                   lines[0] if lines else type(exc).__name__)
-        raise CheckpointError(f"refused to load {path}: it holds pickled objects other than "
-                              f"tensors and plain containers, which could run code when "
-                              f"unpickled (weights_only=True; {why})") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
-
-
-def check_fits(saved: dict[str, torch.Tensor], current: dict[str, torch.Tensor],
-               where: Path) -> None:
-    """A checkpoint written for another model -> ConfigError listing the mismatched keys."""
-    missing = sorted(set(current) - set(saved))
-    unexpected = sorted(set(saved) - set(current))
-    shapes = sorted(k for k in set(saved) & set(current)
-                    if tuple(saved[k].shape) != tuple(current[k].shape))
-    if not (missing or unexpected or shapes):
-        return
-
-    def listed(names: list[str], what: str, limit: int = 6) -> str:
-        more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
-        return f"{what}: {', '.join(names[:limit])}{more}"
-
-    parts = [listed(missing, "missing"), listed(unexpected, "unexpected"),
-             "shape mismatch: " + ", ".join(
-                 f"{k} {tuple(saved[k].shape)} vs {tuple(current[k].shape)}"
-                 for k in shapes[:6]) + (f" (+{len(shapes) - 6} more)" if len(shapes) > 6 else "")]
-    found = "; ".join(p for p, names in zip(parts, (missing, unexpected, shapes)) if names)
-    raise ConfigError(f"run.dir: checkpoint {where} was written for another model ({found}); "
-                      "use the model settings it was trained with, or another run.dir, or "
-                      "run.resume=never")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -18,7 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mim import faults
+from mim.config.errors import ConfigError
 
 _NAME = re.compile(r"^step_(\d{8,})$")
 LAST = "last"
@@ -125,3 +129,44 @@ class Checkpoints:
         _fsync_dir(self.root)
         for old in self.complete()[: -self.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def load_weights_only(path: Path) -> dict[str, Any]:
+    """``torch.load`` that never executes pickled code: tensors and plain containers only
+    (``weights_only=True``); anything else -> CheckpointError naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        # torch names the refused global on a "WeightsUnpickler error: ..." line
+        why = next((line for line in lines if "Unpickler error" in line),
+                   lines[0] if lines else type(exc).__name__)
+        raise CheckpointError(f"refused to load {path}: it holds pickled objects other than "
+                              f"tensors and plain containers, which could run code when "
+                              f"unpickled (weights_only=True; {why})") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+
+
+def check_fits(saved: dict[str, torch.Tensor], current: dict[str, torch.Tensor],
+               where: Path) -> None:
+    """A checkpoint written for another model -> ConfigError listing the mismatched keys."""
+    missing = sorted(set(current) - set(saved))
+    unexpected = sorted(set(saved) - set(current))
+    shapes = sorted(k for k in set(saved) & set(current)
+                    if tuple(saved[k].shape) != tuple(current[k].shape))
+    if not (missing or unexpected or shapes):
+        return
+
+    def listed(names: list[str], what: str, limit: int = 6) -> str:
+        more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+        return f"{what}: {', '.join(names[:limit])}{more}"
+
+    parts = [listed(missing, "missing"), listed(unexpected, "unexpected"),
+             "shape mismatch: " + ", ".join(
+                 f"{k} {tuple(saved[k].shape)} vs {tuple(current[k].shape)}"
+                 for k in shapes[:6]) + (f" (+{len(shapes) - 6} more)" if len(shapes) > 6 else "")]
+    found = "; ".join(p for p, names in zip(parts, (missing, unexpected, shapes)) if names)
+    raise ConfigError(f"run.dir: checkpoint {where} was written for another model ({found}); "
+                      "use the model settings it was trained with, or another run.dir, or "
+                      "run.resume=never")

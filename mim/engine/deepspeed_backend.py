@@ -3,11 +3,13 @@
 DeepSpeed is imported inside the methods, never at module level: the core must import (and
 ``mim plugins`` list this backend) where DeepSpeed is missing or slow to import. It is an extra
 (``mim-pretrain[deepspeed]``); choosing this backend without it is a one-line config error.
-The engine owns gradient accumulation, gradient clipping, bf16 master weights and the sharded
-checkpoint; this class only maps mim's settings onto its config and the Backend contract onto its
-methods. On a CPU machine DeepSpeed picks gloo and JIT-compiles a shared-memory comm op on first use
-(cached in ``TORCH_EXTENSIONS_DIR``); fp16 is not offered (``train.precision``: auto, fp32,
-bf16).
+The engine owns gradient accumulation, gradient clipping, bf16 or fp16 master weights, fp16's
+dynamic loss scale and the sharded checkpoint; this class only maps mim's settings onto its config
+and the Backend contract onto its methods. On a CPU machine DeepSpeed picks gloo and JIT-compiles
+a shared-memory comm op on first use (cached in ``TORCH_EXTENSIONS_DIR``).
+
+fp16: DeepSpeed's own loss scale skips overflows (and, unlike torch, the schedule's step); on
+most CPUs DeepSpeed cannot run it (``mim/engine/scaler.py``, ``deepspeed_fp16``).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from mim.config.errors import ConfigError
 from mim.engine import compiling
 from mim.engine.backend import STATE_FILE, Backend, local_device
 from mim.engine.ds_universal import LAYOUT, TAG
+from mim.engine.scaler import deepspeed_fp16
 from mim.model import MAEOutput
 from mim.registry import BACKENDS
 
@@ -68,6 +71,7 @@ class DeepSpeedBackend(Backend):
             raise ConfigError(f"train.compile: '{self.compile}' is not supported with "
                               "backend.zero_stage=3; valid there: none (or zero_stage 0-2)")
         self.device = local_device()
+        self.fp16 = deepspeed_fp16(self.precision == "fp16", self.device)  # refused on most CPUs
 
     def native_bf16(self) -> tuple[bool, str]:
         """``auto`` picks DeepSpeed's bf16 mode (bf16 weights, fp32 master copy) on CUDA devices
@@ -89,6 +93,7 @@ class DeepSpeedBackend(Backend):
             "gradient_clipping": float(self.clip_grad or 0.0),
             "zero_optimization": zero,
             "bf16": {"enabled": self.precision == "bf16"},
+            "fp16": self.fp16,
             "steps_per_print": _NEVER,
             # a torch optimiser under ZeRO-Offload is allowed (slower than DeepSpeed's CPU Adam,
             # which fused_adam selects, but it needs no compiled op)
@@ -162,6 +167,10 @@ class DeepSpeedBackend(Backend):
 
     def lr(self) -> float:
         return self.engine.get_lr()[0]
+
+    def precision_metrics(self) -> dict[str, Any]:
+        return {"loss_scale": float(self.engine.optimizer.loss_scale),
+                "overflow_steps": self.engine.skipped_steps} if self.precision == "fp16" else {}
 
     def state_dict(self) -> dict[str, Any]:
         """The whole model in fp32 on the CPU, on every rank (collective under ZeRO-3).

@@ -19,6 +19,7 @@ import torch
 from mim import faults
 from mim.config.schema import TrainConfig
 from mim.data import Batch
+from mim.data_failures import ItemReports, data_stop
 from mim.engine.backend import Backend
 from mim.engine.checkpoint import Checkpoints
 from mim.engine.metrics import RunLogger
@@ -33,31 +34,12 @@ class NonFiniteLossError(FloatingPointError):
     """The loss or the gradients became NaN or Inf; the step was not applied."""
 
 
-class DataLoadError(RuntimeError):
-    """The data cannot feed the run: a loader worker died or stalled, or too much is unreadable."""
-
-
-MIN_ITEMS_JUDGED = 50  # items read before train.max_unreadable is judged (one batch is noise)
-
-
-def _loader_failure(exc: BaseException) -> str | None:
-    """The DataLoader's own message when ``exc`` (or an exception it was raised while handling)
-    is a dead or stuck worker, else None."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        text = str(seen).strip()
-        if isinstance(seen, RuntimeError) and text.startswith(("DataLoader worker",
-                                                               "DataLoader timed out")):
-            return text
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
 @dataclass
 class LoopState:
     step: int = 0  # optimiser steps done
     samples: int = 0  # clips consumed, all ranks (reported; the data position is ``drawn``)
     skipped: int = 0  # unreadable items replaced so far (all ranks)
+    padded: int = 0  # items too small for a sample, filled up so far (all ranks)
     items: int = 0  # items read so far (all ranks)
     nonfinite_skips: int = 0  # steps skipped for a non-finite loss or gradient
     rng: dict[str, Any] = field(default_factory=dict)
@@ -87,7 +69,8 @@ class LoopState:
 
     def as_dict(self) -> dict[str, Any]:
         return {"step": self.step, "samples": self.samples, "skipped": self.skipped,
-                "items": self.items, "nonfinite_skips": self.nonfinite_skips, "rng": self.rng,
+                "padded": self.padded, "items": self.items,
+                "nonfinite_skips": self.nonfinite_skips, "rng": self.rng,
                 "drawn": self.drawn}
 
 
@@ -128,7 +111,7 @@ class Trainer:
         self.batches, self.settings = batches, settings
         self.checkpoints, self.logger, self.state = checkpoints, logger, state
         self.picture, self.config_snapshot = picture, config_snapshot
-        self._warned: set[str] = set()
+        self.reports = ItemReports()
         self.nonfinite, self.max_nonfinite_skips = nonfinite, max_nonfinite_skips
         self.max_unreadable = max_unreadable
         self.drawn, self.shape = drawn, shape
@@ -142,14 +125,10 @@ class Trainer:
         except RuntimeError as exc:
             # torch's DataLoader reports a dead or stuck worker as a RuntimeError, raised from
             # its SIGCHLD handler wherever the main thread is (even inside optimizer.step)
-            text = _loader_failure(exc)
-            if text is None:
+            stop = data_stop(exc, self.state.step + 1, self.checkpoints.latest())
+            if stop is None:
                 raise
-            raise DataLoadError(
-                f"data loading failed before step {self.state.step + 1}: "
-                f"{text.splitlines()[0]}; the last checkpoint "
-                f"({self.checkpoints.latest() or 'none'}) is intact: run the same command to "
-                "resume (lower train.num_workers if workers run out of memory)") from None
+            raise stop from None
 
     def train_step(self, micro_batches: Iterator[Batch]) -> tuple[float, bool]:
         """One optimiser step on the next ``accum_steps`` micro-batches of ``micro_batches``
@@ -159,12 +138,12 @@ class Trainer:
         (``train.nonfinite``). Returns (the loss summed over the micro-batches, whether the
         step was applied)."""
         s, st, backend = self.settings, self.state, self.backend
-        # summed on the device over the micro-batches: loss, unreadable items, items read
+        # summed on the device over the micro-batches: loss, unreadable, read and padded items
         step_stats: torch.Tensor | float = 0.0
         for i in range(s.accum_steps):
             last = i == s.accum_steps - 1
             batch = next(micro_batches)
-            self._report_skipped(batch)
+            self.reports.tell(batch.skipped, batch.padded)
             with backend.autocast():
                 out = self.runner(batch.x, batch.mask, batch.targets)
             loss = out.loss
@@ -176,7 +155,8 @@ class Trainer:
             if faults.fires("grad.nan"):
                 next(p for p in self.model.parameters() if p.grad is not None).grad.fill_(
                     float("nan"))
-            counts = torch.tensor([len(batch.skipped), batch.items], dtype=torch.float32)
+            counts = torch.tensor([len(batch.skipped), batch.items, len(batch.padded)],
+                                  dtype=torch.float32)
             step_stats = step_stats + torch.cat([loss.detach().float().reshape(1),
                                                  counts.to(loss.device)])
             st.samples += s.global_batch
@@ -229,8 +209,9 @@ class Trainer:
                         "loss": window_loss / window_micro if window_micro else None,
                         "lr": self.backend.lr(),
                         "samples_per_s": rate, "samples": st.samples, "skipped": st.skipped,
-                        "nonfinite_skipped": st.nonfinite_skips,
-                        "epoch": st.samples / s.samples_per_epoch})
+                        "padded": st.padded, "nonfinite_skipped": st.nonfinite_skips,
+                        "epoch": st.samples / s.samples_per_epoch,
+                        **self.backend.precision_metrics()})  # fp16: loss_scale, overflow_steps
                     window_loss, window_micro, window_samples = 0.0, 0, 0
                     t0 = time.perf_counter()
                 if st.step % s.vis_every == 0 or st.step == s.total_steps:
@@ -243,23 +224,20 @@ class Trainer:
     def _read_step(self, step_stats: torch.Tensor) -> tuple[float, bool]:
         """One host read per optimiser step (all ranks agree: the values are averaged across
         them): the loss sum, the data health and the gradient norm. Returns (loss sum, finite)."""
+        # None under fp16: its loss scaler skips overflows itself (mim/engine/scaler.py)
         norm = self.backend.grad_norm()
         parts = [step_stats] + ([norm.detach().float().reshape(1).to(step_stats.device)]
                                 if norm is not None else [])
         mean = self.backend.mean_across_ranks(torch.cat(parts))
         self.backend.sync()  # XLA runs the traced forward and backward once, before the read
         values = mean.tolist()
-        loss_sum, skipped, items = values[:3]
-        finite = all(math.isfinite(v) for v in [loss_sum, *values[3:]])
-        st, limit = self.state, self.max_unreadable
+        loss_sum, skipped, items, padded = values[:4]
+        finite = all(math.isfinite(v) for v in [loss_sum, *values[4:]])
+        st = self.state
         st.items += round(items * self.backend.world_size)
         st.skipped += round(skipped * self.backend.world_size)
-        attempts = st.items + st.skipped
-        if attempts >= MIN_ITEMS_JUDGED and st.skipped > limit * attempts:
-            raise DataLoadError(
-                f"data: {st.skipped} of the {attempts} items read so far were unreadable "
-                f"(more than train.max_unreadable={limit:g} of them); fix the data (train.log "
-                "names every skipped file and why) or raise train.max_unreadable")
+        st.padded += round(padded * self.backend.world_size)
+        self.reports.judge(st.skipped, st.items + st.skipped, self.max_unreadable)
         return loss_sum, finite
 
     def _nonfinite(self, loss_sum: float, in_a_row: int) -> None:
@@ -278,12 +256,6 @@ class Trainer:
                 f"{self.max_nonfinite_skips}); stopping, {kept}")
         log.warning("%s %s; step skipped (train.nonfinite=skip, %d in a row)", what, where,
                     in_a_row)
-
-    def _report_skipped(self, batch: Batch) -> None:
-        for path, reason in batch.skipped:
-            if path not in self._warned:  # once per file; every occurrence is counted
-                self._warned.add(path)
-                log.warning("skipped unreadable item %s: %s", path, reason)
 
     def _picture(self) -> None:
         # every rank runs the forward: under ZeRO-3 it gathers the weight shards, a collective;
@@ -309,7 +281,9 @@ def picture_writer(spec: Any, data_cfg: Any, samples: Batch, out_dir: Path, logg
 
     def write(model: torch.nn.Module, step: int) -> Path | None:
         device = next(model.parameters()).device
-        panels = reconstruction_panels(model, samples.x.to(device), samples.mask.to(device))
+        panels = reconstruction_panels(model, samples.x.to(device), samples.mask.to(device),
+                                       None if samples.targets is None else
+                                       samples.targets.to(device))  # decoder masking's part
         if not is_main:
             return None
         out_dir.mkdir(parents=True, exist_ok=True)

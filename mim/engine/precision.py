@@ -1,11 +1,14 @@
-"""``train.precision``: fp32, bf16 autocast, or ``auto``, the default: bf16 where the device
-computes it natively, fp32 elsewhere.
+"""``train.precision``: fp32, bf16 autocast, fp16 autocast with dynamic loss scaling, or
+``auto``, the default: bf16 where the device computes it natively, fp32 elsewhere.
 
 Mixed precision is how the anchors pretrain (MAE and VideoMAE run fp16 autocast on every GPU);
-bf16 needs no loss scaling. Where bf16 is only emulated it is slower than fp32, so ``auto`` asks
-the hardware: a CUDA device of compute capability 8.0 or newer, a CPU with AVX512-BF16 or AMX
-(x86) or the BF16 extension (Arm), a TPU. Weights, optimiser state and checkpoints stay fp32 in
-every case; only the arithmetic of the forward and backward passes changes.
+bf16 needs no loss scaling; fp16 is for GPUs without native bf16 (V100, T4) and needs a dynamic
+loss scale (``mim/engine/scaler.py``; DeepSpeed's own under ``backend=deepspeed``). ``auto``
+never picks fp16: a scale that must find its level is a choice to make knowingly. Where bf16 is
+only emulated it is slower than fp32, so ``auto`` asks the hardware: a CUDA device of compute
+capability 8.0 or newer, a CPU with AVX512-BF16 or AMX (x86) or the BF16 extension (Arm), a TPU.
+Weights, optimiser state and checkpoints stay fp32 in every case; only the arithmetic of the
+forward and backward passes changes.
 
 ``MIM_NATIVE_BF16=1`` or ``0`` overrides what the CPU reports (CUDA devices and TPUs are always
 asked): the test suite sets it so that both ``auto`` paths run, and give the same outcome, on
@@ -17,11 +20,12 @@ import contextlib
 import functools
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the autocast dtype of each
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 (Zen 4, Sapphire Rapids), Arm
 OVERRIDE = "MIM_NATIVE_BF16"  # 1: treat the CPU as computing bf16 natively, 0: as not
 
@@ -77,13 +81,48 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
 
 
 def resolve(precision: str, native: tuple[bool, str]) -> tuple[str, str]:
-    """``(fp32 | bf16, how it was chosen)`` for a ``train.precision`` value."""
+    """``(fp32 | bf16 | fp16, how it was chosen)`` for a ``train.precision`` value."""
     if precision not in PRECISIONS:
         raise ValueError(f"train.precision: '{precision}' is not one of: {', '.join(PRECISIONS)}")
+    if precision == "fp16":  # --cfg and train.log say that the scale comes with it
+        return precision, "train.precision=fp16, with dynamic loss scaling"
     if precision != "auto":
         return precision, f"train.precision={precision}"
     yes, why = native
     return ("bf16" if yes else "fp32"), f"train.precision=auto: {why}"
+
+
+class Precision:
+    """The precision part of the Backend contract (``mim/engine/backend.py`` inherits it): a
+    backend sets ``device`` and ``asked_precision`` (``train.precision``) and may override
+    ``native_bf16`` for its device."""
+
+    valid_precisions: tuple[str, ...] = PRECISIONS  # the train.precision values it can run
+    device: torch.device
+    asked_precision: str
+
+    def native_bf16(self) -> tuple[bool, str]:
+        """Whether this backend's device computes bf16 natively (``train.precision=auto``)."""
+        return native_bf16(self.device)
+
+    @property
+    def precision(self) -> str:
+        """fp32, bf16 or fp16: ``train.precision``, with ``auto`` resolved for this device."""
+        return self.precision_and_reason[0]
+
+    @functools.cached_property
+    def precision_and_reason(self) -> tuple[str, str]:
+        return resolve(self.asked_precision, self.native_bf16())
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        dtype = DTYPES.get(self.precision)
+        return (torch.autocast(self.device.type, dtype=dtype) if dtype is not None
+                else contextlib.nullcontext())
+
+    def precision_metrics(self) -> dict[str, Any]:
+        """What ``metrics.jsonl`` reports of the precision: fp16's ``loss_scale`` and
+        cumulative ``overflow_steps`` (skipped by the loss scaler); nothing otherwise."""
+        return {}
 
 
 @contextlib.contextmanager

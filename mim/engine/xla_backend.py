@@ -96,6 +96,10 @@ class XLABackend(TorchStep):
     """XLA devices through torch_xla: one device, or SPMD over all of them; the step is
     ``TorchStep``'s (the same as ``backend=torch``)."""
 
+    # no fp16: TPUs compute bf16, and torch_xla autocasts to fp16 only on its GPU client, with
+    # a GradScaler of its own that TorchStep does not use; validation names the valid values
+    valid_precisions = ("auto", "fp32", "bf16")
+
     @dataclass
     class Config:
         sharding: str = "none"  # none | data | fsdp (SPMD over every device; module docstring)
@@ -206,7 +210,7 @@ class XLABackend(TorchStep):
 
         def tensors() -> Iterator[dict[str, torch.Tensor]]:
             for batch in batches:
-                host.append((batch.skipped, batch.items))
+                host.append((batch.skipped, batch.items, batch.padded))
                 fields = {"x": batch.x, "mask": batch.mask, "label": batch.label}
                 if batch.targets is not None:
                     fields["targets"] = batch.targets
@@ -224,9 +228,9 @@ class XLABackend(TorchStep):
                                    device_prefetch_size=self.options.prefetch,
                                    input_sharding=specs)
         for fields in loader:
-            skipped, items = host.popleft()
+            skipped, items, padded = host.popleft()
             yield Batch(fields["x"], fields["mask"], fields["label"], skipped,
-                        fields.get("targets"), items)
+                        fields.get("targets"), items, padded)
 
     def mean_across_ranks(self, value: torch.Tensor) -> torch.Tensor:
         return value  # one device, or SPMD: the value is already the global one

@@ -12,6 +12,8 @@ and ``modality=NAME`` choose options of those groups, as they do there.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from mim.factory import ModelConfig, model_config, token_grids
 from mim.registry import MODALITIES, MODELS, UnknownNameError
 from mim.spec import LabelledData, ModalitySpec
 
+log = logging.getLogger("mim")
 HEAD_KEYS = ("num_heads", "decoder_num_heads")  # what a state dict cannot tell
 GROUPS = ("model", "modality")
 
@@ -44,7 +47,7 @@ class EvalPlan:
     source: str  # where the weights came from, or "random init"
     settings: EvalSettings
     params: Any  # the protocol's section
-    out_dir: Path
+    out_file: Path  # the results file (JSON)
     labelled: LabelledData  # the splits (file lists; nothing decoded yet)
 
     def record(self) -> dict[str, Any]:
@@ -190,11 +193,49 @@ def load_eval(protocol: str, overrides: list[str]) -> EvalPlan:
         raise ConfigError(f"data: the weights take {weights.in_chans} channels, the data has "
                           f"{shape[0]}")
     check_grid(model, shape)
-    if settings.out:
-        out_dir = Path(settings.out).expanduser()
-    else:
-        out_dir = (Path(run_dir).expanduser() / "eval") if run_dir else Path("eval")
     source = "random init" if settings.init == "random" else str(weights_path or run_dir)
+    labelled = labelled_data(modality, data)
+    check_splits(labelled, data, protocol, params)  # before any feature is computed
     return EvalPlan(protocol, integer("seed", seed), modality, data, model, shape[0],
                     weights if settings.init == "pretrained" else None, source, settings,
-                    params, out_dir, labelled_data(modality, data))
+                    params, results_file(settings.out, run_dir, protocol, settings.init, data),
+                    labelled)
+
+
+def results_file(out: str | None, run_dir: str | None, protocol: str, init: str,
+                 data: Any) -> Path:
+    """``eval.out`` ending in .json is the file itself; otherwise the folder (default
+    ``<run.dir>/eval`` or ``./eval``) gets ``<protocol>-<init>.json``, named by the data too
+    (``-<folder>-<hash>``) when ``data.root`` / ``data.val_root`` are set, so results on other
+    data never replace these."""
+    if out and out.lower().endswith(".json"):
+        return Path(out).expanduser()
+    folder = Path(out).expanduser() if out else (
+        Path(run_dir).expanduser() / "eval" if run_dir else Path("eval"))
+    roots = [str(Path(r).expanduser().resolve()) for r in
+             (getattr(data, "root", None), getattr(data, "val_root", None)) if r]
+    tag = ""
+    if roots:
+        digest = hashlib.sha256("\n".join(roots).encode()).hexdigest()[:8]
+        tag = f"-{Path(roots[0]).name}-{digest}"
+    return folder / f"{protocol}-{init}{tag}.json"
+
+
+def check_splits(labelled: LabelledData, data: Any, protocol: str, params: Any) -> None:
+    """Sizes the protocols need, checked from the file lists: a held-out and a training item
+    (ConfigError naming the key); one class or k-NN's k above the training set warned about."""
+    root = "data.root" if getattr(data, "root", None) else "data.root (the demo set)"
+    held = "data.val_root" if getattr(data, "val_root", None) else root
+    if len(labelled.val) == 0:
+        raise ConfigError(f"{held}: no held-out item: a class needs two or more items to hold "
+                          "one out (data.val_fraction), or give a held-out set in data.val_root")
+    if len(labelled.train) == 0:
+        raise ConfigError(f"{root}: no training item left after holding out "
+                          f"{len(labelled.val)}; add items or lower data.val_fraction")
+    if len(labelled.classes) < 2:
+        log.warning("%s: one class (%s) only: every prediction is right, so top-1 is 100 %% by "
+                    "construction and says nothing about the features", root,
+                    ", ".join(labelled.classes) or "unnamed")
+    if protocol == "knn" and params.k > len(labelled.train):
+        log.warning("knn.k=%d is more than the %d training items: all %d vote", params.k,
+                    len(labelled.train), len(labelled.train))

@@ -38,7 +38,7 @@ def run_knn(model, data, plan: EvalPlan, how: str, device: torch.device) -> dict
 
 
 def evaluate(plan: EvalPlan) -> dict[str, Any]:
-    """Run ``plan.protocol``; returns the results (also written to ``<out>/<protocol>-<init>.json``)."""
+    """Run ``plan.protocol``; returns the results (also written to ``plan.out_file``)."""
     start = time.perf_counter()
     seed_all(plan.seed)  # seeded as train() seeds before building: the same initial weights
     model = build_encoder(plan.model, plan.in_chans, plan.weights, plan.settings.kernel_resize)
@@ -58,8 +58,8 @@ def evaluate(plan: EvalPlan) -> dict[str, Any]:
     result = {**plan.record(), "pool": how, "classes": data.classes,
               "num_train": len(data.train), "num_val": len(data.val),
               "seconds": round(time.perf_counter() - start, 1), "metrics": metrics}
-    path = plan.out_dir / f"{plan.protocol}-{plan.settings.init}.json"
-    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    path = plan.out_file
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(tmp, path)

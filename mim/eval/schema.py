@@ -24,7 +24,7 @@ class EvalSettings:
     batch_size: int = 64  # feature extraction and evaluation
     num_workers: int = 2  # data-loading processes
     device: str = "auto"  # auto (cuda if available) | cpu | cuda
-    out: Optional[str] = None  # results folder; default <run.dir>/eval, or ./eval
+    out: Optional[str] = None  # results folder, or a .json file; default <run.dir>/eval, or ./eval
     kernel_resize: str = "bicubic"  # patch-size transfer: bicubic (long-seq MAE) | pinv (FlexiViT)
 
     def __post_init__(self) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from mim.modalities.image.decode import Picture, pixels
 from mim.modalities.image.transforms import PretrainTransform
 
 ERASE_AREA = (0.02, 1 / 3)
@@ -103,13 +104,14 @@ class FinetuneTransform(PretrainTransform):
         self.randaug = randaugment(cfg.randaug, cfg.input_size, cfg.mean) if cfg.randaug else None
         self.reprob = cfg.reprob
 
-    def __call__(self, image: Image.Image, seed: int) -> torch.Tensor:
+    def __call__(self, image: Image.Image | Picture, seed: int) -> torch.Tensor:
         rng = random.Random(seed)
-        image = self.crop_flip(image, rng)
+        x = self.crop_flip(image, rng)  # uint8 [3, size, size]
         if self.randaug is not None:
+            picture = Image.fromarray(x.permute(1, 2, 0).numpy())  # [size, size, 3]
             with seeded_globals(rng.getrandbits(32)):
-                image = self.randaug(image)
-        x = self.normalise(image)
+                x = pixels(self.randaug(picture))
+        x = self.normalise(x)
         if rng.random() < self.reprob:
             erase(x, rng)
         return x

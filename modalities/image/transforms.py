@@ -1,8 +1,13 @@
 """MAE's pretraining augmentation, seeded per sample: RandomResizedCrop + flip + normalise.
 
 MAE (Appendix A.1): RandomResizedCrop(scale=(0.2, 1.0), bicubic) and a horizontal flip, nothing
-else. The crop box follows torchvision's sampling rule; the randomness comes from the sample's
-own seed (not a global RNG), so a resumed run sees exactly the same crops.
+else. The crop box follows torchvision's sampling rule on the file's full size (read from the
+header, before decoding); the randomness comes from the sample's own seed (not a global RNG), so
+a resumed run sees exactly the same crops.
+
+Speed (bench/pipeline.py): ``resolution`` tells the decoder (``decode.py``) how far a JPEG may be
+reduced in the DCT domain for this crop, and the crop is resized by torch's uint8 antialiased
+bicubic on the decoded array rather than by PIL's resize, several times slower on one core.
 """
 from __future__ import annotations
 
@@ -11,14 +16,22 @@ import random
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from mim.modalities.image.config import ImageDataConfig
+from mim.modalities.image.decode import Picture, pixels, to_rgb
+
+# a reduced decode keeps at least this many pixels per output pixel on the crop's short side,
+# PIL's own default (``Image.thumbnail``'s reducing_gap): the crop stays within 35 dB PSNR of
+# the full decode's (tests/unit/test_image_pipeline.py; a margin of 1 falls to about 31 dB)
+REDUCE_MARGIN = 2.0
 
 
 def crop_box(width: int, height: int, scale: tuple[float, float],
              ratio: tuple[float, float], rng: random.Random) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) of a random crop of area ``scale`` and aspect ``ratio``."""
+    """(left, top, right, bottom) of a random crop of area ``scale`` and aspect ``ratio``:
+    torchvision's ``RandomResizedCrop.get_params`` rule, drawn from ``rng``."""
     area = width * height
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
@@ -41,31 +54,56 @@ def crop_box(width: int, height: int, scale: tuple[float, float],
     return left, top, left + w, top + h
 
 
+def resized_crop(x: torch.Tensor, box: tuple[int, int, int, int], scale: float,
+                 size: int) -> torch.Tensor:
+    """uint8 [3, h, w] decoded at ``scale`` -> uint8 [3, size, size]: the ``box`` (in the
+    file's pixels) resized with antialiased bicubic, PIL's filter, by torch's uint8 kernel
+    (SIMD; the same picture as PIL's within a grey level or two)."""
+    left, top, right, bottom = (round(v * scale) for v in box)  # the decoded picture's pixels
+    region = x[:, top:bottom, left:right].unsqueeze(0)  # [1, 3, h', w'], a view
+    return F.interpolate(region, size=(size, size), mode="bicubic", antialias=True)[0]
+
+
+def as_picture(image: Image.Image | Picture) -> Picture:
+    """A PIL image (an in-memory picture, the tests') as a full-resolution ``Picture``."""
+    return image if isinstance(image, Picture) else Picture(pixels(to_rgb(image)), image.size)
+
+
 class PretrainTransform:
     def __init__(self, cfg: ImageDataConfig):
         self.size = cfg.input_size
         self.scale = (cfg.min_scale, cfg.max_scale)
         self.hflip = cfg.hflip
-        self.mean = torch.tensor(cfg.mean).view(3, 1, 1)
-        self.std = torch.tensor(cfg.std).view(3, 1, 1)
+        # (x / 255 - mean) / std as one multiply and one subtract
+        self.gain = (1 / (255 * torch.tensor(cfg.std))).view(3, 1, 1)
+        self.shift = (torch.tensor(cfg.mean) / torch.tensor(cfg.std)).view(3, 1, 1)
 
-    def __call__(self, image: Image.Image, seed: int) -> torch.Tensor:
-        """RGB PIL image -> normalised tensor [3, size, size]."""
+    def __call__(self, image: Image.Image | Picture, seed: int) -> torch.Tensor:
+        """An RGB picture -> normalised tensor [3, size, size]."""
         return self.normalise(self.crop_flip(image, random.Random(seed)))
 
-    def crop_flip(self, image: Image.Image, rng: random.Random) -> Image.Image:
-        """The random resized crop (bicubic) and the flip, drawn from ``rng``."""
-        box = crop_box(image.width, image.height, self.scale, (3 / 4, 4 / 3), rng)
-        image = image.resize((self.size, self.size), Image.BICUBIC, box=box)
-        if rng.random() < self.hflip:
-            image = image.transpose(Image.FLIP_LEFT_RIGHT)
-        return image
+    def box(self, width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
+        return crop_box(width, height, self.scale, (3 / 4, 4 / 3), rng)
 
-    def normalise(self, image: Image.Image) -> torch.Tensor:
-        """RGB PIL image -> ``(pixels / 255 - mean) / std`` [3, H, W]."""
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())  # [H, W, 3]
-        x = pixels.permute(2, 0, 1).float().div_(255.0)  # [3, H, W]
-        return (x - self.mean) / self.std
+    def resolution(self, width: int, height: int, seed: int) -> float:
+        """The least resolution (decoded pixels per pixel of the file) the view of this seed
+        needs of a ``width`` x ``height`` file: its crop, drawn from the header's size, keeps
+        ``REDUCE_MARGIN`` pixels per output pixel."""
+        left, top, right, bottom = self.box(width, height, random.Random(seed))
+        return min(1.0, REDUCE_MARGIN * self.size / min(right - left, bottom - top))
+
+    def crop_flip(self, image: Image.Image | Picture, rng: random.Random) -> torch.Tensor:
+        """The random resized crop (bicubic) and the flip, drawn from ``rng`` on the file's
+        full size -> uint8 [3, size, size]."""
+        picture = as_picture(image)
+        box = self.box(*picture.size, rng)
+        x = resized_crop(picture.pixels, box, picture.scale, self.size)
+        return x.flip(-1) if rng.random() < self.hflip else x
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels [3, H, W] -> float ``(x / 255 - mean) / std`` (one pass to float, one
+        in place)."""
+        return (x * self.gain).sub_(self.shift)
 
 
 class CentreTransform:
@@ -78,8 +116,14 @@ class CentreTransform:
         self.mean = torch.tensor(cfg.mean).view(3, 1, 1)
         self.std = torch.tensor(cfg.std).view(3, 1, 1)
 
-    def __call__(self, image: Image.Image, seed: int = 0) -> torch.Tensor:
-        """RGB PIL image -> normalised tensor [3, size, size] (``seed`` is unused)."""
+    def resolution(self, width: int, height: int, seed: int = 0) -> float:
+        """All of it: the test view is read rarely, and never from a reduced picture."""
+        return 1.0
+
+    def __call__(self, image: Image.Image | Picture, seed: int = 0) -> torch.Tensor:
+        """An RGB picture -> normalised tensor [3, size, size] (``seed`` is unused)."""
+        if isinstance(image, Picture):
+            image = Image.fromarray(image.pixels.permute(1, 2, 0).numpy())  # [H, W, 3]
         scale = self.resize / min(image.width, image.height)
         width, height = max(self.size, round(image.width * scale)), max(
             self.size, round(image.height * scale))

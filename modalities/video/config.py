@@ -31,7 +31,9 @@ class VideoDataConfig:
     max_scale: float = 1.43  # upper end of the short-side scale range
     hflip: float = 0.5  # probability of a horizontal flip
     repeat: int = 1  # K clips per decoded video (repeated sampling, MAE-ST)
-    pad_short: bool = False  # too-short videos: False skips them, True repeats the last frame
+    # videos shorter than a clip: true repeats frames to fill it (as VideoMAE and pytorchvideo
+    # do; counted as padded in metrics.jsonl), false skips them
+    pad_short: bool = True
     # per-channel normalisation mean (ImageNet's)
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     # per-channel normalisation std (ImageNet's)

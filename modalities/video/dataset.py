@@ -22,9 +22,9 @@ from mim.data import MimDataset, UnreadableSample
 from mim.files import find_files
 from mim.modalities.video import demo
 from mim.modalities.video.config import VideoDataConfig
-from mim.modalities.video.decode import open_video, resolve_decoder
+from mim.modalities.video.decode import PAST_END, open_video, resolve_decoder
 from mim.modalities.video.pvreader import PyTorchVideoReader
-from mim.modalities.video.transforms import ClipSampler, ClipTransform
+from mim.modalities.video.transforms import ClipSampler, ClipTransform, padding
 
 log = logging.getLogger("mim.data")
 
@@ -64,20 +64,25 @@ class VideoDataset(MimDataset):
 
     def load(self, index: int, seed: int) -> tuple[torch.Tensor, int]:
         """One clip [3, T, S, S] (or K views [K, 3, T, S, S]) and the item's label."""
+        return self.load_padded(index, seed)[:2]
+
+    def load_padded(self, index: int, seed: int) -> tuple[torch.Tensor, int, str | None]:
+        """``load`` and how a video shorter than a clip was padded (None: it was not)."""
         item = self.items[index]
         if self.pytorchvideo is not None:
-            return self.pytorchvideo(item.path, seed, item.start, item.end), item.label
+            x, padded = self.pytorchvideo.read(item.path, seed, item.start, item.end)
+            return x, item.label, padded
         with open_video(item.path, self.cfg.decoder) as video:
             first, end = 0, video.num_frames
             if item.start is not None:
                 duration = video.num_frames / video.fps
                 if item.start >= duration:
                     raise UnreadableSample(f"start {item.start:g} s is past the end of the "
-                                           f"video ({duration:.2f} s)")
+                                           f"video ({duration:.2f} s)", PAST_END)
                 first = math.floor(item.start * video.fps + 1e-6)
                 end = min(end, math.ceil(item.end * video.fps - 1e-6))
             x = self.sampler(video.read, seed, first, end)
-        return x, item.label
+        return x, item.label, padding(end - first, self.cfg.num_frames, self.cfg.sampling_rate)
 
 
 def scan(root: Path) -> list[Path]:
@@ -140,7 +145,7 @@ def build_dataset(cfg: VideoDataConfig) -> VideoDataset:
         items, classes = [VideoItem(p) for p in scan(root)], []
         source = str(root)
     else:
-        files = demo.demo_files(1 if cfg.pad_short else cfg.span)
+        files = demo.demo_files(cfg.span)  # the GIF only where it holds a whole clip
         items = [VideoItem(path, label) for path, label in files]
         classes, source = list(demo.CLASSES), f"{demo.cache_dir()} (built-in demo videos)"
     cfg = dataclasses.replace(cfg, decoder=resolve_decoder(cfg.decoder))

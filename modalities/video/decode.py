@@ -6,20 +6,20 @@ in the log (``resolve_decoder``).
 
 Frames are addressed by index, not by time: a clip is a pure function of the sample's seed,
 and both decoders return the same frames for the same indices (checked by the tests).
-pytorchvideo's ``EncodedVideo.get_clip`` works with both decoders here but is not the default:
-it is time-based, converts every frame of the window to float32 (``sampling_rate`` times the
-frames a clip needs) and measured 2x (decord) to 10x (PyAV) slower than decoding the indices
-directly. It is selectable with ``data.reader=pytorchvideo`` (``pvreader.py``).
+pytorchvideo's time-based ``EncodedVideo.get_clip`` (``data.reader=pytorchvideo``,
+``pvreader.py``) converts every frame of the window to float32 and measured 2x (decord) to 10x
+(PyAV) slower than decoding the indices directly, so it is not the default.
 
-decord cannot read GIFs; they always go through PyAV. Every failure (zero bytes, not a video,
-no video stream, truncated, corrupt packets) becomes ``UnreadableSample`` with a short reason.
+GIFs and MPEG transport streams always go through PyAV (``TRANSPORT_STREAMS``). Frames come
+upright (rotation metadata applied), at the stream's first size. Every failure becomes
+``UnreadableSample`` with a short reason and a kind, the same for both decoders: ``EMPTY``,
+``NOT_VIDEO`` (cannot be opened), ``DAMAGED`` (frames fail to decode).
 """
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import logging
 import re
+from abc import ABC, abstractmethod
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,6 +27,14 @@ import numpy as np
 
 from mim.data import UnreadableSample
 
+EMPTY = "empty"
+MISSING = "missing"
+NOT_VIDEO = "not a video (cannot be opened)"
+DAMAGED = "truncated or corrupt (frames fail to decode)"
+PAST_END = "start past the end of the video (data.list_file)"
+# transport streams (cut live captures) may change size midway: decord's frames after the
+# change depend on where it began decoding (18 to 31 levels off a resize here), PyAV's do not
+TRANSPORT_STREAMS = frozenset({".ts", ".mts", ".m2ts"})
 SEEK_AFTER = 64  # PyAV: seek (keyframe + pts arithmetic) when the first wanted frame is later
 
 log = logging.getLogger("mim.data")
@@ -54,11 +62,11 @@ class Video(ABC):
 
 def _check_file(path: Path) -> None:
     if not path.exists():
-        raise UnreadableSample("file not found")
+        raise UnreadableSample("file not found", MISSING)
     if not path.is_file():
-        raise UnreadableSample("not a regular file (a directory?)")
+        raise UnreadableSample("not a regular file (a directory?)", NOT_VIDEO)
     if path.stat().st_size == 0:
-        raise UnreadableSample("empty file (0 bytes)")
+        raise UnreadableSample("empty file (0 bytes)", EMPTY)
 
 
 def _is_gif(path: Path) -> bool:
@@ -73,11 +81,19 @@ def open_video(path: Path | str, decoder: str = "decord") -> Video:
     path = Path(path)
     _check_file(path)
     decoder = resolve_decoder(decoder)
-    if decoder == "pyav" or _is_gif(path):
-        return PyAVVideo(path)
-    if decoder == "decord":
-        return DecordVideo(path)
-    raise ValueError(f"data.decoder: '{decoder}' is not one of: decord, pyav")
+    if decoder not in ("decord", "pyav"):
+        raise ValueError(f"data.decoder: '{decoder}' is not one of: decord, pyav")
+    try:
+        pyav = decoder == "pyav" or _is_gif(path) or path.suffix.lower() in TRANSPORT_STREAMS
+        return PyAVVideo(path) if pyav else DecordVideo(path)
+    except UnreadableSample as exc:
+        raise kind_of(exc, NOT_VIDEO)
+
+
+def kind_of(exc: UnreadableSample, kind: str) -> UnreadableSample:
+    """``exc`` with ``kind`` unless it already says its kind."""
+    exc.kind = exc.kind or kind
+    return exc
 
 
 def _short(exc: BaseException) -> str:
@@ -126,19 +142,28 @@ def _import_decord():
 class DecordVideo(Video):
     def __init__(self, path: Path):
         decord = _import_decord()
+        self._path = path
         try:
             # one thread: parallelism comes from the data-loader workers
             self._reader = decord.VideoReader(str(path), num_threads=1)
             self.num_frames = len(self._reader)
             self.fps = float(self._reader.get_avg_fps())
         except Exception as exc:  # noqa: BLE001 (decord raises RuntimeError and DECORDError)
-            raise UnreadableSample(_decord_reason(exc)) from exc
+            reason = _decord_reason(exc)
+            # decord decodes a first frame while opening: PyAV finds that damage when reading
+            damaged = reason.startswith(("truncated or corrupt", "corrupt data"))
+            raise UnreadableSample(reason, DAMAGED if damaged else None) from exc
 
     def read(self, indices: list[int]) -> np.ndarray:
         try:
             batch = self._reader.get_batch(list(indices))
         except Exception as exc:  # noqa: BLE001
-            raise UnreadableSample(f"decode failed: {_decord_reason(exc)}") from exc
+            if "from_size == to_size" in str(exc):
+                # decord 0.6 cannot copy out frames of some sizes (48 x 64, and 64 x 48 rotated
+                # upright): PyAV decodes them, the same frames
+                with PyAVVideo(self._path) as video:
+                    return video.read(indices)
+            raise UnreadableSample(f"decode failed: {_decord_reason(exc)}", DAMAGED) from exc
         # another library (pytorchvideo) may have switched decord's bridge to torch
         frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
         return np.ascontiguousarray(frames, dtype=np.uint8)
@@ -187,6 +212,8 @@ class PyAVVideo(Video):
                 raise UnreadableSample("no frame rate in the video stream")
             self.fps = float(rate)
             self._rate = Fraction(rate)
+            context = self._stream.codec_context  # its size follows the decoder: keep the first
+            self._size = (context.width, context.height)
             self.num_frames = self._stream.frames or self._count_packets()
             if self.num_frames < 1:
                 raise UnreadableSample("video stream holds no frames")
@@ -209,18 +236,25 @@ class PyAVVideo(Video):
             found = self._seek_read(wanted) if wanted[0] >= SEEK_AFTER else None
             if found is None or len(found) < len(wanted):  # variable frame rate, or truncated
                 found = self._linear_read(wanted)
-        except UnreadableSample:
-            raise
+        except UnreadableSample as exc:
+            raise kind_of(exc, DAMAGED)
         except Exception as exc:  # noqa: BLE001
-            raise UnreadableSample(f"decode failed (corrupt data?): {_short(exc)}") from exc
+            raise UnreadableSample(f"decode failed (corrupt data?): {_short(exc)}",
+                                   DAMAGED) from exc
         missing = [i for i in wanted if i not in found]
         if missing:
             raise UnreadableSample(f"truncated: frame {missing[0]} of {self.num_frames} could "
-                                   f"not be decoded ({len(found)} of {len(wanted)} found)")
+                                   f"not be decoded ({len(found)} of {len(wanted)} found)",
+                                   DAMAGED)
         return np.stack([found[i] for i in indices])
 
     def _rgb(self, frame) -> np.ndarray:
-        return frame.to_ndarray(format="rgb24")
+        """uint8 [H, W, 3] as decord gives it: a frame whose size changed mid-stream scaled to
+        the stream's first size, then turned upright by the rotation metadata (phone videos)."""
+        width, height = self._size
+        rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
+        turns = round(getattr(frame, "rotation", 0) / 90) % 4  # degrees counter-clockwise
+        return np.rot90(rgb, turns) if turns else rgb
 
     def _linear_read(self, wanted: list[int]) -> dict[int, np.ndarray]:
         """Decode from the first frame, counting: exact for any video."""

@@ -34,8 +34,9 @@ import torch
 
 from mim.data import UnreadableSample
 from mim.modalities.video.config import VideoDataConfig
-from mim.modalities.video.decode import (_check_file, _decord_reason, _is_gif, _short,
-                                         resolve_decoder)
+from mim.modalities.video.decode import (DAMAGED, NOT_VIDEO, PAST_END, _check_file, _decord_reason,
+                                         _is_gif, _short, kind_of, resolve_decoder)
+from mim.modalities.video.transforms import padding, too_short
 
 _pv = None
 
@@ -89,7 +90,7 @@ def open_encoded(path: Path, decoder: str):
 
 
 def _raise(reason: str):
-    raise UnreadableSample(reason)
+    raise UnreadableSample(reason, NOT_VIDEO)
 
 
 def seeded_window(seed: int, clip_duration: Fraction, duration: float) -> tuple[float, float]:
@@ -107,7 +108,9 @@ def seeded_window(seed: int, clip_duration: Fraction, duration: float) -> tuple[
 
 
 class PyTorchVideoReader:
-    """``read(path, seed, start, end) -> [3, T, S, S]`` (or ``[K, 3, T, S, S]``)."""
+    """``read(path, seed, start, end) -> ([3, T, S, S] or [K, 3, T, S, S], padded)``, where
+    ``padded`` says how a too-short window was filled (None: it was not); calling it returns
+    the clip alone."""
 
     def __init__(self, cfg: VideoDataConfig):
         self.cfg = cfg
@@ -116,6 +119,10 @@ class PyTorchVideoReader:
 
     def __call__(self, path: Path, seed: int, start: float | None = None,
                  end: float | None = None) -> torch.Tensor:
+        return self.read(path, seed, start, end)[0]
+
+    def read(self, path: Path, seed: int, start: float | None = None,
+             end: float | None = None) -> tuple[torch.Tensor, str | None]:
         cfg = self.cfg
         video = open_encoded(Path(path), cfg.decoder)
         try:
@@ -124,24 +131,27 @@ class PyTorchVideoReader:
             first = 0.0 if start is None else start
             last = duration if end is None else min(end, duration)
             if duration <= 0:
-                raise UnreadableSample("no duration: an image, or a stream without frames")
+                raise UnreadableSample("no duration: an image, or a stream without frames",
+                                       NOT_VIDEO)
             if first >= duration:
                 raise UnreadableSample(f"start {first:g} s is past the end of the video "
-                                       f"({duration:.2f} s)")
+                                       f"({duration:.2f} s)", PAST_END)
             clip = Fraction(cfg.span) / Fraction(fps).limit_denominator(100000)
-            if last - first < float(clip) - 0.5 / fps and not cfg.pad_short:
-                raise UnreadableSample(
-                    f"too short: {(last - first) * fps:.0f} frames, a clip of {cfg.num_frames} "
-                    f"frames every {cfg.sampling_rate} needs {cfg.span} "
-                    f"(set data.pad_short=true to pad)")
+            short = last - first < float(clip) - 0.5 / fps
+            available = round((last - first) * fps)
+            if short and not cfg.pad_short:
+                raise too_short(available, cfg.num_frames, cfg.sampling_rate)
             root = random.Random(seed)
             rngs = [random.Random(root.getrandbits(63)) for _ in range(cfg.repeat)]
             views = [self._view(video, rng, fps, clip, first, last) for rng in rngs]
+        except UnreadableSample as exc:
+            raise kind_of(exc, DAMAGED)
         finally:
             close = getattr(video, "close", None)
             if close is not None:
                 close()
-        return views[0] if len(views) == 1 else torch.stack(views)
+        padded = padding(available, cfg.num_frames, cfg.sampling_rate) if short else None
+        return views[0] if len(views) == 1 else torch.stack(views), padded
 
     def _view(self, video, rng: random.Random, fps: float, clip: Fraction, first: float,
               last: float) -> torch.Tensor:

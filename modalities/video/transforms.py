@@ -20,11 +20,35 @@ from mim.data import UnreadableSample
 from mim.modalities.video.config import VideoDataConfig
 
 
+def too_short(available: int, num_frames: int, sampling_rate: int) -> UnreadableSample:
+    """A video of ``available`` frames, too short for one clip (``data.pad_short=false``)."""
+    span = (num_frames - 1) * sampling_rate + 1
+    return UnreadableSample(
+        f"too short: {available} frames, a clip of {num_frames} frames every {sampling_rate} "
+        f"needs {span} (set data.pad_short=true to pad)",
+        f"too short for a clip ({span} frames: data.num_frames {num_frames} every "
+        f"data.sampling_rate {sampling_rate})",
+        "set data.pad_short=true to pad short videos by repeating frames, or lower "
+        "data.num_frames or data.sampling_rate")
+
+
+def padding(available: int, num_frames: int, sampling_rate: int) -> str | None:
+    """How a clip of a video of ``available`` frames is padded; None: it needs no padding."""
+    span = (num_frames - 1) * sampling_rate + 1
+    if available >= span:
+        return None
+    return (f"{available} frames, shorter than a clip ({span} frames: data.num_frames "
+            f"{num_frames} every data.sampling_rate {sampling_rate}); frames repeated to fill it "
+            "(data.pad_short=false skips such videos)")
+
+
 def clip_indices(rng: random.Random, first: int, end: int, num_frames: int,
                  sampling_rate: int, pad: bool) -> list[int]:
     """Frame indices of one clip inside frames ``[first, end)`` of a video.
 
-    Too short a range raises ``UnreadableSample``, or with ``pad`` repeats its last frame.
+    Too short a range raises ``UnreadableSample``, or with ``pad`` repeats its last frame
+    (VideoMAE and pytorchvideo also fill short clips with repeated frames); no random draw then,
+    so the clip stays a pure function of the seed.
     """
     span = (num_frames - 1) * sampling_rate + 1
     available = end - first
@@ -32,9 +56,7 @@ def clip_indices(rng: random.Random, first: int, end: int, num_frames: int,
         raise UnreadableSample("no frames in the requested range")
     if available < span:
         if not pad:
-            raise UnreadableSample(
-                f"too short: {available} frames, a clip of {num_frames} frames every "
-                f"{sampling_rate} needs {span} (set data.pad_short=true to pad)")
+            raise too_short(available, num_frames, sampling_rate)
         return [min(first + i * sampling_rate, end - 1) for i in range(num_frames)]
     start = rng.randint(first, end - span)
     return [start + i * sampling_rate for i in range(num_frames)]

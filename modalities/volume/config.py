@@ -36,6 +36,9 @@ class VolumeDataConfig:
     flip: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # P(flip) per axis
     # value of padded voxels, in the normalised domain; None: the volume's minimum (background)
     pad_value: Optional[float] = None
+    # a volume smaller than this (D, H, W, after resampling) is skipped like an unreadable
+    # file; None: every volume smaller than the crop is padded (and counted in a warning)
+    min_size: Optional[list[int]] = None
     labels: str = "none"  # none | folders | path to a CSV of "relative/path,label"; demo: type
 
     def __post_init__(self) -> None:
@@ -67,6 +70,11 @@ class VolumeDataConfig:
         if len(self.flip) != 3 or not all(0 <= p <= 1 for p in self.flip):
             raise ValueError(f"data.flip: three probabilities in [0, 1] (D, H, W) expected, "
                              f"got {self.flip}")
+        if self.min_size is not None:
+            self.min_size = [int(s) for s in self.min_size]
+            if len(self.min_size) != 3 or min(self.min_size) < 1:
+                raise ValueError(f"data.min_size: three sizes >= 1 (D, H, W) or null expected, "
+                                 f"got {self.min_size}")
         if self.pad_value is not None and not math.isfinite(self.pad_value):
             raise ValueError(f"data.pad_value: must be finite or null, got {self.pad_value}")
 

@@ -141,7 +141,7 @@ def _spacing(value: np.ndarray | None) -> tuple[float, float, float]:
 def read_volume(path: Path, channels: int) -> tuple[np.ndarray, tuple[float, float, float]]:
     """One file -> (float32 [C, D, H, W], spacing (D, H, W)); UnreadableSample if unusable."""
     if path.stat().st_size == 0:
-        raise UnreadableSample("empty file (0 bytes)")
+        raise UnreadableSample("empty file (0 bytes)", "empty")
     spacing = None
     try:
         if is_nifti(path):
@@ -173,7 +173,7 @@ def read_volume(path: Path, channels: int) -> tuple[np.ndarray, tuple[float, flo
         nan = int(np.isnan(array).sum())
         what = "NaN" if nan else "Inf"
         raise UnreadableSample(f"contains {what} ({array.size - int(finite.sum())} of "
-                               f"{array.size} voxels not finite)")
+                               f"{array.size} voxels not finite)", "NaN or Inf voxels")
     return array, spacing
 
 

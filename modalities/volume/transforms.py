@@ -6,6 +6,7 @@ global RNG, so a resumed run sees exactly the same crops.
 """
 from __future__ import annotations
 
+import logging
 import random
 from typing import Sequence
 
@@ -13,7 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mim.data import UnreadableSample
 from mim.modalities.volume.config import VolumeDataConfig
+
+log = logging.getLogger("mim.data")
 
 MAX_STAT_VOXELS = 1 << 22  # percentiles of larger volumes use an evenly strided subset
 
@@ -99,13 +103,30 @@ class VolumeTransform:
     def __init__(self, cfg: VolumeDataConfig):
         self.cfg = cfg
         self.size = tuple(cfg.input_size)
+        self.padded = 0  # volumes smaller than the crop seen by this process (a worker)
 
     def prepare(self, volume: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-        """The deterministic part: resampling and normalisation of the whole volume."""
+        """The deterministic part: resampling and normalisation of the whole volume (a volume
+        below ``data.min_size`` is UnreadableSample: skipped and replaced like one)."""
         volume = volume.astype(np.float32, copy=False)
         if self.cfg.target_spacing is not None:
             volume = resample(volume, spacing, self.cfg.target_spacing)
+        self._check_size(tuple(volume.shape[1:]))
         return normalise(volume, self.cfg)
+
+    def _check_size(self, shape: tuple[int, ...]) -> None:
+        if all(s >= c for s, c in zip(shape, self.size)):
+            return
+        floor = self.cfg.min_size
+        if floor is not None and any(s < f for s, f in zip(shape, floor)):
+            raise UnreadableSample(f"shape {list(shape)} (D, H, W) is below data.min_size="
+                                   f"{list(floor)}")
+        self.padded += 1
+        if self.padded & (self.padded - 1) == 0:  # the 1st, 2nd, 4th, ...: a count, no flood
+            log.warning("volume data: %d volume%s smaller than the crop %s padded so far in "
+                        "this process (the latest %s); data.min_size=[D,H,W] skips those below "
+                        "a floor", self.padded, "" if self.padded == 1 else "s",
+                        list(self.size), list(shape))
 
     def __call__(self, volume: np.ndarray, spacing: Sequence[float], seed: int) -> torch.Tensor:
         rng = random.Random(seed)

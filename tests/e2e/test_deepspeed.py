@@ -170,6 +170,27 @@ def test_zero_stage_out_of_range_is_a_config_error(cli, tmp_path: Path) -> None:
     assert not run.exists()
 
 
+def test_fp16_where_deepspeed_cannot_run_it_is_a_config_error(cli, tmp_path: Path) -> None:
+    """DeepSpeed runs fp16 on a CPU only with AVX512-FP16 or AMX-FP16 (mim/engine/scaler.py,
+    ``deepspeed_fp16``); without them the run stops on one line before any process group or
+    file. Where DeepSpeed can, the same command trains and reports DeepSpeed's loss scale."""
+    from deepspeed.accelerator import get_accelerator
+
+    run = tmp_path / "run"
+    result = cli.train(run, *zero(2), *ONE, "train.max_steps=2", "train.precision=fp16",
+                       check=False, timeout=DS_TIMEOUT)
+    if get_accelerator().is_fp16_supported():
+        assert result.returncode == 0, cli.describe(result)
+        last = cli.metrics(run)[-1]
+        assert last["step"] == 2 and last["loss_scale"] > 0 and last["overflow_steps"] >= 0
+        return
+    assert result.returncode == 2, cli.describe(result)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train.precision: 'fp16' is not supported by DeepSpeed" in lines[0]
+    assert "valid here: auto, fp32, bf16, or fp16 with backend=torch" in lines[0], lines
+    assert not run.exists()
+
+
 def _group_alive(pgid: int) -> list[int]:
     """Live (not zombie) processes of process group ``pgid``, read from /proc."""
     alive = []

@@ -91,6 +91,35 @@ def test_bad_eval_config_exits_2_before_any_compute(module_cli, image_run, cache
     assert not (module_cli.workdir / "x").exists()
 
 
+def test_visualize_skips_unreadable_inputs_one_line_each(module_cli, image_run, cache,
+                                                         tmp_path: Path) -> None:
+    from PIL import Image
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    Image.new("RGB", (40, 40), "red").save(mixed / "0.png")
+    (mixed / "1.png").write_bytes(b"not an image at all")
+    Image.new("RGB", (40, 40), "blue").save(mixed / "2.png")
+    result = module_cli.run("visualize", f"run.dir={image_run}", f"input={mixed}",
+                            f"out={tmp_path / 'pics'}", env=cache)
+    assert result.returncode == 0, module_cli.describe(result)
+    assert f"input {mixed / '1.png'}: " in result.stderr and "(skipped)" in result.stderr
+    with Image.open(tmp_path / "pics" / "reconstruction_000.png") as picture:
+        assert picture.size[1] == 2 * 32 + 2  # two rows: the red and the blue one, no repeat
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.png").write_bytes(b"junk")
+    (broken / "clip.mp4").write_bytes(b"junk")  # a video given to an image run
+    for source in (broken / "a.png", broken):
+        result = module_cli.run("visualize", f"run.dir={image_run}", f"input={source}",
+                                f"out={tmp_path / 'none'}", env=cache)
+        assert result.returncode == 1, module_cli.describe(result)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("mim: error: input: none of the"), lines
+        assert "Traceback" not in result.stderr and not (tmp_path / "none").exists()
+
+
 def test_visualize_and_convert_a_run(module_cli, image_run, cache, tmp_path: Path) -> None:
     from PIL import Image
 

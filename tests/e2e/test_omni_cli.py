@@ -27,8 +27,13 @@ def test_omni_trains_one_encoder_on_images_and_clips(cli, tmp_path: Path,
     assert "grid [1, 6, 6]" in log and "grid [4, 6, 6]" in log  # images as 2-frame clips
     derived = json.loads((run / "derived.json").read_text())
     assert set(derived["sources"]) == {"video", "image"}
+    by_source = derived["steps_per_epoch_by_source"]
+    assert set(by_source) == {"video", "image"} and all(v >= 1 for v in by_source.values())
+    assert derived["steps_per_epoch"] > 1  # both sources' items, not the video ones only
     records = cli.metrics(run)
     assert [r["step"] for r in records] == list(range(1, 21))
+    assert {r["source"] for r in records} == {"video", "image"}  # each step names its source
+    assert all(r["source_steps"] == {r["source"]: 1} for r in records)  # log_every=1
     first = sum(r["loss"] for r in records[:5]) / 5
     last = sum(r["loss"] for r in records[-5:]) / 5
     assert last < 0.95 * first, [round(r["loss"], 4) for r in records]

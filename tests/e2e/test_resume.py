@@ -112,3 +112,32 @@ def test_ctrl_c_exits_130_and_the_rerun_resumes(cli, tmp_path: Path) -> None:
     steps = [r["step"] for r in cli.metrics(run)]
     assert steps == list(range(1, 41)), steps
     assert (run / "checkpoints" / "last").resolve().name == "step_00000040"
+
+
+FP16 = ["train.precision=fp16", "train.max_steps=9", "train.ckpt_every=3", "train.vis_every=100"]
+
+
+def test_fp16_resumes_bit_identical_with_its_loss_scale(cli, tmp_path: Path, load_state) -> None:
+    """fp16 on the CPU: the gradient overflow at step 2 is skipped and halves the loss scale; a
+    run killed right after its step-6 checkpoint resumes with that scale and its growth count
+    and ends bit-identical to one never interrupted."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    cli.train(straight, *FP16, env={"MIM_FAULTS": "grad.nan@2"})
+    result = cli.train(killed, *FP16, check=False,
+                       env={"MIM_FAULTS": "grad.nan@2,ckpt.linked@2"})
+    assert result.returncode == -signal.SIGKILL, cli.describe(result)
+    assert (killed / "checkpoints" / "last").resolve().name == "step_00000006"
+    result = cli.train(killed, *FP16)  # the same command again, no fault this time
+    assert "resumed from" in result.stderr, cli.describe(result)
+
+    records = cli.metrics(straight)
+    assert [r["overflow_steps"] for r in records] == [0] + [1] * 8
+    assert [r["loss_scale"] for r in records] == [2.0**16] + [2.0**15] * 8
+    assert [r["nonfinite_skipped"] for r in records] == [0] * 9  # the scaler's, not a stop
+    keys = ("step", "loss", "loss_scale", "overflow_steps")
+    assert ([{k: r[k] for k in keys} for r in cli.metrics(killed)] ==
+            [{k: r[k] for k in keys} for r in records])
+    a = load_state(straight / "checkpoints" / "last")
+    b = load_state(killed / "checkpoints" / "last")
+    assert_same_training_state(a, b)
+    assert a["scaler"] == b["scaler"] and a["scaler"]["overflow_steps"] == 1

@@ -123,6 +123,17 @@ def test_a_foreign_folder_is_refused_untouched(module_cli, tmp_path) -> None:
     assert snapshot(foreign) == before
 
 
+def test_an_unwritable_fresh_run_dir_does_not_claim_a_checkpoint(module_cli, tmp_path) -> None:
+    (tmp_path / "a_file").write_text("")
+    run = tmp_path / "a_file" / "run"  # under a file: the run directory cannot be made
+    result = module_cli.train(run, "train.max_steps=1", check=False)
+    assert result.returncode == 1, module_cli.describe(result)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("mim: error: Not a directory: ") and "no checkpoint was written: " \
+        "fix the cause, then run the same command to start" in last, result.stderr
+    assert "intact" not in result.stderr
+
+
 def _convert(cli, source: Path, output: Path, *extra: str):
     return cli.run("convert", f"input={source}", f"output={output}", "to=hf", *extra)
 

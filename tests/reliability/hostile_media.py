@@ -86,17 +86,83 @@ def image_corpus(root: Path) -> tuple[list[Path], list[Path]]:
     return good, bad
 
 
+# a clip of the video runs (4 frames every 2nd) spans 7 frames: these are padded, not skipped
+SHORT = ("one_frame.mp4", "six_frames.avi")
+
+
 def video_corpus(root: Path) -> tuple[list[Path], list[Path]]:
     root.mkdir(parents=True, exist_ok=True)
     encode = video_tests.encode
     good = [encode(root / "good.mp4", 30), encode(root / "good.avi", 20, codec="mpeg4"),
-            encode(root / "good_webm.webm", 12, codec="libvpx-vp9"), _vfr(root / "vfr.mkv")]
+            encode(root / "good_webm.webm", 12, codec="libvpx-vp9"), _vfr(root / "vfr.mkv"),
+            *real_world_videos(root / "real_world").values()]
     broken_dir = root / "broken"
     broken_dir.mkdir()
     reference = encode(root / "reference.tmp", 30, fmt="mp4")
     bad = video_tests.broken_corpus(broken_dir, reference)
     reference.unlink()
-    return good, bad
+    hevc = (root / "real_world" / "hevc_10bit.mp4").read_bytes()
+    (broken_dir / "hevc_10bit_cut.mp4").write_bytes(hevc[: len(hevc) // 2])  # a copy stopped
+    bad.append(broken_dir / "hevc_10bit_cut.mp4")
+    good += [p for p in bad if p.name in SHORT]
+    return good, [p for p in bad if p.name not in SHORT]
+
+
+def _encode(path: Path, width: int, height: int, codec: str = "libx264",
+            pix_fmt: str = "yuv420p", fmt: str | None = None, first: int = 0,
+            n: int = 24, options: dict | None = None) -> Path:
+    """``n`` numbered frames (``first`` ...) of ``width`` x ``height``, lossless where the
+    codec allows."""
+    import av
+
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=25, options=options or {"qp": "0"})
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        for i in range(first, first + n):
+            frame = av.VideoFrame.from_ndarray(video_tests.numbered_frame(i, height, width),
+                                               format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _rotated(path: Path) -> Path:
+    """A phone video: frames stored landscape with a 90 degree rotation in the track header's
+    display matrix (written into the MP4 ``tkhd`` box; PyAV's muxer takes no rotation)."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"tkhd")
+    matrix = at + 4 + (52 if data[at + 4] == 1 else 40)  # after the version 1 / 0 fields
+    one, fixed = 0x10000, 0x40000000  # 16.16 and 2.30 fixed point
+    data[matrix:matrix + 36] = struct.pack(">9i", 0, one, 0, -one, 0, 0, 0, 0, fixed)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def real_world_videos(root: Path) -> dict[str, Path]:
+    """Readable videos as people have them, each of its own size (sizes differ within the
+    folder): portrait, odd-sized (63 x 37, 4:4:4: x264 refuses odd sizes in 4:2:0), rotation
+    metadata, 10-bit HEVC (libx265, lossless), a wide 160 x 90, and a stream whose resolution
+    changes midway (two MPEG-TS segments, as a cut live capture: frames scaled to the first
+    size). Variable frame rate:
+    ``_vfr``."""
+    root.mkdir(parents=True, exist_ok=True)
+    first = _encode(root / "first.tmp.ts", 64, 48, fmt="mpegts", n=12)
+    second = _encode(root / "second.tmp.ts", 96, 64, fmt="mpegts", first=12, n=12)
+    (root / "size_changes.ts").write_bytes(first.read_bytes() + second.read_bytes())
+    first.unlink()
+    second.unlink()
+    return {
+        "portrait": _encode(root / "portrait.mp4", 48, 64),
+        "odd_size": _encode(root / "odd_63x37.mp4", 63, 37, pix_fmt="yuv444p"),
+        "rotated": _rotated(_encode(root / "rotated_90.mp4", 96, 64)),
+        "hevc_10bit": _encode(root / "hevc_10bit.mp4", 64, 48, codec="libx265",
+                              pix_fmt="yuv420p10le",
+                              options={"x265-params": "lossless=1:log-level=error"}),
+        "wide": _encode(root / "wide_160x90.mp4", 160, 90),
+        "size_changes": root / "size_changes.ts",
+    }
 
 
 def _vfr(path: Path) -> Path:

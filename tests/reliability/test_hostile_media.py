@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,8 +19,12 @@ from mim.modalities.video.dataset import build_dataset as video_dataset
 from mim.modalities.volume.config import VolumeDataConfig
 from mim.modalities.volume.dataset import build_dataset as volume_dataset
 
+from mim.data import UnreadableSample
+from mim.modalities.video import decode
+from mim.modalities.video.dataset import VideoDataset, VideoItem
+
 from .conftest import FAST
-from .hostile_media import image_corpus, video_corpus, volume_corpus
+from .hostile_media import image_corpus, video_corpus, video_tests, volume_corpus
 
 pytestmark = pytest.mark.e2e
 
@@ -96,6 +101,8 @@ def test_training_on_the_corpus_skips_reports_and_counts(modality, corpora, cli,
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 9))
     assert records[-1]["skipped"] >= len(reported) > 0
+    if modality == "video":  # the one- and six-frame videos are padded to a clip of 7
+        assert records[-1]["padded"] > 0 and "padded item" in log
 
 
 def test_mostly_unreadable_data_stops_with_a_clear_message(cli, tmp_path, corpora):
@@ -112,3 +119,48 @@ def test_mostly_unreadable_data_stops_with_a_clear_message(cli, tmp_path, corpor
     assert len(lines) == 1 and "were unreadable" in lines[0], cli.describe(result)
     assert "train.max_unreadable=0.5" in lines[0]
     assert len(cli.metrics(run)) < 50  # stopped early, not after training on almost nothing
+
+
+# frames each real-world kind of video decodes to (H, W): upright, at the stream's first size
+REAL_WORLD = {"portrait.mp4": (64, 48), "odd_63x37.mp4": (37, 63), "rotated_90.mp4": (96, 64),
+              "hevc_10bit.mp4": (48, 64), "wide_160x90.mp4": (90, 160),
+              "size_changes.ts": (48, 64), "vfr.mkv": (48, 64)}
+
+
+def test_both_decoders_read_each_kind_of_real_world_video_alike(corpora):
+    """The same frame count, frames, sizes and orientation from decord and PyAV. 10-bit HEVC
+    is encoded here with libx265 (PyAV's bundled FFmpeg has it); the two decoders convert its
+    10-bit 4:2:0 colour to 8-bit RGB with different chroma filters, so on these noise frames
+    its pixels agree on average (flat areas exactly), not each within 2 levels."""
+    root, good, _ = corpora["video"]
+    files = {p.name: p for p in good if p.name in REAL_WORLD}
+    assert sorted(files) == sorted(REAL_WORLD)
+    indices = [0, 5, 11, 12, 20, 23]
+    for name, path in files.items():
+        frames = {}
+        for decoder in ("decord", "pyav"):
+            with decode.open_video(path, decoder) as video:
+                assert video.num_frames == 24, (name, decoder)
+                frames[decoder] = video.read(indices)
+        assert frames["pyav"].shape == (6, *REAL_WORLD[name], 3), (name, frames["pyav"].shape)
+        assert frames["decord"].shape == frames["pyav"].shape, name
+        diff = np.abs(frames["decord"].astype(int) - frames["pyav"].astype(int))
+        if name == "hevc_10bit.mp4":
+            assert diff.mean() <= 10 and diff[:, 4:12, 4:12].max() <= 2, (name, diff.mean())
+        else:  # size_changes.ts: PyAV for both (decode.TRANSPORT_STREAMS)
+            assert diff.max() <= 2, (name, diff.max())
+        if name not in ("rotated_90.mp4", "size_changes.ts"):  # the block moved / was scaled
+            # the right frames (variable frame rate: by index, not by time)
+            assert video_tests.level(frames["pyav"]).tolist() == pytest.approx(indices, abs=1)
+
+
+def test_both_decoders_give_each_broken_video_the_same_kind(corpora):
+    root, _, bad = corpora["video"]
+    for path in bad:
+        kinds = {}
+        for decoder in ("decord", "pyav"):
+            cfg = VideoDataConfig(decoder=decoder, num_frames=4, sampling_rate=2, input_size=32)
+            with pytest.raises(UnreadableSample) as err:
+                VideoDataset([VideoItem(path)], cfg).load(0, 0)
+            kinds[decoder] = err.value.kind
+        assert kinds["decord"] == kinds["pyav"] is not None, (path.name, kinds)

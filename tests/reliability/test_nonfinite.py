@@ -59,3 +59,17 @@ def test_nonfinite_skip_gives_up_after_too_many_in_a_row(cli, tmp_path):
     assert "3 steps in a row (train.max_nonfinite_skips=2)" in result.stderr, cli.describe(result)
     assert "gradients are not finite at step 4" in result.stderr  # steps 2 and 3 skipped
     assert Checkpoints(run / "checkpoints").latest().name == "step_00000003"
+
+
+def test_under_fp16_a_nonfinite_loss_still_stops_and_a_gradient_overflow_does_not(cli, tmp_path):
+    """fp16: an Inf/NaN gradient is the loss scaler's to skip and count (tests/e2e/test_resume.py
+    runs one through a resume), a non-finite loss still meets train.nonfinite=stop."""
+    run = tmp_path / "run"
+    result = cli.train(run, *RUN, "train.precision=fp16", check=False,
+                       env={"MIM_FAULTS": "grad.nan@2,loss.nan@4"})
+    assert result.returncode == 1, cli.describe(result)
+    assert "loss is nan at step 4" in result.stderr, cli.describe(result)
+    records = cli.metrics(run)
+    assert [(r["step"], r["overflow_steps"], r["nonfinite_skipped"]) for r in records] == [
+        (1, 0, 0), (2, 1, 0), (3, 1, 0)]
+    assert records[1]["loss_scale"] == records[0]["loss_scale"] / 2

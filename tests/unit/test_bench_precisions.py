@@ -26,5 +26,6 @@ def test_both_where_bf16_is_native_or_the_run_is_quick(monkeypatch) -> None:
 
 def test_asked_precisions_win_and_bad_ones_are_named() -> None:
     assert precisions(CPU, quick=False, asked="bf16") == (("bf16",), "")
-    with pytest.raises(ValueError, match="--precisions: 'fp16' is not one of: fp32, bf16"):
-        precisions(CPU, quick=False, asked="fp32,fp16")
+    assert precisions(CPU, quick=False, asked="fp32,fp16") == (("fp32", "fp16"), "")
+    with pytest.raises(ValueError, match="--precisions: 'fp8' is not one of: fp32, bf16, fp16"):
+        precisions(CPU, quick=False, asked="fp32,fp8")

@@ -143,3 +143,10 @@ def test_plugins_columns_fit_the_longest_name(capsys) -> None:
         starts.add(source_at)
     assert len(starts) == 1, starts  # one column for every source
     assert any(len(row.split()[0]) >= 28 for row in rows)  # e.g. maest_vit_base_patch16_16x224
+
+
+def test_cfg_shows_fp16_with_its_loss_scaling(tmp_path, capsys):
+    assert main(["train", *FAST, "train.precision=fp16", f"run.dir={tmp_path / 'run'}",
+                 "--cfg"]) == 0
+    out = capsys.readouterr().out
+    assert 'precision: "fp16 (train.precision=fp16, with dynamic loss scaling)"' in out

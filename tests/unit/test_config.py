@@ -79,6 +79,13 @@ def test_bad_values_name_the_key():
     assert "model.num_heads" in error(["model.num_heads=5"])
     assert "optim.betas" in error(["optim.betas=[0.9]"])
     assert "train.precision" in error(["train.precision=fp8"])
+    assert load(["train.precision=fp16"]).train.precision == "fp16"
+
+
+def test_a_precision_the_backend_cannot_run_names_its_valid_values():
+    message = error(["backend=xla", "train.precision=fp16"])
+    assert message == ("train.precision: 'fp16' is not supported with backend=xla; valid there: "
+                       "auto, fp32, bf16")
 
 
 def test_grid_is_checked_at_load():
@@ -89,6 +96,18 @@ def test_grid_is_checked_at_load():
     assert spec.mask.unit == [3, 3]
     assert "data.input_size" in error(["data.input_size=100"])  # not a multiple of 16
     assert "mask.ratio" in error(["mask.ratio=0.99", "data.input_size=32"])  # 4 tokens: none kept
+
+
+def test_a_learned_table_without_its_grid_names_the_grid_to_set():
+    assert error(["model.pos_embed=learned"]).startswith(
+        "model.pos_grid: model.pos_embed=learned needs the grid of its table: set "
+        "model.pos_grid=[14,14] (the token grid of an input [224, 224] with model.patch_size=16)")
+    assert "model.pos_grid=[7,7]" in error(["model.pos_embed=learned", "data.input_size=112"])
+    assert "model.pos_grid=[8,14,14]" in error(["modality=video", "model.pos_embed=learned"])
+    assert "remove model.pos_grid or set model.pos_embed=learned" in \
+        error(["model.pos_grid=[14,14]"])
+    spec = load(["model.pos_embed=learned", "model.pos_grid=[14,14]"])
+    assert spec.model.pos_grid == [14, 14]
 
 
 def test_an_unset_model_init_leaves_the_run_directory_as_before(tmp_path):

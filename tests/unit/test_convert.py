@@ -224,6 +224,22 @@ def test_mim_encoder_exports_to_timm_with_identical_features(tmp_path: Path) -> 
     assert_same_state(back.state, encoder)
 
 
+def test_a_timm_export_logs_its_input_size_and_takes_another(tmp_path: Path, caplog) -> None:
+    run = tmp_path / "export"
+    mim.convert.WRITERS["mim"](mim.convert.Converted(_config(), 3, tiny_mim().state_dict(),
+                                                     "mim", (SIZE, SIZE)), run)
+    with caplog.at_level("INFO", logger="mim"):
+        own = convert(run, tmp_path / "own", to="timm")
+        bigger = convert(run, tmp_path / "big", to="timm", input_size=(2 * SIZE, 2 * SIZE))
+    assert f"to=timm export for inputs of {SIZE}x{SIZE} (the size the weights were made " \
+        "for; input_size=[...] exports another)" in caplog.text
+    assert f"{bigger}: to=timm export for inputs of {2 * SIZE}x{2 * SIZE}\n" in caplog.text + "\n"
+    for folder, size in ((own, SIZE), (bigger, 2 * SIZE)):
+        vit = timm.create_model(f"local-dir:{folder}", pretrained=True)
+        assert vit.forward_features(torch.zeros(1, 3, size, size)).shape[1] == \
+            1 + (size // PATCH) ** 2
+
+
 # ------------------------------------------------------------------------- Hugging Face ViTMAE
 def vitmae(tmp_path: Path, norm_pix: bool) -> tuple[ViTMAEForPreTraining, Path]:
     torch.manual_seed(0)

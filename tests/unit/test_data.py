@@ -9,8 +9,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from torch.utils.data import DataLoader
+
 from mim.data import (MaskingCollate, MimDataset, Sample, SeededView, StreamSampler,
                       UnreadableSample, sample_seed)
+from mim.data_failures import FIX_FILES, DataLoadError, data_stop
 from mim.masking import RandomMask
 
 
@@ -130,11 +133,58 @@ def test_unreadable_items_are_replaced_by_the_next(error):
 
 
 def test_all_unreadable_raises_clearly():
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(DataLoadError) as err:
         Numbers(4, bad=range(4))[(1, 0)]
     message = str(err.value)
-    assert "4 consecutive items could not be read" in message
-    assert "/data/item0.bin" in message and "broken item 0" in message
+    assert "\n" not in message
+    assert message.startswith("data: none of the 4 items could be read: 1 broken item 0, ")
+    assert message.endswith("; " + FIX_FILES)
+
+
+class Kinds(Numbers):
+    """Items 0-2 too short (with a remedy), 3 empty, 4 and 5 without a kind, 6 readable."""
+
+    def load(self, index: int, seed: int):
+        if index < 3:
+            raise UnreadableSample(f"too short: {index} frames", "too short", "pad them")
+        if index == 3:
+            raise UnreadableSample("empty file (0 bytes)", "empty")
+        if index < 6:
+            raise OSError("permission denied")
+        return torch.tensor([float(index)]), 0
+
+
+def test_unreadable_items_are_counted_by_kind_with_their_remedies():
+    sample = Kinds(7)[(0, 0)]
+    assert sample.x.item() == 6
+    assert [s.kind for s in sample.skipped] == ["too short"] * 3 + ["empty", None, None]
+    assert sample.skipped[0] == ("/data/item0.bin", "too short: 0 frames")  # still a pair
+    with pytest.raises(DataLoadError) as err:
+        Kinds(6)[(0, 0)]
+    assert str(err.value) == ("data: none of the 6 items could be read: 3 too short, "
+                              "2 permission denied, 1 empty; pad them; " + FIX_FILES)
+    many = Kinds(200)
+    many.max_consecutive_failures = 4
+    with pytest.raises(DataLoadError, match=r"^data: none of 4 consecutive items \(of 200\) "
+                                            "could be read: 3 too short, 1 empty; pad them; re"):
+        many[(0, 0)]
+    # a loader worker's copy of the error: the DataLoader's wrapping is stripped again
+    wrapped = DataLoadError("Caught DataLoadError in DataLoader worker process 0.\nOriginal "
+                            "Traceback (most recent call last):\n  File ...\n"
+                            "mim.data_failures.DataLoadError: data: none of the 6 items")
+    assert str(data_stop(wrapped, 1, None)) == "data: none of the 6 items"
+    assert data_stop(ValueError("other"), 1, None) is None
+
+
+def test_a_loader_worker_stop_is_one_line_again():
+    loader = DataLoader(SeededView(Kinds(6)), batch_size=2, num_workers=1,
+                        sampler=StreamSampler(6, 0, 2), collate_fn=lambda samples: samples)
+    with pytest.raises(DataLoadError) as err:
+        next(iter(loader))
+    assert "Traceback" in str(err.value)  # how torch re-raises a worker's error
+    assert str(data_stop(err.value, 1, None)) == (
+        "data: none of the 6 items could be read: 3 too short, 2 permission denied, 1 empty; "
+        "pad them; " + FIX_FILES)
 
 
 def test_sample_seed_is_stable_and_distinct():

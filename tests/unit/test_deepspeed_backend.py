@@ -98,3 +98,37 @@ def test_zero3_refuses_compilation_before_any_work(compile: str) -> None:
         DeepSpeedBackend(compile=compile, config=DeepSpeedBackend.Config(zero_stage=3))
     assert DeepSpeedBackend(compile=compile,
                             config=DeepSpeedBackend.Config(zero_stage=2)).compile == compile
+
+
+def test_the_fp16_section_is_deepspeeds_dynamic_scale_set_as_torchs() -> None:
+    pytest.importorskip("deepspeed")
+    from deepspeed.runtime.precision_config import DeepSpeedFP16Config
+    from mim.engine.scaler import DEEPSPEED_FP16, GROWTH_INTERVAL, INIT_SCALE
+
+    parsed = DeepSpeedFP16Config(enabled=True, **DEEPSPEED_FP16)  # DeepSpeed's own parser
+    assert parsed.enabled and parsed.loss_scale == 0  # 0: dynamic
+    assert list(parsed.dynamic_loss_scale_args().values()) == [
+        INIT_SCALE, GROWTH_INTERVAL, 1, False, 1]  # init, window, hysteresis, consecutive, min
+    assert torch.amp.GradScaler("cpu").get_scale() == INIT_SCALE
+
+
+def test_fp16_is_built_where_deepspeed_runs_it_and_named_where_it_cannot() -> None:
+    """DeepSpeed's CPU accelerator runs fp16 only with oneDNN fp16 kernels (AVX512-FP16 or
+    AMX-FP16); on other CPUs the backend refuses it before DeepSpeed's engine would."""
+    pytest.importorskip("deepspeed")
+    from deepspeed.accelerator import get_accelerator
+    from mim.config.errors import ConfigError
+    from mim.engine.deepspeed_backend import DeepSpeedBackend
+    from mim.engine.scaler import DEEPSPEED_FP16
+
+    assert DeepSpeedBackend(precision="fp32").fp16 == {"enabled": False}
+    if get_accelerator().is_fp16_supported():
+        backend = DeepSpeedBackend(precision="fp16")
+        assert backend.fp16 == {"enabled": True, **DEEPSPEED_FP16}
+        assert backend._ds_config(torch.optim.SGD([torch.zeros(1)], lr=1))["fp16"] == backend.fp16
+    else:
+        with pytest.raises(ConfigError) as err:
+            DeepSpeedBackend(precision="fp16")
+        assert str(err.value) == (
+            "train.precision: 'fp16' is not supported by DeepSpeed on this cpu (it needs "
+            "AVX512-FP16 or AMX-FP16); valid here: auto, fp32, bf16, or fp16 with backend=torch")

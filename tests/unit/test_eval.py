@@ -204,3 +204,52 @@ def test_a_random_init_spec_takes_the_preset_and_the_overrides() -> None:
     assert spec.weights is None and spec.model.patch_size == 8 and spec.params.k == 5
     assert spec.data.input_size == 32 and spec.seed == 3 and spec.in_chans == 3
     assert math.isclose(spec.params.temperature, 0.07)
+
+
+# ------------------------------------------------------------------------------ data sizes
+def _class_folders(root, per_class: dict[str, int]):
+    from PIL import Image
+    for name, count in per_class.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (40, 40), (i * 20, 0, 0)).save(root / name / f"{i}.png")
+    return root
+
+
+RANDOM = ["eval.init=random", "model=mae_vit_tiny_patch16", "model.patch_size=8",
+          "data.input_size=32"]
+
+
+def test_one_item_per_class_is_refused_before_any_feature(tmp_path) -> None:
+    root = _class_folders(tmp_path / "d", {"a": 1, "b": 1})
+    with pytest.raises(ConfigError, match=r"^data.root: no held-out item: a class needs two"):
+        load_eval("knn", [*RANDOM, f"data.root={root}"])
+
+
+def test_an_empty_val_root_is_named(tmp_path) -> None:
+    root = _class_folders(tmp_path / "d", {"a": 2, "b": 2})
+    (tmp_path / "val").mkdir()
+    with pytest.raises(ConfigError, match=r"^data.val_root: no image files under"):
+        load_eval("knn", [*RANDOM, f"data.root={root}", f"data.val_root={tmp_path / 'val'}"])
+
+
+def test_one_class_and_a_k_above_the_training_set_are_warned_about(tmp_path, caplog) -> None:
+    root = _class_folders(tmp_path / "d", {"only": 4})
+    with caplog.at_level("WARNING", logger="mim"):
+        plan = load_eval("knn", [*RANDOM, f"data.root={root}", "knn.k=20"])
+    assert len(plan.labelled.train) == 3
+    assert "one class (only) only: every prediction is right" in caplog.text
+    assert "knn.k=20 is more than the 3 training items" in caplog.text
+
+
+def test_results_are_named_by_their_data_and_eval_out_may_be_a_file(tmp_path) -> None:
+    a = _class_folders(tmp_path / "a" / "train", {"x": 2, "y": 2})
+    b = _class_folders(tmp_path / "b" / "train", {"x": 2, "y": 2})
+    out = f"eval.out={tmp_path / 'res'}"
+    default = load_eval("knn", [*RANDOM, out]).out_file
+    on_a = load_eval("knn", [*RANDOM, out, f"data.root={a}"]).out_file
+    on_b = load_eval("knn", [*RANDOM, out, f"data.root={b}"]).out_file
+    assert default == tmp_path / "res" / "knn-random.json"
+    assert on_a.name.startswith("knn-random-train-") and len({default, on_a, on_b}) == 3
+    file = load_eval("knn", [*RANDOM, f"eval.out={tmp_path / 'r.json'}"]).out_file
+    assert file == tmp_path / "r.json"

@@ -167,3 +167,15 @@ def test_config_errors_name_the_key():
         ModelConfig(depth=0)
     with pytest.raises(mim.registry.UnknownNameError, match="mae_vit_base_patch16"):
         mim.create_model("vit_gigantic")
+
+
+def test_python_api_refuses_a_mask_of_the_wrong_shape_or_with_nothing_masked():
+    model = tiny()
+    with pytest.raises(ValueError, match=r"mask: expected bool \[B, L\] = \[2, 16\].*\[2, 15\]"):
+        model(images(), random_mask(length=15, num_masked=11))
+    with pytest.raises(ValueError, match=r"mask: expected bool.*torch.int64"):
+        model(images(), random_mask().long())
+    with pytest.raises(ValueError, match="mask: no token is masked"):
+        model(images(), torch.zeros(B, L, dtype=torch.bool))
+    # loss_on=all scores every token: an empty mask is fine there
+    assert torch.isfinite(tiny(loss_on="all")(images(), torch.zeros(B, L, dtype=torch.bool)).loss)

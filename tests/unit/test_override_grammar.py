@@ -140,6 +140,18 @@ def test_visualize_and_convert_use_the_same_grammar(tmp_path) -> None:
         load_visualize([f"input={tmp_path}", "weights=w", "mask=nope"])
 
 
+def test_an_unquoted_path_with_spaces_or_accents_gets_the_quoting_hint(capsys) -> None:
+    # the shell splits an unquoted path at its space; Hydra's lexer refuses non-ASCII letters
+    for given, value, key in ((["data.root=/data/my", "photos"], "/data/my photos", "photos"),
+                              (["data.root=/data/données"], "/data/données", "data.root")):
+        hint = f"""must be quoted for Hydra, inside the shell's quotes: 'data.root="{value}"'"""
+        for command in (["train", *given], ["train", "-m", *given], ["eval", "knn", *given]):
+            assert main(command) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"mim: config error: {key}: ") and hint in err, err
+        assert load([f'data.root="{value}"', "data.input_size=32"]).data.root == value
+
+
 @pytest.mark.parametrize("command", ["train", "eval", "visualize", "convert"])
 def test_every_command_prints_its_usage_for_help(command, capsys) -> None:
     assert main([command, "--help"]) == 0

@@ -26,13 +26,16 @@ def test_auto_is_the_default_and_resolves_by_the_hardware():
     assert TrainConfig().precision == "auto"
     assert precisions.resolve("auto", (True, "x")) == ("bf16", "train.precision=auto: x")
     assert precisions.resolve("auto", (False, "y")) == ("fp32", "train.precision=auto: y")
-    for asked in ("fp32", "bf16"):  # an explicit choice is kept whatever the hardware
+    assert precisions.resolve("fp16", (True, "x")) == (
+        "fp16", "train.precision=fp16, with dynamic loss scaling")
+    for asked in ("fp32", "bf16", "fp16"):  # an explicit choice is kept whatever the hardware
         assert precisions.resolve(asked, (asked == "fp32", "z"))[0] == asked
 
 
 def test_a_bad_value_names_the_key_and_the_choices():
-    with pytest.raises(ValueError, match=r"train.precision: 'fp16' is not one of: auto, fp32"):
-        TorchBackend(precision="fp16")
+    with pytest.raises(ValueError, match=r"train.precision: 'fp8' is not one of: auto, fp32, "
+                                         r"bf16, fp16"):
+        TorchBackend(precision="fp8")
 
 
 @pytest.mark.parametrize("native", [False, True])

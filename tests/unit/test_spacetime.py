@@ -97,6 +97,36 @@ def test_decoding_a_subset_scores_only_the_targets():
     assert model.decoder_pred.weight.grad.abs().sum() > 0
 
 
+def test_decoder_masking_is_shown_counted_and_drawn():
+    from mim.config.compose import load
+    from mim.masking import decoder_targets
+    from mim.preview import derived
+    from mim.reconstruction import reconstruction_panels
+
+    model = mim.create_model("videomae_vit_small_patch16_16x224", **TINY)
+    x = torch.randn(2, 3, 4, 16, 16)
+    grid = model.tokenizer.grid(x.shape[1:])  # (2, 2, 2)
+    policy = RunningCellMask(ratio=0.5, encoder="random", decoder_ratio=0.5)
+    assert decoder_targets(policy, grid) == 2 and decoder_targets(TubeMask(0.5), grid) is None
+    g = gen(3)
+    mask = torch.stack([policy(grid, g) for _ in range(2)])
+    targets = torch.stack([policy.targets(grid, g, m) for m in mask])
+    panels = reconstruction_panels(model, x, mask, targets)
+    recon = model.tokenizer.patchify(panels.reconstruction)  # [B, L, P]
+    patches = model.tokenizer.patchify(x)
+    low, high = patches.amin(dim=(1, 2)), patches.amax(dim=(1, 2))  # [B]
+    for b in range(2):  # unscored masked tokens striped low / high; scored ones predicted
+        for token in range(recon.shape[1]):
+            striped = bool(torch.equal(recon[b, token, 0::2], low[b].expand(recon.shape[-1] // 2))
+                           and torch.equal(recon[b, token, 1::2],
+                                           high[b].expand(recon.shape[-1] // 2)))
+            assert striped == bool(mask[b, token] and not targets[b, token])
+    values = derived(load(["modality=video", "mask=running_cell", "data.input_size=32",
+                           "model.patch_size=8", "data.num_frames=4", "mask.ratio=0.5",
+                           "train.batch_size=4"]))
+    assert values["masked_tokens"] == 16 and values["decoder_targets"] == 8  # 2x4x4 grid
+
+
 def test_separable_embedding_is_space_plus_time():
     table = separable_sincos_pos_embed(32, (3, 4, 5)).view(3, 20, 32)
     space = sincos_pos_embed(32, (4, 5))

@@ -8,7 +8,7 @@ import torch
 
 from mim.data import MaskingCollate, MimDataset, StreamSampler
 from mim.masking import RandomMask
-from mim.stream import Feed, Source, choose, drawn, make_stream
+from mim.stream import Feed, Source, SourceRecords, choose, drawn, epoch_steps, make_stream
 
 
 class Ramp(MimDataset):
@@ -100,3 +100,33 @@ def test_another_process_count_continues_each_sources_global_order(before: int, 
     # the positions the stream counts are the ones a checkpoint records
     counts = [sum(len(step) for step, t in zip(steps, tags) if t == {tag}) for tag in (1, 2)]
     assert drawn(both, seed, after, total, stop, drawn(both, seed, before, stop)) == counts
+
+
+def test_an_epoch_counts_every_source_and_each_source_says_its_own():
+    # a: 10 items, 2 per micro-step -> 5 micro-steps a pass; b: 7 items cut to 6, 3 a step -> 2
+    total, by_source = epoch_steps(feeds((0.5, 0.5)), seed=0, world_size=1, accum_steps=1)
+    assert total == 5 + 2 and by_source == {"a": 10, "b": 4}  # at half the micro-steps each
+    total, by_source = epoch_steps(feeds((1.0, 0.0)), seed=0, world_size=1, accum_steps=1)
+    assert total == 7 and by_source == {"a": 5, "b": None}  # b is never drawn
+    assert epoch_steps(feeds()[:1], seed=0, world_size=1, accum_steps=2) == (2, {"a": 2})
+
+
+class Records:
+    def __init__(self):
+        self.rows = []
+
+    def record(self, step, values):
+        self.rows.append((step, values))
+
+
+def test_each_record_of_a_mixed_run_names_the_sources_of_its_steps():
+    fs, inner = feeds((0.3, 0.7)), Records()
+    logger = SourceRecords(inner, fs, seed=5, accum_steps=2, offset=0, last_step=0)
+    for step in (1, 2, 5):
+        logger.record(step, {"loss": 1.0})
+    picks = ["ab"[choose(5, n, [0.3, 0.7])] for n in range(10)]
+    assert inner.rows[0][1]["source"] == "+".join(sorted(set(picks[0:2])))
+    assert inner.rows[2][1]["source"] == "+".join(sorted(set(picks[8:10])))
+    window = inner.rows[2][1]["source_steps"]  # micro-steps 4-9: steps 3 to 5
+    assert window == {n: picks[4:10].count(n) for n in set(picks[4:10])}
+    assert inner.rows[0][1]["loss"] == 1.0

@@ -144,12 +144,13 @@ def test_repeat_gives_k_different_views_from_one_decoding(videos, monkeypatch):
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_too_short_is_skipped_unless_padded(videos, decoder):
     item = [VideoItem(videos["short"])]
-    strict = VideoDataset(item, VideoDataConfig(decoder=decoder, **SMALL))
+    strict = VideoDataset(item, VideoDataConfig(decoder=decoder, pad_short=False, **SMALL))
     with pytest.raises(UnreadableSample, match="too short: 5 frames.*needs 7.*pad_short"):
         strict.load(0, seed=0)
     padded = VideoDataset(item, VideoDataConfig(decoder=decoder, pad_short=True, **SMALL))
-    x, _ = padded.load(0, seed=0)  # frames 0, 2, 4, 4
-    assert x.shape == (3, 4, 32, 32)
+    x, _, how = padded.load_padded(0, seed=0)  # frames 0, 2, 4, 4
+    assert how.startswith("5 frames, shorter than a clip (7 frames") and x.shape == (3, 4, 32, 32)
+    assert VideoDataset(item, VideoDataConfig(decoder=decoder, **SMALL)).load_padded(0, 0)[2]
     assert torch.equal(x[:, 2], x[:, 3]) and not torch.equal(x[:, 1], x[:, 2])
 
 
@@ -216,7 +217,8 @@ def corpus(tmp_path_factory, videos) -> tuple[Path, list[Path], list[Path]]:
 def test_broken_corpus_is_iterated_and_every_file_reported(corpus, decoder):
     root, good, broken = corpus
     assert len(broken) >= 20
-    ds = build_dataset(VideoDataConfig(root=str(root), decoder=decoder, **SMALL))
+    # too-short files are skipped too (they are padded by default: tests/e2e/test_short_videos.py)
+    ds = build_dataset(VideoDataConfig(root=str(root), decoder=decoder, pad_short=False, **SMALL))
     assert sorted(item.path for item in ds.items) == sorted(good + broken)
     reasons: dict[str, str] = {}
     skipped_total = 0

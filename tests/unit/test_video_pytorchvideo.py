@@ -86,9 +86,16 @@ def test_broken_and_too_short_files_are_skipped_with_a_reason(videos, decoder):
     assert sample.x.shape == (3, 4, 32, 32)
     assert sample.skipped and sample.skipped[0][0] == str(videos["broken"])
     long = VideoDataset([VideoItem(videos["square"])], VideoDataConfig(
-        decoder=decoder, reader="pytorchvideo", num_frames=16, sampling_rate=4, input_size=32))
-    with pytest.raises(UnreadableSample, match="too short: 20 frames.*needs 61"):
+        decoder=decoder, reader="pytorchvideo", num_frames=16, sampling_rate=4, input_size=32,
+        pad_short=False))
+    with pytest.raises(UnreadableSample, match="too short: 20 frames.*needs 61") as err:
         long.load(0, seed=0)
+    assert err.value.kind.startswith("too short") and "data.pad_short=true" in err.value.remedy
+    padded = VideoDataset([VideoItem(videos["square"])], VideoDataConfig(
+        decoder=decoder, reader="pytorchvideo", num_frames=16, sampling_rate=4, input_size=32))
+    x, _, how = padded.load_padded(0, seed=0)  # pytorchvideo's subsampling repeats frames
+    assert x.shape == (3, 16, 32, 32) and how.startswith("20 frames, shorter than a clip (61")
+    assert padded.load_padded(0, seed=0)[0].equal(x)  # still a pure function of the seed
 
 
 @pytest.mark.parametrize("decoder", DECODERS)

@@ -298,3 +298,20 @@ def test_spec_and_demo_experiment_compose():
     assert token_grid(spec)[0] == (6, 6, 6) and spec.data.input_size == [48, 48, 48]
     default = load(["modality=volume"])
     assert default.model.name == "mae3d_vit_base_patch16" and token_grid(default)[0] == (6, 6, 6)
+
+
+def test_a_volume_smaller_than_the_crop_is_counted_or_skipped_below_the_floor(caplog):
+    tiny = np.ones((1, 1, 1, 1), np.float32)
+    transform = VolumeTransform(VolumeDataConfig(input_size=[8, 8, 8]))
+    with caplog.at_level("WARNING", logger="mim.data"):
+        for _ in range(3):
+            assert transform(tiny, (1.0, 1.0, 1.0), seed=0).shape == (1, 8, 8, 8)
+    assert "1 volume smaller than the crop [8, 8, 8] padded so far" in caplog.text
+    assert "2 volumes smaller than the crop" in caplog.text and "3 volumes" not in caplog.text
+    floored = VolumeTransform(VolumeDataConfig(input_size=[8, 8, 8], min_size=[4, 4, 4]))
+    with pytest.raises(UnreadableSample, match=r"shape \[1, 1, 1\] .* below data.min_size="):
+        floored(tiny, (1.0, 1.0, 1.0), seed=0)
+    assert floored(np.ones((1, 4, 6, 8), np.float32), (1.0, 1.0, 1.0), seed=0).shape == \
+        (1, 8, 8, 8)  # at the floor: padded
+    with pytest.raises(ValueError, match="data.min_size: three sizes"):
+        VolumeDataConfig(min_size=[4, 4])
