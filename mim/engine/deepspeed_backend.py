@@ -30,6 +30,7 @@ from torch import nn
 from mim.config.errors import ConfigError
 from mim.engine import compiling
 from mim.engine.backend import STATE_FILE, Backend, local_device
+from mim.engine.checkpoint import fsync_tree
 from mim.engine.ds_universal import LAYOUT, TAG
 from mim.engine.scaler import deepspeed_fp16
 from mim.model import MAEOutput
@@ -62,8 +63,7 @@ class DeepSpeedBackend(Backend):
                  clip_grad: float | None = None, compile: str = "none", batch_size: int = 1,
                  config: DeepSpeedBackend.Config | None = None):
         super().__init__(precision, accum_steps, clip_grad, batch_size)
-        self.options = config if config is not None else self.Config()
-        self.compile = compile
+        self.options, self.compile = config if config is not None else self.Config(), compile
         if self.compile != "none" and self.options.zero_stage == 3:
             # ZeRO-3 gathers each layer's weights in module hooks: they split a compiled block
             # into a graph per layer, and whole-model compilation fails on weights read
@@ -82,9 +82,8 @@ class DeepSpeedBackend(Backend):
 
     def _ds_config(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         o = self.options
-        zero: dict[str, Any] = {"stage": o.zero_stage}
-        if o.offload_optimizer:
-            zero["offload_optimizer"] = {"device": "cpu"}
+        zero: dict[str, Any] = {"stage": o.zero_stage, **(
+            {"offload_optimizer": {"device": "cpu"}} if o.offload_optimizer else {})}
         config: dict[str, Any] = {
             # DeepSpeed derives train_batch_size = micro x accumulation x world size; it needs
             # the micro batch (it asserts without one) although mim feeds the batches itself
@@ -216,7 +215,7 @@ class DeepSpeedBackend(Backend):
                                     save_latest=False)
         if self.is_main:
             (directory / TAG / LAYOUT).write_text(json.dumps(self.layout()) + "\n")
-        _fsync_tree(directory / TAG)  # mim publishes with a rename: the data must be on disk
+        fsync_tree(directory / TAG)  # mim publishes with a rename: the data must be on disk
 
     def _saved_layout(self, directory: Path) -> dict[str, Any]:
         """The ZeRO stage and process count that wrote checkpoint ``directory``."""
@@ -298,12 +297,3 @@ class _Runner(nn.Module):
         values = self.engine(*args)
         return self.root.output_type(*values)
 
-
-def _fsync_tree(root: Path) -> None:
-    for folder, _, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
