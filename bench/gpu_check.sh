@@ -2,7 +2,8 @@
 # The GPU checks in one call of a lent CUDA machine, sized for a few minutes of device time.
 #
 #   bash bench/gpu_check.sh --prepare     # here, once: wheels of what the device image lacks
-#                                         # (hydra-core, omegaconf, antlr4, simplejpeg) into .devsite/
+#                                         # (hydra-core, omegaconf, antlr4, simplejpeg,
+#                                         # DeepSpeed and its needs) into .devsite/
 #   device run: command "bash bench/gpu_check.sh", carry [".devsite"], timeout_s 540
 #
 # On the CUDA machine (its python3 already holds torch, timm, einops, transformers and
@@ -17,7 +18,9 @@
 #   4. the demo for 20 steps with train.compile=blocks;
 #   5. the demo for 20 steps with train.precision=fp16 (autocast and the dynamic loss scale:
 #      metrics-fp16.jsonl must report loss_scale and overflow_steps);
-#   6. `python -m bench --only image --compile blocks,model`: figures 1-2 at batch 64.
+#   6. the same under backend=deepspeed (ZeRO-2, DeepSpeed's fp16 loss scale; not in the quick
+#      check: DeepSpeed runs fp16 on CUDA only here);
+#   7. `python -m bench --only image --compile blocks,model`: figures 1-2 at batch 64.
 # MIM_CHECK_SKIP=bench-gpu,bench-image leaves those parts out (a second call of a session).
 # Everything goes to $OUT (check.log, bench-gpu.json, bench-image.json, the demo run's metrics,
 # derived values and last picture, the fp16 run's metrics); the exit status is the number of
@@ -47,6 +50,18 @@ if [ "${1:-}" = "--prepare" ]; then
     "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$WHEELS" \
         --python-version "${MIM_CHECK_DEVICE_PY:-3.12}" --implementation cp \
         --platform manylinux2014_x86_64 "simplejpeg==$(version simplejpeg)" || exit 1
+    # DeepSpeed (a source distribution: built here into a pure-Python wheel, its ops compiled
+    # on first use there) and what the device image lacks of its requirements
+    if version deepspeed >/dev/null 2>&1; then
+        "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WHEELS" \
+            "deepspeed==$(version deepspeed)" || exit 1
+        "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$WHEELS" \
+            --python-version "${MIM_CHECK_DEVICE_PY:-3.12}" --implementation cp \
+            --platform manylinux2014_x86_64 "hjson==$(version hjson)" \
+            "pydantic==$(version pydantic)" "pydantic-core==$(version pydantic-core)" \
+            "annotated-types==$(version annotated-types)" \
+            "typing-inspection==$(version typing-inspection)" || exit 1
+    fi
     ls "$WHEELS"
     exit 0
 fi
@@ -140,7 +155,17 @@ if part fp16 180 "${demo[@]}" train.max_steps="${steps[2]}" train.precision=fp16
         failed=$((failed + 1))
     }
 fi
+if [ "$quick" = 1 ]; then  # DeepSpeed runs fp16 on CUDA, or on CPUs with AVX512-FP16 / AMX-FP16
+    say "== deepspeed-fp16: not run in the quick check (DeepSpeed's fp16 needs CUDA)"
+elif part deepspeed-fp16 240 "${demo[@]}" train.max_steps="${steps[2]}" backend=deepspeed \
+        backend.zero_stage=2 train.precision=fp16 run.dir="$RUNS/ds-fp16"; then
+    grep -q '"loss_scale"' "$RUNS/ds-fp16/metrics.jsonl" || {
+        say "deepspeed-fp16: metrics.jsonl reports no loss_scale"
+        failed=$((failed + 1))
+    }
+fi
 cp "$RUNS/fp16/metrics.jsonl" "$OUT/metrics-fp16.jsonl" 2>/dev/null
+cp "$RUNS/ds-fp16/metrics.jsonl" "$OUT/metrics-ds-fp16.jsonl" 2>/dev/null
 cp "$RUNS/eager/metrics.jsonl" "$OUT/metrics-eager.jsonl" 2>/dev/null
 cp "$RUNS/eager/derived.json" "$OUT/derived-eager.json" 2>/dev/null
 picture=$(ls "$RUNS"/eager/pictures/*.png 2>/dev/null | tail -1)

@@ -54,6 +54,8 @@ def test_every_part_passes_from_the_scratch_install(tmp_path):
     assert (out / "picture.png").stat().st_size > 0
     # the compiled demo ran, and figures 1-2 came back with our compiled steps in them
     assert "== compile-blocks: exit 0" in log
+    assert "== fp16: exit 0" in log
+    assert "deepspeed-fp16: not run in the quick check" in log  # CUDA only
     # the fp16 demo ran under the dynamic loss scale, and said so in its metrics
     assert "== fp16: exit 0" in log
     fp16 = [json.loads(line) for line in (out / "metrics-fp16.jsonl").open()]
