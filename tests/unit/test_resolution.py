@@ -88,3 +88,14 @@ def test_a_learned_table_is_accepted_and_learns_through_its_resized_copy():
                         for k in range(2)])  # [B, L] on the 2 x 2 grid of 16 px
     model(x, mask).loss.backward()
     assert model.learned_pos_embed.table.grad.abs().sum() > 0
+
+
+def test_cfg_shows_the_stages_with_their_first_step():
+    from mim.preview import derived
+
+    spec = load([*SMALL, "data.resolution_schedule=[16,16,24,32]", "train.max_steps=10",
+                 "train.batch_size=4"])
+    assert derived(spec)["resolution_schedule"] == [
+        {"from_step": 0, "input": [16, 16], "grid": [2, 2], "masked_tokens": 3},
+        {"from_step": 5, "input": [24, 24], "grid": [3, 3], "masked_tokens": 7},
+        {"from_step": 7, "input": [32, 32], "grid": [4, 4], "masked_tokens": 12}]
