@@ -1,4 +1,4 @@
-"""Figure 9: progressive resolution (``data.resolution_schedule``), what it buys and what it costs.
+"""Figure 10: progressive resolution (``data.resolution_schedule``), what it buys and what it costs.
 
 a. Speed: our step (``Trainer.train_step``) at each size of a schedule against the fixed full
    size, in one round robin: images/s at that size over images/s at the full size, and the
@@ -42,12 +42,12 @@ def speed(settings: Settings) -> list[Row]:
                                         precision).run
     t = round_robin(cases, settings)
     fixed = f"{full}px"
-    rows = [Row(f"9a. progressive resolution: images/s at {name} over {fixed} ({model} MAE "
+    rows = [Row(f"10a. progressive resolution: images/s at {name} over {fixed} ({model} MAE "
                 f"step, mask {MASK_RATIO}, batch {batch}, {precision})", t.ratio(fixed, name),
                 f"{fixed} {seconds(t.median(fixed))} / {name} {seconds(t.median(name))}")
             for name in cases if name != fixed]
     per_step = statistics.mean(t.median(f"{s}px") for s in schedule)  # equal stages
-    rows.append(Row(f"9a. progressive resolution: images/s of the schedule "
+    rows.append(Row(f"10a. progressive resolution: images/s of the schedule "
                     f"{'->'.join(map(str, schedule))} over the fixed {fixed}",
                     t.median(fixed) / per_step,
                     f"fixed {seconds(t.median(fixed))} / schedule mean {seconds(per_step)}"))
@@ -95,13 +95,13 @@ def quality(settings: Settings) -> list[Row]:
 
     steps_run = len(fixed["records"])
     return [
-        Row(f"9b. LFW demo, {steps_run} steps: last-stage loss, schedule {schedule} over fixed",
+        Row(f"10b. LFW demo, {steps_run} steps: last-stage loss, schedule {schedule} over fixed",
             tail(progressive) / tail(fixed),
             f"fixed {tail(fixed):.4f} / progressive {tail(progressive):.4f} (steps > {last})"),
-        Row("9b. LFW demo: k-NN top-1, schedule minus fixed (points)",
+        Row("10b. LFW demo: k-NN top-1, schedule minus fixed (points)",
             progressive["top1"] - fixed["top1"],
             f"fixed {fixed['top1']:.2f}% / progressive {progressive['top1']:.2f}%"),
-        Row("9b. LFW demo: wall-clock of the run, fixed over schedule",
+        Row("10b. LFW demo: wall-clock of the run, fixed over schedule",
             fixed["wall"] / progressive["wall"],
             f"fixed {fixed['wall']:.0f} s / progressive {progressive['wall']:.0f} s"),
     ]

@@ -13,6 +13,8 @@
   mim convert input=PATH output=PATH to=mim|mae|timm|hf [input_size=[224,224]] [overwrite=true]
                               weights between mim, facebookresearch/mae, timm and Hugging Face
                               (output: new or empty unless overwrite=true; never in a run dir)
+  mim data pack input=DIR|LIST output=DIR [shard_size=1000] [max_side=N] [labels=none|folders|CSV]
+                              WebDataset shards for data.format=wds, a manifest (overwrite=true)
 
 Note: OpenMMLab's ``openmim`` package also installs a command named ``mim``; in an environment
 with both, use ``python -m mim``.
@@ -98,7 +100,6 @@ def _train(overrides: list[str]) -> int:
               file=sys.stderr)
         return 130
     return 0
-
 
 
 def _to_run_log(message: str) -> None:
@@ -202,6 +203,12 @@ def _convert(args: list[str]) -> int:
     return _guarded(work)
 
 
+def _data(args: list[str]) -> int:
+    from mim.pack import pack_command
+
+    return _guarded(lambda: print(pack_command(args)))
+
+
 def _show_config(overrides: list[str]) -> int:
     """``mim train ... --cfg``: the composed config and derived values; nothing written."""
     from mim.config import ConfigError
@@ -248,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         return _train(rest)
     if command == "plugins":
         return _plugins()
-    commands = {"eval": _eval, "visualize": _visualize, "convert": _convert}
+    commands = {"eval": _eval, "visualize": _visualize, "convert": _convert, "data": _data}
     if command in commands:
         return commands[command](rest)
     print(f"mim: unknown command '{command}'; valid: train, plugins, {', '.join(commands)}",

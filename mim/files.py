@@ -17,14 +17,17 @@ def find_files(root: Path, accept: Callable[[str], bool], what: str) -> list[Pat
     """Accepted files under ``root`` (recursive, sorted, links followed, hidden names skipped).
 
     A folder reached a second time through a link (a loop, or two links to one folder) is read
-    once, at its first path; the links skipped are logged. Raises FileNotFoundError naming
-    ``data.root`` when the folder is missing or holds none.
+    once, at its first path, and so is a file (a link to a file already listed); the links
+    skipped are logged. Raises FileNotFoundError naming ``data.root`` when the folder is missing
+    or holds none.
     """
     if not root.is_dir():
         raise FileNotFoundError(f"data.root: {root} is not a directory")
     files: list[Path] = []
     seen: set[str] = set()  # real paths of the folders read (one realpath per folder, not file)
     skipped = 0
+    listed: set[str] = set()  # real paths of the files listed
+    linked = 0
     for folder, dirs, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
         if real in seen:
@@ -33,11 +36,22 @@ def find_files(root: Path, accept: Callable[[str], bool], what: str) -> list[Pat
             continue
         seen.add(real)
         dirs.sort()
-        files += [Path(folder) / n for n in sorted(names) if not n.startswith(".") and accept(n)]
+        for name in sorted(n for n in names if not n.startswith(".") and accept(n)):
+            path = Path(folder) / name
+            real_file = os.path.realpath(path)
+            if real_file in listed:
+                linked += 1
+                continue
+            listed.add(real_file)
+            files.append(path)
     if skipped:
         logging.getLogger("mim.data").warning(
             "data.root: %d link%s to a folder already read under %s (a loop or a second link) "
             "skipped; each real folder is read once", skipped, "" if skipped == 1 else "s", root)
+    if linked:
+        logging.getLogger("mim.data").warning(
+            "data.root: %d link%s to a file already listed under %s skipped; each real file is "
+            "read once", linked, "" if linked == 1 else "s", root)
     if not files:
         raise FileNotFoundError(f"data.root: no {what} under {root}")
     return files

@@ -136,6 +136,6 @@ def command_help(command: str, usage: str) -> str:
     texts = {"train": train_help, "eval": eval_help, "visualize": visualize_help}
     if command in texts:
         return texts[command](usage_of(command, usage))
-    if command in ("plugins", "convert"):
+    if command in ("plugins", "convert", "data"):
         return usage_of(command, usage)
     return usage

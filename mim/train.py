@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +233,11 @@ def _train(spec: RunSpec) -> Path:
     runner = backend.setup(model, optimizer, scheduler)
     checkpoints = Checkpoints(directory / "checkpoints", t.keep_last)
     state = _resume(spec, backend, checkpoints)
+    restored = scheduler.base_lrs[0]  # after a resume, LambdaLR's peak is the checkpoint's
+    if state.step and not np.isclose(restored, plan.lr, rtol=1e-9, atol=0):
+        log.info("learning rate: %g, the checkpoint's (this config's batch gives %g; the "
+                 "schedule's warmup and length follow this config)", restored, plan.lr)
+        plan = replace(plan, lr=restored)
 
     derived = {**asdict(plan), "effective_batch": global_batch * t.accum_steps,
                "grid": list(grid), "tokens": int(np.prod(grid)),

@@ -20,30 +20,35 @@ flock 9
 torch_spec="torch==2.9.0"
 xla_spec="torch_xla==2.9.0"
 
-if [[ -f "$marker" && -x "$venv/bin/python" ]]; then
-    # reused; keep the editable install pointing at this checkout
-    if [[ "$(cat "$marker")" != "$repo" ]]; then
-        "$venv/bin/python" -m pip --disable-pip-version-check -q install --no-deps -e "$repo" >&2
-        echo "$repo" > "$marker"
-    fi
-    echo "$venv/bin/python"
-    exit 0
-fi
-
-[[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
+# image training's dependencies (mim is installed --no-deps); the marker records them with the
+# checkout, so a reused venv gets a dependency added since it was built
+deps=("timm>=1.0,<2" "torchvision==0.24.0" "einops>=0.7" "hydra-core>=1.3,<1.4"
+      "omegaconf>=2.3,<2.4" "numpy>=1.24" "pillow>=10" "scikit-image>=0.22" "tensorboard>=2.14"
+      "tqdm>=4.60" "safetensors>=0.4" "simplejpeg>=1.7" "fsspec>=2023.1")
+ready="$repo ${deps[*]}"
 py="$venv/bin/python"
 pip=("$py" -m pip --disable-pip-version-check -q)
 constraint="$(mktemp)"
 trap 'rm -f "$constraint"' EXIT
 printf '%s\n' "$torch_spec" "torchvision==0.24.0" > "$constraint"
 
+if [[ -f "$marker" && -x "$py" ]]; then
+    # reused; its deps and the editable install follow this checkout
+    if [[ "$(cat "$marker")" != "$ready" ]]; then
+        PIP_CONSTRAINT="$constraint" "${pip[@]}" install "${deps[@]}" >&2
+        "${pip[@]}" install --no-deps -e "$repo" >&2
+        echo "$ready" > "$marker"
+    fi
+    echo "$py"
+    exit 0
+fi
+
+[[ -x "$py" ]] || python3 -m venv "$venv"
 echo "[mim-xla] installing $torch_spec $xla_spec into $venv" >&2
 "${pip[@]}" install "$torch_spec" "$xla_spec" >&2
 echo "[mim-xla] installing mim (--no-deps) and image-training deps" >&2
-PIP_CONSTRAINT="$constraint" "${pip[@]}" install "timm>=1.0,<2" "torchvision==0.24.0" "einops>=0.7" \
-    "hydra-core>=1.3,<1.4" "omegaconf>=2.3,<2.4" "numpy>=1.24" "pillow>=10" "scikit-image>=0.22" \
-    "tensorboard>=2.14" "tqdm>=4.60" "safetensors>=0.4" >&2
+PIP_CONSTRAINT="$constraint" "${pip[@]}" install "${deps[@]}" >&2
 PIP_CONSTRAINT="$constraint" "${pip[@]}" install --no-deps -e "$repo" >&2
 "$py" -c "import torch, torch_xla; assert torch.__version__.startswith('2.9.0'), torch.__version__" >&2
-echo "$repo" > "$marker"
+echo "$ready" > "$marker"
 echo "$py"

@@ -251,11 +251,18 @@ class TorchStep(Backend):
                 os.fsync(f.fileno())
 
     def load(self, directory: Path) -> dict[str, Any]:
-        if not (directory / STATE_FILE).is_file():  # e.g. written by backend=deepspeed
-            raise ConfigError(f"backend: checkpoint {directory} was not written by backend=torch; "
-                              "resume with the backend that wrote it, or set run.resume=never "
-                              "or another run.dir")
-        state = load_weights_only(directory / STATE_FILE)
+        from mim.engine import ds_to_torch
+
+        written = ds_to_torch.written_by_deepspeed(directory)
+        if written is not None and written["zero_stage"] != 0:
+            state = ds_to_torch.load_deepspeed(directory, self.module, self.accum_steps,
+                                               self.is_main, self.barrier)
+        elif not (directory / STATE_FILE).is_file():  # e.g. written by DeepSpeed ZeRO-0
+            raise ConfigError(f"backend: checkpoint {directory} was not written by backend=torch "
+                              "nor by backend=deepspeed with ZeRO 1-3; resume with the backend "
+                              "that wrote it, or set run.resume=never or another run.dir")
+        else:
+            state = load_weights_only(directory / STATE_FILE)
         check_fits(state.get("model", {}), self.module.state_dict(), directory)
         self.load_state_dict(state)
         return state["client"]

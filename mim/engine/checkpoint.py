@@ -40,6 +40,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(root: Path) -> None:
+    """Every file under ``root`` flushed to disk (a backend's own checkpoint files, before mim
+    publishes the checkpoint with a rename)."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            _fsync_dir(Path(folder) / name)  # os.fsync of a read-only descriptor: file or folder
+
+
 @contextlib.contextmanager
 def _child_signals_held() -> Iterator[None]:
     """Run the Python SIGCHLD handler after the block instead of inside it: torch's DataLoader

@@ -29,13 +29,13 @@ from torch import nn
 
 from mim.config.errors import ConfigError
 from mim.engine import compiling
-from mim.engine.backend import Backend, local_device
+from mim.engine.backend import STATE_FILE, Backend, local_device
+from mim.engine.checkpoint import fsync_tree
+from mim.engine.ds_universal import LAYOUT, TAG
 from mim.engine.scaler import deepspeed_fp16
 from mim.model import MAEOutput
 from mim.registry import BACKENDS
 
-TAG = "ds"  # DeepSpeed's sub-folder inside a mim checkpoint directory
-LAYOUT = "mim_layout.json"  # beside DeepSpeed's files: the ZeRO stage and process count
 _NEVER = 2**31 - 1  # steps_per_print: mim logs progress itself
 
 
@@ -63,8 +63,7 @@ class DeepSpeedBackend(Backend):
                  clip_grad: float | None = None, compile: str = "none", batch_size: int = 1,
                  config: DeepSpeedBackend.Config | None = None):
         super().__init__(precision, accum_steps, clip_grad, batch_size)
-        self.options = config if config is not None else self.Config()
-        self.compile = compile
+        self.options, self.compile = config if config is not None else self.Config(), compile
         if self.compile != "none" and self.options.zero_stage == 3:
             # ZeRO-3 gathers each layer's weights in module hooks: they split a compiled block
             # into a graph per layer, and whole-model compilation fails on weights read
@@ -83,9 +82,8 @@ class DeepSpeedBackend(Backend):
 
     def _ds_config(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         o = self.options
-        zero: dict[str, Any] = {"stage": o.zero_stage}
-        if o.offload_optimizer:
-            zero["offload_optimizer"] = {"device": "cpu"}
+        zero: dict[str, Any] = {"stage": o.zero_stage, **(
+            {"offload_optimizer": {"device": "cpu"}} if o.offload_optimizer else {})}
         config: dict[str, Any] = {
             # DeepSpeed derives train_batch_size = micro x accumulation x world size; it needs
             # the micro batch (it asserts without one) although mim feeds the batches itself
@@ -217,33 +215,44 @@ class DeepSpeedBackend(Backend):
                                     save_latest=False)
         if self.is_main:
             (directory / TAG / LAYOUT).write_text(json.dumps(self.layout()) + "\n")
-        _fsync_tree(directory / TAG)  # mim publishes with a rename: the data must be on disk
+        fsync_tree(directory / TAG)  # mim publishes with a rename: the data must be on disk
 
-    def _check_layout(self, directory: Path) -> None:
-        """ZeRO shards fit only the stage and process count that wrote them (DeepSpeed cannot
-        re-shard them on load), so a changed setting is named instead of failing inside it."""
+    def _saved_layout(self, directory: Path) -> dict[str, Any]:
+        """The ZeRO stage and process count that wrote checkpoint ``directory``."""
         layout = directory / TAG / LAYOUT
         if not layout.is_file():
             raise ConfigError(f"backend: checkpoint {directory} was not written by "
                               "backend=deepspeed; resume with the backend that wrote it, or set "
                               "run.resume=never or another run.dir")
-        saved, now = json.loads(layout.read_text()), self.layout()
-        if saved != now:
-            raise ConfigError(
-                f"backend: checkpoint {directory} holds ZeRO-{saved['zero_stage']} shards of "
-                f"{saved['world_size']} processes, this run has ZeRO-{now['zero_stage']} with "
-                f"{now['world_size']}; resume with backend.zero_stage={saved['zero_stage']} and "
-                f"{saved['world_size']} processes (launcher.nprocs), or set run.resume=never or "
-                "another run.dir")
+        return json.loads(layout.read_text())
 
     def load(self, directory: Path) -> dict[str, Any]:
-        self._check_layout(directory)
+        if (directory / STATE_FILE).is_file() and not (directory / TAG / LAYOUT).is_file():
+            from mim.engine.ds_from_torch import load_torch
+
+            return load_torch(self, directory, TAG)
+        saved = self._saved_layout(directory)
         # DeepSpeed reads its files with torch.load(weights_only=False) and offers no switch: its
         # optimiser states hold pickled DeepSpeed objects. These files are the ones this run's
         # own processes wrote into its own run directory, never downloaded ones.
-        path, client = self.engine.load_checkpoint(str(directory), tag=TAG,
-                                                   load_module_strict=True)
-        if path is None:
+        stages = saved["zero_stage"], self.options.zero_stage
+        if saved == self.layout():
+            path, client = self.engine.load_checkpoint(str(directory), tag=TAG,
+                                                       load_module_strict=True)
+            client = client if path is not None else None
+        elif 0 in stages:  # DeepSpeed's universal checkpoint covers ZeRO 1-3 only
+            raise ConfigError(
+                f"backend: checkpoint {directory} holds ZeRO-{stages[0]} states of "
+                f"{saved['world_size']} processes, this run has ZeRO-{stages[1]} with "
+                f"{self.world_size}; DeepSpeed re-shards only between ZeRO stages 1, 2 and 3: "
+                f"resume with backend.zero_stage={stages[0]} and {saved['world_size']} "
+                "processes (launcher.nprocs), or set run.resume=never or another run.dir")
+        else:  # another stage or process count: ZeRO cannot re-shard its files itself
+            from mim.engine.ds_universal import load_resharded
+
+            client = load_resharded(self.engine, directory, TAG, saved, self.is_main,
+                                    self.barrier)
+        if client is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint in {directory / TAG}")
         self.micro_step = self.engine.global_steps * self.accum_steps
         return client["client"]
@@ -288,12 +297,3 @@ class _Runner(nn.Module):
         values = self.engine(*args)
         return self.root.output_type(*values)
 
-
-def _fsync_tree(root: Path) -> None:
-    for folder, _, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)

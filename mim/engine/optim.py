@@ -7,6 +7,7 @@ embeddings (timm's ``param_groups_weight_decay`` convention).
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -25,13 +26,19 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """[decay group, no-decay group] of the trainable parameters. Ours, not timm's
     ``param_groups_weight_decay`` (same split): timm puts the no-decay group first and drops
     empty groups, which would change the optimizer state layout of saved checkpoints."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (decay if decays(name, param) else no_decay).append(param)
+    params = dict(model.named_parameters())
+    decay, no_decay = ([params[n] for n in names] for names in split(params.items()))
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
+
+
+def split(named: Iterable[tuple[str, torch.Tensor]]) -> tuple[list[str], list[str]]:
+    """The names of the trainable (decay, no-decay) parameters among ``named``, in order."""
+    decay, no_decay = [], []
+    for name, param in named:
+        if param.requires_grad:
+            (decay if decays(name, param) else no_decay).append(name)
+    return decay, no_decay
 
 
 def effective_lr(blr: float, effective_batch: int) -> float:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from mim.shards import check_format
+
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -11,6 +13,10 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 @dataclass
 class ImageDataConfig:
     root: Optional[str] = None  # a folder, searched recursively; None: built-in demo photos
+    # folder: data.root is a folder of image files; wds: WebDataset tar shards (KEY.jpg, KEY.cls),
+    # data.root a folder of .tar, a list file, a brace pattern (train-{000..127}.tar, quoted)
+    # or any fsspec URL of those (`mim data pack` writes them)
+    format: str = "folder"
     input_size: int = 224  # side of the square crop, in pixels
     min_scale: float = 0.2  # RandomResizedCrop scale range (MAE: 0.2 - 1.0)
     max_scale: float = 1.0  # upper end of the crop scale range
@@ -36,6 +42,7 @@ class ImageDataConfig:
                              f"{self.min_scale}, {self.max_scale}")
         if not 0 <= self.hflip <= 1:
             raise ValueError(f"data.hflip: must be in [0, 1], got {self.hflip}")
+        check_format(self.format, self.root, self.labels)
         if self.demo not in ("photos", "lfw"):
             raise ValueError(f"data.demo: '{self.demo}' is not one of: photos, lfw")
         if self.resolution_schedule and (self.resolution_schedule[-1] != self.input_size or

@@ -17,6 +17,7 @@ from mim.files import file_labels, find_files
 from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.decode import read, to_rgb  # noqa: F401  (to_rgb: the modes' rule)
 from mim.modalities.image.demo import demo_files, lfw_split
+from mim.modalities.image.shards import ImageShards, build_shards
 from mim.modalities.image.transforms import PretrainTransform
 
 log = logging.getLogger("mim.data")
@@ -62,7 +63,9 @@ class ImageFolder(MimDataset):
         return self.transform(picture, seed), self.labels[index]
 
 
-def build_dataset(cfg: ImageDataConfig) -> ImageFolder:
+def build_dataset(cfg: ImageDataConfig) -> ImageFolder | ImageShards:
+    if cfg.format == "wds":
+        return build_shards(cfg, image_extensions())
     if cfg.root:
         root = Path(cfg.root).expanduser()
         files = scan(root)

@@ -12,6 +12,7 @@ three channels, 16-bit and float images are scaled to 8 bits before that.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -48,11 +49,11 @@ def pixels(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # [H, W, 3] -> CHW
 
 
-def read(path: Path, scale: Callable[[int, int], float] | None = None) -> Picture:
-    """The file's RGB pixels; ``scale(width, height)``: the least resolution the caller's view
+def read(path: Path | bytes, scale: Callable[[int, int], float] | None = None) -> Picture:
+    """The file's (or a shard member's bytes') RGB pixels; ``scale(width, height)``: the least resolution the caller's view
     needs, as decoded pixels per pixel of the file (None or 1: all of it). PIL's errors pass
     through (the dataset reports them)."""
-    data = path.read_bytes()
+    data = path if isinstance(path, bytes) else path.read_bytes()
     if simplejpeg.is_jpeg(data):
         try:
             height, width, _, _ = simplejpeg.decode_jpeg_header(data)
@@ -66,6 +67,6 @@ def read(path: Path, scale: Callable[[int, int], float] | None = None) -> Pictur
             return Picture(torch.from_numpy(array).permute(2, 0, 1), (width, height))
         except ValueError:  # CMYK, damaged: PIL decides, and names the problem
             pass
-    with Image.open(path) as image:
+    with Image.open(io.BytesIO(data)) as image:  # the bytes read once above
         image.load()
         return Picture(pixels(to_rgb(image)), image.size)

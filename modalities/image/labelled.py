@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from mim.labelled import check_eval_labels, labelled_files, split_files
+from mim.shards import check_eval_format
 from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.augment import FinetuneTransform, check_finetune_augment
 from mim.modalities.image.dataset import ImageFolder, scan
@@ -41,6 +42,7 @@ class ImageEvalDataConfig(ImageDataConfig):
     reprob: float = 0.25  # probability of random erasing (fine-tuning)
 
     def __post_init__(self) -> None:
+        check_eval_format(self.format)
         super().__post_init__()
         check_eval_labels(self.labels, self.val_fraction)
         if not 0.0 < self.crop_pct <= 1.0:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from mim.shards import check_format
+
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 DECODERS = ("decord", "pyav")
@@ -22,6 +24,10 @@ READERS = ("native", "pytorchvideo")
 class VideoDataConfig:
     root: Optional[str] = None  # a folder of videos, searched recursively; None: demo clips
     list_file: Optional[str] = None  # lines "path [label] [start_sec end_sec]"; wins over root
+    # folder: data.root / data.list_file name video files; wds: WebDataset tar shards
+    # (KEY.mp4 ...), data.root a folder of .tar, a list of shards, a quoted brace pattern or an
+    # fsspec URL; each member is decoded from a temporary copy (decoders take a file name)
+    format: str = "folder"
     decoder: str = "decord"  # decord | pyav (GIFs, and everything where decord is missing: PyAV)
     reader: str = "native"  # native (fast, seed-exact) | pytorchvideo (EncodedVideo, slower)
     num_frames: int = 16  # frames per clip
@@ -40,6 +46,7 @@ class VideoDataConfig:
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
 
     def __post_init__(self) -> None:
+        check_format(self.format, self.root, "none")
         if self.decoder not in DECODERS:
             raise ValueError(f"data.decoder: '{self.decoder}' is not one of: "
                              f"{', '.join(DECODERS)}")

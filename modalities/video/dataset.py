@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import shlex
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -20,6 +21,7 @@ import torch
 
 from mim.data import MimDataset, UnreadableSample
 from mim.files import find_files
+from mim.shards import Member, shard_members
 from mim.modalities.video import demo
 from mim.modalities.video.config import VideoDataConfig
 from mim.modalities.video.decode import PAST_END, open_video, resolve_decoder
@@ -35,7 +37,7 @@ VIDEO_EXTENSIONS = frozenset({
 
 @dataclass(frozen=True)
 class VideoItem:
-    path: Path
+    path: Path | Member  # a shard member is decoded from a temporary copy
     label: int = -1
     start: Optional[float] = None  # seconds; None: the whole video
     end: Optional[float] = None
@@ -69,10 +71,15 @@ class VideoDataset(MimDataset):
     def load_padded(self, index: int, seed: int) -> tuple[torch.Tensor, int, str | None]:
         """``load`` and how a video shorter than a clip was padded (None: it was not)."""
         item = self.items[index]
+        with item.path.local() if isinstance(item.path, Member) else nullcontext(item.path) as p:
+            return self._read(item, p, seed)
+
+    def _read(self, item: VideoItem, path: Path, seed: int
+              ) -> tuple[torch.Tensor, int, str | None]:
         if self.pytorchvideo is not None:
-            x, padded = self.pytorchvideo.read(item.path, seed, item.start, item.end)
+            x, padded = self.pytorchvideo.read(path, seed, item.start, item.end)
             return x, item.label, padded
-        with open_video(item.path, self.cfg.decoder) as video:
+        with open_video(path, self.cfg.decoder) as video:
             first, end = 0, video.num_frames
             if item.start is not None:
                 duration = video.num_frames / video.fps
@@ -137,7 +144,12 @@ def read_list(list_file: Path) -> tuple[list[VideoItem], list[str]]:
 
 
 def build_dataset(cfg: VideoDataConfig) -> VideoDataset:
-    if cfg.list_file:
+    if cfg.format == "wds":  # labels stay in the shards: pretraining reads none
+        members, damaged = shard_members(
+            str(cfg.root), lambda name: Path(name).suffix.lower() in VIDEO_EXTENSIONS)
+        items, classes = [VideoItem(m) for m in members], []
+        source = f"the shards of {cfg.root}" + (f" ({damaged} damaged)" if damaged else "")
+    elif cfg.list_file:
         items, classes = read_list(Path(cfg.list_file).expanduser())
         source = cfg.list_file
     elif cfg.root:

@@ -29,6 +29,7 @@ from PIL import Image
 
 from mim.data import UnreadableSample
 from mim.labelled import check_val_fraction, labelled_files, split_items
+from mim.shards import check_eval_format
 from mim.modalities.image.augment import check_finetune_augment
 from mim.modalities.video import demo
 from mim.modalities.video.augment import FinetuneClipTransform
@@ -62,6 +63,7 @@ class VideoEvalDataConfig(VideoDataConfig):
     reprob: float = 0.25  # probability of random erasing per frame (fine-tuning)
 
     def __post_init__(self) -> None:
+        check_eval_format(self.format)
         super().__post_init__()
         check_finetune_augment(self.randaug, self.reprob, self.input_size, self.mean)
         check_val_fraction(self.val_fraction)

@@ -11,12 +11,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
+from mim.shards import check_format
+
 INTENSITY_MODES = ("percentile", "window", "none")
 
 
 @dataclass
 class VolumeDataConfig:
     root: Optional[str] = None  # a folder searched recursively; None: built-in demo phantoms
+    # folder: data.root is a folder of volume files; wds: WebDataset tar shards (KEY.npy ...),
+    # data.root a folder of .tar, a list file, a quoted brace pattern or an fsspec URL
+    format: str = "folder"
     input_size: list[int] = field(default_factory=lambda: [96, 96, 96])  # crop (D, H, W)
     channels: int = 1  # arrays are [D, H, W] (one channel) or channel-first [C, D, H, W]
     # percentile: clip to the [p_low, p_high] percentiles of the volume, then z-score;
@@ -42,6 +47,7 @@ class VolumeDataConfig:
     labels: str = "none"  # none | folders | path to a CSV of "relative/path,label"; demo: type
 
     def __post_init__(self) -> None:
+        check_format(self.format, self.root, self.labels)
         self.input_size = [int(s) for s in self.input_size]
         if len(self.input_size) != 3 or min(self.input_size) < 1:
             raise ValueError(f"data.input_size: three sizes >= 1 (D, H, W) expected, got "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import zipfile
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 
 from mim.data import MimDataset, UnreadableSample
 from mim.files import file_labels, find_files
+from mim.shards import Member, shard_members
 from mim.modalities.volume.config import VolumeDataConfig
 from mim.modalities.volume.transforms import VolumeTransform
 
@@ -179,7 +181,7 @@ def read_volume(path: Path, channels: int) -> tuple[np.ndarray, tuple[float, flo
 
 # ---------------------------------------------------------------------------------- dataset
 class VolumeDataset(MimDataset):
-    def __init__(self, files: list[Path], labels: list[int], transform: VolumeTransform,
+    def __init__(self, files: list[Path | Member], labels: list[int], transform: VolumeTransform,
                  channels: int, classes: list[str] | None = None):
         self.files, self.labels, self.transform = files, labels, transform
         self.channels = channels
@@ -192,11 +194,18 @@ class VolumeDataset(MimDataset):
         return str(self.files[index])
 
     def load(self, index: int, seed: int) -> tuple[torch.Tensor, int]:
-        volume, spacing = read_volume(self.files[index], self.channels)
+        file = self.files[index]  # a shard member is read from a temporary copy
+        with file.local() if isinstance(file, Member) else nullcontext(file) as path:
+            volume, spacing = read_volume(path, self.channels)
         return self.transform(volume, spacing, seed), self.labels[index]
 
 
 def build_dataset(cfg: VolumeDataConfig) -> VolumeDataset:
+    if cfg.format == "wds":  # labels stay in the shards: pretraining reads none
+        members, damaged = shard_members(str(cfg.root), is_volume_file)
+        log.info("volume data: %d items in the shards of %s%s", len(members), cfg.root,
+                 f" ({damaged} damaged)" if damaged else "")
+        return VolumeDataset(members, [-1] * len(members), VolumeTransform(cfg), cfg.channels)
     if cfg.root:
         root = Path(cfg.root).expanduser()
         files = scan(root)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from mim.labelled import check_eval_labels, labelled_files, split_files
+from mim.shards import check_eval_format
 from mim.modalities.volume.config import VolumeDataConfig
 from mim.modalities.volume.dataset import VolumeDataset, scan
 from mim.modalities.volume.transforms import VolumeTransform, crop_or_pad
@@ -33,6 +34,7 @@ class VolumeEvalDataConfig(VolumeDataConfig):
     split_seed: int = 0  # seed of that split
 
     def __post_init__(self) -> None:
+        check_eval_format(self.format)
         super().__post_init__()
         check_eval_labels(self.labels, self.val_fraction)
 

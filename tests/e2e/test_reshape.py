@@ -7,6 +7,7 @@ another order); with another global batch it goes on from the samples already se
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -54,3 +55,20 @@ def test_one_process_resumed_on_two_goes_on_from_the_samples_seen(module_cli, lo
     assert loop["drawn"] == {"micro_steps": 8, "items": [48]}  # items, all ranks
     assert load_state(run / "checkpoints" / "last")["client"]["shape"] == {
         "backend": "torch", "world_size": 2}
+
+
+def test_a_resume_on_another_global_batch_reports_the_restored_learning_rate(
+        module_cli, tmp_path: Path) -> None:
+    """The learning rate derived from ``optim.blr`` follows the global batch, but a resume
+    restores the schedule's peak with the optimiser's state: derived.json and the log give the
+    one the run goes on with (the checkpoint's), not the new batch's."""
+    run = tmp_path / "run"
+    blr = ["optim.lr=null", "optim.blr=0.064", "optim.warmup_steps=1"]  # lr = 0.064 x 4 / 256
+    module_cli.train(run, *blr, "train.batch_size=4", "train.max_steps=2")
+    first = json.loads((run / "derived.json").read_text())["lr"]
+    assert first == pytest.approx(1e-3)
+    module_cli.train(run, *blr, *TWO, "train.max_steps=3")  # global batch 8: the config gives 2e-3
+    assert json.loads((run / "derived.json").read_text())["lr"] == pytest.approx(first)
+    assert "learning rate: 0.001, the checkpoint's (this config's batch gives 0.002" in \
+        (run / "train.log").read_text()
+    assert all(r["lr"] <= first * (1 + 1e-6) for r in module_cli.metrics(run))

@@ -1,4 +1,4 @@
-"""File listing under data.root: links followed, each real folder read once."""
+"""File listing under data.root: links followed, each real folder and file read once."""
 from __future__ import annotations
 
 import logging
@@ -27,3 +27,16 @@ def test_a_folder_linked_once_is_read(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "link").symlink_to(tmp_path / "real", target_is_directory=True)
     assert [f.name for f in find_files(tmp_path / "data", lambda n: True, "files")] == ["x.txt"]
+
+
+def test_a_link_to_a_file_already_listed_is_skipped_and_reported(tmp_path, caplog):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "a.txt").write_text("x")
+    (root / "b.txt").symlink_to(root / "a.txt")  # the same file again
+    (root / "c.txt").symlink_to(tmp_path / "elsewhere.txt")  # a link to a file listed once
+    (tmp_path / "elsewhere.txt").write_text("y")
+    with caplog.at_level(logging.WARNING, logger="mim.data"):
+        files = find_files(root, lambda n: n.endswith(".txt"), "text files")
+    assert [f.name for f in files] == ["a.txt", "c.txt"]
+    assert "1 link to a file already listed" in caplog.text

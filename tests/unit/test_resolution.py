@@ -99,3 +99,21 @@ def test_cfg_shows_the_stages_with_their_first_step():
         {"from_step": 0, "input": [16, 16], "grid": [2, 2], "masked_tokens": 3},
         {"from_step": 5, "input": [24, 24], "grid": [3, 3], "masked_tokens": 7},
         {"from_step": 7, "input": [32, 32], "grid": [4, 4], "masked_tokens": 12}]
+
+
+def test_folders_and_shards_load_the_same_item_at_a_scheduled_size(tmp_path):
+    from mim.pack import pack
+    from tests.unit.test_shards import make_folder
+
+    src = make_folder(tmp_path / "src", count=4)
+    pack(str(src), str(tmp_path / "out"), shard_size=2, labels="folders")
+    loaded = []
+    for cfg in (ImageDataConfig(root=str(src), input_size=32, labels="folders"),
+                ImageDataConfig(root=str(tmp_path / "out"), input_size=32, format="wds")):
+        data = build_dataset(cfg)
+        small = data.at_shape((3, 16, 16))
+        loaded.append([small[(i, 7)].x for i in range(len(data))])  # packed in folder order
+        assert data[(0, 7)].x.shape == (3, 32, 32)  # the dataset itself keeps its size
+    assert all(x.shape == (3, 16, 16) for x in loaded[0]) and len(loaded[0]) == 4
+    for a, b in zip(*loaded):
+        assert torch.equal(a, b)

@@ -1,0 +1,109 @@
+"""Guarantee: hostile shards never crash a run. A truncated tar, a shard that is no tar, a missing
+or stale index and a member that does not decode are skipped (or the index rebuilt) with their
+reason, and counted as broken files are."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mim.data import UnreadableSample
+from mim.modalities.image.config import ImageDataConfig
+from mim.modalities.image.dataset import build_dataset
+from mim.pack import pack
+from mim.shards import INDEX_SUFFIX
+
+
+def shards(tmp_path: Path, count: int = 8, shard_size: int = 4) -> Path:
+    rng = np.random.default_rng(1)
+    (tmp_path / "src").mkdir()
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+            tmp_path / "src" / f"{i:02d}.jpg")
+    pack(str(tmp_path / "src"), str(tmp_path / "out"), shard_size=shard_size)
+    return tmp_path / "out"
+
+
+def dataset(out: Path):
+    return build_dataset(ImageDataConfig(root=str(out), input_size=16, format="wds"))
+
+
+def test_a_truncated_shard_keeps_its_whole_members_and_skips_the_cut_one(tmp_path, caplog):
+    out = shards(tmp_path)
+    last = out / "shard-000001.tar"
+    index = json.loads(Path(f"{last}{INDEX_SUFFIX}").read_text())
+    name, offset, size = index["members"][2]  # the third item's picture, cut in its middle
+    last.write_bytes(last.read_bytes()[:offset + size // 2])
+    with caplog.at_level(logging.WARNING, "mim.data"):
+        data = dataset(out)
+    assert len(data) == 7  # the headers after the cut are gone: item 7 with them
+    assert "shard-000001.tar" in caplog.text and "unreadable part is skipped" in caplog.text
+    with pytest.raises(UnreadableSample, match="shard truncated"):
+        data.load(6, seed=0)
+    sample = data[(6, 0)]  # replaced by the next readable item, and reported
+    assert [path for path, _ in sample.skipped] == [data.describe(6)]
+    assert "shard truncated" in sample.skipped[0][1]
+    assert sample.skipped[0].kind == "truncated shard"
+
+
+def test_a_shard_that_is_no_tar_is_skipped_with_its_reason(tmp_path, caplog):
+    out = shards(tmp_path)
+    (out / "shard-000000.tar").write_bytes(b"not a tar at all" * 100)
+    Path(f"{out}/shard-000000.tar{INDEX_SUFFIX}").unlink()
+    with caplog.at_level(logging.WARNING, "mim.data"):
+        data = dataset(out)
+    assert len(data) == 4 and all("shard-000001" in data.describe(i) for i in range(4))
+    assert "shard-000000.tar" in caplog.text and "ReadError" in caplog.text
+
+
+def test_a_missing_or_stale_index_is_rebuilt(tmp_path, caplog):
+    out = shards(tmp_path)
+    index = Path(f"{out}/shard-000000.tar{INDEX_SUFFIX}")
+    reference = dataset(out)[(2, 7)].x
+    index.unlink()
+    assert dataset(out)[(2, 7)].x.equal(reference) and index.is_file()  # rebuilt, cached
+    shutil.copy(Path(f"{out}/shard-000001.tar{INDEX_SUFFIX}"), index)  # another shard's
+    (out / "shard-000000.tar").write_bytes((out / "shard-000000.tar").read_bytes() + bytes(512))
+    with caplog.at_level(logging.INFO, "mim.data"):
+        assert dataset(out)[(2, 7)].x.equal(reference)
+    assert "made for another shard; rebuilt" in caplog.text
+
+
+def test_a_member_that_does_not_decode_is_skipped_and_counted(tmp_path):
+    rng = np.random.default_rng(2)
+    (tmp_path / "src").mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+            tmp_path / "src" / f"{i}.jpg")
+    (tmp_path / "src" / "1.jpg").write_bytes(b"\xff\xd8 garbage, no picture")
+    (tmp_path / "src" / "2.jpg").write_bytes(b"")
+    pack(str(tmp_path / "src"), str(tmp_path / "out"))
+    data = dataset(tmp_path / "out")
+    sample = data[(1, 0)]
+    assert [(path.rpartition(":")[2], s.kind) for s in sample.skipped for path in s[:1]] == [
+        ("00000001.jpg", "not an image (cannot be decoded)"), ("00000002.jpg", "empty")]
+    assert sample.x.shape == (3, 16, 16)
+
+
+def test_a_volume_member_that_does_not_load_is_skipped_with_the_files_reason(tmp_path):
+    from mim.modalities.volume.config import VolumeDataConfig
+    from mim.modalities.volume.dataset import build_dataset as volumes
+
+    (tmp_path / "src").mkdir()
+    np.save(tmp_path / "src" / "0.npy", np.ones((8, 8, 8), np.float32))
+    (tmp_path / "src" / "1.npy").write_bytes(b"\x93NUMPY but nothing after")
+    np.save(tmp_path / "src" / "2.npy", np.full((8, 8, 8), np.nan, np.float32))
+    np.save(tmp_path / "src" / "3.npy", np.ones((8, 8, 8), np.float32))
+    pack(str(tmp_path / "src"), str(tmp_path / "out"))
+    data = volumes(VolumeDataConfig(root=str(tmp_path / "out"), format="wds",
+                                    input_size=[8, 8, 8]))
+    sample = data[(1, 0)]
+    assert [s[0].rpartition(":")[2] for s in sample.skipped] == ["00000001.npy", "00000002.npy"]
+    assert "bad .npy header" in sample.skipped[0][1]
+    assert sample.skipped[1].kind == "NaN or Inf voxels"
+    assert sample.x.shape[-3:] == (8, 8, 8)
