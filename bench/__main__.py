@@ -19,7 +19,8 @@ import mim  # noqa: F401  (torchvision import fix before timm; registers the bui
 from bench.harness import Row, Settings, machine, precisions, table
 from mim.engine import compiling
 
-FIGURES = ("image", "video", "paper", "data", "pipeline", "shards", "memory", "gpu")
+FIGURES = ("image", "video", "paper", "data", "pipeline", "shards", "memory", "resolution",
+           "gpu")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -105,6 +106,9 @@ def run_figure(figure: str, settings: Settings, args: argparse.Namespace) -> lis
     if figure == "shards":
         from bench import shards
         return shards.run(settings)
+    if figure == "resolution":
+        from bench import resolution
+        return resolution.run(settings)
     if figure == "memory":
         from bench import memory
         return memory.run(settings)

@@ -98,6 +98,11 @@ class MimDataset(Dataset, ABC):
     def describe(self, index: int) -> str:
         return str(index)
 
+    def at_shape(self, shape: tuple[int, ...]) -> "MimDataset":
+        """This dataset loading samples of ``shape`` (C, *spatial): progressive resolution
+        (``mim/resolution.py``); a dataset that supports it overrides this."""
+        raise NotImplementedError(f"{type(self).__name__} loads one sample size only")
+
     @abstractmethod
     def __len__(self) -> int:
         """Number of items (readable or not)."""
@@ -134,11 +139,14 @@ class StreamSampler(Sampler):
 
     Epoch ``e`` is a permutation seeded by ``(seed, e)``, cut to a multiple of the global batch
     (``drop_last``). The global order is consumed ``global_batch`` samples per micro-step; rank
-    ``r`` takes the ``r``-th slice of ``local_batch`` of each. Yields ``(index, sample_seed)``.
+    ``r`` takes the ``r``-th slice of ``local_batch`` of each. Yields ``(index, sample_seed)``,
+    or ``(index, sample_seed, shape)`` with ``shape_at``: the sample shape of a global position
+    (progressive resolution, ``mim/resolution.py``).
     """
 
     def __init__(self, num_items: int, seed: int, local_batch: int, rank: int = 0,
-                 world_size: int = 1, start: int = 0):
+                 world_size: int = 1, start: int = 0,
+                 shape_at: Callable[[int], tuple[int, ...]] | None = None):
         self.num_items, self.seed = num_items, seed
         self.local_batch, self.rank, self.world_size = local_batch, rank, world_size
         self.global_batch = local_batch * world_size
@@ -149,6 +157,7 @@ class StreamSampler(Sampler):
                 f"dataset ({num_items} items); lower train.batch_size or add data"
             )
         self.start = start  # samples already consumed (global count)
+        self.shape_at = shape_at
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, -1, "order"))
@@ -165,7 +174,8 @@ class StreamSampler(Sampler):
                 e, p = divmod(position, self.per_epoch)
                 if e != epoch:
                     epoch, order = e, self.epoch_order(e)
-                yield int(order[p]), sample_seed(self.seed, epoch, p)
+                key = int(order[p]), sample_seed(self.seed, epoch, p)
+                yield key if self.shape_at is None else (*key, self.shape_at(position))
             step_start += self.global_batch
 
 
@@ -174,10 +184,14 @@ class MaskingCollate:
 
     A sample may carry several views of one item (repeated sampling, Feichtenhofer et al. 2022:
     ``x [K, C, *spatial]``); every view becomes a row of the batch with its own mask.
+    Masks are drawn on ``grid``, or on ``grids[spatial size]`` for samples of another size
+    (progressive resolution: every sample of a batch has one size).
     """
 
-    def __init__(self, policy: Callable, grid: tuple[int, ...]):
+    def __init__(self, policy: Callable, grid: tuple[int, ...],
+                 grids: dict[tuple[int, ...], tuple[int, ...]] | None = None):
         self.policy, self.grid = policy, tuple(grid)
+        self.grids = dict(grids or {})
 
     def _views(self, x: torch.Tensor) -> torch.Tensor:
         """[C, *spatial] or [K, C, *spatial] -> [K, C, *spatial]."""
@@ -186,13 +200,15 @@ class MaskingCollate:
     def __call__(self, samples: list[tuple[Sample, int]]) -> Batch:
         xs, masks, targets, labels = [], [], [], []
         decoder_part = getattr(self.policy, "targets", None)  # decoder masking policies
+        spatial = tuple(self._views(samples[0][0].x).shape[2:])
+        grid = self.grids.get(spatial, self.grid)
         for sample, seed in samples:
             views = self._views(sample.x)
             for k in range(views.shape[0]):
                 g = torch.Generator().manual_seed(sample_seed(seed, 0, k, "mask"))
-                masks.append(self.policy(self.grid, g))  # [L]
+                masks.append(self.policy(grid, g))  # [L]
                 if decoder_part is not None:
-                    targets.append(decoder_part(self.grid, g, masks[-1]))  # [L]
+                    targets.append(decoder_part(grid, g, masks[-1]))  # [L]
             xs.append(views)
             labels += [sample.label] * views.shape[0]
         return Batch(
@@ -207,13 +223,22 @@ class MaskingCollate:
 
 
 class SeededView(Dataset):
-    """Passes the sample seed through to the collate function along with the sample."""
+    """Passes the sample seed through to the collate function along with the sample; a key
+    ``(index, seed, shape)`` loads the item at that sample shape (the dataset's ``at_shape``,
+    made once per shape in each worker)."""
 
     def __init__(self, dataset: MimDataset):
         self.dataset = dataset
+        self.shaped: dict[tuple[int, ...], MimDataset] = {}
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[Sample, int]:
-        return self.dataset[key], key[1]
+    def __getitem__(self, key: tuple) -> tuple[Sample, int]:
+        index, seed, *shape = key
+        dataset = self.dataset
+        if shape:
+            if shape[0] not in self.shaped:
+                self.shaped[shape[0]] = self.dataset.at_shape(shape[0])
+            dataset = self.shaped[shape[0]]
+        return dataset[(index, seed)], seed

@@ -20,6 +20,7 @@ from mim.factory import build_model
 from mim.masking import decoder_targets
 from mim.model import is_decoder
 from mim.registry import BACKENDS
+from mim import resolution
 from mim.train import _feeds, _schedule, _sources, run_dir
 
 
@@ -58,6 +59,9 @@ def derived(spec: RunSpec) -> dict[str, Any]:
             "mask_grid": list(spec.mask_grid),
             "masked_tokens": spec.mask.num_masked(spec.mask_grid),
             "decoder_targets": decoder_targets(spec.mask, spec.mask_grid),
+            "resolution_schedule": resolution.describe(
+                resolution.plan(resolution.stage_shapes(spec), plan.total_steps,
+                                feeds[0].items * world * t.accum_steps), spec.model, spec.mask),
             "sources": {f.source.name: len(f.source.dataset) for f in feeds},
             "steps_per_epoch_by_source": by_source,
             "encoder_params": params["encoder"], "decoder_params": params["decoder"],

@@ -64,4 +64,8 @@ class ModalitySpec:
     views: Callable[[Any], int] = lambda cfg: 1  # clips per item (repeated sampling)
     # several data sources mixed per step (OmniMAE); None: one source from build_dataset
     sources: Callable[[Any], list[Source]] | None = None
+    # data config -> the sample shapes (C, *spatial) of its progressive-resolution stages, equal
+    # lengths over the run, the last the full size ([]: one size; ``mim/resolution.py``); None:
+    # the modality has no such schedule
+    resolutions: Callable[[Any], list[tuple[int, ...]]] | None = None
     evaluation: EvalSupport | None = None  # labelled data for ``mim eval`` / ``mim visualize``

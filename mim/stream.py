@@ -42,11 +42,13 @@ def choose(seed: int, micro_step: int, weights: list[float]) -> int:
 
 @dataclass
 class Feed:
-    """One source made ready: its masking collate and items drawn per process and step."""
+    """One source made ready: its masking collate and items drawn per process and step, and
+    the sample shape of each global position where the size changes (``mim/resolution.py``)."""
 
     source: Source
     collate: MaskingCollate
     items: int
+    shape_at: Callable[[int], tuple[int, ...]] | None = None
 
 
 def drawn(feeds: list[Feed], seed: int, world_size: int, stop: int, start: int = 0,
@@ -128,7 +130,7 @@ def make_stream(feeds: list[Feed], seed: int, rank: int, world_size: int, worker
 
     def loader(feed: Feed, start: int) -> Iterator[Batch]:
         sampler = StreamSampler(len(feed.source.dataset), seed, feed.items, rank, world_size,
-                                start)
+                                start, feed.shape_at)
         return iter(DataLoader(SeededView(feed.source.dataset), batch_size=feed.items,
                                sampler=sampler, collate_fn=feed.collate, num_workers=workers,
                                persistent_workers=workers > 0, pin_memory=pin_memory,

@@ -30,6 +30,7 @@ from mim.engine.optim import build_adamw, cosine_schedule, effective_lr
 from mim.factory import build_model, token_grids
 from mim.masking import decoder_targets
 from mim.model import is_decoder
+from mim import resolution
 from mim.registry import BACKENDS
 from mim.rundir import check_run_dir, claim_run_dir
 from mim.seeding import seed_all
@@ -109,6 +110,9 @@ def _sources(spec: RunSpec) -> list[Source]:
 def _feeds(spec: RunSpec, sources: list[Source], world_size: int) -> list[Feed]:
     """Per source: the mask on its grid and the items per process and micro-step."""
     feeds = []
+    # progressive resolution: one source only (a modality mixing several sets no schedule)
+    grids = resolution.check(spec.model, spec.mask, resolution.stage_shapes(spec),
+                             sources[0].sample_shape) if len(sources) == 1 else {}
     for source in sources:
         policy = source.mask or spec.mask
         try:
@@ -125,7 +129,7 @@ def _feeds(spec: RunSpec, sources: list[Source], world_size: int) -> list[Feed]:
         except ValueError as exc:  # a global batch larger than the dataset
             raise ConfigError(f"{exc} (source '{source.name}')" if len(sources) > 1
                               else str(exc)) from None
-        feeds.append(Feed(source, MaskingCollate(policy, grid), items))
+        feeds.append(Feed(source, MaskingCollate(policy, grid, grids), items))
     return feeds
 
 
@@ -218,6 +222,8 @@ def _train(spec: RunSpec) -> Path:
     first = feeds[0]
     epoch, by_source = epoch_steps(feeds, spec.seed, backend.world_size, t.accum_steps)
     plan = _schedule(spec, epoch, global_batch)
+    first.shape_at = resolution.plan(resolution.stage_shapes(spec), plan.total_steps,
+                                     first.items * backend.world_size * t.accum_steps)
     optimizer = build_adamw(model, plan.lr, tuple(spec.optim.betas), spec.optim.weight_decay,
                             backend.device.type)
     scheduler = cosine_schedule(optimizer, plan.warmup_steps, plan.total_steps,
@@ -238,6 +244,7 @@ def _train(spec: RunSpec) -> Path:
                "mask_grid": list(mask_grid),
                "masked_tokens": spec.mask.num_masked(mask_grid),
                "decoder_targets": decoder_targets(spec.mask, mask_grid),
+               "resolution_schedule": resolution.describe(first.shape_at, spec.model, spec.mask),
                "dataset_items": sum(len(f.source.dataset) for f in feeds),
                "sources": {f.source.name: len(f.source.dataset) for f in feeds},
                "steps_per_epoch_by_source": by_source,

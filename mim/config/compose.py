@@ -29,6 +29,7 @@ from mim.config.overrides import unknown_key, unknown_option
 from mim.config.schema import BaseConfig, OptimConfig, RunConfig, TrainConfig
 from mim.engine.precision import PRECISIONS
 from mim.masking import MaskConfigError, build_mask
+from mim import resolution
 from mim.factory import ModelConfig, token_grids
 from mim.registry import ALL, BACKENDS, CONFIG_DIRS, LAUNCHERS, MASKS, MODALITIES, MODELS
 from mim.registry import TRACKERS
@@ -234,6 +235,8 @@ def validate(raw: DictConfig) -> RunSpec:
         raise ConfigError(f"train.precision: '{spec.train.precision}' is not supported with "
                           f"backend={backend['name']}; valid there: {', '.join(valid)}")
     spec.grid, spec.mask_grid = token_grid(spec)
+    resolution.check(spec.model, spec.mask, resolution.stage_shapes(spec),
+                     tuple(modality.sample_shape(data)))
     return spec
 
 

@@ -10,6 +10,10 @@
 - ``model``: the whole forward as one graph (``torch.compile(model)``); the longest compile,
   room for fusions across block boundaries.
 
+Graphs are static (``dynamic=False``): a new input size (``data.resolution_schedule``) compiles
+once more when its stage begins, one graph per size, within torch's recompile limit (8 per code
+object) for any schedule of a few sizes; static shapes keep each size's kernels specialised.
+
 State-dict keys are unchanged in every mode: ``nn.Module.compile`` wraps a module's call
 without renaming anything, and the backends save the bare module.
 """

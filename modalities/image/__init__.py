@@ -15,12 +15,17 @@ def sample_shape(cfg: ImageDataConfig) -> tuple[int, int, int]:
     return (3, cfg.input_size, cfg.input_size)  # (C, H, W)
 
 
+def resolutions(cfg: ImageDataConfig) -> list[tuple[int, int, int]]:
+    return [(3, size, size) for size in cfg.resolution_schedule]  # (C, H, W) per stage
+
+
 SPEC = ModalitySpec(
     name="image",
     data_config=ImageDataConfig,
     build_dataset=build_dataset,
     sample_shape=sample_shape,
     render=render,
+    resolutions=resolutions,
     evaluation=EvalSupport(data_config=labelled.ImageEvalDataConfig, labelled=labelled.labelled,
                            inputs=labelled.inputs, inherit=("input_size", "mean", "std"),
                            size_keys=lambda size: {"input_size": size[-1]}),

@@ -29,6 +29,10 @@ class ImageDataConfig:
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     # per-channel normalisation std (ImageNet's)
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    # progressive resolution (DailyMAE): input sizes in stages of equal length over the run,
+    # e.g. [160,192,224]; a repeated size lengthens its stage; the last is data.input_size
+    # (pictures and evaluation use it); each a multiple of the patch size; []: input_size only
+    resolution_schedule: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.input_size < 1:
@@ -41,5 +45,10 @@ class ImageDataConfig:
         check_format(self.format, self.root, self.labels)
         if self.demo not in ("photos", "lfw"):
             raise ValueError(f"data.demo: '{self.demo}' is not one of: photos, lfw")
+        if self.resolution_schedule and (self.resolution_schedule[-1] != self.input_size or
+                                         min(self.resolution_schedule) < 1):
+            raise ValueError(f"data.resolution_schedule: sizes >= 1 ending at data.input_size="
+                             f"{self.input_size} (pictures and evaluation use it), got "
+                             f"{list(self.resolution_schedule)}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("data.mean / data.std: three values each, std > 0")

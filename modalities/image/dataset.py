@@ -45,6 +45,11 @@ class ImageFolder(MimDataset):
     def describe(self, index: int) -> str:
         return str(self.files[index])
 
+    def at_shape(self, shape: tuple[int, ...]) -> "ImageFolder":
+        """The same files cropped to ``shape`` (3, H, W) (progressive resolution)."""
+        return ImageFolder(self.files, self.labels, self.transform.resized(shape[-1]),
+                           self.classes)
+
     def load(self, index: int, seed: int) -> tuple[torch.Tensor, int]:
         path = self.files[index]
         try:

@@ -9,6 +9,7 @@ or ``KEY.json`` (``{"label": N}``). Members that cannot be read or decoded raise
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 
@@ -35,6 +36,13 @@ class ImageShards(MimDataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def at_shape(self, shape: tuple[int, ...]) -> "ImageShards":
+        """The same items cropped to ``shape`` (3, H, W) (progressive resolution); the reader
+        is shared (one per worker process)."""
+        other = copy.copy(self)
+        other.transform = self.transform.resized(shape[-1])
+        return other
 
     def describe(self, index: int) -> str:
         return self.reader.describe(self.items[index], self.images[index])

@@ -11,6 +11,7 @@ bicubic on the decoded array rather than by PIL's resize, several times slower o
 """
 from __future__ import annotations
 
+import copy
 import math
 import random
 
@@ -77,6 +78,12 @@ class PretrainTransform:
         # (x / 255 - mean) / std as one multiply and one subtract
         self.gain = (1 / (255 * torch.tensor(cfg.std))).view(3, 1, 1)
         self.shift = (torch.tensor(cfg.mean) / torch.tensor(cfg.std)).view(3, 1, 1)
+
+    def resized(self, size: int) -> "PretrainTransform":
+        """The same augmentation with crops of ``size`` pixels a side."""
+        other = copy.copy(self)
+        other.size = size
+        return other
 
     def __call__(self, image: Image.Image | Picture, seed: int) -> torch.Tensor:
         """An RGB picture -> normalised tensor [3, size, size]."""

@@ -37,6 +37,9 @@ class OmniDataConfig:
             raise ValueError(f"data.image_weight: must be in (0, 1), got {self.image_weight}")
         if self.image_frames < 1:
             raise ValueError(f"data.image_frames: must be >= 1, got {self.image_frames}")
+        if self.image.resolution_schedule:  # image and video steps would need sizes in step
+            raise ValueError("data.image.resolution_schedule: not supported by modality=omni; "
+                             "valid: [] (with modality=image)")
 
     @property
     def root(self) -> str | None:  # for the run's log line
