@@ -7,7 +7,7 @@ computed in the source frame's coordinates so only the cropped square is convert
 resized (with antialiasing): the same picture, without scaling a full 1080p clip first. The
 boxes are drawn on the file's full frame size before decoding, and the decoder scales the frames
 down as far as every view's box keeps ``REDUCE_MARGIN`` pixels per output pixel (the image
-pipeline's rule): a 1080p clip cropped to 224 px is converted to RGB at about 540p.
+pipeline's rule): a 1080p clip cropped to 224 px is converted to RGB at about half size.
 All randomness comes from a ``random.Random`` seeded per clip, never a global RNG, so a resumed
 run sees exactly the same clips.
 """
@@ -176,6 +176,10 @@ class ClipSampler:
         if frames.shape[1] < 1 or frames.shape[2] < 1:
             raise UnreadableSample("frames of zero size")
         where = {index: row for row, index in enumerate(union)}
-        views = [self.transform(frames[[where[i] for i in window]], rng, video.frame_size)
-                 for window, rng in zip(windows, rngs)]
+        every = list(range(len(union)))
+        views = []
+        for window, rng in zip(windows, rngs):
+            rows = [where[i] for i in window]
+            clip = frames if rows == every else frames[rows]  # one view: no copy of the frames
+            views.append(self.transform(clip, rng, video.frame_size))
         return views[0] if len(views) == 1 else torch.stack(views)
