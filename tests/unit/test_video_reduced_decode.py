@@ -4,6 +4,7 @@ conversion) give the full decode's crop of the same box within 35 dB PSNR, the i
 pipeline's bound (tests/unit/test_image_pipeline.py) under the same ``REDUCE_MARGIN``."""
 from __future__ import annotations
 
+import os
 import random
 
 import av
@@ -16,6 +17,7 @@ from PIL import Image
 from mim.modalities.video.config import VideoDataConfig
 from mim.modalities.video.dataset import VideoDataset, VideoItem
 from mim.modalities.video.decode import open_video
+from mim.modalities.video.source import decoder_threads
 from mim.modalities.video.transforms import ClipSampler, ClipTransform
 from tests.reliability.hostile_media import _rotated
 from tests.unit.test_image_pipeline import psnr
@@ -110,3 +112,26 @@ def test_the_union_of_views_decodes_at_the_largest_resolution_any_view_needs(cli
     _, rngs = sampler.windows(3, 0, 16)
     needs = [sampler.transform.resolution(720, 960, rng) for rng in rngs]
     assert asked == [max(needs)] and len(set(needs)) > 1
+
+
+class Threads(torch.utils.data.Dataset):
+    """What an open video of each decoder is given, in whichever process reads it."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> tuple[int, int, int]:
+        with open_video(self.path, "pyav") as pyav, open_video(self.path, "decord") as video:
+            pyav_threads = pyav._stream.codec_context.thread_count
+            return decoder_threads(), pyav_threads, video._threads
+
+
+def test_decoder_threads_share_the_cores_among_the_loader_workers(clips):
+    cores = len(os.sched_getaffinity(0))
+    data = Threads(clips["landscape"])
+    assert data[0] == (cores, cores, cores)  # the main process: all of them
+    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=2)
+    assert {tuple(row) for row in loader} == {(max(1, cores // 2),) * 3}
