@@ -18,7 +18,7 @@ conversion), each decoder with ``decoder_threads()`` threads. Every failure beco
 ``NOT_VIDEO`` (cannot be opened), ``DAMAGED`` (frames fail to decode).
 
 torchcodec is not a ``data.decoder``: its PyPI wheel for torch 2.13 links CUDA torch and a
-system FFmpeg (README, "Video decoders").
+system FFmpeg (the README's "Video" section says which).
 """
 from __future__ import annotations
 

@@ -133,5 +133,8 @@ def test_decoder_threads_share_the_cores_among_the_loader_workers(clips):
     cores = len(os.sched_getaffinity(0))
     data = Threads(clips["landscape"])
     assert data[0] == (cores, cores, cores)  # the main process: all of them
-    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=2)
+    # spawned, not forked: a worker forked from this process, which has decoded with several
+    # threads in the tests before, once hung starting up
+    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=2, timeout=120,
+                                         multiprocessing_context="spawn")
     assert {tuple(row) for row in loader} == {(max(1, cores // 2),) * 3}
