@@ -30,8 +30,9 @@ class FinetuneClipTransform(ClipTransform):
         self.randaug = randaugment(cfg.randaug, cfg.input_size, cfg.mean) if cfg.randaug else None
         self.reprob = cfg.reprob
 
-    def __call__(self, frames: np.ndarray | torch.Tensor, rng: random.Random) -> torch.Tensor:
-        square = self.crop_flip(frames, rng)  # [T, 3, size, size] uint8
+    def __call__(self, frames: np.ndarray | torch.Tensor, rng: random.Random,
+                 full: tuple[int, int] | None = None) -> torch.Tensor:
+        square = self.crop_flip(frames, rng, full)  # [T, 3, size, size] uint8
         if self.randaug is not None:
             seed = rng.getrandbits(32)
             pictures = []

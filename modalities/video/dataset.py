@@ -88,7 +88,7 @@ class VideoDataset(MimDataset):
                                            f"video ({duration:.2f} s)", PAST_END)
                 first = math.floor(item.start * video.fps + 1e-6)
                 end = min(end, math.ceil(item.end * video.fps - 1e-6))
-            x = self.sampler(video.read, seed, first, end)
+            x = self.sampler(video, seed, first, end)
         return x, item.label, padding(end - first, self.cfg.num_frames, self.cfg.sampling_rate)
 
 

@@ -34,8 +34,9 @@ import torch
 
 from mim.data import UnreadableSample
 from mim.modalities.video.config import VideoDataConfig
-from mim.modalities.video.decode import (DAMAGED, NOT_VIDEO, PAST_END, _check_file, _decord_reason,
-                                         _is_gif, _short, kind_of, resolve_decoder)
+from mim.modalities.video.decode import _decord_reason, _is_gif, resolve_decoder
+from mim.modalities.video.source import (DAMAGED, NOT_VIDEO, PAST_END, check_file, kind_of)
+from mim.modalities.video.source import short as _short
 from mim.modalities.video.transforms import padding, too_short
 
 _pv = None
@@ -72,7 +73,7 @@ def _fps(video) -> float:
 def open_encoded(path: Path, decoder: str):
     """``EncodedVideo`` for ``path`` (no audio); ``UnreadableSample`` with the reason."""
     EncodedVideo, _, _ = pytorchvideo()
-    _check_file(path)
+    check_file(path)
     decoder = resolve_decoder(decoder)  # decord imported (and quietened) or PyAV instead
     decoder = "pyav" if _is_gif(path) else decoder
     try:

@@ -4,7 +4,10 @@ Temporal: ``num_frames`` indices every ``sampling_rate`` frames from a uniformly
 (VideoMAE / MAE-ST). Spatial: pytorchvideo's ``random_short_side_scale`` + ``random_crop``
 (short side to a random size in ``[min_scale, max_scale] x input_size``, then a random square),
 computed in the source frame's coordinates so only the cropped square is converted to float and
-resized (with antialiasing): the same picture, without scaling a full 1080p clip first.
+resized (with antialiasing): the same picture, without scaling a full 1080p clip first. The
+boxes are drawn on the file's full frame size before decoding, and the decoder scales the frames
+down as far as every view's box keeps ``REDUCE_MARGIN`` pixels per output pixel (the image
+pipeline's rule): a 1080p clip cropped to 224 px is converted to RGB at about half size.
 All randomness comes from a ``random.Random`` seeded per clip, never a global RNG, so a resumed
 run sees exactly the same clips.
 """
@@ -17,7 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from mim.data import UnreadableSample
+from mim.modalities.image.transforms import REDUCE_MARGIN
 from mim.modalities.video.config import VideoDataConfig
+from mim.modalities.video.source import Video
 
 
 def too_short(available: int, num_frames: int, sampling_rate: int) -> UnreadableSample:
@@ -101,19 +106,35 @@ class ClipTransform:
         self.gain = (1.0 / (255.0 * std)).float()  # [3, 1, 1, 1]
         self.shift = (-mean / std).float()  # [3, 1, 1, 1]
 
-    def __call__(self, frames: np.ndarray | torch.Tensor, rng: random.Random) -> torch.Tensor:
-        return self.normalise(self.crop_flip(frames, rng))
+    def __call__(self, frames: np.ndarray | torch.Tensor, rng: random.Random,
+                 full: tuple[int, int] | None = None) -> torch.Tensor:
+        return self.normalise(self.crop_flip(frames, rng, full))
 
-    def crop_flip(self, frames: np.ndarray | torch.Tensor, rng: random.Random) -> torch.Tensor:
-        """uint8 [T, H, W, 3] -> the resized, maybe flipped square [T, 3, size, size], uint8."""
-        frames = torch.as_tensor(frames)  # [T, H, W, 3] uint8
-        _, height, width, _ = frames.shape
+    def resolution(self, height: int, width: int, rng: random.Random) -> float:
+        """The least resolution (decoded pixels per pixel of the file) the view ``rng`` will
+        draw needs of a ``height`` x ``width`` video: its box keeps ``REDUCE_MARGIN`` pixels per
+        output pixel. Drawn on a copy: ``rng`` itself is left for the crop."""
+        probe = random.Random()
+        probe.setstate(rng.getstate())
+        side = crop_box(height, width, self.size, self.scale, probe)[2]
+        return min(1.0, REDUCE_MARGIN * self.size / side)
+
+    def crop_flip(self, frames: np.ndarray | torch.Tensor, rng: random.Random,
+                  full: tuple[int, int] | None = None) -> torch.Tensor:
+        """uint8 [T, h, w, 3] -> the resized, maybe flipped square [T, 3, size, size], uint8.
+        ``full``: the file's (height, width) when the frames were decoded smaller; the box is
+        drawn on it and scaled to the frames."""
+        frames = torch.as_tensor(frames)  # [T, h, w, 3] uint8
+        _, h, w, _ = frames.shape
+        height, width = full or (h, w)
         top, left, side = crop_box(height, width, self.size, self.scale, rng)
-        square = frames[:, top:top + side, left:left + side]  # [T, side, side, 3]
-        square = square.permute(0, 3, 1, 2)  # [T, 3, side, side], channels-last in memory
-        if side != self.size:
+        rows = slice(round(top * h / height), round((top + side) * h / height))
+        cols = slice(round(left * w / width), round((left + side) * w / width))
+        square = frames[:, rows, cols]  # [T, side', side', 3]
+        square = square.permute(0, 3, 1, 2)  # [T, 3, side', side'], channels-last in memory
+        if square.shape[-2:] != (self.size, self.size):
             square = F.interpolate(square, size=(self.size, self.size), mode="bilinear",
-                                   align_corners=False, antialias=side > self.size)
+                                   align_corners=False, antialias=square.shape[-1] > self.size)
         if rng.random() < self.hflip:
             square = square.flip(-1)
         return square
@@ -141,16 +162,24 @@ class ClipSampler:
                                 self.cfg.pad_short) for r in rngs]
         return windows, rngs
 
-    def __call__(self, read, seed: int, first: int, end: int) -> torch.Tensor:
-        """``read(indices) -> uint8 [N, H, W, 3]``; returns [3, T, S, S] or [K, 3, T, S, S]."""
+    def __call__(self, video: Video, seed: int, first: int, end: int) -> torch.Tensor:
+        """Views of ``video`` (frames ``[first, end)``): [3, T, S, S] or [K, 3, T, S, S]."""
         windows, rngs = self.windows(seed, first, end)
         union = sorted({i for window in windows for i in window})
-        frames = read(union)  # [U, H, W, 3]
+
+        def resolution(height: int, width: int) -> float:  # one decode serves every view
+            return max(self.transform.resolution(height, width, rng) for rng in rngs)
+
+        frames = video.read(union, resolution)  # [U, h, w, 3]
         if frames.ndim != 4 or frames.shape[0] != len(union) or frames.shape[-1] != 3:
             raise UnreadableSample(f"decoder returned frames of shape {tuple(frames.shape)}")
         if frames.shape[1] < 1 or frames.shape[2] < 1:
             raise UnreadableSample("frames of zero size")
         where = {index: row for row, index in enumerate(union)}
-        views = [self.transform(frames[[where[i] for i in window]], rng)
-                 for window, rng in zip(windows, rngs)]
+        every = list(range(len(union)))
+        views = []
+        for window, rng in zip(windows, rngs):
+            rows = [where[i] for i in window]
+            clip = frames if rows == every else frames[rows]  # one view: no copy of the frames
+            views.append(self.transform(clip, rng, video.frame_size))
         return views[0] if len(views) == 1 else torch.stack(views)

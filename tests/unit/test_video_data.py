@@ -132,7 +132,8 @@ def test_repeat_gives_k_different_views_from_one_decoding(videos, monkeypatch):
     reads = []
     original = decode.DecordVideo.read
     monkeypatch.setattr(decode.DecordVideo, "read",
-                        lambda self, idx: reads.append(list(idx)) or original(self, idx))
+                        lambda self, idx, *size: reads.append(list(idx)) or original(self, idx,
+                                                                                     *size))
     x, _ = ds.load(0, seed=5)
     assert x.shape == (cfg.repeat, 3, 4, 32, 32)
     assert len(reads) == 1  # the union of the three windows, decoded once
