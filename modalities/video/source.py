@@ -58,11 +58,16 @@ def decoder_threads() -> int:
     workers. Every worker decodes a video of its own at the same time, so threads beyond
     cores / workers only take turns on the same cores (and each of FFmpeg's frame threads holds
     frames); with as many workers as cores, one thread each decodes the most clips per second.
-    In the main process (``train.num_workers=0``) the step waits for the data: all cores."""
+    In the main process one: it decodes the pictures' fixed clips and then forks the loader's
+    workers, and a worker forked from a process that had decoded with FFmpeg's frame threads
+    has hung at start-up here (``bench/RESULTS.md``, figure 5); ``train.num_workers=0`` is for
+    debugging, where the speed of decoding matters less than never hanging."""
+    info = get_worker_info()
+    if info is None:
+        return 1
     affinity = getattr(os, "sched_getaffinity", None)
     cores = len(affinity(0)) if affinity else os.cpu_count() or 1
-    info = get_worker_info()
-    return max(1, cores // (info.num_workers if info is not None else 1))
+    return max(1, cores // info.num_workers)
 
 
 def check_file(path: Path) -> None:
