@@ -20,7 +20,7 @@ from bench.harness import Row, Settings, machine, precisions, table
 from mim.engine import compiling
 
 FIGURES = ("image", "video", "paper", "data", "pipeline", "shards", "memory", "resolution",
-           "gpu")
+           "feed", "gpu")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -109,6 +109,9 @@ def run_figure(figure: str, settings: Settings, args: argparse.Namespace) -> lis
     if figure == "resolution":
         from bench import resolution
         return resolution.run(settings)
+    if figure == "feed":
+        from bench import feed
+        return feed.run(settings)
     if figure == "memory":
         from bench import memory
         return memory.run(settings)

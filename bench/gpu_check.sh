@@ -20,11 +20,12 @@
 #      metrics-fp16.jsonl must report loss_scale and overflow_steps);
 #   6. the same under backend=deepspeed (ZeRO-2, DeepSpeed's fp16 loss scale; not in the quick
 #      check: DeepSpeed runs fp16 on CUDA only here);
-#   7. `python -m bench --only image --compile blocks,model`: figures 1-2 at batch 64.
+#   7. `python -m bench --only feed`: figure 11, cores per accelerator, and GPU JPEG decoding;
+#   8. `python -m bench --only image --compile blocks,model`: figures 1-2 at batch 64.
 # MIM_CHECK_SKIP=bench-gpu,bench-image leaves those parts out (a second call of a session).
-# Everything goes to $OUT (check.log, bench-gpu.json, bench-image.json, the demo run's metrics,
-# derived values and last picture, the fp16 run's metrics); the exit status is the number of
-# parts that failed. Record the device with every figure in bench/RESULTS.md. PY picks the
+# Everything goes to $OUT (check.log, bench-gpu.json, bench-feed.json, bench-image.json, the
+# demo run's metrics, derived values and last picture, the fp16 runs' metrics); the exit status
+# is the number of parts that failed. Record the device with every figure in bench/RESULTS.md. PY picks the
 # interpreter (default python3; a relative path is taken from the repository root). On a machine
 # without CUDA the same parts run on the CPU, which checks this script
 # (tests/e2e/test_gpu_check.py), and figure 6 is left out.
@@ -171,6 +172,7 @@ cp "$RUNS/eager/derived.json" "$OUT/derived-eager.json" 2>/dev/null
 picture=$(ls "$RUNS"/eager/pictures/*.png 2>/dev/null | tail -1)
 [ -n "$picture" ] && cp "$picture" "$OUT/picture.png"
 
+part bench-feed 120 "$PY" -m bench --only feed "${bench_size[@]}" --json "$OUT/bench-feed.json"
 part bench-image 300 "$PY" -m bench --only image "${bench_size[@]}" --compile blocks,model \
     --json "$OUT/bench-image.json"
 grep "^|" "$LOG" | tail -30

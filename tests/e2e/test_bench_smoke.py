@@ -28,7 +28,7 @@ def test_bench_quick_prints_the_table(tmp_path):
     assert "| figure | value | goal | met | measured |" in proc.stdout
     rows = json.loads(out.read_text())["rows"]
     figures = {row["figure"].split(".")[0] for row in rows}
-    assert {"1", "2", "3", "4", "5", "7", "8", "9", "10a", "10b"} <= figures, figures
+    assert {"1", "2", "3", "4", "5", "7", "8", "9", "10a", "10b", "11"} <= figures, figures
     assert all(row["value"] == row["value"] for row in rows)  # no NaN
     assert json.loads(out.read_text())["machine"]["torch"]
 
@@ -38,7 +38,7 @@ def test_bench_rejects_an_unknown_figure():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert ("unknown figure 'imagez'; valid: image, video, paper, data, pipeline, shards, memory, "
-            "resolution, gpu") in proc.stderr
+            "resolution, feed, gpu") in proc.stderr
 
 
 @pytest.mark.parametrize("native", ["0", "1"])

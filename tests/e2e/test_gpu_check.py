@@ -56,6 +56,8 @@ def test_every_part_passes_from_the_scratch_install(tmp_path):
     assert "== compile-blocks: exit 0" in log
     assert "== fp16: exit 0" in log
     assert "deepspeed-fp16: not run in the quick check" in log  # CUDA only
+    feed = json.loads((out / "bench-feed.json").read_text())["rows"]  # figure 11 (CPU: 1 row)
+    assert [row["figure"][:26] for row in feed] == ["11. cores per accelerator:"]
     # the fp16 demo ran under the dynamic loss scale, and said so in its metrics
     assert "== fp16: exit 0" in log
     fp16 = [json.loads(line) for line in (out / "metrics-fp16.jsonl").open()]
