@@ -73,7 +73,7 @@ def test_help_and_unknown_command(cli) -> None:
     result = cli.run("frobnicate")
     assert result.returncode == 2
     assert result.stderr.strip() == ("mim: unknown command 'frobnicate'; valid: train, plugins, "
-                                     "eval, visualize, convert")
+                                     "eval, visualize, convert, data")
 
 
 # (overrides, text the one error line must contain)
