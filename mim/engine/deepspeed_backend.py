@@ -5,8 +5,8 @@ DeepSpeed is imported inside the methods, never at module level: the core must i
 (``mim-pretrain[deepspeed]``); choosing this backend without it is a one-line config error.
 The engine owns gradient accumulation, gradient clipping, bf16 or fp16 master weights, fp16's
 dynamic loss scale and the sharded checkpoint; this class only maps mim's settings onto its config
-and the Backend contract onto its methods. On a CPU machine DeepSpeed picks gloo and JIT-compiles
-a shared-memory comm op on first use (cached in ``TORCH_EXTENSIONS_DIR``).
+and the Backend contract onto its methods. On a CPU machine DeepSpeed picks gloo; its
+shared-memory comm op is not built (``_skip_inference_comm_op``).
 
 fp16: DeepSpeed's own loss scale skips overflows (and, unlike torch, the schedule's step); on
 most CPUs DeepSpeed cannot run it (``mim/engine/scaler.py``, ``deepspeed_fp16``).
@@ -32,11 +32,24 @@ from mim.engine import compiling
 from mim.engine.backend import STATE_FILE, Backend, local_device
 from mim.engine.checkpoint import fsync_tree
 from mim.engine.ds_universal import LAYOUT, TAG
+from mim.engine.ds_wrapping import Runner, TupleOutput, handled_output_warning
 from mim.engine.scaler import deepspeed_fp16
-from mim.model import MAEOutput
 from mim.registry import BACKENDS
 
 _NEVER = 2**31 - 1  # steps_per_print: mim logs progress itself
+
+
+def _skip_inference_comm_op() -> None:
+    """DeepSpeed's comm layer JIT-compiles a shared-memory op where the accelerator is the CPU: a
+    C++ build of about a minute in each new environment, which also needs a compiler. The op
+    serves only ``inference_all_reduce`` (tensor-parallel inference), never a training
+    collective, so it is marked unavailable, as DeepSpeed marks an op its machine cannot build."""
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")  # None off the CPU
+    if builder is not None:
+        deepspeed.ops.__compatible_ops__[builder.NAME] = False
 
 
 @BACKENDS.register("deepspeed")
@@ -129,18 +142,19 @@ class DeepSpeedBackend(Backend):
                 lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambdas))
         else:
             params, client_optimizer, client_scheduler = None, optimizer, scheduler
-        logging.getLogger("DeepSpeed").addFilter(_handled_output_warning)
+        logging.getLogger("DeepSpeed").addFilter(handled_output_warning)
+        _skip_inference_comm_op()
         if self.compile == "blocks":
             compiling.compile_blocks(model)
-        self.root = _TupleOutput(model)
-        for param in model.parameters(recurse=False):  # e.g. mask_token: see _TupleOutput
+        self.root = TupleOutput(model)
+        for param in model.parameters(recurse=False):  # e.g. mask_token: see TupleOutput
             deepspeed.zero.register_external_parameter(self.root, param)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=self.root, optimizer=client_optimizer, model_parameters=params,
             lr_scheduler=client_scheduler, config=self._ds_config(optimizer))
         if self.compile == "model":
             self.engine.compile()
-        self.runner = _Runner(self.engine, self.root)
+        self.runner = Runner(self.engine, self.root)
         return self.runner
 
     @property
@@ -256,44 +270,3 @@ class DeepSpeedBackend(Backend):
             raise FileNotFoundError(f"no DeepSpeed checkpoint in {directory / TAG}")
         self.micro_step = self.engine.global_steps * self.accum_steps
         return client["client"]
-
-
-class _TupleOutput(nn.Module):
-    """The model as ZeRO-3 can follow it through backward.
-
-    ZeRO-3 gathers a module's weight shards again for backward through hooks on the tensors the
-    module returns, and finds them only in tuples, lists and dicts; mim's model returns a
-    dataclass (``MAEOutput``), so the weights owned by the model itself (``mask_token``,
-    ``cls_token``; its blocks are modules of their own) would stay sharded when their gradients
-    arrive. This root returns the fields as a tuple, and those weights are registered as its
-    external parameters (``deepspeed.zero.register_external_parameter``): gathered before its
-    backward starts. Other stages ignore both.
-    """
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.output_type: type | None = None
-
-    def forward(self, *args: Any) -> tuple:
-        out = self.model(*args)
-        self.output_type = type(out)
-        return tuple(getattr(out, f.name) for f in dataclasses.fields(out))
-
-
-def _handled_output_warning(record: logging.LogRecord) -> bool:
-    """Drops ZeRO-3's warning that it cannot see into ``MAEOutput``: _TupleOutput handles it."""
-    return f"<class '{MAEOutput.__module__}.{MAEOutput.__qualname__}'>" not in record.getMessage()
-
-
-class _Runner(nn.Module):
-    """What the loop calls: the engine, with the model's output type restored."""
-
-    def __init__(self, engine: nn.Module, root: _TupleOutput):
-        super().__init__()
-        self.engine, self.root = engine, root
-
-    def forward(self, *args: Any) -> Any:
-        values = self.engine(*args)
-        return self.root.output_type(*values)
-

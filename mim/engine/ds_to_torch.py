@@ -39,7 +39,7 @@ def _read(folder: Path, key: str) -> torch.Tensor:
 
 def _state(out: Path, module: nn.Module, accum_steps: int) -> dict[str, Any]:
     """The torch backend's state from the universal checkpoint ``out``."""
-    # the engine wrapped the model in a root module (deepspeed_backend._TupleOutput: "model.")
+    # the engine wrapped the model in a root module (ds_wrapping.TupleOutput: "model.")
     zero = out / "zero"
     model = module.state_dict()
     for name, param in module.named_parameters():

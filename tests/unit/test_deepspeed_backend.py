@@ -33,6 +33,25 @@ def batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.stack([torch.randperm(16, generator=g) < 12 for _ in range(2)])
 
 
+def test_training_compiles_no_comm_op(fresh_group, tmp_path, monkeypatch) -> None:
+    """DeepSpeed's comm layer would JIT-compile its shared-memory op here (the CPU accelerator):
+    a C++ build of about a minute in each new environment, for inference only. The backend
+    marks it unavailable, so nothing is built and training's collectives are torch's."""
+    import deepspeed.comm.comm as ds_comm
+    from mim.engine.deepspeed_backend import DeepSpeedBackend
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # where a build would go
+    model = mim.create_model("mae_vit_tiny_patch16", **TINY)
+    optimizer = build_adamw(model, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05)
+    backend = DeepSpeedBackend(batch_size=2, config=DeepSpeedBackend.Config(zero_stage=2))
+    runner = backend.setup(model, optimizer, cosine_schedule(optimizer, 2, 10))
+    backend.backward(runner(*batch(1)).loss)
+    backend.step()
+    assert backend.engine.global_steps == 1
+    assert ds_comm.cdb is not None and ds_comm.cdb.shm_comm_op is None
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("stage", [0, 3])
 def test_state_dict_is_the_whole_model_and_loads_back(fresh_group, stage: int) -> None:
     from mim.engine.deepspeed_backend import DeepSpeedBackend
