@@ -11,8 +11,10 @@ No run compiles anything: the backend skips DeepSpeed's shared-memory comm op on
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -54,6 +56,26 @@ def runs(module_cli, tmp_path_factory) -> Callable[..., list[dict]]:
     return run
 
 
+@pytest.fixture(scope="module")
+def stopped(module_cli, runs) -> Callable[..., Path]:
+    """``stopped(name, *overrides)``: a new copy of a run stopped after 4 of COMMON's 8 steps,
+    that run trained once per module; each test resumes a copy of its own."""
+    trained: set[str] = set()
+    copies = itertools.count()
+
+    def copy(name: str, *overrides: str) -> Path:
+        source = runs.root / f"{name}-at-4"
+        if name not in trained:
+            module_cli.train(source, *COMMON, *overrides, "train.max_steps=4",
+                             timeout=DS_TIMEOUT)
+            trained.add(name)
+        target = runs.root / f"{name}-from-4-{next(copies)}"
+        shutil.copytree(source, target, symlinks=True)  # the `last` link is relative
+        return target
+
+    return copy
+
+
 def assert_same_curve(got: list[dict], want: list[dict], rtol: float) -> None:
     assert [r["step"] for r in got] == list(range(1, 9))
     assert [r["step"] for r in want] == list(range(1, 9))
@@ -80,10 +102,9 @@ def test_zero_two_processes_match_one(runs, stage: int) -> None:
 
 
 @pytest.mark.parametrize("stage", [2, 3])
-def test_zero_resume_continues_identically(runs, module_cli, stage: int) -> None:
+def test_zero_resume_continues_identically(runs, stopped, module_cli, stage: int) -> None:
     straight = runs(f"zero{stage}", *zero(stage), *TWO)
-    run = runs.root / f"zero{stage}-stopped"
-    module_cli.train(run, *COMMON, *zero(stage), *TWO, "train.max_steps=4", timeout=DS_TIMEOUT)
+    run = stopped(f"zero{stage}", *zero(stage), *TWO)
     assert [p.name for p in (run / "checkpoints").glob("step_*")] == ["step_00000004"]
     assert (run / "checkpoints" / "step_00000004" / "ds").is_dir()  # DeepSpeed's shards
 
@@ -93,7 +114,7 @@ def test_zero_resume_continues_identically(runs, module_cli, stage: int) -> None
     assert_same_curve(module_cli.metrics(run), straight, rtol=0)
 
 
-def test_zero_resumes_on_another_stage_and_process_count(runs, module_cli) -> None:
+def test_zero_resumes_on_another_stage_and_process_count(runs, stopped, module_cli) -> None:
     """2 processes ZeRO-3, then 1 process ZeRO-3, then 2 processes ZeRO-2 (DeepSpeed's universal
     checkpoint re-shards, mim/engine/ds_universal.py), the global batch kept at 8. The step
     count, schedule and samples continue, and the whole curve equals the uninterrupted one up to
@@ -101,9 +122,8 @@ def test_zero_resumes_on_another_stage_and_process_count(runs, module_cli) -> No
     AdamW's moments, its step count and each group's settings come through exactly. With one
     step count shared by the two AdamW groups (counted twice per step, see ds_universal.py) the
     curve was 8.9e-4 relative off by step 8; a lost moment is far more."""
-    run = runs.root / "reshaped"
-    legs = [(zero(3) + TWO, 4), (zero(3) + ONE, 6), (zero(2) + TWO, 8)]
-    for overrides, steps in legs:
+    run = stopped("zero3", *zero(3), *TWO)  # the first leg
+    for overrides, steps in [(zero(3) + ONE, 6), (zero(2) + TWO, 8)]:
         result = module_cli.train(run, *COMMON, *overrides, f"train.max_steps={steps}",
                                   timeout=DS_TIMEOUT)
     log = (run / "train.log").read_text()

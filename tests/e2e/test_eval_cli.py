@@ -64,20 +64,28 @@ def test_three_protocols_write_their_results(module_cli, image_run, cache) -> No
     assert m["trained_params"] == (12 * 48 * 48 + 13 * 48) + 2 * 48 + (48 * 2 + 2)
 
 
+# fine-tuning that compiled runs can match: no drop path and no mixup (their draws come from
+# other generators once compiled)
+FINETUNE = ["finetune.epochs=2", "finetune.batch_size=16", "finetune.eval_every=1",
+            "finetune.drop_path=0", "finetune.mixup=0", "finetune.cutmix=0", "finetune.ema=true"]
+
+
+@pytest.fixture(scope="module")
+def eager_finetuning(module_cli, image_run, cache, tmp_path_factory) -> dict:
+    """The metrics of eager fine-tuning with FINETUNE, run once for the compiled modes."""
+    out = tmp_path_factory.mktemp("eager") / "finetune.json"
+    return _eval(module_cli, "finetune", f"run.dir={image_run}", *FINETUNE, f"eval.out={out}",
+                 env=cache)["metrics"]
+
+
 @pytest.mark.parametrize("mode", ["blocks", "model"])
 def test_compiled_finetuning_trains_like_eager(module_cli, image_run, cache, mode,
-                                               tmp_path: Path) -> None:
-    """finetune.compile: the same history as eager fine-tuning up to float rounding (no drop
-    path and no mixup: their draws come from other generators once compiled)."""
-    common = [f"run.dir={image_run}", "finetune.epochs=2", "finetune.batch_size=16",
-              "finetune.eval_every=1", "finetune.drop_path=0", "finetune.mixup=0",
-              "finetune.cutmix=0", "finetune.ema=true"]
-    eager = _eval(module_cli, "finetune", *common, f"eval.out={tmp_path / 'eager'}",
-                  env=cache)["metrics"]
-    result = _eval(module_cli, "finetune", *common, f"finetune.compile={mode}",
-                   f"eval.out={tmp_path / mode}", env=cache)
+                                               eager_finetuning, tmp_path: Path) -> None:
+    """finetune.compile: the same history as eager fine-tuning up to float rounding."""
+    result = _eval(module_cli, "finetune", f"run.dir={image_run}", *FINETUNE,
+                   f"finetune.compile={mode}", f"eval.out={tmp_path / mode}", env=cache)
     assert result["finetune"]["compile"] == mode
-    compiled = result["metrics"]
+    compiled, eager = result["metrics"], eager_finetuning
     for got, want in zip(compiled["history"], eager["history"], strict=True):
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-4), (got, want)
         assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-4), (got, want)

@@ -67,7 +67,16 @@ def xla_python() -> Path:
     return python
 
 
-def test_xla_trains_and_torch_resumes(cli, tmp_path, xla_python, load_state):
+@pytest.fixture(scope="module")
+def torch_run(module_cli, tmp_path_factory) -> Path:
+    """The uninterrupted ``backend=torch`` run (main venv) every XLA run is held to, trained once:
+    7 steps, checkpoints at 5 and 7; its first 5 steps are a 5-step run's (one schedule)."""
+    run = tmp_path_factory.mktemp("torch") / "run"
+    module_cli.train(run, "backend=torch", *COMMON[1:], "train.max_steps=7")
+    return run
+
+
+def test_xla_trains_and_torch_resumes(cli, tmp_path, xla_python, load_state, torch_run):
     run = tmp_path / "xla"
     cli.train(run, "backend=xla", *COMMON, python=xla_python, env=XLA_ENV)
     losses = [r["loss"] for r in cli.metrics(run)]
@@ -81,11 +90,9 @@ def test_xla_trains_and_torch_resumes(cli, tmp_path, xla_python, load_state):
     assert all(t.device.type == "cpu" for t in state["model"].values())
 
     # the same run under backend=torch in the main venv: the same curve up to float rounding
-    reference = tmp_path / "torch"
-    cli.train(reference, "backend=torch", *COMMON)
-    want = [r["loss"] for r in cli.metrics(reference)]
+    want = [r["loss"] for r in cli.metrics(torch_run)][:STEPS]
     assert losses == pytest.approx(want, rel=RTOL), (losses, want)
-    ref_state = load_state(reference / "checkpoints" / "step_00000005")
+    ref_state = load_state(torch_run / "checkpoints" / "step_00000005")
     assert_same_weights(state["model"], ref_state["model"])
 
     # resumed by backend=torch in the main venv (torch 2.13) and finished
@@ -106,7 +113,8 @@ def test_xla_without_torch_xla_is_a_config_error(cli, tmp_path):
 
 
 @pytest.mark.parametrize("sharding", ["data", "fsdp"])
-def test_xla_spmd_matches_one_device_and_resumes_sharded(cli, tmp_path, xla_python, sharding):
+def test_xla_spmd_matches_one_device_and_resumes_sharded(cli, tmp_path, xla_python, sharding,
+                                                         torch_run):
     """SPMD over 4 devices: the same loss curve as one torch process (the global batch is the
     same 8 clips, split 2 per device); weights really split under fsdp (read back from the
     runtime); a sharded checkpoint (torch.distributed.checkpoint, one file per host) resumes
@@ -127,12 +135,10 @@ def test_xla_spmd_matches_one_device_and_resumes_sharded(cli, tmp_path, xla_pyth
     losses = [r["loss"] for r in cli.metrics(run)]
     assert [r["step"] for r in cli.metrics(run)] == list(range(1, 8))
 
-    reference = tmp_path / "torch"
-    cli.train(reference, "backend=torch", *COMMON[1:], "train.max_steps=7")
-    want = [r["loss"] for r in cli.metrics(reference)]
+    want = [r["loss"] for r in cli.metrics(torch_run)]
     assert losses == pytest.approx(want, rel=RTOL), (losses, want)
     if sharding == "fsdp":
-        read_in_main_venv(cli, run, reference, tmp_path)
+        read_in_main_venv(cli, run, torch_run, tmp_path)
 
 
 def read_in_main_venv(cli, run: Path, reference: Path, tmp_path: Path) -> None:
