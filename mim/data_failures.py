@@ -110,15 +110,30 @@ class ItemReports:
             raise too_many(self.unreadable, skipped, attempts, limit)
 
 
+def _raised_in_the_loader(exc: BaseException) -> bool:
+    """Whether ``exc`` passed through torch's DataLoader (``torch/utils/data``) on its way up."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if "/torch/utils/data/" in tb.tb_frame.f_code.co_filename.replace("\\", "/"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def loader_failure(exc: BaseException) -> str | None:
     """The DataLoader's own message when ``exc`` (or an exception it was raised while handling)
-    is a dead or stuck worker, else None."""
+    is a dead or stuck worker, else None. A worker that dies while it hands a batch over can
+    break the connection before the DataLoader sees it dead: the ConnectionError or EOFError of
+    reading that batch is the same failure."""
     seen: BaseException | None = exc
     while seen is not None:
         text = str(seen).strip()
         if isinstance(seen, RuntimeError) and text.startswith(("DataLoader worker",
                                                                "DataLoader timed out")):
             return text
+        if isinstance(seen, (ConnectionError, EOFError)) and _raised_in_the_loader(seen):
+            return (f"DataLoader worker connection lost ({type(seen).__name__}: "
+                    f"{text or 'no message'}): a worker exited while handing over a batch")
         seen = seen.__cause__ or seen.__context__
     return None
 

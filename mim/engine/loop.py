@@ -122,9 +122,10 @@ class Trainer:
         try:
             with subnormals_flushed():
                 return self._fit()
-        except RuntimeError as exc:
+        except (RuntimeError, ConnectionError, EOFError) as exc:
             # torch's DataLoader reports a dead or stuck worker as a RuntimeError, raised from
-            # its SIGCHLD handler wherever the main thread is (even inside optimizer.step)
+            # its SIGCHLD handler wherever the main thread is (even inside optimizer.step), or
+            # the batch's broken connection first (mim/data_failures.py, loader_failure)
             stop = data_stop(exc, self.state.step + 1, self.checkpoints.latest())
             if stop is None:
                 raise

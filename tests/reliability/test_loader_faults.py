@@ -22,7 +22,9 @@ def test_killed_loader_worker_stops_the_run_cleanly(cli, tmp_path):
     assert result.returncode == 1, cli.describe(result)
     assert "Traceback" not in result.stderr, cli.describe(result)
     assert "data loading failed before step" in result.stderr, cli.describe(result)
-    assert "exited unexpectedly" in result.stderr or "killed by signal" in result.stderr
+    # torch's words for the dead worker, or (when the worker dies handing a batch over) ours
+    assert any(words in result.stderr for words in (
+        "exited unexpectedly", "killed by signal", "a worker exited while handing over a batch"))
     latest = Checkpoints(run / "checkpoints").latest()
     assert latest is not None and latest.name in result.stderr
     resumed = cli.train(run, *RUN)  # no fault: the same command finishes the run

@@ -187,6 +187,32 @@ def test_a_loader_worker_stop_is_one_line_again():
         "pad them; " + FIX_FILES)
 
 
+def test_a_worker_gone_while_handing_over_a_batch_is_a_loader_stop(monkeypatch):
+    """A worker killed mid-batch can break the connection before the DataLoader sees it dead:
+    the ConnectionError then comes from its queue, and stops the run as a dead worker does."""
+    loader = DataLoader(SeededView(Kinds(6)), batch_size=2, num_workers=1,
+                        sampler=StreamSampler(6, 0, 2), collate_fn=lambda samples: samples)
+    batches = iter(loader)
+    try:
+        def broken(*args, **kwargs):
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+        monkeypatch.setattr(batches._data_queue, "get", broken)
+        with pytest.raises(ConnectionResetError) as err:
+            next(batches)  # the worker is alive: torch passes the error on as it is
+    finally:
+        batches._shutdown_workers()
+    stop = data_stop(err.value, 5, "step_00000004")
+    assert str(stop).startswith(
+        "data loading failed before step 5: DataLoader worker connection lost "
+        "(ConnectionResetError: [Errno 104] Connection reset by peer): a worker exited while "
+        "handing over a batch; the last checkpoint (step_00000004) is intact"), stop
+    try:  # the same error from anything else is not the loader's
+        raise ConnectionResetError(104, "Connection reset by peer")
+    except ConnectionResetError as elsewhere:
+        assert data_stop(elsewhere, 5, None) is None
+
+
 def test_sample_seed_is_stable_and_distinct():
     assert sample_seed(0, 1, 2) == sample_seed(0, 1, 2)
     values = {sample_seed(s, e, p, stream) for s in range(2) for e in range(2)
