@@ -26,7 +26,7 @@ from mim.convert.common import ConvertError, plural
 from mim.engine.ds_universal import LAYOUT, TAG
 
 MODEL_STATES = "mp_rank_00_model_states.pt"  # ZeRO 0-2: the one model-states file (rank 0)
-PREFIX = "model."  # the backend hands DeepSpeed the model wrapped in ds_wrapping.TupleOutput (.model)
+PREFIX = "model."  # DeepSpeed gets the model wrapped in ds_wrapping.TupleOutput (.model)
 
 
 def deepspeed_folder(folder: Path) -> Path | None:

@@ -14,7 +14,6 @@ most CPUs DeepSpeed cannot run it (``mim/engine/scaler.py``, ``deepspeed_fp16``)
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib.util
 import json
 import logging
