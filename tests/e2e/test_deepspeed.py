@@ -6,8 +6,8 @@ gradients, so the loss curves agree up to float32 rounding. The learning rate is
 warmup (``optim.min_lr`` = ``optim.lr``): a run stopped with ``max_steps=4`` then resumed with
 ``max_steps=8`` then has the same schedule as one run of 8 steps.
 
-No run compiles anything: the backend skips DeepSpeed's shared-memory comm op on a CPU (see
-``tests/unit/test_deepspeed_backend.py``), which took 40-110 s of the first run here.
+No run builds DeepSpeed's C++ shared-memory comm op: the backend skips it on a CPU (see
+``tests/unit/test_deepspeed_backend.py``); its build took 40-110 s of the first run here.
 """
 from __future__ import annotations
 
