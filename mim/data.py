@@ -103,6 +103,13 @@ class MimDataset(Dataset, ABC):
         (``mim/resolution.py``); a dataset that supports it overrides this."""
         raise NotImplementedError(f"{type(self).__name__} loads one sample size only")
 
+    def identity(self) -> dict:
+        """What the data is, as JSON values: a checkpoint records it and a resume on other
+        data is refused (``mim/config/history.py``), since the data order follows from it.
+        The item count here; a dataset that knows more (its shards and their sizes, a
+        manifest's hash) adds it."""
+        return {"items": len(self)}
+
     @abstractmethod
     def __len__(self) -> int:
         """Number of items (readable or not)."""
