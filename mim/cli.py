@@ -111,14 +111,15 @@ def _to_run_log(message: str) -> None:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
 
-def _log_to_stderr() -> None:
+
+def _log_to_stderr(level: int = logging.INFO) -> None:
     root = logging.getLogger("mim")
     if not root.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
                                                "%H:%M:%S"))
         root.addHandler(handler)
-        root.setLevel(logging.INFO)
+        root.setLevel(level)
         root.propagate = False
 
 
@@ -209,19 +210,52 @@ def _data(args: list[str]) -> int:
     return _guarded(lambda: print(pack_command(args)))
 
 
+# Hydra's flag for printing the config, and the parts it names; mim has no ``hydra`` section
+CFG_FLAGS = ("--cfg", "-c")
+CFG_PARTS = ("job", "all", "hydra")
+
+
+def _cfg_request(args: list[str]) -> tuple[bool, list[str]]:
+    """(whether ``mim train`` was asked for its config, the overrides without the flag):
+    ``--cfg``, ``--cfg job`` (or ``all``), ``--cfg=job``, ``-c job``, as Hydra accepts them."""
+    from mim.config.errors import ConfigError
+
+    rest, asked, i = [], False, 0
+    while i < len(args):
+        flag, _, part = args[i].partition("=")
+        if flag in CFG_FLAGS:
+            asked = True
+            if not part and i + 1 < len(args) and args[i + 1] in CFG_PARTS:
+                part, i = args[i + 1], i + 1
+            if part == "hydra":
+                raise ConfigError("--cfg hydra: mim composes with Hydra but keeps no hydra "
+                                  "section (no output folder, no job settings); --cfg, or "
+                                  "--cfg job, prints the run's config")
+            if part and part not in CFG_PARTS:
+                raise ConfigError(f"--cfg: '{part}' is not one of: job, all (or --cfg alone)")
+        else:
+            rest.append(args[i])
+        i += 1
+    return asked, rest
+
+
 def _show_config(overrides: list[str]) -> int:
-    """``mim train ... --cfg``: the composed config and derived values; nothing written."""
+    """``mim train ... --cfg``: the composed config, then the derived values, or the one line
+    saying why the config would be refused (exit 2); nothing trained."""
     from mim.config import ConfigError
-    from mim.config.compose import load
+    from mim.config.compose import checked, compose_run
     from mim.plugins import load_plugins
-    from mim.preview import preview
+    from mim.preview import config_text, derived_text
 
     for error in load_plugins():
         print(f"mim: warning: {error}", file=sys.stderr)
+    _log_to_stderr(logging.WARNING)  # what indexing the data or planning the run warns about
     try:
         if any(a in ("-m", "--multirun") for a in overrides):
             raise ConfigError("--cfg: shows one run; drop -m and give one point of the sweep")
-        print(preview(load(overrides)))
+        raw, notes = compose_run(overrides)
+        print(config_text(raw, notes), flush=True)  # shown also when validation refuses it
+        print(derived_text(checked(raw, overrides, notes)))
     except ConfigError as exc:
         print(f"mim: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -249,9 +283,16 @@ def main(argv: list[str] | None = None) -> int:
 
         print(command_help(command, USAGE))
         return 0
-    if command == "train" and "--cfg" in rest:
-        return _show_config([a for a in rest if a != "--cfg"])
     if command == "train":
+        from mim.config.errors import ConfigError
+
+        try:
+            asked, rest = _cfg_request(rest)
+        except ConfigError as exc:
+            print(f"mim: config error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        if asked:
+            return _show_config(rest)
         return _train(rest)
     if command == "plugins":
         return _plugins()

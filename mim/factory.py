@@ -39,7 +39,9 @@ class ModelConfig:
     decoder_depth: int = 8  # decoder blocks
     decoder_num_heads: int = 16  # decoder attention heads
     cls_token: bool = True  # prepend a class token to the encoder's sequence
-    pos_embed: str = "joint"  # joint | separable (space + time tables added; MAE-ST)
+    # joint (sin-cos over the grid) | separable (space + time tables added; MAE-ST) | flat
+    # (VideoMAE's 1D table over the flattened token index) | learned (a trained table; pos_grid)
+    pos_embed: str = "joint"
     # targets are each patch normalised by its own mean and variance (MAE)
     norm_pix_loss: bool = True
     loss_on: str = "masked"  # masked | all: the tokens the loss is taken on

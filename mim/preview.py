@@ -12,9 +12,10 @@ import math
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from mim.config.compose import RunSpec
+from mim.config.overrides import plain
 from mim.stream import epoch_steps
 from mim.factory import build_model
 from mim.masking import decoder_targets
@@ -54,6 +55,7 @@ def derived(spec: RunSpec) -> dict[str, Any]:
     precision, reason = backend.precision_and_reason
     return {"lr": plan.lr, "steps_per_epoch": plan.steps_per_epoch,
             "total_steps": plan.total_steps, "warmup_steps": plan.warmup_steps,
+            "warmup_rule": plan.warmup_rule,
             "effective_batch": global_batch * t.accum_steps, "world_size": world,
             "grid": list(spec.grid), "tokens": math.prod(spec.grid),
             "mask_grid": list(spec.mask_grid),
@@ -69,8 +71,19 @@ def derived(spec: RunSpec) -> dict[str, Any]:
             "run_dir": str(run_dir(spec))}
 
 
-def preview(spec: RunSpec) -> str:
-    """The text ``--cfg`` prints: the config as YAML, then the derived values."""
+def config_text(raw: DictConfig, notes: tuple[str, ...] = ()) -> str:
+    """The first part ``--cfg`` prints, before validation: what composition adapted, then the
+    composed config as YAML (interpolations resolved)."""
+    tree = plain(raw, "")  # a broken interpolation: a one-line ConfigError naming its key
+    return "".join(f"# {note}\n" for note in notes) + f"# config\n{OmegaConf.to_yaml(tree)}"
+
+
+def derived_text(spec: RunSpec) -> str:
+    """The second part: the values a run of the validated ``spec`` derives."""
     values = "\n".join(f"{key}: {json.dumps(value)}" for key, value in derived(spec).items())
-    return (f"# config\n{OmegaConf.to_yaml(spec.raw, resolve=True)}\n# derived (nothing "
-            f"trained or written)\n{values}")
+    return f"# derived (nothing trained or written)\n{values}"
+
+
+def preview(spec: RunSpec) -> str:
+    """The text ``--cfg`` prints for a valid config: the config, then the derived values."""
+    return f"{config_text(spec.raw, spec.notes)}\n{derived_text(spec)}"

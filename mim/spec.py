@@ -69,3 +69,8 @@ class ModalitySpec:
     # the modality has no such schedule
     resolutions: Callable[[Any], list[tuple[int, ...]]] | None = None
     evaluation: EvalSupport | None = None  # labelled data for ``mim eval`` / ``mim visualize``
+    # the experiment (a config of the group ``experiment``) sized for the built-in data: a run
+    # with no data of its own and no experiment chosen takes it (``mim/config/compose.py``)
+    demo_experiment: str | None = None
+    # data config -> True when it names no data, so the modality reads its built-in demo data
+    uses_builtin_data: Callable[[Any], bool] = lambda cfg: getattr(cfg, "root", None) is None

@@ -24,6 +24,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 import mim.configs
 from mim.config.errors import ConfigError
+from hydra.core.override_parser.types import Override
+
 from mim.config.overrides import check_keys, integer, message, parse, plain, typed
 from mim.config.overrides import unknown_key, unknown_option
 from mim.config.schema import BaseConfig, OptimConfig, RunConfig, TrainConfig
@@ -72,6 +74,9 @@ class RunSpec:
     # once by ``validate``
     grid: tuple[int, ...] = ()
     mask_grid: tuple[int, ...] = ()
+    # what composition adapted, one line each (the demo experiment of a run with no data of
+    # its own); the run logs them, ``--cfg`` prints them
+    notes: tuple[str, ...] = ()
 
 
 def _plugin_config(cls: Any) -> dict[str, Any]:
@@ -139,6 +144,7 @@ def compose(overrides: list[str]) -> DictConfig:
     """Hydra composition of ``configs/config.yaml`` with ``overrides``; errors -> ConfigError."""
     # the grammar's own errors, worded as for every command
     parsed = parse(overrides, [g for g in GROUPS if g != "experiment"])[1]
+    _refuse_hydra_keys(parsed)
     register_configs()
     extra = [f"file://{d}" for d in CONFIG_DIRS]
     search = [f"hydra.searchpath=[{','.join(extra)}]"] if extra else []
@@ -153,6 +159,25 @@ def compose(overrides: list[str]) -> DictConfig:
                                   parsed)) from None
     finally:
         GlobalHydra.instance().clear()
+
+
+# Hydra's own settings a Hydra user may reach for, and what mim has in their place
+HYDRA_KEYS = {"hydra.run.dir": "the run's folder is run.dir=...",
+              "hydra.sweep.dir": "a sweep's folder is run.dir=... (a subfolder per point)",
+              "hydra.job.chdir": "mim never changes the working directory",
+              "hydra.verbose": "the run's log is <run dir>/train.log",
+              "hydra/launcher": "mim chooses where it runs with launcher=NAME (mim plugins lists them)"}
+
+
+def _refuse_hydra_keys(parsed: list[Override]) -> None:
+    """A ``hydra.*`` override would be taken by Hydra's own config and dropped from the run's
+    without a word (mim keeps no Hydra output folder or job settings): refused, with mim's key."""
+    for item in parsed:
+        key = item.key_or_group
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            instead = next((v for k, v in HYDRA_KEYS.items() if key.startswith(k)), None)
+            raise ConfigError(f"{key}: mim composes with Hydra but keeps no hydra section, so "
+                              "this would be ignored" + (f"; {instead}" if instead else ""))
 
 
 def _missing_message(exc: MissingConfigException) -> str:
@@ -289,8 +314,40 @@ def token_grid(spec: RunSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return grid, mask_grid
 
 
+def compose_run(overrides: list[str]) -> tuple[DictConfig, tuple[str, ...]]:
+    """The config of a command line, and what was adapted to it: a run that names no data of
+    its own (the modality's built-in demo data) and chooses no experiment takes the modality's
+    ``demo_experiment``, sized for that data (MAE's full recipe does not fit 26 photos); the
+    command line's own values still win over it."""
+    raw = compose(overrides)
+    try:
+        modality = MODALITIES.get(OmegaConf.select(raw, "modality.name"))
+    except UnknownNameError:  # validate() names it
+        return raw, ()
+    chosen = any(o.key_or_group == "experiment" for o in parse(overrides)[1])
+    if chosen or modality.demo_experiment is None:
+        return raw, ()
+    if not modality.uses_builtin_data(typed(modality.data_config, plain(raw.data, "data"),
+                                            "data")):
+        return raw, ()
+    demo = compose([*overrides, f"experiment={modality.demo_experiment}"])
+    t = demo.train
+    length = f"{t.max_steps} steps" if t.max_steps else f"{t.epochs} epochs"
+    return demo, (f"data: none given, so modality={modality.name} trains on its built-in demo "
+                  f"data with experiment={modality.demo_experiment}'s settings "
+                  f"({demo.model.name}, batch {t.batch_size}, {length}); give your data "
+                  "(data.root=...) to train the modality's full recipe",)
+
+
+def checked(raw: DictConfig, overrides: list[str], notes: tuple[str, ...] = ()) -> RunSpec:
+    """``validate`` of a composed ``raw``, with the command line and the notes it came with."""
+    return dataclasses.replace(validate(raw), overrides=tuple(overrides), notes=notes)
+
+
 def load(overrides: list[str]) -> RunSpec:
-    return dataclasses.replace(validate(compose(overrides)), overrides=tuple(overrides))
+    """The validated run of a command line (``compose_run``, then ``validate``)."""
+    raw, notes = compose_run(overrides)
+    return checked(raw, overrides, notes)
 
 
 __all__ = ["compose", "validate", "load", "RunSpec", "ConfigError", "ALL"]

@@ -26,6 +26,7 @@ SPEC = ModalitySpec(
     sample_shape=sample_shape,
     render=render,
     resolutions=resolutions,
+    demo_experiment="demo",
     evaluation=EvalSupport(data_config=labelled.ImageEvalDataConfig, labelled=labelled.labelled,
                            inputs=labelled.inputs, inherit=("input_size", "mean", "std"),
                            size_keys=lambda size: {"input_size": size[-1]}),

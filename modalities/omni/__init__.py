@@ -92,5 +92,6 @@ SPEC = ModalitySpec(
     default_mask="tube",
     views=lambda cfg: cfg.video.repeat,
     sources=sources,
+    demo_experiment="omni_demo",
 )
 MODALITIES.register("omni", obj=SPEC)

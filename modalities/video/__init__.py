@@ -36,6 +36,8 @@ SPEC = ModalitySpec(
     default_model="videomae_vit_base_patch16_16x224",
     default_mask="tube",
     views=views,
+    demo_experiment="video_demo",
+    uses_builtin_data=lambda cfg: cfg.root is None and cfg.list_file is None,
     evaluation=EvalSupport(
         data_config=labelled.VideoEvalDataConfig, labelled=labelled.labelled,
         inputs=labelled.inputs,

@@ -26,6 +26,7 @@ SPEC = ModalitySpec(
     render=render,
     default_model="mae3d_vit_base_patch16",
     default_mask="random",
+    demo_experiment="volume_demo",
     evaluation=EvalSupport(
         data_config=labelled.VolumeEvalDataConfig, labelled=labelled.labelled,
         inputs=labelled.inputs,

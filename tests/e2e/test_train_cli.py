@@ -43,6 +43,19 @@ def test_twenty_steps_lower_the_loss_and_fill_the_run_dir(cli, tmp_path: Path) -
     assert pictures[-1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("modality", ["image", "video"])
+def test_the_missions_commands_train_on_the_built_in_data(cli, tmp_path, modality) -> None:
+    """``mim train modality=X`` with nothing else (here cut to 2 steps): the built-in data with
+    the demo experiment's settings, said in one line on the console and in train.log."""
+    run = tmp_path / "run"
+    result = cli.run("train", f"modality={modality}", "train.max_steps=2", f"run.dir={run}",
+                     env={"MIM_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 0, cli.describe(result)
+    note = f"data: none given, so modality={modality} trains on its built-in demo data"
+    assert note in result.stderr and note in (run / "train.log").read_text()
+    assert cli.metrics(run)[-1]["step"] == 2 and (run / "checkpoints" / "last").is_symlink()
+
+
 def _assert_lists_builtins(result: subprocess.CompletedProcess[str], describe) -> None:
     assert result.returncode == 0, describe(result)
     rows = {}

@@ -42,6 +42,16 @@ def test_a_meaning_is_the_comment_on_or_above_the_field() -> None:
                                     "above": "above the field, over two lines", "bare": ""}
 
 
+def test_the_help_of_a_model_choice_names_every_value() -> None:
+    from mim.factory import ModelConfig
+    from mim.model import CHOICES
+
+    help_text = meanings(ModelConfig)
+    for key, values in CHOICES.items():
+        missing = [v for v in values if not re.search(rf"\b{re.escape(v)}\b", help_text[key])]
+        assert not missing, f"model.{key}'s help does not name {missing}: {help_text[key]!r}"
+
+
 def _leaves(cls: type, prefix: str) -> list[tuple[str, object, type, str]]:
     """(key, default, owning dataclass, field name) of every key under ``cls``."""
     out = []
@@ -120,6 +130,66 @@ def test_cfg_of_a_bad_config_is_a_config_error(capsys) -> None:
     assert capsys.readouterr().err.startswith("mim: config error: --cfg: shows one run")
 
 
+@pytest.mark.parametrize("modality", ["image", "video"])
+def test_the_missions_commands_show_their_config(modality, tmp_path, monkeypatch, capsys):
+    """``mim train modality=X --cfg`` with nothing else: the built-in data's run, said so."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", f"modality={modality}", "--cfg"]) == 0
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert first.startswith(f"# data: none given, so modality={modality} trains on its "
+                            "built-in demo data with experiment=") and "batch" in first
+    assert "# derived" in out and list(tmp_path.iterdir()) == []
+
+
+def test_cfg_prints_the_config_before_the_refusal(tmp_path, capsys) -> None:
+    """A config that composes but would be refused: the config, then the one refusal line."""
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for n in range(3):
+        (folder / f"{n}.png").write_bytes(_png())
+    assert main(["train", f"data.root={folder}", "--cfg"]) == 2  # a batch of 64, 3 images
+    out, err = capsys.readouterr()
+    assert out.startswith("# config\n") and "batch_size: 64" in out and "# derived" not in out
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("mim: config error: train.batch_size: a global batch of 64 is "
+                                "larger than the dataset (3 items)")
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("flag", [["--cfg", "job"], ["--cfg=all"], ["-c", "job"]])
+def test_cfg_takes_hydras_forms(flag, capsys) -> None:
+    assert main(["train", *FAST, *flag]) == 0
+    assert "# derived" in capsys.readouterr().out
+    assert main(["train", *FAST, "--cfg", "hydra"]) == 2
+    assert "--cfg hydra: mim composes with Hydra but keeps no hydra section" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("habit, says", [
+    (["--resolve"], "--resolve: not an option; mim commands take key=value overrides"),
+    (["-cn", "other"], "-cn: not an option"),
+    (["hydra.run.dir=/tmp/x"], "hydra.run.dir: mim composes with Hydra but keeps no hydra "
+                               "section, so this would be ignored; the run's folder is run.dir"),
+    (["hydra.job.chdir=true"], "hydra.job.chdir: mim composes with Hydra but keeps no hydra "
+                               "section"),
+])
+def test_hydra_habits_get_mims_remedy(habit, says, capsys) -> None:
+    for command in (["train", *FAST, *habit], ["train", *FAST, *habit, "--cfg"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"mim: config error: {says}") and err.count("\n") == 1, err
+
+
 def test_version_is_the_installed_one(capsys) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"mim {version('mim-pretrain')}"
@@ -146,7 +216,8 @@ def test_plugins_columns_fit_the_longest_name(capsys) -> None:
 
 
 def test_cfg_shows_fp16_with_its_loss_scaling(tmp_path, capsys):
-    assert main(["train", *FAST, "train.precision=fp16", f"run.dir={tmp_path / 'run'}",
+    fast = [o for o in FAST if not o.startswith("train.precision=")]
+    assert main(["train", *fast, "train.precision=fp16", f"run.dir={tmp_path / 'run'}",
                  "--cfg"]) == 0
     out = capsys.readouterr().out
     assert 'precision: "fp16 (train.precision=fp16, with dynamic loss scaling)"' in out

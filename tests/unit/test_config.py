@@ -9,9 +9,12 @@ from mim.config.compose import load
 from mim.masking import BlockMask, RandomMask
 
 
+OWN = "data.root=/data/own"  # data of one's own: the modality's full recipe (no demo experiment)
+
+
 @pytest.fixture(scope="module")
 def default():
-    return load([])
+    return load([OWN])
 
 
 def test_defaults_are_the_mae_recipe(default):
@@ -30,6 +33,31 @@ def test_defaults_are_the_mae_recipe(default):
     assert default.train.batch_size == 64 and default.train.epochs == 800
     assert default.modality.name == "image"
     assert default.backend.name == "torch" and default.launcher.name == "local"
+    assert default.notes == ()
+
+
+@pytest.mark.parametrize("modality,experiment", [("image", "demo"), ("video", "video_demo"),
+                                                 ("volume", "volume_demo"),
+                                                 ("omni", "omni_demo")])
+def test_without_data_the_modality_trains_its_demo_experiment_and_says_so(modality, experiment):
+    from mim.config.compose import compose
+
+    spec = load([f"modality={modality}"])
+    same = load([f"modality={modality}", f"experiment={experiment}"])
+    assert spec.raw == same.raw and same.notes == ()  # as if the experiment were chosen
+    [note] = spec.notes
+    assert f"experiment={experiment}" in note and spec.model.name in note
+    assert f"batch {spec.train.batch_size}" in note and "\n" not in note
+    # the command line still wins over the experiment, and choosing none keeps the recipe
+    assert load([f"modality={modality}", "train.batch_size=2"]).train.batch_size == 2
+    full = compose([f"modality={modality}", "~experiment"])
+    assert full.train.batch_size == 64 and full.train.max_steps is None
+
+
+def test_data_of_ones_own_keeps_the_full_recipe():
+    assert load(["modality=video", "data.list_file=/data/train.txt"]).notes == ()
+    assert load(["modality=video", "data.root=/data/clips"]).model.name == (
+        "videomae_vit_base_patch16_16x224")
 
 
 def test_demo_experiment():
@@ -90,7 +118,7 @@ def test_a_precision_the_backend_cannot_run_names_its_valid_values():
 
 def test_grid_is_checked_at_load():
     """The token grid (input size / patch size) and the mask unit are checked before training."""
-    message = error(["mask=block", "mask.unit=[3,3]"])  # 224 / 16 = 14, not divisible by 3
+    message = error([OWN, "mask=block", "mask.unit=[3,3]"])  # 224 / 16 = 14: not by 3
     assert "mask.unit" in message and "14" in message
     spec = load(["mask=block", "mask.unit=[3,3]", "data.input_size=96"])  # 6 x 6: fine
     assert spec.mask.unit == [3, 3]
@@ -99,14 +127,14 @@ def test_grid_is_checked_at_load():
 
 
 def test_a_learned_table_without_its_grid_names_the_grid_to_set():
-    assert error(["model.pos_embed=learned"]).startswith(
+    assert error([OWN, "model.pos_embed=learned"]).startswith(
         "model.pos_grid: model.pos_embed=learned needs the grid of its table: set "
         "model.pos_grid=[14,14] (the token grid of an input [224, 224] with model.patch_size=16)")
     assert "model.pos_grid=[7,7]" in error(["model.pos_embed=learned", "data.input_size=112"])
-    assert "model.pos_grid=[8,14,14]" in error(["modality=video", "model.pos_embed=learned"])
+    assert "model.pos_grid=[8,14,14]" in error(["modality=video", OWN, "model.pos_embed=learned"])
     assert "remove model.pos_grid or set model.pos_embed=learned" in \
         error(["model.pos_grid=[14,14]"])
-    spec = load(["model.pos_embed=learned", "model.pos_grid=[14,14]"])
+    spec = load([OWN, "model.pos_embed=learned", "model.pos_grid=[14,14]"])
     assert spec.model.pos_grid == [14, 14]
 
 

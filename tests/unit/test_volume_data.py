@@ -296,7 +296,7 @@ def test_spec_and_demo_experiment_compose():
     spec = load(["modality=volume", "experiment=volume_demo"])
     assert spec.model.name == "mae3d_vit_tiny_patch16" and spec.model.tokenizer == "cube"
     assert token_grid(spec)[0] == (6, 6, 6) and spec.data.input_size == [48, 48, 48]
-    default = load(["modality=volume"])
+    default = load(["modality=volume", "data.root=/data/ct"])
     assert default.model.name == "mae3d_vit_base_patch16" and token_grid(default)[0] == (6, 6, 6)
 
 
