@@ -42,6 +42,8 @@ def check_syntax(overrides: Iterable[str]) -> None:
     parser = OverridesParser.create()
     previous = ""
     for text in overrides:  # one at a time, so that an error names its override
+        if text.startswith("-"):  # a flag Hydra's own command line takes (--info, -cn, ...)
+            raise ConfigError(f"{text}: {_NOT_AN_OPTION}")
         try:
             parser.parse_override(text)
         except HydraException as exc:
@@ -62,6 +64,10 @@ def check_syntax(overrides: Iterable[str]) -> None:
         previous = text
 
 
+_NOT_AN_OPTION = ("not an option; mim commands take key=value overrides (mim train also -m for "
+                  "a sweep and --cfg [job|all] to print the config; --help lists the keys); "
+                  "Hydra's --info, --resolve, --package, --config-path and --config-name do "
+                  "not apply: mim composes its own config")
 _QUOTE = ("a value with spaces or non-ASCII letters (a path) must be quoted for Hydra, inside "
           "the shell's quotes")
 
@@ -74,6 +80,7 @@ def parse(overrides: list[str], groups: Iterable[str] = ()) -> tuple[dict[str, s
     (``a=1,2``) is for ``mim train -m`` only, which expands it before this is called."""
     check_syntax(overrides)
     parsed = OverridesParser.create().parse_overrides(list(overrides))
+    check_once(parsed)
     choices: dict[str, str] = {}
     rest = []
     for item in parsed:
@@ -90,6 +97,26 @@ def parse(overrides: list[str], groups: Iterable[str] = ()) -> tuple[dict[str, s
         else:
             rest.append(item)
     return choices, rest
+
+
+def check_once(parsed: list[Override]) -> None:
+    """Each key at most once: the last of several would win without a word, and the usual
+    cause is the shell expanding an unquoted brace pattern into one argument per value."""
+    seen: dict[str, list[Override]] = {}
+    for item in parsed:
+        # ~key deletes and key={...} merges into a section (model=NAME model={depth:2}): not
+        # a second value
+        if not item.is_delete() and not isinstance(item.value(), dict):
+            seen.setdefault(item.key_or_group, []).append(item)
+    for key, items in seen.items():
+        if len(items) < 2:
+            continue
+        lines = [item.input_line for item in items]
+        shown = ", ".join(lines[:3]) + (f" and {len(lines) - 3} more" if len(lines) > 3 else "")
+        paths = all("/" in str(item.value()) for item in items)  # what a brace pattern names
+        raise ConfigError(f"{key}: given {len(lines)} times ({shown}); give it once" + (
+            "; a brace pattern must be quoted, \"" + key + "='/data/shard-{000..003}.tar'\", "
+            "or the shell expands it into one argument per value" if paths else ""))
 
 
 def message(exc: Exception, valid_keys: Callable[[str], list[str]],

@@ -57,6 +57,7 @@ def own_run_dirs(points: list[list[str]], specs: list[Any],
     for point, spec, name in zip(points, specs, point_names(points)):
         if spec.run.dir and shared[spec.run.dir] > 1:
             path = str(Path(spec.run.dir) / name).replace("\\", "\\\\").replace("'", "\\'")
-            spec = load([*point, f"run.dir='{path}'"])
+            kept = [o for o in point if o.split("=", 1)[0].lstrip("+") != "run.dir"]
+            spec = load([*kept, f"run.dir='{path}'"])
         out.append(spec)
     return out

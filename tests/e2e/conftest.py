@@ -37,6 +37,17 @@ FAST = ["experiment=demo", "data.input_size=32", "model.patch_size=8", "model.em
         "train.precision=fp32"]
 
 
+def with_overrides(base: list[str], *overrides: str) -> list[str]:
+    """``base`` (e.g. FAST) then ``overrides``, a later value of a key taking the place of an
+    earlier one: mim refuses a key given twice, so a test's setting replaces FAST's (or a
+    shared list's) instead of following it."""
+    def key(item: str) -> str:
+        return item.split("=", 1)[0].lstrip("+~")
+
+    items = [*base, *overrides]
+    return [o for n, o in enumerate(items) if key(o) not in {key(x) for x in items[n + 1:]}]
+
+
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # the installed mim, not whatever a caller put first
@@ -164,6 +175,7 @@ class Cli:
 
     fast = FAST
     repo = REPO
+    with_overrides = staticmethod(with_overrides)
     timeout = TIMEOUT
 
     def __init__(self, workdir: Path):
@@ -174,7 +186,8 @@ class Cli:
         return run_mim(*args, cwd=self.workdir, python=python, timeout=timeout, env=env)
 
     def train_args(self, run_dir: Path, *overrides: str) -> list[str]:
-        return ["train", "modality=image", *FAST, *overrides, f"run.dir={run_dir}"]
+        return ["train", *with_overrides(["modality=image", *FAST], *overrides,
+                                         f"run.dir={run_dir}")]
 
     def train(self, run_dir: Path, *overrides: str, check: bool = True,
               python: str | Path = sys.executable, env: dict[str, str] | None = None,

@@ -27,7 +27,7 @@ def cache(tmp_path_factory) -> dict[str, str]:
 
 
 def _train(cli, run: Path, cache: dict[str, str], *overrides: str):
-    result = cli.run("train", *FAST, *overrides, f"run.dir={run}", env=cache)
+    result = cli.run("train", *cli.with_overrides(FAST, *overrides, f"run.dir={run}"), env=cache)
     assert result.returncode == 0, cli.describe(result)
     return result
 

@@ -18,6 +18,7 @@ cli = e2e.cli
 module_cli = e2e.module_cli
 load_state = e2e.load_state
 FAST = e2e.FAST
+with_overrides = e2e.with_overrides
 
 
 def start(cli, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:

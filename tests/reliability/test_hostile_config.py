@@ -11,7 +11,7 @@ import pytest
 
 from mim.cli import main
 
-from .conftest import FAST
+from .conftest import FAST, with_overrides
 
 # (overrides, texts the one error line must contain)
 HOSTILE = [
@@ -64,8 +64,8 @@ HOSTILE = [
 @pytest.mark.parametrize("overrides, says", HOSTILE, ids=[" ".join(o) for o, _ in HOSTILE])
 def test_hostile_config_exits_2_with_one_line(overrides, says, tmp_path, capsys):
     run = tmp_path / "run"
-    status = main(["train", "modality=image", *FAST, "train.max_steps=2", *overrides,
-                   f"run.dir={run}"])
+    status = main(["train", *with_overrides(["modality=image", *FAST, "train.max_steps=2"],
+                                            *overrides, f"run.dir={run}")])
     out, err = capsys.readouterr()
     assert status == 2, err
     lines = [line for line in err.strip().splitlines() if line.startswith("mim: ")]

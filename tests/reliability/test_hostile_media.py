@@ -23,7 +23,7 @@ from mim.data import UnreadableSample
 from mim.modalities.video import decode
 from mim.modalities.video.dataset import VideoDataset, VideoItem
 
-from .conftest import FAST
+from .conftest import FAST, with_overrides
 from .hostile_media import image_corpus, video_corpus, video_tests, volume_corpus
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +34,8 @@ TINY_MODEL = ["model.embed_dim=48", "model.depth=2", "model.num_heads=3",
               "train.vis_every=100", "train.num_workers=2"]
 RUNS = {
     "image": (image_corpus, lambda root: image_dataset(ImageDataConfig(root=str(root), input_size=32)),
-              ["modality=image", *FAST, "train.vis_every=100", "train.num_workers=2"]),
+              with_overrides(["modality=image", *FAST], "train.vis_every=100",
+                             "train.num_workers=2")),
     "video": (video_corpus, lambda root: video_dataset(VideoDataConfig(
         root=str(root), num_frames=4, sampling_rate=2, input_size=32)),
               ["modality=video", "experiment=video_demo", "data.input_size=32",
@@ -112,7 +113,7 @@ def test_mostly_unreadable_data_stops_with_a_clear_message(cli, tmp_path, corpor
     for path in [*good[:4], *bad]:
         (mostly_bad / path.name).symlink_to(path.resolve() if path.exists() else path)
     run = tmp_path / "run"
-    result = cli.train(run, *FAST, f"data.root={mostly_bad}", "train.batch_size=4",
+    result = cli.train(run, f"data.root={mostly_bad}", "train.batch_size=4",
                        "train.max_steps=50", check=False)
     assert result.returncode == 1, cli.describe(result)
     lines = [line for line in result.stderr.splitlines() if line.startswith("mim: error: ")]

@@ -15,16 +15,25 @@ from mim.config import ConfigError
 from mim.config.compose import load
 from mim.eval.plan import load_eval
 
-TRAIN = ["model=mae_vit_tiny_patch16", "data.input_size=32"]
+TRAIN = ["model=mae_vit_tiny_patch16", "data.root=/data/photos", "data.input_size=32"]
 EVAL = ["eval.init=random", "model=mae_vit_tiny_patch16", "data.input_size=32"]
 
 
+def _over(base: list[str], overrides: tuple[str, ...]) -> list[str]:
+    """``base`` less the keys ``overrides`` set again (a key is taken once), then those."""
+    def key(item: str) -> str:
+        return item.split("=", 1)[0].lstrip("+~")
+
+    given = {key(o) for o in overrides}
+    return [*(b for b in base if key(b) not in given), *overrides]
+
+
 def train(*overrides: str):
-    return load([*TRAIN, *overrides])
+    return load(_over(TRAIN, overrides))
 
 
 def evaluate(*overrides: str):
-    return load_eval("finetune", [*EVAL, *overrides])
+    return load_eval("finetune", _over(EVAL, overrides))
 
 
 def outcome(build, *overrides: str) -> tuple:
@@ -157,3 +166,26 @@ def test_every_command_prints_its_usage_for_help(command, capsys) -> None:
     assert main([command, "--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage:\n") and f"\n  mim {command} " in out  # its own usage lines
+
+
+@pytest.mark.parametrize("command", [["train"], ["train", "-m"], ["eval", "knn"],
+                                     ["data", "pack"], ["convert"]])
+def test_a_key_given_twice_is_refused_in_every_command(command, capsys) -> None:
+    """The last of two values would win silently; the shell's expansion of an unquoted brace
+    pattern (data.root=/d/shard-{000000..000003}.tar) is the usual cause: the hint says so."""
+    expanded = [f"input=/d/shard-{n:06d}.tar" for n in range(4)] if command[0] in (
+        "data", "convert") else [f"data.root=/d/shard-{n:06d}.tar" for n in range(4)]
+    key = expanded[0].split("=")[0]
+    assert main([*command, *expanded]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mim: config error: {key}: given 4 times ({expanded[0]}, ") and \
+        "a brace pattern must be quoted" in err and err.count("\n") == 1, err
+    assert main([*command, "seed=1", "seed=2"] if command[0] != "data" else
+                [*command, "shard_size=1", "shard_size=2"]) == 2
+    err = capsys.readouterr().err
+    assert "given 2 times" in err and "brace" not in err, err
+
+
+def test_a_choice_and_a_merge_into_its_section_are_not_a_repeat() -> None:
+    spec = train("model=mae_vit_small_patch16", "model={depth:2}")
+    assert (spec.model.embed_dim, spec.model.depth) == (384, 2)
