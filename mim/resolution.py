@@ -16,6 +16,7 @@ needs nothing: its sin-cos tables are computed per grid and cached (``MaskedAuto
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from mim.factory import ModelConfig, token_grids
 from mim.masking import MaskConfigError
 
 KEY = "data.resolution_schedule"
+log = logging.getLogger("mim")
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,12 @@ def plan(shapes: list[tuple[int, ...]], total_steps: int, items_per_step: int) -
             continue  # a repeated size continues its stage
         starts.append(math.floor(k * total_steps / len(shapes)))
         kept.append(tuple(shape))
+    lengths = [end - start for start, end in zip(starts, [*starts[1:], total_steps])]
+    empty = [shape[-1] for shape, n in zip(kept, lengths) if n == 0]
+    if empty:  # the sizes are listed (derived.json, --cfg) but never trained on
+        log.warning("%s: a %d-step run leaves no step to the stage%s at %s px; give "
+                    "train.max_steps at least %d, or fewer sizes", KEY, total_steps,
+                    "s" if len(empty) > 1 else "", ", ".join(map(str, empty)), len(shapes))
     return Stages(tuple(kept), tuple(starts), items_per_step)
 
 

@@ -45,6 +45,10 @@ class ImageDataConfig:
         check_format(self.format, self.root, self.labels)
         if self.demo not in ("photos", "lfw"):
             raise ValueError(f"data.demo: '{self.demo}' is not one of: photos, lfw")
+        if not all(type(size) is int for size in self.resolution_schedule):
+            raise ValueError(f"data.resolution_schedule: one integer size per stage (the side "
+                             f"of the square crop, e.g. [160,192,224]), got "
+                             f"{list(self.resolution_schedule)}")
         if self.resolution_schedule and (self.resolution_schedule[-1] != self.input_size or
                                          min(self.resolution_schedule) < 1):
             raise ValueError(f"data.resolution_schedule: sizes >= 1 ending at data.input_size="

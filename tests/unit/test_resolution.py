@@ -69,6 +69,26 @@ def test_a_schedule_must_end_at_the_full_size():
         load([*SMALL, "data.resolution_schedule=[16,24]"])
 
 
+@pytest.mark.parametrize("schedule", ["[[16,16],32]", "[16.5,32]", "['a',32]"])
+def test_a_size_that_is_not_one_integer_is_one_line_naming_the_key(schedule):
+    with pytest.raises(ConfigError) as err:
+        load([*SMALL, f"data.resolution_schedule={schedule}"])
+    assert str(err.value).startswith("data.resolution_schedule") and "\n" not in str(err.value)
+    assert "not supported between" not in str(err.value)
+
+
+def test_a_stage_left_without_steps_is_warned_about(caplog):
+    with caplog.at_level("WARNING", logger="mim"):
+        stages = plan([(3, 16, 16), (3, 24, 24), (3, 32, 32)], total_steps=2, items_per_step=1)
+    assert stages.starts == (0, 0, 1)  # 16 px: no step
+    assert "a 2-step run leaves no step to the stage at 16 px; give train.max_steps at least 3" \
+        in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mim"):
+        plan([(3, 16, 16), (3, 32, 32)], total_steps=2, items_per_step=1)
+    assert caplog.text == ""
+
+
 @pytest.mark.parametrize("modality", ["video", "omni"])
 def test_other_modalities_refuse_a_schedule_in_one_line(modality):
     key = "data.image.resolution_schedule" if modality == "omni" else "data.resolution_schedule"
