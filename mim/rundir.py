@@ -22,13 +22,23 @@ MARKER = "mim-run.json"
 _STEP = re.compile(r"^step_\d{8,}$")
 
 
+# what a run writes into its directory besides its marker: ``run.resume=never`` sets them
+# aside (``set_aside``); the launcher's own folders (``slurm/``: the running job's logs) stay
+RUN_ENTRIES = ("checkpoints", "metrics.jsonl", "config.yaml", "config_history.jsonl",
+               "derived.json", "train.log", "trackers.json", "tb", "pictures", "mlruns",
+               "mlflow.db", "mlartifacts", "wandb", "eval")
+PREVIOUS = "previous"  # where set_aside moves an earlier run: previous/<time>/
+
+
 def is_mim_run(path: Path) -> bool:
-    """True for a folder mim made a run of (its marker, or a published checkpoint)."""
+    """True for a folder mim made a run of (its marker, or a published checkpoint: a
+    ``step_*`` folder with files in it, as mim publishes only complete ones)."""
     path = Path(path)
     if (path / MARKER).is_file():
         return True
     checkpoints = path / "checkpoints"
-    return checkpoints.is_dir() and any(_STEP.match(p.name) for p in checkpoints.iterdir())
+    return checkpoints.is_dir() and any(_STEP.match(p.name) and p.is_dir() and any(p.iterdir())
+                                        for p in checkpoints.iterdir())
 
 
 def _listing(path: Path) -> str:
@@ -57,6 +67,27 @@ def claim_run_dir(path: Path) -> None:
     if not marker.exists():  # written in place: another rank's check must never see a temp file
         marker.write_text(json.dumps({"written_by": "mim",
                                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+
+
+def set_aside(path: Path) -> Path | None:
+    """Move an earlier run's entries (``RUN_ENTRIES``) out of the run directory ``path`` into
+    ``previous/<time>/`` before a new run starts there (``run.resume=never``): its checkpoints,
+    metrics, tracker ids and history then neither mix with the new run's nor stand in for
+    them, and stay readable where they are moved to. Returns that folder, or None when there
+    was nothing to move. Main process only, after ``check_run_dir``."""
+    entries = [path / name for name in RUN_ENTRIES if (path / name).exists()]
+    if not entries:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path / PREVIOUS / stamp
+    n = 1
+    while target.exists():  # two starts in one second
+        n += 1
+        target = path / PREVIOUS / f"{stamp}-{n}"
+    target.mkdir(parents=True)
+    for entry in entries:  # renames within one folder: nothing is copied or lost
+        os.rename(entry, target / entry.name)
+    return target
 
 
 def _run_containing(path: Path) -> Path | None:

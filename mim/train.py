@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 
 from mim.config.compose import RunSpec
 from mim.config.errors import ConfigError
-from mim.config.history import append_history, check_resume, write_config
+from mim.config.history import (append_history, as_resumed, check_resume, history_record,
+                                write_config)
 from mim.data import MaskingCollate, StreamSampler, sample_seed
 from mim.engine.backend import Backend
 from mim.engine.checkpoint import Checkpoints
@@ -32,7 +33,7 @@ from mim.masking import decoder_targets
 from mim.model import is_decoder
 from mim import resolution
 from mim.registry import BACKENDS
-from mim.rundir import check_run_dir, claim_run_dir
+from mim.rundir import check_run_dir, claim_run_dir, set_aside
 from mim.seeding import seed_all
 from mim.stream import Feed, Source, SourceRecords, drawn, epoch_steps, make_stream
 
@@ -64,11 +65,32 @@ def _init_distributed() -> bool:
     return True
 
 
+class _Held(logging.Handler):
+    """Keeps the records logged before the run directory exists (building the data: damaged
+    shards, rebuilt indexes, skipped links), for train.log once it is known."""
+
+    limit = 10_000  # records kept; a flood of per-file warnings is cut, said in train.log
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.dropped = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < self.limit:
+            self.records.append(record)
+        else:
+            self.dropped += 1
+
+
 def _setup_logging(directory: Path | None, is_main: bool) -> None:
-    """Log to stderr (non-main ranks: warnings only) and, once known, to the run's train.log."""
+    """Log to stderr (non-main ranks: warnings only) and, on the main rank, to the run's
+    train.log: until the directory is known into a holder, whose records the file then gets
+    first, so train.log tells all the console told."""
     root = logging.getLogger("mim")
     root.setLevel(logging.INFO)
     root.propagate = False
+    held = next((h for h in root.handlers if isinstance(h, _Held)), None)
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
@@ -77,10 +99,20 @@ def _setup_logging(directory: Path | None, is_main: bool) -> None:
     stream.setFormatter(fmt)
     stream.setLevel(logging.INFO if is_main else logging.WARNING)
     root.addHandler(stream)
-    if is_main and directory is not None:
-        file = logging.FileHandler(directory / "train.log")
-        file.setFormatter(fmt)
-        root.addHandler(file)
+    if not is_main:
+        return
+    if directory is None:
+        root.addHandler(_Held())
+        return
+    file = logging.FileHandler(directory / "train.log")
+    file.setFormatter(fmt)
+    for record in held.records if held is not None else []:
+        file.handle(record)
+    if held is not None and held.dropped:
+        file.handle(root.makeRecord(root.name, logging.WARNING, __file__, 0, "%d more records "
+                                    "logged before the run directory existed are not in this "
+                                    "file (the console showed them)", (held.dropped,), None))
+    root.addHandler(file)
 
 
 def train(spec: RunSpec) -> Path:
@@ -139,44 +171,83 @@ class Schedule:
     total_steps: int
     warmup_steps: int
     lr: float
+    warmup_rule: str = ""  # which setting gave warmup_steps (derived.json says it)
 
 
 def _schedule(spec: RunSpec, steps_per_epoch: int, global_batch: int) -> Schedule:
-    """Steps, warmup and the learning rate (MAE: lr = blr x effective batch / 256)."""
+    """Steps, warmup and the learning rate (MAE: lr = blr x effective batch / 256).
+
+    The warmup is ``optim.warmup_steps`` when set; else, where ``train.max_steps`` sets the
+    run's length, the share of it that ``optim.warmup_epochs`` is of ``train.epochs`` (MAE: 40
+    of 800, 5 %), so a short run does not spend itself warming up and an extended one keeps its
+    peak where it was; else ``optim.warmup_epochs`` epochs."""
     t, o = spec.train, spec.optim
     total = t.max_steps or t.epochs * steps_per_epoch
-    warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs *
-                                                                     steps_per_epoch)
+    if o.warmup_steps is not None:
+        warmup, rule = o.warmup_steps, "optim.warmup_steps"
+    elif t.max_steps:
+        warmup = round(total * o.warmup_epochs / t.epochs)
+        rule = (f"optim.warmup_epochs / train.epochs ({o.warmup_epochs:g} / {t.epochs}) of "
+                "train.max_steps")
+    else:
+        warmup, rule = round(o.warmup_epochs * steps_per_epoch), "optim.warmup_epochs"
+    if warmup > total - 1:
+        warmup, rule = max(total - 1, 0), f"{rule}, cut to the run's steps - 1"
     lr = o.lr or effective_lr(o.blr, global_batch * t.accum_steps)
-    return Schedule(steps_per_epoch, total, min(warmup, max(total - 1, 0)), lr)
+    return Schedule(steps_per_epoch, total, warmup, lr, rule)
 
 
-def _resume(spec: RunSpec, backend: Backend, checkpoints: Checkpoints) -> LoopState:
+@dataclass
+class Resumed:
+    """Where the run goes on from: the loop state, the config it follows (what config.yaml and
+    every checkpoint hold) and its history of starts and resumes, this one last."""
+
+    state: LoopState
+    config: dict
+    history: list[dict]
+
+
+def _resume(spec: RunSpec, backend: Backend, checkpoints: Checkpoints,
+            data: dict[str, dict]) -> Resumed:
     """Load the newest complete checkpoint unless told not to (a fresh state otherwise), refuse
-    a config that would change the run (``mim/config/history.py`` says which keys), then record
-    the config the run goes on with: ``config.yaml`` and a line of ``config_history.jsonl``."""
+    a config or data (``data``: each source's identity) that would change the run
+    (``mim/config/history.py`` says which keys), then record the config the run goes on with:
+    ``config.yaml`` and a line of ``config_history.jsonl``."""
     latest = checkpoints.latest()
     if spec.run.resume == "must" and latest is None:
         raise ConfigError(f"run.resume: 'must' but {checkpoints.root} holds no checkpoint")
     config = OmegaConf.to_container(spec.raw, resolve=True)
     if latest is None or spec.run.resume == "never":
-        state, event, changed = LoopState(), "start", {}
+        state, history, record = LoopState(), [], history_record("start", 0)
     else:
         client = backend.load(latest)
         state = LoopState(**client["loop"])
+        config, ignored = as_resumed(client.get("config"), config)
         t = spec.train  # effective batches: the checkpoint's (its samples per step), and ours
         changed, forced = check_resume(
             client.get("config"), config, spec.run.resume, latest,
             state.samples // state.step if state.step and not state.samples % state.step else None,
-            t.batch_size * t.accum_steps * backend.world_size)
-        event = "resume-force" if forced else "resume"
+            t.batch_size * t.accum_steps * backend.world_size, client.get("data"), data)
         state.restore_rng()
         log.info("resumed from %s (step %d, %d samples)", latest, state.step, state.samples)
         note_reshape(latest, client, shape_of(spec.backend.name, backend))
+        history = list(client.get("history") or [])
+        record = history_record("resume-force" if forced else "resume", state.step, changed,
+                                ignored)
     if backend.is_main:
-        write_config(spec.raw, checkpoints.root.parent)
-        append_history(checkpoints.root.parent, config, event, state.step, changed)
-    return state
+        write_config(config, checkpoints.root.parent)
+        append_history(checkpoints.root.parent, config, record)
+    return Resumed(state, config, [*history, record])
+
+
+def _claim(directory: Path, start_over: bool) -> None:
+    """Make ``directory`` the run's (its marker); to start over (``run.resume=never``) in a
+    folder holding an earlier run, set that run aside first, said in one line."""
+    claim_run_dir(directory)
+    moved = set_aside(directory) if start_over else None
+    if moved is not None:
+        log.info("run.resume=never: the earlier run in %s (its checkpoints, metrics, tracker "
+                 "ids and history) moved to %s; it stays readable there", directory, moved)
 
 
 def _train(spec: RunSpec) -> Path:
@@ -189,16 +260,25 @@ def _train(spec: RunSpec) -> Path:
                           f"{spec.backend.name}; valid there: stop")
     grid, mask_grid = spec.grid, spec.mask_grid  # checked by validate
     _setup_logging(None, backend.is_main)  # messages from building the data reach stderr
+    for note in spec.notes:
+        log.info("%s", note)
     sources = _sources(spec)
     in_chans = sources[0].sample_shape[0]
     feeds = _feeds(spec, sources, backend.world_size)
     directory = run_dir(spec)
     # every rank checks before any writes (a refused folder stops them all, none waits at a
-    # barrier), then the main rank claims it: a check after the claim began could see half
+    # barrier); what can still refuse the run (model.init) comes before anything is written
     check_run_dir(directory)
+    seed_all(spec.seed)  # identical initial weights on every rank
+    model = build_model(spec.model, in_chans=in_chans)
+    if spec.model.init:  # starting weights, before the backend places (or shards) the model
+        from mim.init import init_model  # reads weight formats: only when asked
+
+        init_model(model, spec.model, None if spec.run.resume == "never" else
+                   Checkpoints(directory / "checkpoints").latest())
     backend.barrier()
-    if backend.is_main:
-        claim_run_dir(directory)
+    if backend.is_main:  # then the main rank claims it: a check after the claim began sees half
+        _claim(directory, spec.run.resume == "never")
     backend.barrier()
     _setup_logging(directory, backend.is_main)
     log.info("precision: %s (%s)", *backend.precision_and_reason)
@@ -210,13 +290,6 @@ def _train(spec: RunSpec) -> Path:
                  list(feed_grid), policy.num_masked(feed_grid),
                  "" if targets is None else f", the decoder reconstructs and scores {targets}")
 
-    seed_all(spec.seed)  # identical initial weights on every rank
-    model = build_model(spec.model, in_chans=in_chans)
-    if spec.model.init:  # starting weights, before the backend places (or shards) the model
-        from mim.init import init_model  # reads weight formats: only when asked
-
-        init_model(model, spec.model, None if spec.run.resume == "never" else
-                   Checkpoints(directory / "checkpoints").latest())
     t = spec.train
     global_batch = t.batch_size * backend.world_size  # clips per micro-step, all ranks
     first = feeds[0]
@@ -232,7 +305,9 @@ def _train(spec: RunSpec) -> Path:
     encoder_params = sum(p.numel() for n, p in model.named_parameters() if not is_decoder(n))
     runner = backend.setup(model, optimizer, scheduler)
     checkpoints = Checkpoints(directory / "checkpoints", t.keep_last)
-    state = _resume(spec, backend, checkpoints)
+    data = {f.source.name: f.source.dataset.identity() for f in feeds}
+    resumed = _resume(spec, backend, checkpoints, data)
+    state = resumed.state
     restored = scheduler.base_lrs[0]  # after a resume, LambdaLR's peak is the checkpoint's
     if state.step and not np.isclose(restored, plan.lr, rtol=1e-9, atol=0):
         log.info("learning rate: %g, the checkpoint's (this config's batch gives %g; the "
@@ -264,7 +339,7 @@ def _train(spec: RunSpec) -> Path:
     stream = make_stream(feeds, spec.seed, backend.rank, backend.world_size, t.num_workers,
                          backend.device.type == "cuda", timeout=t.timeout)
     logger = RunLogger(directory, backend.is_main, plan.total_steps, state.step, spec.trackers,
-                       OmegaConf.to_container(spec.raw, resolve=True))
+                       resumed.config, resumed.history)
     if len(feeds) > 1:  # each record says which source fed its step
         micro = state.drawn.get("micro_steps", state.step * t.accum_steps)
         logger = SourceRecords(logger, feeds, spec.seed, t.accum_steps,
@@ -277,7 +352,7 @@ def _train(spec: RunSpec) -> Path:
     trainer = Trainer(runner, model, backend, stream, settings, checkpoints, logger, state,
                       picture_writer(spec.modality, spec.data, fixed, directory / "pictures",
                                      logger, backend.is_main),
-                      OmegaConf.to_container(spec.raw, resolve=True),
+                      {"config": resumed.config, "data": data, "history": resumed.history},
                       nonfinite=t.nonfinite, max_nonfinite_skips=t.max_nonfinite_skips,
                       max_unreadable=t.max_unreadable,
                       drawn=functools.partial(drawn, feeds, spec.seed, backend.world_size),

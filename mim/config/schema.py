@@ -72,7 +72,9 @@ class OptimConfig:
     # AdamW's (beta1, beta2); MAE: 0.9, 0.95
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     weight_decay: float = 0.05  # AdamW's decoupled weight decay (not on norms and biases)
-    warmup_epochs: float = 40.0  # linear lr warmup, then a cosine decay to min_lr
+    # linear lr warmup, then a cosine decay to min_lr; with train.max_steps the same share of
+    # the run (warmup_epochs / epochs of max_steps: 5 % by default)
+    warmup_epochs: float = 40.0
     warmup_steps: Optional[int] = None  # overrides warmup_epochs when set
     min_lr: float = 0.0  # the lr at the end of the cosine decay
 

@@ -94,14 +94,16 @@ class Trainer:
     non-finite and unreadable-data policies default to the schema's (``TrainConfig``).
     ``drawn(stop, start, items)`` (``mim.stream.drawn`` of the run's feeds) counts the items the
     sources give over micro-steps; with it each checkpoint holds the data position in items, and
-    ``shape`` (``mim/engine/reshape.py``) records what wrote the checkpoint.
+    ``shape`` (``mim/engine/reshape.py``) records what wrote the checkpoint. ``record``: what
+    else each checkpoint carries (``mim/train.py``: the config the weights follow, the data's
+    identity, the run's history of starts and resumes).
     """
 
     def __init__(self, runner: torch.nn.Module, model: torch.nn.Module, backend: Backend,
                  batches: Callable[[int], Iterator[Batch]] | None, settings: LoopSettings,
                  checkpoints: Checkpoints | None, logger: RunLogger | None, state: LoopState,
                  picture: Callable[[Any, int], Path | None] | None,
-                 config_snapshot: dict[str, Any],
+                 record: dict[str, Any],
                  nonfinite: str = TrainConfig.nonfinite,
                  max_nonfinite_skips: int = TrainConfig.max_nonfinite_skips,
                  max_unreadable: float = TrainConfig.max_unreadable,
@@ -110,7 +112,7 @@ class Trainer:
         self.runner, self.model, self.backend = runner, model, backend
         self.batches, self.settings = batches, settings
         self.checkpoints, self.logger, self.state = checkpoints, logger, state
-        self.picture, self.config_snapshot = picture, config_snapshot
+        self.picture, self.record = picture, record
         self.reports = ItemReports()
         self.nonfinite, self.max_nonfinite_skips = nonfinite, max_nonfinite_skips
         self.max_unreadable = max_unreadable
@@ -270,8 +272,7 @@ class Trainer:
 
     def save(self) -> Path:
         self.state.capture_rng()
-        client = {"loop": self.state.as_dict(), "config": self.config_snapshot,
-                  "shape": self.shape}
+        client = {"loop": self.state.as_dict(), **self.record, "shape": self.shape}
         return self.checkpoints.save(self.state.step, self.backend, client)
 
 

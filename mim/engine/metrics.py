@@ -36,7 +36,8 @@ class RunLogger:
     """Writes only on the main rank; every method is a no-op elsewhere."""
 
     def __init__(self, run_dir: Path, enabled: bool, total_steps: int, start_step: int,
-                 trackers: tuple[str, ...] = ("tensorboard",), config: dict | None = None):
+                 trackers: tuple[str, ...] = ("tensorboard",), config: dict | None = None,
+                 history: list[dict] | None = None):
         self.enabled = enabled
         self.path = run_dir / METRICS_FILE
         self._trackers = None
@@ -45,7 +46,8 @@ class RunLogger:
             return
         truncate_after(self.path, start_step)
         self._file = open(self.path, "a", buffering=1)
-        self._trackers = Trackers(list(trackers), run_dir, config or {}, start_step)
+        self._trackers = Trackers(list(trackers), run_dir, config or {}, start_step,
+                                  history or [])
         self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                          mininterval=1.0)
         self._last = (time.perf_counter(), start_step)

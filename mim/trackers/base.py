@@ -35,6 +35,11 @@ class Tracker:
     def log_image(self, tag: str, array_hwc: Any, step: int) -> None:
         raise NotImplementedError
 
+    def log_history(self, history: list[dict[str, Any]], config: dict[str, Any]) -> None:
+        """A resumed run: ``history`` (``mim/config/history.py``'s records, oldest first) and
+        the ``config`` it now follows, whose changed keys the tracker's record of the first
+        config would otherwise hide. A tracker without such a record ignores it."""
+
     def close(self) -> None:
         pass
 
@@ -42,7 +47,8 @@ class Tracker:
 class Trackers:
     """The chosen trackers of one run (main rank only); each call reaches every live one."""
 
-    def __init__(self, names: list[str], run_dir: Path, config: dict[str, Any], start_step: int):
+    def __init__(self, names: list[str], run_dir: Path, config: dict[str, Any], start_step: int,
+                 history: list[dict[str, Any]] | None = None):
         self._path = run_dir / STATE_FILE
         self._state = _read(self._path)
         self._live: dict[str, Tracker] = {}
@@ -57,6 +63,8 @@ class Trackers:
             # steps after the checkpoint are replayed: the tracker keeps what it took before
             self._state[name] = {"id": run_id, "step": kept.get("step", -1)}
             self._live[name] = tracker
+        if history and len(history) > 1:  # a resume: what changed since the first start
+            self._call("log_history", history, config, newer_only=False)
         self._save()
 
     def log_metrics(self, step: int, values: dict[str, Any]) -> None:
@@ -78,11 +86,10 @@ class Trackers:
         self._live.clear()
 
     def _call(self, method: str, *args: Any, newer_only: bool = True) -> list[str]:
-        step = args[0] if method == "log_metrics" else args[-1]
         done = []
         for name, tracker in list(self._live.items()):
-            replayed = step <= self._state[name]["step"] and not tracker.rewrites_replayed
-            if newer_only and replayed:
+            replayed = newer_only and args[0] <= self._state[name]["step"]  # args[0]: the step
+            if replayed and not tracker.rewrites_replayed:
                 continue
             try:
                 getattr(tracker, method)(*args)

@@ -166,3 +166,91 @@ def test_convert_never_writes_into_a_run_directory(module_cli, base_run) -> None
         assert result.returncode == 2, module_cli.describe(result)
         assert "inside the mim run" in result.stderr.strip().splitlines()[-1], result.stderr
     assert snapshot(base_run) == before
+
+
+def test_never_sets_the_earlier_run_aside_and_starts_over(module_cli, run_copy) -> None:
+    """run.resume=never in a run directory: the earlier run's checkpoints, metrics, trackers and
+    history move to previous/<time>/, so the new run's steps are neither rotated away by the
+    older, higher ones nor read in their place, and the next start resumes the new run."""
+    old = snapshot(run_copy)
+    result = module_cli.train(run_copy, "train.max_steps=1", "train.ckpt_every=1",
+                              "train.keep_last=1", "mask.ratio=0.75", "run.resume=never")
+    [moved] = (run_copy / "previous").iterdir()
+    assert f"run.resume=never: the earlier run in {run_copy}" in result.stderr and str(moved) \
+        in result.stderr, module_cli.describe(result)
+    kept = {k: v for k, v in old.items() if k.split("/")[0] not in ("mim-run.json", "tb")}
+    assert {k: v for k, v in snapshot(moved).items() if k.split("/")[0] != "tb"} == kept
+    assert sorted(p.name for p in (run_copy / "checkpoints").iterdir()) == ["last",
+                                                                            "step_00000001"]
+    assert [r["event"] for r in history(run_copy)] == ["start"]
+    assert config(run_copy)["mask"]["ratio"] == 0.75
+    assert [r["step"] for r in module_cli.metrics(run_copy)] == [1]
+    assert "run.resume=never" in (run_copy / "train.log").read_text()  # the new run's log
+    again = module_cli.train(run_copy, "train.max_steps=2", "train.ckpt_every=1",
+                             "train.keep_last=1", "mask.ratio=0.75")
+    assert f"resumed from {run_copy / 'checkpoints' / 'step_00000001'}" in again.stderr
+
+
+def _pictures(folder: Path, count: int, start: int = 0) -> None:
+    from PIL import Image
+
+    folder.mkdir(exist_ok=True)
+    for n in range(start, start + count):
+        Image.new("RGB", (40, 40), (n * 9 % 256, 80, 160)).save(folder / f"{n:03d}.png")
+
+
+def test_a_resume_on_other_data_is_refused_unless_forced(module_cli, tmp_path) -> None:
+    """The checkpoint records the data (its item count here): more files in the folder change
+    the data order, so a resume is refused like a config change; run.resume=force goes on.
+    The warnings of building the data, logged before the run folder exists, reach train.log."""
+    data, run = tmp_path / "photos", tmp_path / "run"
+    _pictures(data, 16)
+    (data / "zz-link.png").symlink_to(data / "000.png")  # a link to a file listed: warned
+    module_cli.train(run, f"data.root={data}", "train.max_steps=2", "train.ckpt_every=2")
+    log = (run / "train.log").read_text()
+    assert "link to a file already listed" in log and log.index("link to a file") < \
+        log.index("run directory:")
+    _pictures(data, 8, start=16)
+    refused = module_cli.train(run, f"data.root={data}", "train.max_steps=3", check=False)
+    assert refused.returncode == 2, module_cli.describe(refused)
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("mim: config error: run.resume: ") and \
+        "data identity.image.items: 16 -> 24" in last and "run.resume=force" in last, last
+    module_cli.train(run, f"data.root={data}", "train.max_steps=3", "run.resume=force")
+    assert history(run)[-1]["changed"]["data identity.image.items"] == [16, 24]
+
+
+def test_an_empty_checkpoint_folder_is_no_run_and_nothing_is_written(module_cli, tmp_path):
+    folder = tmp_path / "half"
+    (folder / "checkpoints" / "step_00000001").mkdir(parents=True)
+    before = snapshot(folder)
+    result = module_cli.train(folder, "train.max_steps=1", check=False)
+    assert result.returncode == 2, module_cli.describe(result)
+    assert "neither empty nor a mim run" in result.stderr.strip().splitlines()[-1]
+    assert snapshot(folder) == before and not (folder / "mim-run.json").exists()
+
+
+def test_a_failed_model_init_leaves_no_run_folder(module_cli, tmp_path) -> None:
+    run = tmp_path / "new"
+    result = module_cli.train(run, f"model.init={tmp_path / 'missing.pth'}", check=False)
+    assert result.returncode == 2, module_cli.describe(result)
+    assert result.stderr.strip().splitlines()[-1].startswith("mim: config error: model.init: ")
+    assert not run.exists()
+
+
+def test_a_resume_records_the_init_the_run_started_from(module_cli, base_run, tmp_path,
+                                                        load_state) -> None:
+    """A resume takes the checkpoint's weights: config.yaml and every later checkpoint name the
+    init the run started from; the history records the other one given, not applied."""
+    run = tmp_path / "run"
+    module_cli.train(run, f"model.init={base_run}", "train.max_steps=1", "train.ckpt_every=1")
+    other = tmp_path / "other.pth"
+    module_cli.train(run, f"model.init={other}", "train.max_steps=2", "train.ckpt_every=1")
+    assert config(run)["model"]["init"] == str(base_run)
+    last = history(run)[-1]
+    assert last["event"] == "resume" and last["config"]["model"]["init"] == str(base_run)
+    assert last["not_applied"] == {"model.init": [str(base_run), str(other)]}
+    client = load_state(run / "checkpoints" / "step_00000002")["client"]
+    assert client["config"]["model"]["init"] == str(base_run)
+    assert [r["event"] for r in client["history"]] == ["start", "resume"]
+    assert client["data"] == {"image": {"items": 26}}  # the built-in photos

@@ -85,3 +85,29 @@ def test_effective_lr_linear_scaling():
     assert effective_lr(1.5e-4, 4096) == pytest.approx(2.4e-3, rel=1e-12)  # MAE's ViT-L setting
     assert effective_lr(1.5e-4, 256) == pytest.approx(1.5e-4, rel=1e-12)
     assert math.isclose(effective_lr(1e-3, 512), 2 * effective_lr(1e-3, 256))
+
+
+@pytest.mark.parametrize("overrides, warmup, rule", [
+    # train.max_steps sets the length: MAE's share of it (40 of 800 epochs: 5 %)
+    (["train.max_steps=300"], 15, "optim.warmup_epochs / train.epochs (40 / 800) of "
+                                  "train.max_steps"),
+    (["train.max_steps=300", "optim.warmup_epochs=80"], 30, "(80 / 800)"),
+    (["train.max_steps=300", "optim.warmup_steps=7"], 7, "optim.warmup_steps"),
+    (["train.max_steps=5", "optim.warmup_steps=20"], 4, "optim.warmup_steps, cut to the run's "
+                                                        "steps - 1"),
+    # 26 photos, batch 16: 1 step an epoch
+    (["train.max_steps=null", "train.epochs=100"], 40, "optim.warmup_epochs"),
+])
+def test_a_short_run_warms_up_for_its_share_and_says_which_rule(overrides, warmup, rule):
+    from mim.config.compose import load
+    from mim.preview import derived
+
+    unset = [] if any(o.startswith("optim.warmup_steps") for o in overrides) else [
+        "optim.warmup_steps=null"]  # the demo experiment sets 20
+    values = derived(load(["modality=image", *unset, *overrides]))
+    assert values["warmup_steps"] == warmup and rule in values["warmup_rule"]
+    # extending the run keeps the warmup's share, so the peak is not at the old run's end
+    if overrides == ["train.max_steps=300"]:
+        longer = derived(load(["modality=image", "optim.warmup_steps=null",
+                               "train.max_steps=600"]))
+        assert longer["warmup_steps"] == 30 < 300

@@ -9,7 +9,8 @@ import pytest
 
 from mim.config.compose import load
 from mim.config.errors import ConfigError
-from mim.config.history import append_history, check_resume, compare, describe
+from mim.config.history import (append_history, as_resumed, check_resume, compare,
+                                data_differences, describe, history_lines, history_record)
 from mim.config.sweep import own_run_dirs, point_names
 from mim.rundir import (MARKER, check_export_target, check_run_dir, claim_run_dir, is_mim_run,
                         publish, staging_path)
@@ -82,12 +83,53 @@ def test_force_goes_on_except_where_the_optimiser_state_decides(tmp_path):
 
 
 def test_history_appends_one_line_per_start(tmp_path):
-    append_history(tmp_path, tree(), "start", 0)
-    append_history(tmp_path, tree(mask__ratio=0.75), "resume-force", 2,
-                   {"mask.ratio": (0.5, 0.75)})
+    append_history(tmp_path, tree(), history_record("start", 0))
+    record = history_record("resume-force", 2, {"mask.ratio": (0.5, 0.75)},
+                            {"model.init": ("a.pth", "b.pth")})
+    append_history(tmp_path, tree(mask__ratio=0.75), record)
     lines = [json.loads(x) for x in (tmp_path / "config_history.jsonl").read_text().splitlines()]
     assert [x["event"] for x in lines] == ["start", "resume-force"]
     assert lines[1]["changed"] == {"mask.ratio": [0.5, 0.75]} and lines[1]["step"] == 2
+    assert lines[1]["not_applied"] == {"model.init": ["a.pth", "b.pth"]}
+    assert lines[1]["config"]["mask"]["ratio"] == 0.75 and "not_applied" not in lines[0]
+    text = history_lines([history_record("start", 0), record])
+    assert text[0].endswith("step 0: start") and text[1].endswith(
+        'step 2: resume-force (mask.ratio: 0.5 -> 0.75; not applied: model.init "b.pth", the '
+        'checkpoint\'s "a.pth")')
+
+
+def test_a_resume_keeps_the_init_the_run_started_from(tmp_path):
+    saved = tree(model={"depth": 2, "init": "a.pth"})
+    given = tree(model={"depth": 2, "init": "b.pth"}, train__num_workers=4, train__max_steps=8)
+    config, ignored = as_resumed(saved, given)
+    assert config["model"]["init"] == "a.pth" and given["model"]["init"] == "b.pth"
+    assert ignored == {"model.init": ("a.pth", "b.pth")}
+    changed, forced = check_resume(saved, config, "auto", tmp_path / "step_00000004", 8, 8)
+    assert changed == {"train.max_steps": (4, 8)} and not forced  # the init is not_applied
+
+
+def test_a_resume_on_other_data_is_refused_unless_forced(tmp_path):
+    ckpt = tmp_path / "step_00000004"
+    shards = [["shard-000000.tar", 10240], ["shard-000001.tar", 10240]]
+    saved = {"image": {"items": 20, "shards": shards}}
+    now = {"image": {"items": 30, "shards": [*shards, ["shard-000002.tar", 10240]]}}
+    assert data_differences(saved, saved) == {}
+    assert data_differences({"image": {"items": 20}}, now) == {
+        "data identity.image.items": (20, 30)}  # keys one side lacks are not compared
+    with pytest.raises(ConfigError, match=r"another config: data identity.image.items: 20 -> "
+                                          r"30, data identity.image.shards: \"2 entries\" -> "
+                                          r"\"3 entries, \[\['shard-000002.tar', 10240\]\] new"):
+        check_resume(tree(), tree(), "auto", ckpt, 8, 8, saved, now)
+    changed, forced = check_resume(tree(), tree(), "force", ckpt, 8, 8, saved, now)
+    assert forced and changed["data identity.image.items"] == (20, 30)
+    assert check_resume(tree(), tree(), "auto", ckpt, 8, 8, None, now) == ({}, False)
+
+
+def test_the_refusal_comes_without_a_line_saying_the_resume_goes_on(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="mim"), pytest.raises(ConfigError):
+        check_resume(tree(), tree(mask__ratio=0.75, train__max_steps=8), "auto",
+                     tmp_path / "step_00000002", 8, 8)
+    assert "goes on with" not in caplog.text
 
 
 def test_run_dirs_free_ours_and_foreign(tmp_path):
@@ -100,6 +142,9 @@ def test_run_dirs_free_ours_and_foreign(tmp_path):
     check_run_dir(tmp_path / "ours")
     old = tmp_path / "old" / "checkpoints" / "step_00000002"  # a run from before the marker
     old.mkdir(parents=True)
+    with pytest.raises(ConfigError, match="neither empty nor a mim run"):  # mim publishes
+        check_run_dir(tmp_path / "old")  # only complete checkpoints: an empty one is not its
+    (old / "state.pt").write_bytes(b"weights")
     check_run_dir(tmp_path / "old")
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "metrics.jsonl").write_text("{}\n")
