@@ -28,13 +28,19 @@ def runs(module_cli, tmp_path_factory) -> dict[str, Path]:
 
 def test_mlflow_run_resumed_without_duplicate_steps(runs, monkeypatch) -> None:
     from mlflow.tracking import MlflowClient
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks to opt in to it
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # MLflow's retired file store
     run_dir = runs["both"]
     run_id = runs["first"]["mlflow"]["id"]
     assert json.loads((run_dir / "trackers.json").read_text())["mlflow"]["id"] == run_id
-    client = MlflowClient(tracking_uri=(run_dir / "mlruns").resolve().as_uri())
+    uri = f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"  # MLflow's recommended local store
+    assert f"mlflow ui --backend-store-uri {uri}" in (run_dir / "train.log").read_text()
+    assert not (run_dir / "mlruns").exists()
+    client = MlflowClient(tracking_uri=uri)
     run = client.get_run(run_id)
-    assert run.data.params["train.max_steps"] in ("4", "6")
+    assert run.data.params["train.max_steps"] == "4"  # the first start's; params cannot change
+    # the resume's changes, where MLflow lets a run record them
+    assert run.data.tags["mim.config.train.max_steps"] == "6"
+    assert "step 4: resume (train.max_steps: 4 -> 6" in run.data.tags["mim.history"]
     assert run.data.params["model.embed_dim"] == "48"
     assert run.data.tags["mim.run_dir"] == str(run_dir.resolve())
     steps = [m.step for m in client.get_metric_history(run_id, "loss")]
@@ -56,6 +62,7 @@ def test_wandb_offline_run_resumed_with_same_id(runs) -> None:
         record = (run / f"run-{run_id}.wandb").read_bytes()
         assert b"train/loss" in record and b"mim_run_dir" in record
         assert str(run_dir.resolve()).encode() in record
+    assert b"mim_history" in (offline[1] / f"run-{run_id}.wandb").read_bytes()  # the resume
     images = [sorted(p.name.split("_")[1] for p in (run / "files/media/images").glob("*.png"))
               for run in offline]
     assert images == [["2", "4"], ["6"]], images  # the resume sends no picture twice
