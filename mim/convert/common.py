@@ -137,6 +137,15 @@ def decoder_table_matches(pos: torch.Tensor, grid: tuple[int, ...], kind: str) -
     return torch.allclose(table, POS_EMBEDS[kind](table.shape[1], grid), atol=SINCOS_ATOL, rtol=0)
 
 
+def described_config(**fields: Any) -> ModelConfig:
+    """The ``ModelConfig`` a file describes; one that ``ModelConfig`` refuses (heads that do not
+    divide a width) is a ``ConvertError``, one line."""
+    try:
+        return ModelConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise ConvertError(str(exc)) from None
+
+
 def with_overrides(config: ModelConfig, overrides: dict[str, Any]) -> ModelConfig:
     unknown = sorted(set(overrides) - set(asdict(config)))
     if unknown:

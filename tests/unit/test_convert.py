@@ -392,3 +392,12 @@ def test_unreadable_inputs_say_what_was_expected(tmp_path: Path) -> None:
         read_weights(tmp_path / "empty")
     with pytest.raises(ConvertError, match="valid: mim, mae, timm, hf"):
         convert(tmp_path / "other.pth", tmp_path / "out", to="onnx")
+
+
+def test_a_head_count_the_width_does_not_take_is_one_line(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"model": ReferenceMAE().state_dict()}, path)
+    with pytest.raises(ConvertError, match=r"^model.decoder_num_heads: 3 does not divide the "
+                                           r"width 32$"):
+        read_weights(path, num_heads=HEADS, decoder_num_heads=3)
