@@ -46,9 +46,10 @@ class Converted:
     input_size: tuple[int, ...] | None = None  # spatial size the weights were made for
     has_decoder: bool = True
     notes: list[str] = field(default_factory=list)
-    # what is known of the run that made the weights: {"config": the run's config tree (or
-    # the parts a foreign format records, e.g. {"mask": {"ratio": ...}}), "loop": {"step",
-    # "samples", ...}}; exports write it into their configs and model card (convert/card.py)
+    # what is known of the run that made the weights, JSON only: {"config": the run's config
+    # tree (or the parts a foreign format records, e.g. {"mask": {"ratio": ...}}), "loop":
+    # {"step", "samples", ...}, "history": its starts and resumes (mim checkpoints that have
+    # one)}; exports write it into their configs and model card (convert/card.py)
     run: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> torch.nn.Module:
