@@ -17,12 +17,13 @@ import yaml
 
 from mim.convert.common import ConvertError, Converted, export_grid
 from mim.convert.provenance import RunFacts, run_facts
+from mim.rundir import EXPORT_MARKER, mim_wrote
 
 log = logging.getLogger("mim")
 PLACEHOLDER = "path/to/export"  # where the snippets expect the export
 CARD = "README.md"
 LIBRARY = {"hf": "transformers", "timm": "timm", "mae": "timm", "mim": "mim"}
-MARK = ("- mim", "- masked-autoencoder")  # the front matter's tags: a card mim wrote
+MARK = ("- mim", "- masked-autoencoder")  # the front matter's tags
 
 
 def _model_lines(conv: Converted, grid: tuple[int, ...] | None) -> list[str]:
@@ -201,10 +202,12 @@ def card_grid(conv: Converted, input_size: tuple[int, ...] | None) -> tuple[int,
 
 def write_card(conv: Converted, folder: Path, export: str, grid: tuple[int, ...] | None,
                details: dict[str, Any] | None = None) -> Path | None:
-    """``folder/README.md``; a README.md already there that mim did not write is kept."""
+    """``folder/README.md``; a README.md already there that mim did not write (no export
+    marker lists it at its size: ``mim.rundir.mim_wrote``) is kept."""
     path = folder / CARD
-    if path.exists() and "\n".join(MARK) not in path.read_text(errors="replace")[:300]:
-        log.warning("%s exists and was not written by mim: no model card written", path)
+    if (path.exists() or path.is_symlink()) and not mim_wrote(path):
+        log.warning("%s exists and mim did not write it (no %s lists it): kept; no model "
+                    "card written", path, EXPORT_MARKER)
         return None
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(model_card(conv, export, grid, details))
