@@ -188,7 +188,12 @@ def _convert_config(args: list[str]) -> dict:
     if not isinstance(config["model"], dict):
         raise ConfigError("model: convert takes model.<key>=VALUE (ModelConfig fields)")
     size = config["input_size"]
-    config["input_size"] = [size] * 2 if isinstance(size, int) else size
+    sizes = [size] * 2 if isinstance(size, int) else size
+    if sizes is not None and not (isinstance(sizes, list) and sizes and all(
+            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)):
+        raise ConfigError(f"input_size: {size!r} is not a size; give positive integers: "
+                          "input_size=224 or input_size=[224,224] (spatial sizes)")
+    config["input_size"] = sizes
     return config
 
 

@@ -422,3 +422,15 @@ def test_a_head_count_the_width_does_not_take_is_one_line(tmp_path: Path) -> Non
     with pytest.raises(ConvertError, match=r"^model.decoder_num_heads: 3 does not divide the "
                                            r"width 32$"):
         read_weights(path, num_heads=HEADS, decoder_num_heads=3)
+
+
+@pytest.mark.parametrize("given", ["abc", "-32", "true", "[32,0]", "[]", "[32,x]"])
+def test_convert_refuses_an_input_size_that_is_not_one(given) -> None:
+    from mim.cli import _convert_config
+    from mim.config.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^input_size: .* is not a size; give positive "
+                                          r"integers: input_size=224 or input_size=\[224,224\]"):
+        _convert_config(["input=a", "output=b", "to=hf", f"input_size={given}"])
+    assert _convert_config(["input=a", "output=b", "to=hf", "input_size=64"])[
+        "input_size"] == [64, 64]
