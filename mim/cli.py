@@ -12,7 +12,8 @@
                               reconstruction pictures of your own files
   mim convert input=PATH output=PATH to=mim|mae|timm|hf [input_size=[224,224]] [overwrite=true]
                               weights between mim, facebookresearch/mae, timm and Hugging Face
-                              (output: new or empty unless overwrite=true; never in a run dir)
+                              (output: new or empty, or with overwrite=true an export mim
+                              wrote, as its mim-export.json lists; never in a run dir)
   mim data pack input=DIR|LIST output=DIR [shard_size=1000] [max_side=N] [labels=none|folders|CSV]
                               WebDataset shards for data.format=wds, a manifest (overwrite=true)
 
