@@ -12,7 +12,8 @@
                               reconstruction pictures of your own files
   mim convert input=PATH output=PATH to=mim|mae|timm|hf [input_size=[224,224]] [overwrite=true]
                               weights between mim, facebookresearch/mae, timm and Hugging Face
-                              (output: new or empty unless overwrite=true; never in a run dir)
+                              (output: new or empty, or with overwrite=true an export mim
+                              wrote, as its mim-export.json lists; never in a run dir)
   mim data pack input=DIR|LIST output=DIR [shard_size=1000] [max_side=N] [labels=none|folders|CSV]
                               WebDataset shards for data.format=wds, a manifest (overwrite=true)
 
@@ -189,7 +190,12 @@ def _convert_config(args: list[str]) -> dict:
     if not isinstance(config["model"], dict):
         raise ConfigError("model: convert takes model.<key>=VALUE (ModelConfig fields)")
     size = config["input_size"]
-    config["input_size"] = [size] * 2 if isinstance(size, int) else size
+    sizes = [size] * 2 if isinstance(size, int) else size
+    if sizes is not None and not (isinstance(sizes, list) and sizes and all(
+            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)):
+        raise ConfigError(f"input_size: {size!r} is not a size; give positive integers: "
+                          "input_size=224 or input_size=[224,224] (spatial sizes)")
+    config["input_size"] = sizes
     return config
 
 

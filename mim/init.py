@@ -7,7 +7,9 @@ the tubelet for image weights in a video model), then every tensor is checked ag
 model's own shape, and a misfit is one ``ConfigError`` line listing the keys and both shapes.
 Optional parts are loaded when the weights have them and fit: the decoder (whole or not at all;
 not at all when the patch geometry changed, since ``decoder_pred`` is sized by the patch) and
-the cls token. Only weights are read: the optimiser, schedule and step start fresh.
+the cls token. Only weights are read: the optimiser, schedule and step start fresh, and the
+run's attention heads are used for all it loads (a state dict stores none; the weights' own,
+where their format records them, never stop a run).
 """
 from __future__ import annotations
 
@@ -27,6 +29,11 @@ log = logging.getLogger("mim")
 
 KERNEL, TABLE, CLS = "tokenizer.proj.weight", "learned_pos_embed.table", "cls_token"
 MAX_LISTED = 8  # misfits named in the one-line error; the rest are counted
+# Head counts shape no tensor: the run's model, built with the run's, takes the weights. The
+# weights are read with one head per part, a count every width takes, so that neither the
+# run's counts are imposed on the weights' widths (a decoder left out, or absent, has its own)
+# nor a count the file cannot tell stops the run.
+TENSORS_ONLY = {"num_heads": 1, "decoder_num_heads": 1}
 
 
 def _shape(t: torch.Tensor) -> list[int]:
@@ -97,9 +104,8 @@ def init_model(model: nn.Module, cfg: ModelConfig, resume_from: Path | None) -> 
         log.info("model.init: not loaded: the run resumes from its checkpoint %s, which wins "
                  "over %s", resume_from, path)
         return
-    try:  # heads are not stored in weights: the run's own are used
-        source = read_weights(path, num_heads=cfg.num_heads,
-                              decoder_num_heads=cfg.decoder_num_heads)
+    try:
+        source = read_weights(path, **TENSORS_ONLY)
     except ConvertError as exc:
         raise ConfigError(f"model.init: {exc}") from None
     own = model.state_dict()

@@ -3,13 +3,18 @@
 A run directory is recognised by the marker file ``mim-run.json`` that mim writes when it
 creates the run (before anything else), or, for runs written before the marker existed, by a
 ``checkpoints/`` folder holding a ``step_*`` checkpoint. ``mim train`` writes only into an empty
-(or missing) folder or such a run; ``mim convert`` writes only into an empty (or missing)
-output, or with ``overwrite=true`` through a temporary sibling and a rename, and never inside a
-run directory. This module imports nothing heavy: the CLI checks before any compute.
+(or missing) folder or such a run. ``mim convert`` writes an export into a temporary sibling,
+then renames it into place: onto an empty (or missing) output, never inside a run directory,
+and with ``overwrite=true`` onto an export mim wrote only. What mim exported is listed in the
+marker ``mim-export.json`` (each file by name and size): inside a folder export, or in the
+folder of a file export; a file that no marker lists at its size is not mim's, and nothing
+that is not mim's is replaced. This module imports nothing heavy: the CLI checks before any
+compute.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -18,7 +23,10 @@ from pathlib import Path
 
 from mim.config.errors import ConfigError
 
+log = logging.getLogger("mim")
 MARKER = "mim-run.json"
+# in a folder mim exports into: the files it wrote there, by name, with their sizes
+EXPORT_MARKER = "mim-export.json"
 _STEP = re.compile(r"^step_\d{8,}$")
 
 
@@ -42,7 +50,10 @@ def is_mim_run(path: Path) -> bool:
 
 
 def _listing(path: Path) -> str:
-    names = sorted(p.name for p in path.iterdir())
+    return _few(sorted(p.name for p in path.iterdir()))
+
+
+def _few(names: list[str]) -> str:
     return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
@@ -97,44 +108,132 @@ def _run_containing(path: Path) -> Path | None:
     return None
 
 
+def _marker_files(folder: Path) -> dict[str, int]:
+    """name -> size in bytes of each file that mim's export marker in ``folder`` lists ({}
+    without one, or with one mim did not write)."""
+    try:
+        data = json.loads((folder / EXPORT_MARKER).read_text())
+        listed = data["files"] if data.get("written_by") == "mim" else {}
+        return {str(name): int(size) for name, size in listed.items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
+def mim_wrote(path: Path) -> bool:
+    """True for a plain file that the export marker beside it lists, at the size mim wrote:
+    a file added, or changed since, is not mim's."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_file():
+        return False
+    return _marker_files(path.parent).get(path.name) == path.stat().st_size
+
+
+def _is_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def _not_written_by_mim(output: Path) -> list[str]:
+    """The names at ``output`` that mim's marker does not account for (a folder: its
+    entries, the marker aside; a file: itself)."""
+    if not _is_folder(output):
+        return [] if mim_wrote(output) else [output.name]
+    ours = bool(_marker_files(output))  # the marker itself, where it is mim's
+    return sorted(p.name for p in output.iterdir()
+                  if not (ours if p.name == EXPORT_MARKER else mim_wrote(p)))
+
+
 def check_export_target(output: Path, overwrite: bool) -> None:
-    """Refuse an export into a run directory, or onto something that exists without
-    ``overwrite=true`` (an empty folder counts as free)."""
+    """Refuse an export into a run directory, onto something that exists without
+    ``overwrite=true`` (an empty folder counts as free), and, with it, onto anything but an
+    export mim wrote: a folder whose every file its marker lists, or a file a marker lists."""
     output = Path(output).absolute()
     run = _run_containing(output)
     if run is not None:
         raise ConfigError(f"output: {output} is inside the mim run {run}; an export never goes "
                           "into a run directory: choose an output outside it")
-    if not output.exists() or (output.is_dir() and not any(output.iterdir())):
+    if output.name == EXPORT_MARKER:
+        raise ConfigError(f"output: {EXPORT_MARKER} is the name of mim's export marker: choose "
+                          "another name")
+    folder = _is_folder(output)
+    if not (output.exists() or output.is_symlink()) or (folder and not any(output.iterdir())):
         return
     if not overwrite:
-        what = f"a folder holding {_listing(output)}" if output.is_dir() else "an existing file"
+        what = f"a folder holding {_listing(output)}" if folder else "an existing file"
         raise ConfigError(f"output: {output} is {what}; mim does not overwrite what it did not "
                           "write: choose an empty or new output, or set overwrite=true to "
-                          "replace it")
+                          "replace an export mim wrote")
+    foreign = _not_written_by_mim(output)
+    if foreign:
+        what = (f"holds {_few(foreign)}, which no {EXPORT_MARKER} of mim's lists" if folder else
+                f"is a file no {EXPORT_MARKER} of mim's beside it lists")
+        raise ConfigError(f"output: {output} {what} (mim did not write it, or it changed since); "
+                          "overwrite=true replaces only an export mim wrote: choose an empty or "
+                          "new output")
 
 
 def staging_path(output: Path) -> Path:
-    """A fresh sibling of ``output`` to write into (same folder: the rename stays atomic; the
-    suffix kept, so a writer choosing between a file and a folder by it chooses alike)."""
+    """A fresh sibling folder of ``output`` (same folder: the renames stay atomic) that an
+    export is written into, under ``output``'s own name (``publish`` moves it out)."""
     output = Path(output).absolute()
-    return output.with_name(f".{output.stem}-tmp{os.getpid()}{output.suffix}")
+    return output.with_name(f".{output.name}-tmp{os.getpid()}")
 
 
-def publish(staged: Path, output: Path) -> None:
-    """Move a finished ``staged`` export to ``output``: one rename when ``output`` is new; else
-    the old one is renamed aside first and deleted only after the new one is in place, so a
-    failure leaves the old or the new export complete, never a mixture."""
-    output = Path(output).absolute()
-    if output.is_dir() and not any(output.iterdir()):
-        output.rmdir()
-    if not output.exists():
-        os.rename(staged, output)
+def record_export(folder: Path, names: list[str], fmt: str | None = None) -> None:
+    """List ``names`` (files in ``folder``, at their sizes now) in ``folder``'s export marker,
+    the entries already there kept: what a later ``overwrite=true`` may replace. ``fmt``: the
+    format of an export that is the whole folder."""
+    folder = Path(folder)
+    files = _marker_files(folder)
+    if (folder / EXPORT_MARKER).exists() and not files:  # a file of that name, not mim's
+        log.warning("%s: not mim's, kept; %s not listed as mim's", folder / EXPORT_MARKER,
+                    ", ".join(names))
         return
-    old = output.with_name(f".{output.stem}-old{os.getpid()}{output.suffix}")
+    files.update({name: (folder / name).stat().st_size for name in names})
+    marker = {"written_by": "mim", **({"format": fmt} if fmt else {}),
+              "files": dict(sorted(files.items()))}
+    tmp = folder / f".{EXPORT_MARKER}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(marker, indent=2) + "\n")
+    os.replace(tmp, folder / EXPORT_MARKER)
+
+
+def _replace(new: Path, output: Path) -> None:
+    """``new`` renamed to ``output``; an old ``output`` is renamed aside first and deleted only
+    after the new one is in place, so a failure leaves the old or the new one complete."""
+    if _is_folder(output) and not any(output.iterdir()):
+        output.rmdir()
+    if not (output.exists() or output.is_symlink()):
+        os.rename(new, output)
+        return
+    old = output.with_name(f".{output.name}-old{os.getpid()}")
     os.rename(output, old)
-    os.rename(staged, output)
+    os.rename(new, output)
     discard(old)
+
+
+def publish(staged: Path, output: Path, fmt: str, overwrite: bool) -> None:
+    """Move the export written at ``staged / output.name`` (format ``fmt``) to ``output``
+    (checked again: new, empty, or with ``overwrite`` an export mim wrote) and list what it
+    holds in an export marker: inside a folder export; for a file export, in its folder, with
+    what the writer put beside the file (its model card), moved there too unless a file of
+    that name there is not mim's (kept, and said)."""
+    output = Path(output).absolute()
+    export = staged / output.name
+    if _is_folder(export):
+        record_export(export, sorted(p.name for p in export.iterdir()), fmt)
+    check_export_target(output, overwrite)
+    _replace(export, output)
+    if _is_folder(output):
+        return
+    moved = [output.name]
+    for extra in sorted(staged.iterdir()):
+        beside = output.with_name(extra.name)
+        if (beside.exists() or beside.is_symlink()) and not mim_wrote(beside):
+            log.warning("%s exists and mim did not write it (no %s lists it): kept; the "
+                        "export's %s is not written", beside, EXPORT_MARKER, extra.name)
+            continue
+        os.replace(extra, beside)
+        moved.append(extra.name)
+    record_export(output.parent, moved)
 
 
 def discard(path: Path) -> None:

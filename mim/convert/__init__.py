@@ -40,8 +40,9 @@ def convert(source: str | Path, output: str | Path, to: str,
     """Read ``source`` (format detected) and write it as ``to`` at ``output``.
 
     ``output`` must be new or empty, and outside any run directory (a ``ConfigError``
-    otherwise, before anything is read); ``overwrite=True`` replaces an existing one. The
-    export is written into a temporary sibling and renamed into place once complete.
+    otherwise, before anything is read); ``overwrite=True`` replaces an export mim wrote (what
+    a ``mim-export.json`` lists), nothing else. The export is written into a temporary sibling
+    and renamed into place once complete (``mim/rundir.py``).
     ``input_size`` (spatial sizes) exports for another input size than the weights were made
     for: the position table is resized to its token grid; the size is logged."""
     if to not in WRITERS:
@@ -51,19 +52,19 @@ def convert(source: str | Path, output: str | Path, to: str,
     converted = read_weights(source, **overrides)
     size = tuple(int(s) for s in input_size) if input_size is not None else None
     staged = staging_path(target)
+    staged.mkdir(parents=True)
     try:
-        written = WRITERS[to](converted, staged, size)
-        publish(staged, target)
-    except BaseException:
+        written = WRITERS[to](converted, staged / target.name, size)
+        publish(staged, target, to, overwrite)
+    finally:
         discard(staged)
-        raise
     made_for = size or converted.input_size
     if made_for:  # a timm or HF model is fixed at this size: say it where the user looks
         log.info("%s: to=%s export for inputs of %s%s", target, to,
                  "x".join(map(str, made_for)),
                  "" if size else " (the size the weights were made for; input_size=[...] "
                  "exports another)")
-    return target / written.relative_to(staged) if written != staged else target
+    return target / written.relative_to(staged / target.name)
 
 
 __all__ = ["ConvertError", "Converted", "read_weights", "load_pretrained", "convert",

@@ -1,11 +1,14 @@
 """The ``README.md`` model card every export carries: the model, the run's config, its steps,
-samples seen and data, and code that loads that export with timm and transformers.
+samples seen and data, its history of starts and resumes (where a checkpoint records one with
+more than a single start, or a change), and code that loads that export with timm and
+transformers.
 
 The snippets name the export as ``path/to/export`` (a folder may be moved after it is written);
 each is written for the files of its own format and is run by the tests as written.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,12 +17,13 @@ import yaml
 
 from mim.convert.common import ConvertError, Converted, export_grid
 from mim.convert.provenance import RunFacts, run_facts
+from mim.rundir import EXPORT_MARKER, mim_wrote
 
 log = logging.getLogger("mim")
 PLACEHOLDER = "path/to/export"  # where the snippets expect the export
 CARD = "README.md"
 LIBRARY = {"hf": "transformers", "timm": "timm", "mae": "timm", "mim": "mim"}
-MARK = ("- mim", "- masked-autoencoder")  # the front matter's tags: a card mim wrote
+MARK = ("- mim", "- masked-autoencoder")  # the front matter's tags
 
 
 def _model_lines(conv: Converted, grid: tuple[int, ...] | None) -> list[str]:
@@ -63,6 +67,27 @@ def _training_lines(conv: Converted, facts: RunFacts) -> list[str]:
             f"- input normalisation: mean {mean}, std {std}" if facts.mean is not None else
             f"- input normalisation: {_unrecorded_norm(facts)}; the export's processor settings "
             f"assume ImageNet's mean {mean}, std {std}"]
+
+
+def _history_lines(history: list[dict[str, Any]]) -> list[str]:
+    """One line per start or resume, with what it changed; none for a run started once and
+    never changed."""
+    if len(history) <= 1 and not any(entry.get("changed") for entry in history):
+        return []
+    lines = ["## History"]
+    for entry in history:
+        changed = "; ".join(f"`{key}` `{json.dumps(old)}` -> `{json.dumps(new)}`"
+                            for key, (old, new) in _pairs(entry.get("changed")))
+        lines.append(f"- {entry.get('time', 'time not recorded')}: {entry.get('event')} at "
+                     f"step {entry.get('step')}" + (f", changed {changed}" if changed else ""))
+    return lines + [""]
+
+
+def _pairs(changed: Any) -> list[tuple[str, list]]:
+    """The ``{key: [old, new]}`` entries of a history record's changes."""
+    if not isinstance(changed, dict):
+        return []
+    return [(k, v) for k, v in changed.items() if isinstance(v, list) and len(v) == 2]
 
 
 def _unrecorded_norm(facts: RunFacts) -> str:
@@ -160,6 +185,7 @@ def model_card(conv: Converted, export: str, grid: tuple[int, ...] | None,
         lines += ["The run's config (the parts that made these weights):", "```yaml",
                   yaml.safe_dump(facts.sections, sort_keys=False,
                                  default_flow_style=None).rstrip(), "```", ""]
+    lines += _history_lines(facts.history)
     lines += ["## Loading", *_snippets(export, conv, grid, details or {}), ""]
     if conv.notes:
         lines += ["## Notes", *[f"- {note}" for note in conv.notes], ""]
@@ -176,10 +202,12 @@ def card_grid(conv: Converted, input_size: tuple[int, ...] | None) -> tuple[int,
 
 def write_card(conv: Converted, folder: Path, export: str, grid: tuple[int, ...] | None,
                details: dict[str, Any] | None = None) -> Path | None:
-    """``folder/README.md``; a README.md already there that mim did not write is kept."""
+    """``folder/README.md``; a README.md already there that mim did not write (no export
+    marker lists it at its size: ``mim.rundir.mim_wrote``) is kept."""
     path = folder / CARD
-    if path.exists() and "\n".join(MARK) not in path.read_text(errors="replace")[:300]:
-        log.warning("%s exists and was not written by mim: no model card written", path)
+    if (path.exists() or path.is_symlink()) and not mim_wrote(path):
+        log.warning("%s exists and mim did not write it (no %s lists it): kept; no model "
+                    "card written", path, EXPORT_MARKER)
         return None
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(model_card(conv, export, grid, details))

@@ -46,9 +46,10 @@ class Converted:
     input_size: tuple[int, ...] | None = None  # spatial size the weights were made for
     has_decoder: bool = True
     notes: list[str] = field(default_factory=list)
-    # what is known of the run that made the weights: {"config": the run's config tree (or
-    # the parts a foreign format records, e.g. {"mask": {"ratio": ...}}), "loop": {"step",
-    # "samples", ...}}; exports write it into their configs and model card (convert/card.py)
+    # what is known of the run that made the weights, JSON only: {"config": the run's config
+    # tree (or the parts a foreign format records, e.g. {"mask": {"ratio": ...}}), "loop":
+    # {"step", "samples", ...}, "history": its starts and resumes (mim checkpoints that have
+    # one)}; exports write it into their configs and model card (convert/card.py)
     run: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> torch.nn.Module:
@@ -135,6 +136,15 @@ def decoder_table_matches(pos: torch.Tensor, grid: tuple[int, ...], kind: str) -
     pos = pos.reshape(-1, pos.shape[-1]).float()  # [(1,) (prefix +) L, D] -> [(prefix +) L, D]
     table = pos[pos.shape[0] - math.prod(grid):]
     return torch.allclose(table, POS_EMBEDS[kind](table.shape[1], grid), atol=SINCOS_ATOL, rtol=0)
+
+
+def described_config(**fields: Any) -> ModelConfig:
+    """The ``ModelConfig`` a file describes; one that ``ModelConfig`` refuses (heads that do not
+    divide a width) is a ``ConvertError``, one line."""
+    try:
+        return ModelConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise ConvertError(str(exc)) from None
 
 
 def with_overrides(config: ModelConfig, overrides: dict[str, Any]) -> ModelConfig:

@@ -20,6 +20,7 @@ from mim.convert.common import ConvertError, Converted, with_overrides
 from mim.convert.dcp import dcp_folder, read_dcp_checkpoint
 from mim.convert.deepspeed import deepspeed_folder, read_deepspeed_checkpoint
 from mim.convert.hf import read_hf
+from mim.convert.provenance import checkpoint_record
 from mim.convert.storage import (SAFE_SUFFIX, TORCH_SUFFIXES, load_safetensors,
                                  load_tensor_file, load_torch, save_tensors, write_json)
 from mim.convert.vit import is_vit_layout, read_vit
@@ -56,14 +57,14 @@ def read_mim_state(state: Any, path: Path, **overrides: Any) -> Converted:
     """A checkpoint's ``{"model": weights, "client": {"config": ...}}`` read from ``path``."""
     if not isinstance(state, dict) or "model" not in state or "client" not in state:
         raise ConvertError(f"{path}: not a mim checkpoint (no 'model' and 'client' entries)")
-    tree = state["client"].get("config") or {}
+    run = checkpoint_record(state["client"])
+    tree = run["config"]
     in_chans, size = _run_sizes(tree)
     weights = state["model"]
     if in_chans is None:
         in_chans = weights["tokenizer.proj.weight"].shape[1]
     return Converted(_model_config(tree.get("model", {}), overrides), in_chans, weights,
-                     "mim", input_size=size,
-                     run={"config": tree, "loop": dict(state["client"].get("loop") or {})})
+                     "mim", input_size=size, run=run)
 
 
 def read_mim_export(folder: Path, **overrides: Any) -> Converted:

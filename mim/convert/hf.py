@@ -29,13 +29,12 @@ import torch
 
 from mim.convert.common import (DECODER_TENSORS, ConvertError, Converted,
                                 check_plain_tokenizer, count_blocks, decoder_table_matches,
-                                encoder_table, encoder_table_for_export, export_grid, fuse_qkv,
-                                split_qkv, with_overrides)
+                                described_config, encoder_table, encoder_table_for_export,
+                                export_grid, fuse_qkv, split_qkv, with_overrides)
 from mim.convert.card import write_card
 from mim.convert.preprocessor import write_preprocessor
 from mim.convert.provenance import run_facts
 from mim.convert.storage import load_hf_weights, save_tensors, write_json
-from mim.factory import ModelConfig
 from mim.pos_embed import sincos_pos_embed
 from mim.registry import Registry
 
@@ -192,7 +191,7 @@ def read_vit_mae(folder: Path, config: dict[str, Any], state: dict[str, torch.Te
         out[name] = state[f"decoder.{name}"]
     blocks, depth = read_layers(state, _VIT_LAYERS, "blocks.", dim)
     decoder, decoder_depth = read_layers(state, DECODER_LAYERS, "decoder_blocks.", dec)
-    model_cfg = ModelConfig(
+    model_cfg = described_config(
         name="hf_vit_mae", tokenizer="patch2d", patch_size=patch, embed_dim=dim, depth=depth,
         num_heads=config["num_attention_heads"], mlp_ratio=mlp_ratio(config, folder),
         decoder_embed_dim=dec, decoder_depth=decoder_depth,

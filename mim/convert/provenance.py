@@ -18,6 +18,31 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with only what JSON holds: a tensor or array inside (an RNG state) left out."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items() if _is_plain(v)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value if _is_plain(v)]
+    return value
+
+
+def _is_plain(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool, dict, list, tuple))
+
+
+def checkpoint_record(client: dict[str, Any]) -> dict[str, Any]:
+    """``Converted.run`` from a mim checkpoint's client state: the run's config, the loop's
+    counts (its RNG states and data position serve a resume, not a reader), and the run's
+    history of starts and resumes where the checkpoint has one. JSON only: exports write it."""
+    loop = client.get("loop") or {}
+    record = {"config": _plain(client.get("config") or {}),
+              "loop": {k: v for k, v in loop.items() if isinstance(v, (int, float, str, bool))}}
+    if isinstance(client.get("history"), list):
+        record["history"] = [h for h in _plain(client["history"]) if isinstance(h, dict)]
+    return record
+
+
 @dataclass
 class RunFacts:
     modality: str | None = None
@@ -27,6 +52,8 @@ class RunFacts:
     steps: int | None = None
     samples: int | None = None
     sections: dict[str, Any] = field(default_factory=dict)  # RUN_SECTIONS found in the config
+    # starts and resumes, oldest first: {"time", "event", "step", "changed": {key: [old, new]}}
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def mask_ratio(self) -> float | None:
@@ -68,4 +95,5 @@ def run_facts(conv: Converted) -> RunFacts:
         std=[float(v) for v in std] if std is not None else None,
         steps=int(loop["step"]) if "step" in loop else None,
         samples=int(loop["samples"]) if "samples" in loop else None,
-        sections={k: tree[k] for k in RUN_SECTIONS if k in tree})
+        sections={k: tree[k] for k in RUN_SECTIONS if k in tree},
+        history=list(conv.run.get("history") or []))

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mim.convert.common import ConvertError
+from mim.engine.checkpoint import is_torch_file, refusal_reason
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 SAFE_SUFFIX = ".safetensors"
@@ -28,18 +29,25 @@ SAFE_SUFFIX = ".safetensors"
 def load_torch(path: Path) -> Any:
     """``torch.load`` that refuses anything but tensors, containers and ``argparse.Namespace``."""
     try:
-        if not hasattr(torch.serialization, "safe_globals"):  # torch < 2.5: the global list
-            torch.serialization.add_safe_globals([argparse.Namespace])
-            return torch.load(path, map_location="cpu", weights_only=True)
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        if is_torch_file(path):
+            return _load_allowing_args(path)
     except pickle.UnpicklingError as exc:
-        first = " ".join(str(exc).split())[:300]
         raise ConvertError(f"{path}: refused to unpickle it (it holds objects other than "
-                           f"tensors, and loading never runs code from a file): {first}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+                           "tensors, and loading never runs code from a file): "
+                           f"{refusal_reason(exc)}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
         raise ConvertError(f"{path}: not a readable torch file ({type(exc).__name__}: "
                            f"{' '.join(str(exc).split())[:200]})") from None
+    raise ConvertError(f"{path}: not a torch file (it begins as neither the zip archive nor "
+                       "the pickle that torch.save writes)")
+
+
+def _load_allowing_args(path: Path) -> Any:
+    if not hasattr(torch.serialization, "safe_globals"):  # torch < 2.5: the global list
+        torch.serialization.add_safe_globals([argparse.Namespace])
+        return torch.load(path, map_location="cpu", weights_only=True)
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def load_safetensors(path: Path) -> dict[str, torch.Tensor]:

@@ -19,12 +19,11 @@ import torch
 
 from mim.convert.common import (BLOCK_PARTS, DECODER_TENSORS, ConvertError, Converted,
                                 check_plain_tokenizer, count_blocks, decoder_table_matches,
-                                encoder_table, encoder_table_for_export, export_grid, heads_for,
-                                square_grid, with_overrides)
+                                described_config, encoder_table, encoder_table_for_export,
+                                export_grid, heads_for, square_grid, with_overrides)
 from mim.convert.card import write_card
 from mim.convert.provenance import run_facts
 from mim.convert.storage import save_tensors, write_json
-from mim.factory import ModelConfig
 from mim.model import split_state
 from mim.pos_embed import sincos_pos_embed
 from mim.sizes import VIT_SIZES
@@ -95,7 +94,7 @@ def read_vit(state: dict[str, torch.Tensor], fmt: str, args: Any = None,
         decoder = _decoder(state, grid, dim, mlp_ratio, fmt)
         out.update(decoder.pop("state"))
     preset = getattr(args, "model", None)
-    config = ModelConfig(
+    config = described_config(
         name=str(preset or f"{fmt}_vit"), tokenizer="patch2d", patch_size=patch,
         embed_dim=dim, depth=depth,
         num_heads=heads_for(dim, overrides.pop("num_heads", model_args.get(

@@ -139,21 +139,46 @@ class Checkpoints:
             shutil.rmtree(old, ignore_errors=True)
 
 
+# how a file torch.save wrote begins: a zip archive, or the legacy format's pickle
+TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
+# sentences of torch's refusal that advise loading the file anyway (weights_only=False, an
+# allow-listed global): wrong for a file of unknown origin, never passed on
+_ADVICE = ("weights_only", "safe_globals", "trust", "file an issue", "documentation",
+           "weights only load failed")
+
+
+def is_torch_file(path: Path) -> bool:
+    """Does ``path`` begin as a file ``torch.save`` writes (zip archive or pickle)?"""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return any(head.startswith(start) for start in TORCH_FILE_STARTS)
+
+
+def refusal_reason(exc: pickle.UnpicklingError) -> str:
+    """What torch's weights-only unpickler refused (e.g. ``Unsupported global: GLOBAL
+    posix.system``), in its words, without its advice to load the file unsafely."""
+    kept = []
+    for line in str(exc).splitlines():
+        line = line.split("WeightsUnpickler error:")[-1]
+        kept += [s for s in re.split(r"(?<=\.)\s+", line.strip())
+                 if s and not any(word in s.lower() for word in _ADVICE)]
+    return " ".join(kept)[:200] or "an object that is not a tensor"
+
+
 def load_weights_only(path: Path) -> dict[str, Any]:
     """``torch.load`` that never executes pickled code: tensors and plain containers only
     (``weights_only=True``); anything else -> CheckpointError naming the file."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        if is_torch_file(path):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        # torch names the refused global on a "WeightsUnpickler error: ..." line
-        why = next((line for line in lines if "Unpickler error" in line),
-                   lines[0] if lines else type(exc).__name__)
         raise CheckpointError(f"refused to load {path}: it holds pickled objects other than "
                               f"tensors and plain containers, which could run code when "
-                              f"unpickled (weights_only=True; {why})") from None
-    except (RuntimeError, EOFError, OSError) as exc:
+                              f"unpickled ({refusal_reason(exc)})") from None
+    except (RuntimeError, EOFError, OSError, KeyError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    raise CheckpointError(f"cannot read checkpoint {path}: not a file torch.save writes "
+                          "(neither a zip archive nor a pickle)")
 
 
 def check_fits(saved: dict[str, torch.Tensor], current: dict[str, torch.Tensor],

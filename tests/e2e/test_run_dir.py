@@ -138,25 +138,27 @@ def _convert(cli, source: Path, output: Path, *extra: str):
     return cli.run("convert", f"input={source}", f"output={output}", "to=hf", *extra)
 
 
-def test_convert_refuses_a_non_empty_output_and_overwrite_replaces_it(module_cli, base_run,
-                                                                      tmp_path) -> None:
+def test_convert_refuses_a_non_empty_output_and_overwrite_replaces_only_its_own(
+        module_cli, base_run, tmp_path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "config.json").write_text('{"mine": true}\n')
     (out / "notes.txt").write_text("keep me\n")
     before = snapshot(out)
-    result = _convert(module_cli, base_run, out)
-    assert result.returncode == 2, module_cli.describe(result)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "output:" in lines[0] and "overwrite=true" in lines[0], lines
-    assert snapshot(out) == before
+    for extra in ((), ("overwrite=true",)):  # not even overwrite=true replaces the user's files
+        result = _convert(module_cli, base_run, out, *extra)
+        assert result.returncode == 2, module_cli.describe(result)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "output:" in lines[0] and "overwrite=true" in lines[0], lines
+        assert snapshot(out) == before
+    assert "config.json, notes.txt, which no mim-export.json of mim's lists" in lines[0], lines
 
-    result = _convert(module_cli, base_run, out, "overwrite=true")
+    ours = tmp_path / "ours"  # an export mim wrote is replaced
+    assert _convert(module_cli, base_run, ours).returncode == 0
+    result = _convert(module_cli, base_run, ours, "overwrite=true")
     assert result.returncode == 0, module_cli.describe(result)
-    names = sorted(p.name for p in out.iterdir())
-    assert "notes.txt" not in names and "model.safetensors" in names, names
-    assert json.loads((out / "config.json").read_text())["model_type"] == "vit_mae"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left behind
+    assert json.loads((ours / "config.json").read_text())["model_type"] == "vit_mae"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours", "out"]  # no temporary left
 
 
 def test_convert_never_writes_into_a_run_directory(module_cli, base_run) -> None:

@@ -42,6 +42,8 @@ def test_a_pickle_carrying_code_is_refused_not_run(cli, tmp_path):
     assert f"refused to load {state.resolve()}" in result.stderr or "refused to load" in \
         result.stderr, cli.describe(result)
     assert "could run code" in result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert "weights_only" not in error, error  # what was refused, never the advice to force it
 
     # a plain pickle (not torch's format) is refused the same way
     with open(state, "wb") as f:
@@ -49,6 +51,7 @@ def test_a_pickle_carrying_code_is_refused_not_run(cli, tmp_path):
     result = cli.train(run, "train.max_steps=4", check=False)
     assert not marker.exists(), "the checkpoint's code ran"
     assert result.returncode == 1 and "Traceback" not in result.stderr, cli.describe(result)
+    assert "weights_only" not in result.stderr.strip().splitlines()[-1], result.stderr
 
 
 def test_a_checkpoint_of_another_model_lists_the_mismatched_keys(cli, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 from pathlib import Path
 
 import mim
@@ -21,6 +22,7 @@ from transformers import (VideoMAEConfig, VideoMAEForPreTraining,  # the test ex
                           ViTMAEConfig, ViTMAEForPreTraining)
 
 from mim.convert import ConvertError, convert, load_pretrained, read_weights
+from mim.engine.checkpoint import CheckpointError, load_weights_only
 
 SIZE, PATCH, DIM, HEADS, DEC, DEC_HEADS = 32, 8, 48, 3, 32, 2
 L = (SIZE // PATCH) ** 2
@@ -373,9 +375,28 @@ def test_pickle_with_code_is_refused_never_run(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"model": {"cls_token": torch.zeros(1)}, "extra": Payload(marker)}, path)
-    with pytest.raises(ConvertError, match="refused to unpickle"):
+    with pytest.raises(ConvertError, match="refused to unpickle") as convert_error:
         load_pretrained(path)
+    with pytest.raises(CheckpointError, match="refused to load") as checkpoint_error:
+        load_weights_only(path)  # a run's own checkpoint, read on resume
     assert not marker.exists()
+    for error in (convert_error, checkpoint_error):  # what was refused, not how to force it
+        text = str(error.value)
+        assert "\n" not in text and re.search(r"GLOBAL (io|builtins)\.open", text), text
+        assert "weights_only" not in text and "trust" not in text, text
+
+
+def test_random_bytes_are_not_a_torch_file(tmp_path: Path) -> None:
+    path = tmp_path / "weights.pth"
+    path.write_bytes(np.random.default_rng(1).bytes(4096))  # begins with 0xff
+    with pytest.raises(ConvertError, match=r"weights.pth: not a torch file \(it begins as "
+                                           r"neither the zip archive nor the pickle"):
+        read_weights(path)
+    with pytest.raises(CheckpointError, match="not a file torch.save writes"):
+        load_weights_only(path)
+    path.write_text("hello")  # text: torch itself raised a KeyError here
+    with pytest.raises(ConvertError, match="not a torch file"):
+        read_weights(path)
 
 
 def test_unreadable_inputs_say_what_was_expected(tmp_path: Path) -> None:
@@ -392,3 +413,24 @@ def test_unreadable_inputs_say_what_was_expected(tmp_path: Path) -> None:
         read_weights(tmp_path / "empty")
     with pytest.raises(ConvertError, match="valid: mim, mae, timm, hf"):
         convert(tmp_path / "other.pth", tmp_path / "out", to="onnx")
+
+
+def test_a_head_count_the_width_does_not_take_is_one_line(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"model": ReferenceMAE().state_dict()}, path)
+    with pytest.raises(ConvertError, match=r"^model.decoder_num_heads: 3 does not divide the "
+                                           r"width 32$"):
+        read_weights(path, num_heads=HEADS, decoder_num_heads=3)
+
+
+@pytest.mark.parametrize("given", ["abc", "-32", "true", "[32,0]", "[]", "[32,x]"])
+def test_convert_refuses_an_input_size_that_is_not_one(given) -> None:
+    from mim.cli import _convert_config
+    from mim.config.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^input_size: .* is not a size; give positive "
+                                          r"integers: input_size=224 or input_size=\[224,224\]"):
+        _convert_config(["input=a", "output=b", "to=hf", f"input_size={given}"])
+    assert _convert_config(["input=a", "output=b", "to=hf", "input_size=64"])[
+        "input_size"] == [64, 64]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import mim
@@ -184,3 +185,60 @@ def test_another_patch_size_and_grid_go_through_the_transfer_code(tmp_path, mim_
     assert torch.equal(state["blocks.1.mlp.fc2.weight"], source["blocks.1.mlp.fc2.weight"])
     assert all(torch.equal(state[k], fresh[k]) for k in state if is_decoder(k))
     assert "transfer: patch kernel (8, 8) -> (4, 4)" in mim_log.text
+
+
+def mae_encoder_file(tmp_path: Path) -> Path:
+    """MAE's encoder-only release (``mae_pretrain_vit_base.pth``): {"model": the encoder}."""
+    torch.manual_seed(0)
+    ref = ReferenceMAE()
+    perturb(ref)
+    encoder = {k: v for k, v in ref.state_dict().items()
+               if not k.startswith(("decoder", "mask_token"))}
+    torch.save({"model": encoder}, tmp_path / "mae_pretrain_vit.pth")
+    return tmp_path / "mae_pretrain_vit.pth"
+
+
+OWN_DECODER = dict(decoder_embed_dim=DIM, decoder_num_heads=HEADS)  # 3 heads: 32 wide takes none
+UNUSED_DECODERS = {  # source, the run's model: the source's decoder is absent or left out
+    "hf folder -> video": (lambda tmp: vitmae(tmp, True)[1], lambda: video_config(**OWN_DECODER)),
+    "mae with decoder -> video": (mae_file, lambda: video_config(**OWN_DECODER)),
+    "mae encoder only -> image": (mae_encoder_file, lambda: image_config(**OWN_DECODER)),
+    "timm -> image": (timm_file, lambda: image_config(**OWN_DECODER, pos_embed="learned",
+                                                      pos_grid=[4, 4])),
+}
+
+
+@pytest.mark.parametrize("case", UNUSED_DECODERS)
+def test_a_decoder_not_loaded_imposes_no_heads_the_run_keeps_its_own(tmp_path, case,
+                                                                       mim_log) -> None:
+    """The README's ``modality=video model.init=<ViTMAE>`` and a decoder-less file under a run
+    whose decoder heads do not divide the weights' decoder width (or the placeholder's)."""
+    build, config = UNUSED_DECODERS[case]
+    path = build(tmp_path)
+    model, fresh = started(replace(config(), init=str(path)))
+    source = read_weights(path, num_heads=HEADS, decoder_num_heads=DEC_HEADS).state
+    state = model.state_dict()
+    for key in state:
+        if is_decoder(key):
+            assert torch.equal(state[key], fresh[key]), f"{key}: not the run's own decoder"
+        elif key.startswith("blocks."):
+            assert torch.equal(state[key], source[key]), key
+    assert model.decoder_blocks[0].attn.num_heads == HEADS  # the run's decoder stands
+    assert "decoder at its initialisation" in mim_log.text
+
+
+def test_a_decoder_loaded_runs_with_the_runs_heads(tmp_path) -> None:
+    path = mae_file(tmp_path)  # a 32-wide decoder trained with 2 heads
+    model, _ = started(image_config(init=str(path), decoder_num_heads=4))
+    source = read_weights(path, num_heads=HEADS, decoder_num_heads=DEC_HEADS).state
+    assert all(torch.equal(v, source[k]) for k, v in model.state_dict().items())
+    assert model.decoder_blocks[0].attn.num_heads == 4
+
+
+def test_heads_the_weights_width_does_not_take_are_a_misfit_not_a_head_error(tmp_path) -> None:
+    path = mae_file(tmp_path)
+    with pytest.raises(ConfigError) as info:  # 5 heads: the run's 60 wide, not the weights' 48
+        started(image_config(init=str(path), embed_dim=60, num_heads=5))
+    text = str(info.value)
+    assert text.startswith(f"model.init: {path} (mae) does not fit"), text
+    assert "tokenizer.proj.weight [48, 3, 8, 8] vs the model's [60, 3, 8, 8]" in text

@@ -1,9 +1,9 @@
 """The rules of mim/config/history.py (which config changes a resume may make) and
-mim/rundir.py (what mim may write where), without training."""
+mim/rundir.py (what mim may write where; export targets: test_export_targets.py), without
+training."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -12,8 +12,7 @@ from mim.config.errors import ConfigError
 from mim.config.history import (append_history, as_resumed, check_resume, compare,
                                 data_differences, describe, history_lines, history_record)
 from mim.config.sweep import own_run_dirs, point_names
-from mim.rundir import (MARKER, check_export_target, check_run_dir, claim_run_dir, is_mim_run,
-                        publish, staging_path)
+from mim.rundir import MARKER, check_run_dir, claim_run_dir, is_mim_run
 
 
 def tree(**changes) -> dict:
@@ -151,39 +150,6 @@ def test_run_dirs_free_ours_and_foreign(tmp_path):
     with pytest.raises(ConfigError, match=r"run.dir: .*foreign is neither empty nor a mim run "
                                           r"\(it holds metrics.jsonl"):
         check_run_dir(tmp_path / "foreign")
-
-
-def test_export_targets(tmp_path):
-    claim_run_dir(tmp_path / "run")
-    for inside in (tmp_path / "run", tmp_path / "run" / "hf", tmp_path / "run" / "a" / "b"):
-        with pytest.raises(ConfigError, match="inside the mim run"):
-            check_export_target(inside, overwrite=True)
-    check_export_target(tmp_path / "new", overwrite=False)
-    (tmp_path / "file.pth").write_text("x")
-    with pytest.raises(ConfigError, match="an existing file.*overwrite=true"):
-        check_export_target(tmp_path / "file.pth", overwrite=False)
-    check_export_target(tmp_path / "file.pth", overwrite=True)
-
-
-def test_publish_replaces_a_folder_and_a_file_whole(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
-    staged = staging_path(out)
-    assert staged.parent == tmp_path and staged.suffix == ""
-    staged.mkdir()
-    (staged / "new.txt").write_text("new")
-    publish(staged, out)
-    assert [p.name for p in out.iterdir()] == ["new.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    target = tmp_path / "ckpt.pth"
-    target.write_text("old")
-    staged = staging_path(target)
-    assert staged.suffix == ".pth"  # a writer choosing file or folder by the suffix agrees
-    staged.write_text("new")
-    publish(staged, target)
-    assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == [
-        "ckpt.pth", "out"]
 
 
 def test_sweep_points_sharing_a_run_dir_get_their_own(tmp_path):
