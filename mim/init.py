@@ -7,9 +7,10 @@ the tubelet for image weights in a video model), then every tensor is checked ag
 model's own shape, and a misfit is one ``ConfigError`` line listing the keys and both shapes.
 Optional parts are loaded when the weights have them and fit: the decoder (whole or not at all;
 not at all when the patch geometry changed, since ``decoder_pred`` is sized by the patch) and
-the cls token. Only weights are read: the optimiser, schedule and step start fresh, and the
-run's attention heads are used for all it loads (a state dict stores none; the weights' own,
-where their format records them, never stop a run).
+the cls token. Only weights are read: the optimiser, schedule and step start fresh. Heads are
+not tensors: weights without a decoder (or whose decoder is left out) impose nothing on the
+run's; a part loaded from a format that records its heads (mim, Hugging Face) runs with them,
+and a run with other counts is told the setting to follow.
 """
 from __future__ import annotations
 
@@ -29,11 +30,11 @@ log = logging.getLogger("mim")
 
 KERNEL, TABLE, CLS = "tokenizer.proj.weight", "learned_pos_embed.table", "cls_token"
 MAX_LISTED = 8  # misfits named in the one-line error; the rest are counted
-# Head counts shape no tensor: the run's model, built with the run's, takes the weights. The
-# weights are read with one head per part, a count every width takes, so that neither the
-# run's counts are imposed on the weights' widths (a decoder left out, or absent, has its own)
-# nor a count the file cannot tell stops the run.
+# Head counts shape no tensor: the weights are read with their own (recorded, or the ViT
+# sizes' known counts), or, where a file cannot tell them, with one head per part, a count
+# every width takes; the run's counts are never imposed on the weights' widths.
 TENSORS_ONLY = {"num_heads": 1, "decoder_num_heads": 1}
+RECORDED_HEADS = ("mim", "hf-")  # formats whose files say which heads their weights have
 
 
 def _shape(t: torch.Tensor) -> list[int]:
@@ -96,6 +97,34 @@ def fit_state(source: Converted, cfg: ModelConfig, own: dict[str, torch.Tensor]
     return state, left, misfits
 
 
+def _read(path: Path) -> Converted:
+    """The weights at ``path``; where their format cannot tell a head count (an unusual width
+    in a file that records none), read for their tensors alone (``TENSORS_ONLY``)."""
+    try:
+        return read_weights(path)
+    except ConvertError:
+        pass
+    try:
+        return read_weights(path, **TENSORS_ONLY)
+    except ConvertError as exc:
+        raise ConfigError(f"model.init: {exc}") from None
+
+
+def _other_heads(source: Converted, cfg: ModelConfig, state: dict[str, torch.Tensor]
+                 ) -> list[str]:
+    """A part loaded from weights whose format records the heads they were trained with
+    (mim's config, Hugging Face's ``config.json``) runs with those heads: the run's other
+    count, a misfit naming the setting to follow them."""
+    if not source.format.startswith(RECORDED_HEADS):
+        return []
+    parts = [("num_heads", "encoder", any(k.startswith("blocks.") for k in state))]
+    parts.append(("decoder_num_heads", "decoder", any(map(is_decoder, state))))
+    return [f"its {part} was trained with {getattr(source.config, key)} heads ({source.format} "
+            f"records it): set model.{key}={getattr(source.config, key)} (the run has "
+            f"{getattr(cfg, key)})" for key, part, loaded in parts
+            if loaded and getattr(source.config, key) != getattr(cfg, key)]
+
+
 def init_model(model: nn.Module, cfg: ModelConfig, resume_from: Path | None) -> None:
     """Load ``cfg.init`` into ``model`` (built from ``cfg``), unless the run resumes from
     ``resume_from``. ConfigError (one line) when the weights cannot be read or do not fit."""
@@ -104,12 +133,10 @@ def init_model(model: nn.Module, cfg: ModelConfig, resume_from: Path | None) -> 
         log.info("model.init: not loaded: the run resumes from its checkpoint %s, which wins "
                  "over %s", resume_from, path)
         return
-    try:
-        source = read_weights(path, **TENSORS_ONLY)
-    except ConvertError as exc:
-        raise ConfigError(f"model.init: {exc}") from None
+    source = _read(path)
     own = model.state_dict()
     state, left, misfits = fit_state(source, cfg, own)
+    misfits += _other_heads(source, cfg, state)
     if misfits:
         more = f"; and {len(misfits) - MAX_LISTED} more" if len(misfits) > MAX_LISTED else ""
         raise ConfigError(f"model.init: {path} ({source.format}) does not fit model "

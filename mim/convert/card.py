@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from mim.convert.common import ConvertError, Converted, export_grid
+from mim.config.history import history_lines
 from mim.convert.provenance import RunFacts, run_facts
 from mim.rundir import EXPORT_MARKER, mim_wrote
 
@@ -74,20 +75,7 @@ def _history_lines(history: list[dict[str, Any]]) -> list[str]:
     never changed."""
     if len(history) <= 1 and not any(entry.get("changed") for entry in history):
         return []
-    lines = ["## History"]
-    for entry in history:
-        changed = "; ".join(f"`{key}` `{json.dumps(old)}` -> `{json.dumps(new)}`"
-                            for key, (old, new) in _pairs(entry.get("changed")))
-        lines.append(f"- {entry.get('time', 'time not recorded')}: {entry.get('event')} at "
-                     f"step {entry.get('step')}" + (f", changed {changed}" if changed else ""))
-    return lines + [""]
-
-
-def _pairs(changed: Any) -> list[tuple[str, list]]:
-    """The ``{key: [old, new]}`` entries of a history record's changes."""
-    if not isinstance(changed, dict):
-        return []
-    return [(k, v) for k, v in changed.items() if isinstance(v, list) and len(v) == 2]
+    return ["## History", *(f"- {line}" for line in history_lines(history)), ""]
 
 
 def _unrecorded_norm(facts: RunFacts) -> str:

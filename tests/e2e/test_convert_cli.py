@@ -70,11 +70,11 @@ def test_the_card_shows_the_runs_history(run, tmp_path) -> None:
     for folder in (exported, convert(exported, tmp_path / "hf", to="hf")):  # and on from there
         card = (folder / "README.md").read_text()
         part = card.split("## History\n")[1].split("\n\n")[0].splitlines()
-        assert part == [
-            "- 2025-01-02T10:00:00+0000: start at step 0",
-            "- 2025-01-03T11:00:00+0000: resume at step 2, changed `train.max_steps` `2` -> `4`",
-            "- 2025-01-04T12:00:00+0000: resume-force at step 4, changed `mask.ratio` `0.75` -> "
-            "`0.5`; `model.init` `\"mae.pth\"` -> `null`"], card
+        assert part == [  # the lines of config_history.jsonl's records (history_lines)
+            "- 2025-01-02T10:00:00+0000 step 0: start",
+            "- 2025-01-03T11:00:00+0000 step 2: resume (train.max_steps: 2 -> 4)",
+            "- 2025-01-04T12:00:00+0000 step 4: resume-force (mask.ratio: 0.75 -> 0.5, "
+            "model.init: \"mae.pth\" -> null)"], card
 
 
 def test_a_single_start_shows_no_history(run, tmp_path) -> None:

@@ -242,3 +242,17 @@ def test_heads_the_weights_width_does_not_take_are_a_misfit_not_a_head_error(tmp
     text = str(info.value)
     assert text.startswith(f"model.init: {path} (mae) does not fit"), text
     assert "tokenizer.proj.weight [48, 3, 8, 8] vs the model's [60, 3, 8, 8]" in text
+
+
+def test_a_part_loaded_runs_with_the_heads_its_weights_record(tmp_path) -> None:
+    """A Hugging Face folder records the heads of its encoder and decoder: a loaded part runs
+    with them, so a run with other counts is told which setting to follow."""
+    path = vitmae(tmp_path, True)[1]  # HEADS encoder heads, DEC_HEADS decoder heads
+    with pytest.raises(ConfigError) as info:
+        started(image_config(init=str(path), decoder_num_heads=DEC_HEADS * 2))
+    text = str(info.value)
+    assert f"its decoder was trained with {DEC_HEADS} heads (hf-vit-mae records it): set " \
+           f"model.decoder_num_heads={DEC_HEADS} (the run has {DEC_HEADS * 2})" in text, text
+    assert "its encoder" not in text
+    model, _ = started(image_config(init=str(path)))  # the recorded counts: loaded
+    assert model.decoder_blocks[0].attn.num_heads == DEC_HEADS
