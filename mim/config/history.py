@@ -9,7 +9,9 @@ Never compared (they do not change what the weights become):
   another number of processes, ZeRO stage or backend (a Slurm job requeued onto fewer GPUs).
 - logging, pictures, checkpoint cadence, loader workers, compilation, the step watchdog and
   the fault policy (``train.nonfinite``: skipping a NaN step after a stop is a recovery).
-- ``model.init``: a resume takes the checkpoint's weights; the weights to start from are moot.
+- ``model.init``: a resume takes the checkpoint's weights; the weights to start from are moot,
+  so the resumed config keeps the checkpoint's value (``as_resumed``) and the record notes the
+  one given as not applied.
 
 Compared with a rule of their own:
 - ``train.max_steps`` and ``train.epochs``: extending a run is a continuation, not another run,
@@ -27,6 +29,15 @@ learning rate, betas and weight decay come back with the optimiser's state (torc
 so the new value would be written to ``config.yaml`` but never used.
 A key present on one side only (a setting added by another mim version) is reported in the log,
 not refused.
+
+The data is compared too: each checkpoint holds every source's ``MimDataset.identity()`` (item
+count; for shards their names and sizes and the manifest's hash), since the data order follows
+from it; other data is refused like a config change (``data_differences``), and ``force`` goes on.
+
+The record: ``config.yaml`` (the config the weights now follow), one line of
+``config_history.jsonl`` per start or resume (``history_record`` plus the whole config), and the
+same records, oldest first, in every checkpoint (``"history"``), which exports and trackers show
+(``history_lines``).
 """
 from __future__ import annotations
 
