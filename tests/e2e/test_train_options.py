@@ -12,6 +12,7 @@ from mim.config.compose import load
 from mim.engine.loop import NonFiniteLossError
 from mim.model import MaskedAutoencoder
 from mim.train import train
+from tests.e2e.conftest import with_overrides
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +24,7 @@ TINY = ["experiment=demo", "data.input_size=32", "model.patch_size=8", "model.em
 
 
 def run(tmp: Path, name: str, *overrides: str) -> Path:
-    return train(load([*TINY, *overrides, f"run.dir={tmp / name}"]))
+    return train(load(with_overrides(TINY, *overrides, f"run.dir={tmp / name}")))
 
 
 def final_model(run_dir: Path) -> dict[str, torch.Tensor]:
