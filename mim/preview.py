@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mim.config.compose import RunSpec
+from mim.config.compose import RunSpec, world_size
 from mim.config.overrides import plain
 from mim.stream import epoch_steps
 from mim.factory import build_model
@@ -23,16 +23,6 @@ from mim.model import is_decoder
 from mim.registry import BACKENDS
 from mim import resolution
 from mim.train import _feeds, _schedule, _sources, run_dir
-
-
-def world_size(spec: RunSpec) -> int:
-    """Processes the launcher would start."""
-    config = spec.launcher.config
-    if hasattr(config, "nprocs"):
-        return int(config.nprocs)
-    if hasattr(config, "nodes") and hasattr(config, "tasks_per_node"):
-        return int(config.nodes) * int(config.tasks_per_node)
-    return 1
 
 
 def derived(spec: RunSpec) -> dict[str, Any]:

@@ -255,9 +255,6 @@ def _train(spec: RunSpec) -> Path:
         precision=spec.train.precision, accum_steps=spec.train.accum_steps,
         clip_grad=spec.train.clip_grad, compile=spec.train.compile,
         batch_size=spec.train.batch_size, config=spec.backend.config)
-    if spec.train.nonfinite == "skip" and not backend.can_skip_steps:
-        raise ConfigError(f"train.nonfinite: 'skip' is not supported by backend="
-                          f"{spec.backend.name}; valid there: stop")
     grid, mask_grid = spec.grid, spec.mask_grid  # checked by validate
     _setup_logging(None, backend.is_main)  # messages from building the data reach stderr
     for note in spec.notes:

@@ -29,7 +29,6 @@ from hydra.core.override_parser.types import Override
 from mim.config.overrides import check_keys, integer, message, parse, plain, typed
 from mim.config.overrides import unknown_key, unknown_option
 from mim.config.schema import BaseConfig, OptimConfig, RunConfig, TrainConfig
-from mim.engine.precision import PRECISIONS
 from mim.masking import MaskConfigError, build_mask
 from mim import resolution
 from mim.factory import ModelConfig, token_grids
@@ -255,14 +254,22 @@ def validate(raw: DictConfig) -> RunSpec:
         backend=_plugin(BACKENDS.get(backend["name"]), backend, "backend"),
         launcher=_plugin(LAUNCHERS.get(launcher["name"]), launcher, "launcher"),
     )
-    valid = getattr(BACKENDS.get(backend["name"]), "valid_precisions", PRECISIONS)
-    if spec.train.precision not in valid:
-        raise ConfigError(f"train.precision: '{spec.train.precision}' is not supported with "
-                          f"backend={backend['name']}; valid there: {', '.join(valid)}")
+    BACKENDS.get(backend["name"]).check_run(spec.train, spec.backend.config, world_size(spec))
     spec.grid, spec.mask_grid = token_grid(spec)
     resolution.check(spec.model, spec.mask, resolution.stage_shapes(spec),
                      tuple(modality.sample_shape(data)))
     return spec
+
+
+def world_size(spec: RunSpec) -> int:
+    """Processes the launcher starts (``launcher.nprocs``, or Slurm's nodes x tasks per
+    node), known before any process group exists."""
+    config = spec.launcher.config
+    if hasattr(config, "nprocs"):
+        return int(config.nprocs)
+    if hasattr(config, "nodes") and hasattr(config, "tasks_per_node"):
+        return int(config.nodes) * int(config.tasks_per_node)
+    return 1
 
 
 def _pos_grid_hint(model_tree: dict, modality: Any, data: Any) -> str:

@@ -55,6 +55,20 @@ class Backend(precisions.Precision, abc.ABC):
     device: torch.device
     compile: str
 
+    @classmethod
+    def check_run(cls, train: Any, options: Any, world_size: int) -> None:
+        """Refuse what this backend cannot run in the other sections of a run config
+        (``train``: the ``TrainConfig``; ``options``: its ``Config``; ``world_size``: the
+        processes the launcher starts), as one ``ConfigError`` line. Validation calls it, so a
+        run and ``--cfg`` refuse alike, before any process or model exists."""
+        name = next((n for n in BACKENDS.names() if BACKENDS.get(n) is cls), cls.__name__)
+        if train.precision not in cls.valid_precisions:
+            raise ConfigError(f"train.precision: '{train.precision}' is not supported with "
+                              f"backend={name}; valid there: {', '.join(cls.valid_precisions)}")
+        if train.nonfinite == "skip" and not cls.can_skip_steps:
+            raise ConfigError(f"train.nonfinite: 'skip' is not supported by backend={name}; "
+                              "valid there: stop")
+
     def __init__(self, precision: str = "fp32", accum_steps: int = 1,
                  clip_grad: float | None = None, batch_size: int = 1):
         precisions.resolve(precision, (False, ""))  # a bad value fails here, before any work

@@ -71,17 +71,21 @@ class DeepSpeedBackend(Backend):
             if self.offload_optimizer and self.zero_stage == 0:
                 raise ValueError("backend.offload_optimizer: needs backend.zero_stage >= 1")
 
+    @classmethod
+    def check_run(cls, train: Any, options: DeepSpeedBackend.Config, world_size: int) -> None:
+        super().check_run(train, options, world_size)
+        if train.compile != "none" and options.zero_stage == 3:
+            # ZeRO-3 gathers each layer's weights in module hooks: they split a compiled block
+            # into a graph per layer, and whole-model compilation fails on weights read
+            # outside their module's forward (the patch embedding's)
+            raise ConfigError(f"train.compile: '{train.compile}' is not supported with "
+                              "backend.zero_stage=3; valid there: none (or zero_stage 0-2)")
+
     def __init__(self, precision: str = "fp32", accum_steps: int = 1,
                  clip_grad: float | None = None, compile: str = "none", batch_size: int = 1,
                  config: DeepSpeedBackend.Config | None = None):
         super().__init__(precision, accum_steps, clip_grad, batch_size)
         self.options, self.compile = config if config is not None else self.Config(), compile
-        if self.compile != "none" and self.options.zero_stage == 3:
-            # ZeRO-3 gathers each layer's weights in module hooks: they split a compiled block
-            # into a graph per layer, and whole-model compilation fails on weights read
-            # outside their module's forward (the patch embedding's)
-            raise ConfigError(f"train.compile: '{self.compile}' is not supported with "
-                              "backend.zero_stage=3; valid there: none (or zero_stage 0-2)")
         self.device = local_device()
         self.fp16 = deepspeed_fp16(self.precision == "fp16", self.device)  # refused on most CPUs
 

@@ -63,6 +63,30 @@ from mim.registry import BACKENDS
 log = logging.getLogger("mim")
 
 
+def _check_processes(sharding: str, world_size: int) -> None:
+    if world_size > 1 and sharding == "none":
+        raise ConfigError("backend=xla: with backend.sharding=none it runs one process on one "
+                          "XLA device; for several devices or hosts set backend.sharding="
+                          "data or fsdp (one process per host) instead of launcher.nprocs")
+
+
+def _check_batch(batch_size: int, devices: int, sharding: str) -> None:
+    """SPMD splits each host's batch over its devices."""
+    if batch_size % devices:
+        raise ConfigError(f"train.batch_size: {batch_size} (per host) does not split over this "
+                          f"host's {devices} XLA devices (backend.sharding={sharding}); use a "
+                          f"multiple of {devices}")
+
+
+def _local_devices_from_env() -> int | None:
+    """This host's XLA devices where the environment says it before the runtime starts
+    (PJRT's CPU client given ``CPU_NUM_DEVICES``); None elsewhere (a TPU host: the runtime
+    counts its chips when the run starts, and checks the batch then)."""
+    if os.environ.get("PJRT_DEVICE", "").upper() != "CPU" or "CPU_NUM_DEVICES" not in os.environ:
+        return None
+    return int(os.environ["CPU_NUM_DEVICES"])
+
+
 def _sync() -> None:
     import torch_xla
 
@@ -116,6 +140,17 @@ class XLABackend(TorchStep):
             if self.prefetch < 1:
                 raise ValueError(f"backend.prefetch: must be >= 1, got {self.prefetch}")
 
+    @classmethod
+    def check_run(cls, train: Any, options: XLABackend.Config, world_size: int) -> None:
+        super().check_run(train, options, world_size)
+        if train.compile != "none":
+            raise ConfigError("train.compile: not supported with backend=xla (XLA already "
+                              "compiles every traced step)")
+        _check_processes(options.sharding, world_size)
+        devices = _local_devices_from_env()
+        if options.sharding != "none" and devices is not None:
+            _check_batch(train.batch_size, devices, options.sharding)
+
     def __init__(self, precision: str = "fp32", accum_steps: int = 1,
                  clip_grad: float | None = None, compile: str = "none", batch_size: int = 1,
                  config: XLABackend.Config | None = None):
@@ -123,13 +158,7 @@ class XLABackend(TorchStep):
         self.options = config if config is not None else self.Config()
         sharding, checkpoint = self.options.sharding, self.options.checkpoint
         self.spmd = sharding != "none"
-        if self.world_size > 1 and not self.spmd:
-            raise ConfigError("backend=xla: with backend.sharding=none it runs one process on one "
-                              "XLA device; for several devices or hosts set backend.sharding="
-                              "data or fsdp (one process per host) instead of launcher.nprocs")
-        if compile != "none":
-            raise ConfigError("train.compile: not supported with backend=xla (XLA already "
-                              "compiles every traced step)")
+        _check_processes(sharding, self.world_size)  # torchrun started outside mim's launcher
         self.compile = "none"
         try:
             import torch_xla
@@ -147,11 +176,7 @@ class XLABackend(TorchStep):
             from mim.engine.xla_sharding import make_mesh
 
             self.mesh = make_mesh()
-            local = xr.addressable_runtime_device_count()
-            if batch_size % local:
-                raise ConfigError(f"train.batch_size: {batch_size} (per host) does not split "
-                                  f"over this host's {local} XLA devices "
-                                  f"(backend.sharding={sharding}); use a multiple of {local}")
+            _check_batch(batch_size, xr.addressable_runtime_device_count(), sharding)
             # a rank is a host: it loads its own part of the global batch
             self.rank, self.world_size = xr.process_index(), xr.process_count()
             if self.world_size > 1 and not dist.is_initialized():

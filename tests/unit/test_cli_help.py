@@ -190,6 +190,29 @@ def test_hydra_habits_get_mims_remedy(habit, says, capsys) -> None:
         assert err.startswith(f"mim: config error: {says}") and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("settings, says", [
+    (["backend=deepspeed", "train.nonfinite=skip"],
+     "train.nonfinite: 'skip' is not supported by backend=deepspeed; valid there: stop"),
+    (["backend=deepspeed", "backend.zero_stage=3", "train.compile=blocks"],
+     "train.compile: 'blocks' is not supported with backend.zero_stage=3"),
+    (["backend=xla", "train.compile=blocks"], "train.compile: not supported with backend=xla"),
+    (["backend=xla", "backend.sharding=data", "train.batch_size=6"],
+     "train.batch_size: 6 (per host) does not split over this host's 4 XLA devices"),
+    (["backend=xla", "launcher.nprocs=2"], "backend=xla: with backend.sharding=none it runs one"),
+])
+def test_cfg_refuses_what_the_backend_cannot_run_as_the_run_does(settings, says, monkeypatch,
+                                                                  capsys) -> None:
+    """Settings of two sections that the backend refuses: refused by validation, so --cfg and a
+    run stop alike, before any process, model or backend exists."""
+    monkeypatch.setenv("PJRT_DEVICE", "CPU")
+    monkeypatch.setenv("CPU_NUM_DEVICES", "4")
+    fast = [o for o in FAST if o.split("=")[0] not in {s.split("=")[0] for s in settings}]
+    for command in (["train", *fast, *settings, "--cfg"], ["train", *fast, *settings]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith(f"mim: config error: {says}"), err
+
+
 def test_version_is_the_installed_one(capsys) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"mim {version('mim-pretrain')}"
