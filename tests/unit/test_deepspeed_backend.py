@@ -110,13 +110,14 @@ def test_compiled_blocks_under_zero2_step_like_eager(fresh_group) -> None:
 @pytest.mark.parametrize("compile", ["blocks", "model"])
 def test_zero3_refuses_compilation_before_any_work(compile: str) -> None:
     pytest.importorskip("deepspeed")
+    from mim.config.compose import load
     from mim.config.errors import ConfigError
     from mim.engine.deepspeed_backend import DeepSpeedBackend
 
     with pytest.raises(ConfigError, match="train.compile.*zero_stage=3.*valid there: none"):
-        DeepSpeedBackend(compile=compile, config=DeepSpeedBackend.Config(zero_stage=3))
-    assert DeepSpeedBackend(compile=compile,
-                            config=DeepSpeedBackend.Config(zero_stage=2)).compile == compile
+        load(["backend=deepspeed", "backend.zero_stage=3", f"train.compile={compile}"])
+    spec = load(["backend=deepspeed", "backend.zero_stage=2", f"train.compile={compile}"])
+    assert DeepSpeedBackend(compile=compile, config=spec.backend.config).compile == compile
 
 
 def test_the_fp16_section_is_deepspeeds_dynamic_scale_set_as_torchs() -> None:
