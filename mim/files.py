@@ -12,6 +12,21 @@ import os
 from pathlib import Path
 from typing import Callable
 
+# suffixes of a compression wrapped around another format: they keep the suffix before them
+COMPRESSIONS = frozenset({".gz", ".bz2", ".xz", ".zst", ".lz4", ".z"})
+
+
+def file_suffix(name: str) -> str:
+    """A file's format suffix, lower case: the last one (``photo.v2.jpg`` -> ``.jpg``), or the
+    last two where the last is a compression (``scan.nii.gz`` -> ``.nii.gz``); "" for none."""
+    stem, dot, last = name.rpartition("/")[2].lstrip(".").rpartition(".")
+    if not dot:
+        return ""
+    last = f".{last.lower()}"
+    if last in COMPRESSIONS and "." in stem:
+        return f".{stem.rpartition('.')[2].lower()}{last}"
+    return last
+
 
 def find_files(root: Path, accept: Callable[[str], bool], what: str) -> list[Path]:
     """Accepted files under ``root`` (recursive, sorted, links followed, hidden names skipped).
@@ -63,13 +78,20 @@ def file_labels(files: list[Path], root: Path, how: str) -> tuple[list[int], lis
         return [-1] * len(files), []
     if how == "folders":
         names = [f.parent.relative_to(root).parts[0] if f.parent != root else "" for f in files]
-        classes = sorted(set(names))
-        return [classes.index(n) for n in names], classes
+        return label_ids(names)
     table = Path(how).expanduser()
     if not table.is_file():
         raise FileNotFoundError(f"data.labels: '{how}' is not none, folders or a CSV file")
     with open(table, newline="") as f:
         rows = {row[0]: row[1] for row in csv.reader(f) if len(row) >= 2}
-    classes = sorted(set(rows.values()))
     keys = [str(p.relative_to(root)) for p in files]
-    return [classes.index(rows[k]) if k in rows else -1 for k in keys], classes
+    return label_ids([rows.get(k) for k in keys], sorted(set(rows.values())))
+
+
+def label_ids(names: list[str | None], classes: list[str] | None = None
+              ) -> tuple[list[int], list[str]]:
+    """Class names (None: unlabelled) -> (an id per name, -1 for None; the classes): the ids
+    index ``classes``, by default the names sorted (a folder's, a CSV's, a shard's labels)."""
+    classes = sorted({n for n in names if n is not None}) if classes is None else classes
+    ids = {name: number for number, name in enumerate(classes)}
+    return [-1 if n is None else ids[n] for n in names], list(classes)

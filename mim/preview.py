@@ -1,8 +1,9 @@
 """``mim train ... --cfg``: the composed config and the values a run would derive from it.
 
-Nothing is trained or written: the data sources are indexed (their lengths give the steps per
-epoch), the model is built on the meta device (parameter counts without memory), and the
-backend is asked for its precision. The world size is the launcher's (``launcher.nprocs``, or
+Nothing is trained, and nothing written but the indexes of shards (into mim's cache, or the
+folder of mim's own pack, never a user's data folder): the data sources are indexed (their
+lengths give the steps per epoch), the model is built on the meta device (parameter counts
+without memory), and the backend is asked for its precision. The world size is the launcher's (``launcher.nprocs``, or
 Slurm's nodes x tasks per node), since no process group exists yet.
 """
 from __future__ import annotations
@@ -71,7 +72,8 @@ def config_text(raw: DictConfig, notes: tuple[str, ...] = ()) -> str:
 def derived_text(spec: RunSpec) -> str:
     """The second part: the values a run of the validated ``spec`` derives."""
     values = "\n".join(f"{key}: {json.dumps(value)}" for key, value in derived(spec).items())
-    return f"# derived (nothing trained or written)\n{values}"
+    return (f"# derived (nothing trained; nothing written but shard indexes, into mim's cache or "
+            f"a mim pack)\n{values}")
 
 
 def preview(spec: RunSpec) -> str:

@@ -7,9 +7,16 @@ resume of ``mim/data.py`` work on shards as on folders.
 
 The index is our own, not webdataset's ``wids``: one JSON per shard of (member, offset, size),
 read from the tar headers once by the standard library's ``tarfile``, so mim needs no
-webdataset install and reads any fsspec URL the same way. It is cached beside a local shard
-(``NAME.tar.idx.json``, written by ``mim data pack``) or under ``$MIM_CACHE_DIR/shard_index``,
-and rebuilt when missing, unreadable or made for a shard of another size.
+webdataset install and reads any fsspec URL the same way. It is read beside the shard
+(``NAME.tar.idx.json``, written by ``mim data pack``) or from mim's cache
+(``$MIM_CACHE_DIR/shard_index``, keyed by the shard's path, size and mtime), and rebuilt when
+missing, unreadable or stale: made for a shard of another size, or whose tar headers are no
+longer where it says. A new index goes into the cache; beside the shard only in mim's own pack
+(its manifest or marker lists the shard), never into a user's data folder.
+
+A pack's ``manifest.json`` (and its marker ``mim-pack.json``, written first and updated as it
+goes) say what the shards should be: a run warns where they disagree, and refuses a folder a
+pack left unfinished (a marker or a pack's temporary files, no manifest).
 """
 from __future__ import annotations
 
@@ -28,12 +35,18 @@ from typing import Callable, Iterator
 
 import fsspec
 
-from mim.data import UnreadableSample
+from mim.data import LOAD_ERRORS, UnreadableSample
+from mim.files import label_ids
+from mim.wording import first_names, plural
 
 log = logging.getLogger("mim.data")
 INDEX_SUFFIX = ".idx.json"
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: the shard's mtime and a digest of some tar headers
 INDEX_THREADS = 16  # shards indexed at once (reads of headers or cached indices)
+HEADER_SAMPLES = 8  # members whose 512-byte tar header the index's digest covers
+MANIFEST = "manifest.json"  # what a pack holds, written last (``mim/pack.py``)
+MARKER = "mim-pack.json"  # mim's own pack: written first, lists every file the pack writes
+LABELS = "shards"  # data.labels reading the shards' KEY.cls / KEY.json
 
 
 @dataclass(frozen=True)
@@ -44,15 +57,19 @@ class Item:
 
 
 def check_format(format: str, root: str | None, labels: str) -> None:
-    """``data.format`` of a modality that reads files (folder) or shards (wds)."""
+    """``data.format`` of a modality that reads files (folder) or shards (wds), and the
+    ``data.labels`` each reads: shards carry theirs (``data.labels=shards`` reads them)."""
     if format not in ("folder", "wds"):
         raise ValueError(f"data.format: '{format}' is not one of: folder, wds")
     if format == "wds" and not root:
         raise ValueError("data.root: data.format=wds reads shards; give their folder, list, "
                          "brace pattern or URL")
-    if format == "wds" and labels != "none":
-        raise ValueError("data.labels: shards carry their labels (KEY.cls); leave "
-                         "data.labels=none with data.format=wds")
+    if format == "wds" and labels not in ("none", LABELS):
+        raise ValueError(f"data.labels: '{labels}' names labels of files; shards carry theirs "
+                         f"(KEY.cls): data.labels={LABELS} reads them, none reads none")
+    if format == "folder" and labels == LABELS:
+        raise ValueError(f"data.labels: '{LABELS}' reads the labels packed in shards; it needs "
+                         "data.format=wds (files: none, folders or a CSV)")
 
 
 def check_eval_format(format: str) -> None:
@@ -88,7 +105,8 @@ def shard_urls(root: str) -> list[str]:
     a list file (one shard a line, relative to the list's folder), a brace pattern, or any
     fsspec URL of those. Raises FileNotFoundError naming data.root when none is found."""
     urls = []
-    for url in expand_braces(root):
+    named = expand_braces(root)
+    for url in named:
         fs, path = fsspec.core.url_to_fs(os.path.expanduser(url))
         protocol = "" if is_local(url) else url.split("://")[0] + "://"
         if fs.isdir(path):
@@ -101,21 +119,37 @@ def shard_urls(root: str) -> list[str]:
                      for line in lines]
         elif fs.exists(path):
             urls.append(url)
+        elif len(named) > 1:
+            raise FileNotFoundError(f"data.root: {url} does not exist (one of the "
+                                    f"{plural(len(named), 'shard')} {root} names)")
         else:
-            raise FileNotFoundError(f"data.root: {url} is not a shard, folder or list of shards")
+            raise FileNotFoundError(f"data.root: {url} does not exist (give a shard, a folder "
+                                    "or a list of shards)")
     if not urls:
         raise FileNotFoundError(f"data.root: no .tar shards in {root}")
     return [os.path.expanduser(u) for u in urls]
 
 
-def _index_places(url: str, size: int) -> tuple[list[str], list[str]]:
-    """(where an index may be read, where one may be written): beside the shard (a remote
-    one's is read-only: `mim data pack` wrote it before the upload), then the cache."""
-    digest = hashlib.blake2b(f"{url}/{size}".encode(), digest_size=10).hexdigest()
+def _stat(url: str) -> tuple[int, int | str | None]:
+    """A shard's (size, mtime): nanoseconds for a local file, what the store says for a remote
+    one (None where it says nothing)."""
+    if is_local(url):
+        stat = os.stat(url.removeprefix("file://"))
+        return stat.st_size, stat.st_mtime_ns
+    fs, path = fsspec.core.url_to_fs(url)
+    info = fs.info(path)
+    stamp = next((info[k] for k in ("mtime", "LastModified", "last_modified", "created")
+                  if info.get(k) is not None), None)
+    return int(info["size"]), None if stamp is None else str(stamp)
+
+
+def cache_place(url: str, size: int, mtime: int | str | None) -> str:
+    """Where mim's cache keeps the index of this shard: keyed by its path, size and mtime, so
+    a shard rewritten in place gets an index of its own."""
+    where = os.path.abspath(url) if is_local(url) and "://" not in url else url
+    digest = hashlib.blake2b(f"{where}\n{size}\n{mtime}".encode(), digest_size=10).hexdigest()
     base = os.environ.get("MIM_CACHE_DIR") or os.path.join("~", ".cache", "mim")
-    cached = os.path.join(os.path.expanduser(base), "shard_index", digest + INDEX_SUFFIX)
-    beside = url.removeprefix("file://") + INDEX_SUFFIX if is_local(url) else None
-    return [url + INDEX_SUFFIX, cached], [p for p in (beside, cached) if p]
+    return os.path.join(os.path.expanduser(base), "shard_index", digest + INDEX_SUFFIX)
 
 
 def scan_members(url: str) -> tuple[list[tuple[str, int, int]], str | None]:
@@ -133,6 +167,20 @@ def scan_members(url: str) -> tuple[list[tuple[str, int, int]], str | None]:
     return members, None
 
 
+def header_digest(url: str, members: list) -> str:
+    """A digest of the shard's first block and of the 512-byte tar header blocks of a few
+    recorded members (the block right before each one's data), read by offset: a shard
+    rewritten with other or reordered members no longer matches its index, even at one size."""
+    picks = sorted({n * (len(members) - 1) // max(HEADER_SAMPLES - 1, 1)
+                    for n in range(HEADER_SAMPLES)} if members else set())
+    digest = hashlib.blake2b(digest_size=16)
+    with fsspec.open(url, "rb") as f:
+        for offset in [0, *(members[n][1] - 512 for n in picks)]:
+            f.seek(max(offset, 0))
+            digest.update(f.read(512))
+    return digest.hexdigest()
+
+
 def _write_json(path: str, data: dict) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     temp = f"{path}.{os.getpid()}.tmp"  # ranks indexing the same shard: each renames its own
@@ -141,26 +189,46 @@ def _write_json(path: str, data: dict) -> None:
     os.replace(temp, path)
 
 
-def shard_index(url: str) -> dict:
-    """The index of one shard, ``{"size", "members": [[name, offset, size]], "damage"}``, from
-    its cache when it was made for a shard of this size, else built and cached."""
-    fs, path = fsspec.core.url_to_fs(url)
-    size = fs.size(path)
-    reads, writes = _index_places(url, size)
-    for place in reads:
-        try:
-            with fsspec.open(place, "rt") as f:
-                index = json.load(f)
-            if index.get("version") == INDEX_VERSION and index.get("size") == size:
-                return index
-            log.info("shard index %s was made for another shard; rebuilt", place)
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError) as exc:
-            log.warning("shard index %s unreadable (%s); rebuilt", place, exc)
+def _cached(url: str, place: str, size: int) -> dict | None:
+    """The index at ``place`` when it is this shard's (its size and tar headers), else None
+    (said in the log where one was there but stale or unreadable)."""
+    try:
+        with fsspec.open(place, "rt") as f:
+            index = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("shard index %s unreadable (%s); rebuilt", place, exc)
+        return None
+    if index.get("version") != INDEX_VERSION:
+        log.info("shard index %s was made by another mim version; rebuilt", place)
+    elif index.get("size") != size:
+        log.info("shard index %s was made for another shard (of %d bytes, not %d); rebuilt",
+                 place, index.get("size"), size)
+    elif index.get("headers") != header_digest(url, index["members"]):
+        log.warning("shard index %s is stale: the shard was rewritten since (its tar headers "
+                    "are not where the index says); rebuilt", place)
+    else:
+        return index
+    return None
+
+
+def shard_index(url: str, beside: bool = False) -> dict:
+    """The index of one shard, ``{"size", "mtime", "headers", "members": [[name, offset,
+    size]], "damage"}``: beside the shard (a remote one's too: ``mim data pack`` wrote it before
+    the upload) or in the cache when it is this shard's, else built and written to the cache,
+    or beside a local shard with ``beside`` (the shard is mim's own pack's)."""
+    size, mtime = _stat(url)
+    cached = cache_place(url, size, mtime)
+    for place in (url + INDEX_SUFFIX, cached):
+        index = _cached(url, place, size)
+        if index is not None:
+            return index
     members, damage = scan_members(url)
-    index = {"version": INDEX_VERSION, "size": size, "members": members, "damage": damage}
-    for place in writes:  # beside the shard where we may write, else in the cache
+    index = {"version": INDEX_VERSION, "size": size, "mtime": mtime,
+             "headers": header_digest(url, members), "members": members, "damage": damage}
+    places = [url.removeprefix("file://") + INDEX_SUFFIX] if beside and is_local(url) else []
+    for place in [*places, cached]:  # the cache where the pack's folder is not writable
         try:
             _write_json(place, index)
             break
@@ -182,30 +250,257 @@ def group_items(shard: int, members: list[list]) -> list[Item]:
     return [Item(shard, key, found) for key, found in items.items()]
 
 
-def index_shards(urls: list[str]) -> tuple[list[Item], list[tuple[str, str]]]:
+@dataclass(frozen=True)
+class Indexed:
+    """The shards' items, in shard then tar order, and what was found on the way."""
+
+    items: list[Item]
+    skipped: list[tuple[str, str]]  # (shard, reason): unreadable, or a damaged tail
+    sizes: list[int | None]  # bytes of each shard as indexed (None: unreadable)
+    counts: list[int | None]  # items (keys) of each shard (None: unreadable)
+
+
+def index_shards(urls: list[str], beside: frozenset[str] = frozenset()) -> Indexed:
     """Every item of the shards, in shard then tar order, and the shards (or their tails)
-    skipped with the reason: a shard that cannot be read at all, or a damaged tail."""
+    skipped with the reason: a shard that cannot be read at all, or a damaged tail. A new index
+    of a shard in ``beside`` (mim's own pack) is written beside it, others into the cache."""
     def read(url: str) -> dict | OSError:
         try:
-            return shard_index(url)
+            return shard_index(url, url in beside)
         except OSError as exc:
             return exc
 
     items: list[Item] = []
     skipped: list[tuple[str, str]] = []
+    sizes: list[int | None] = []
+    counts: list[int | None] = []
     with ThreadPoolExecutor(INDEX_THREADS) as pool:  # I/O-bound: remote headers, many shards
         indices = list(pool.map(read, urls))
     for number, (url, index) in enumerate(zip(urls, indices)):
         if isinstance(index, OSError):
             skipped.append((url, f"{type(index).__name__}: {index}"))
+            sizes.append(None)
+            counts.append(None)
             continue
         if index["damage"]:
             skipped.append((url, f"read up to member {len(index['members'])}: "
                                  f"{index['damage']}"))
-        items += group_items(number, index["members"])
+        found = group_items(number, index["members"])
+        items += found
+        sizes.append(index["size"])
+        counts.append(len(found))
     for url, reason in skipped:
         log.warning("shard %s: %s; its unreadable part is skipped", url, reason)
-    return items, skipped
+    return Indexed(items, skipped, sizes, counts)
+
+
+# ------------------------------------------------------------------------ a pack's own files
+def read_json(url: str) -> tuple[dict | None, bytes | None]:
+    """A JSON file of a pack (its manifest or marker): (contents, bytes); (None, None) where
+    there is none, (None, bytes) where it is no JSON object."""
+    try:
+        with fsspec.open(url, "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, IsADirectoryError):
+        return None, None
+    try:
+        contents = json.loads(data)
+    except ValueError:
+        return None, data
+    return (contents if isinstance(contents, dict) else None), data
+
+
+def is_manifest(contents: dict | None) -> bool:
+    """A manifest ``mim data pack`` wrote (its shards listed by name)."""
+    return (isinstance(contents, dict) and isinstance(contents.get("shards"), list)
+            and all(isinstance(s, dict) and "name" in s for s in contents["shards"]))
+
+
+def is_marker(contents: dict | None) -> bool:
+    """The marker ``mim data pack`` writes first (the files it writes, listed by name)."""
+    return (isinstance(contents, dict) and contents.get("written_by") == "mim data pack"
+            and isinstance(contents.get("files"), list))
+
+
+def pack_files(manifest: dict | None, marker: dict | None) -> set[str]:
+    """The names of the files a pack wrote into its folder, by its manifest and marker."""
+    names = {MANIFEST, MARKER} if is_manifest(manifest) or is_marker(marker) else set()
+    if is_manifest(manifest):
+        names |= {str(s["name"]) for s in manifest["shards"]}
+        names |= {f"{s['name']}{INDEX_SUFFIX}" for s in manifest["shards"]}
+    if is_marker(marker):
+        names |= {str(n) for n in marker["files"]}
+    return names
+
+
+def is_pack_temp(name: str, listed: set[str]) -> bool:
+    """A temporary file of a pack: ``.NAME.tmp`` (a shard or the manifest before its rename)
+    or ``NAME.PID.tmp`` (an index) of a file the pack writes."""
+    return name.endswith(".tmp") and (name.startswith(".shard-") or any(
+        name == f".{n}.tmp" or name.startswith(f"{n}.") for n in listed | {MANIFEST, MARKER}))
+
+
+@dataclass(frozen=True)
+class Pack:
+    """What the shards' folder says about them: ``mim data pack``'s manifest and marker."""
+
+    folder: str | None  # the folder of every shard (None: they are in several)
+    manifest: dict | None
+    digest: str | None  # sha256 of manifest.json's bytes
+    marker: dict | None
+    names: frozenset[str]  # the folder's file names (what a pack left there)
+
+    @property
+    def listed(self) -> set[str]:
+        return pack_files(self.manifest, self.marker)
+
+
+def shard_folder(urls: list[str]) -> str | None:
+    folders = {url.rsplit("/", 1)[0] if "/" in url else "." for url in urls}
+    return folders.pop() if len(folders) == 1 else None
+
+
+def read_pack(urls: list[str]) -> Pack:
+    """The manifest and marker of the shards' folder, where they share one."""
+    folder = shard_folder(urls)
+    if folder is None:
+        return Pack(None, None, None, None, frozenset())
+    manifest, data = read_json(f"{folder}/{MANIFEST}")
+    if data is not None and not is_manifest(manifest):
+        log.warning("data.root: %s/%s is not a manifest mim data pack wrote; the shards are "
+                    "not checked against it", folder, MANIFEST)
+        manifest = None
+    marker, _ = read_json(f"{folder}/{MARKER}")
+    fs, path = fsspec.core.url_to_fs(folder)
+    try:
+        names = frozenset(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+    except OSError:
+        names = frozenset()
+    digest = hashlib.sha256(data).hexdigest() if manifest is not None else None
+    return Pack(folder, manifest, digest, marker if is_marker(marker) else None, names)
+
+
+def refuse_unfinished(pack: Pack) -> None:
+    """A folder of shards with a pack's marker or temporary files and no manifest is a pack
+    that was stopped (killed, out of space) before its end: its data is partial."""
+    if pack.manifest is not None or pack.folder is None:
+        return
+    temps = sorted(n for n in pack.names if is_pack_temp(n, pack.listed))
+    if pack.marker is None and not temps:
+        return
+    shards = sorted(n for n in pack.names if n.endswith(".tar"))
+    found = ", ".join(filter(None, [plural(len(shards), "shard"),
+                                    MARKER if pack.marker else "",
+                                    first_names(temps, 2) if temps else ""]))
+    raise FileNotFoundError(f"data.root: {pack.folder} holds an interrupted mim data pack "
+                            f"({found}; no {MANIFEST}): its data is partial; run the same mim "
+                            "data pack again with overwrite=true to finish it")
+
+
+def check_manifest(pack: Pack, urls: list[str], indexed: Indexed) -> None:
+    """One warning where the shards read are not those the manifest lists: missing or extra
+    shards, or shards of another size or item count than packed."""
+    if pack.manifest is None:
+        return
+    packed = {str(s["name"]): s for s in pack.manifest["shards"]}
+    names = [url.rsplit("/", 1)[-1] for url in urls]
+    missing = [n for n in packed if n not in names]
+    extra = [n for n in names if n not in packed]
+    changed = [n for n, size, count in zip(names, indexed.sizes, indexed.counts)
+               if n in packed and (size, count) != (packed[n].get("bytes"),
+                                                     packed[n].get("items"))]
+    found = [f"{plural(len(missing), 'shard')} it lists missing ({first_names(missing)})"
+             if missing else "", f"{len(extra)} not in it ({first_names(extra)})" if extra
+             else "", f"{len(changed)} of another size or item count ({first_names(changed)})"
+             if changed else ""]
+    if any(found):
+        log.warning("data.root: the shards differ from %s/%s: %s; this is not the data that was "
+                    "packed (pack it again, or name the shards meant)", pack.folder, MANIFEST,
+                    "; ".join(filter(None, found)))
+
+
+@dataclass(frozen=True)
+class Shards:
+    """The shards ``data.root`` names, indexed and checked against their pack's manifest."""
+
+    root: str
+    urls: list[str]
+    indexed: Indexed
+    pack: Pack
+    reader: ShardReader
+
+    @property
+    def damaged(self) -> int:
+        return len(self.indexed.skipped)
+
+    def accepted(self, accept: Callable[[str], bool], what: str) -> list[tuple[Item, str]]:
+        """(item, the extension of its first member ``accept(file name)`` takes) for every item
+        holding one; FileNotFoundError where none does, a warning where fewer items than the
+        manifest counts are ``what`` (e.g. "image")."""
+        found = [(item, next((e for e in item.members if accept(f"x.{e}")), None))
+                 for item in self.indexed.items]
+        kept = [(item, ext) for item, ext in found if ext]
+        if not kept:
+            raise FileNotFoundError(
+                f"data.root: no {what} members in the {plural(len(self.urls), 'shard')} of "
+                f"{self.root}" + (f" ({self.damaged} unreadable)" if self.damaged else ""))
+        packed = (self.pack.manifest or {}).get("items")
+        if isinstance(packed, int) and len(kept) != packed:
+            log.warning("data.root: %d of the %d items %s/%s counts are read as %s (the others "
+                        "hold no %s member)", len(kept), packed, self.pack.folder, MANIFEST,
+                        what, what)
+        return kept
+
+    def identity(self, items: int) -> dict:
+        """What the data is (``MimDataset.identity``): the items read, each shard's name and
+        size, and the manifest's sha256 (None without one), as JSON values."""
+        return {"items": items,
+                "shards": [[url.rsplit("/", 1)[-1], size]
+                           for url, size in zip(self.urls, self.indexed.sizes)],
+                "manifest": self.pack.digest}
+
+    def labels(self, items: list[Item]) -> tuple[list[int], list[str]]:
+        """The items' labels (``KEY.cls``: a number or a class name; ``KEY.json``:
+        ``{"label": ...}``), read once, -1 where none: class names index the manifest's
+        ``classes`` where they cover them, else the names sorted, as a folder's are."""
+        values, bad = [], []
+        for item in items:
+            try:
+                values.append(self._label(item))
+            except (UnreadableSample, OSError, ValueError, KeyError, TypeError) as exc:
+                values.append(None)
+                bad.append(f"{item.key} ({exc})")
+        if bad:
+            log.warning("data.labels=%s: %s unreadable, those items unlabelled; first: %s",
+                        LABELS, plural(len(bad), "label"), bad[0])
+        if all(v is None or isinstance(v, int) for v in values):
+            return [-1 if v is None else v for v in values], self._classes([])
+        names = [None if v is None else str(v) for v in values]
+        return label_ids(names, self._classes(names) or None)
+
+    def _classes(self, names: list[str | None]) -> list[str]:
+        classes = (self.pack.manifest or {}).get("classes") or []
+        return list(classes) if set(names) - {None} <= set(classes) else []
+
+    def _label(self, item: Item) -> int | str | None:
+        for ext in ("cls", "json"):
+            if ext in item.members:
+                text = self.reader.read(item.shard, *item.members[ext]).decode().strip()
+                value = str(json.loads(text)["label"] if ext == "json" else text).strip()
+                return int(value) if value.lstrip("-").isdigit() else value
+        return None
+
+
+def open_shards(root: str) -> Shards:
+    """``data.root`` (``shard_urls``) indexed, its pack's manifest read and compared; refused
+    (FileNotFoundError) where it is a pack stopped before its end."""
+    urls = shard_urls(root)
+    pack = read_pack(urls)
+    refuse_unfinished(pack)
+    beside = frozenset(u for u in urls if u.rsplit("/", 1)[-1] in pack.listed)
+    indexed = index_shards(urls, beside)
+    check_manifest(pack, urls, indexed)
+    return Shards(root, urls, indexed, pack, ShardReader(urls))
 
 
 class ShardReader:
@@ -263,18 +558,20 @@ class Member:
         with tempfile.NamedTemporaryFile(suffix=f".{self.ext}", dir=SPILL_DIR) as f:
             f.write(data)
             f.flush()
-            yield Path(f.name)
+            try:
+                yield Path(f.name)
+            except LOAD_ERRORS as exc:  # a reader's reason names the copy: name the member
+                if f.name not in str(exc):
+                    raise
+                raise UnreadableSample(str(exc).replace(f.name, str(self)),
+                                       getattr(exc, "kind", None),
+                                       getattr(exc, "remedy", None)) from exc
 
 
-def shard_members(root: str, accept: Callable[[str], bool]) -> tuple[list[Member], int]:
+def shard_members(root: str, accept: Callable[[str], bool], what: str
+                  ) -> tuple[list[Member], Shards]:
     """The first accepted member (``accept(file name)``) of every item of the shards named by
-    ``root`` (``shard_urls``), and how many shards were damaged."""
-    urls = shard_urls(root)
-    items, skipped = index_shards(urls)
-    reader = ShardReader(urls)
-    found = [(item, next((e for e in item.members if accept(f"x.{e}")), None)) for item in items]
-    members = [Member(reader, item, ext) for item, ext in found if ext]
-    if not members:
-        raise FileNotFoundError(f"data.root: no accepted members in the {len(urls)} shards of "
-                                f"{root}")
-    return members, len(skipped)
+    ``root`` (``open_shards``), and the shards (their damage, identity and labels)."""
+    shards = open_shards(root)
+    members = [Member(shards.reader, item, ext) for item, ext in shards.accepted(accept, what)]
+    return members, shards

@@ -69,6 +69,9 @@ class ModalitySpec:
     # the modality has no such schedule
     resolutions: Callable[[Any], list[tuple[int, ...]]] | None = None
     evaluation: EvalSupport | None = None  # labelled data for ``mim eval`` / ``mim visualize``
+    # a file name -> True where the modality reads such a file: ``mim data pack`` packs the
+    # files some modality accepts and skips the rest (None: the modality names no files)
+    accepts: Callable[[str], bool] | None = None
     # the experiment (a config of the group ``experiment``) sized for the built-in data: a run
     # with no data of its own and no experiment chosen takes it (``mim/config/compose.py``)
     demo_experiment: str | None = None

@@ -7,7 +7,7 @@ from mim.spec import EvalSupport, ModalitySpec
 from mim.modalities.image import labelled
 from mim.modalities.image import presets  # noqa: F401  (mae_vit_*, lsmae_*, mcmae_* presets)
 from mim.modalities.image.config import ImageDataConfig
-from mim.modalities.image.dataset import ImageFolder, build_dataset
+from mim.modalities.image.dataset import ImageFolder, build_dataset, is_image_file
 from mim.modalities.image.pictures import render
 
 
@@ -25,6 +25,7 @@ SPEC = ModalitySpec(
     build_dataset=build_dataset,
     sample_shape=sample_shape,
     render=render,
+    accepts=is_image_file,
     resolutions=resolutions,
     demo_experiment="demo",
     evaluation=EvalSupport(data_config=labelled.ImageEvalDataConfig, labelled=labelled.labelled,

@@ -21,7 +21,9 @@ class ImageDataConfig:
     min_scale: float = 0.2  # RandomResizedCrop scale range (MAE: 0.2 - 1.0)
     max_scale: float = 1.0  # upper end of the crop scale range
     hflip: float = 0.5  # probability of a horizontal flip
-    labels: str = "none"  # none | folders | path to a CSV of "relative/path,label"
+    # none | folders | path to a CSV of "relative/path,label"; shards (data.format=wds): the
+    # shards' KEY.cls / KEY.json, numbers or class names (none: no label is read)
+    labels: str = "none"
     # without a root: "photos" (scikit-image's photographs) or "lfw" (the training part of the
     # labelled LFW face / non-face set that ``mim eval`` holds out from, see labelled.py)
     demo: str = "photos"

@@ -7,6 +7,7 @@ raise ``UnreadableSample``; the core's ``MimDataset`` replaces them and reports 
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -23,14 +24,19 @@ from mim.modalities.image.transforms import PretrainTransform
 log = logging.getLogger("mim.data")
 
 
-def image_extensions() -> set[str]:
+@lru_cache(maxsize=1)
+def image_extensions() -> frozenset[str]:
     Image.init()
-    return {ext.lower() for ext in Image.registered_extensions()}
+    return frozenset(ext.lower() for ext in Image.registered_extensions())
+
+
+def is_image_file(name: str) -> bool:
+    """A name with a suffix PIL reads (the rule of a folder, of shards and of ``mim data pack``)."""
+    return Path(name).suffix.lower() in image_extensions()
 
 
 def scan(root: Path) -> list[Path]:
-    extensions = image_extensions()
-    return find_files(root, lambda name: Path(name).suffix.lower() in extensions, "image files")
+    return find_files(root, is_image_file, "image files")
 
 
 class ImageFolder(MimDataset):
@@ -65,7 +71,7 @@ class ImageFolder(MimDataset):
 
 def build_dataset(cfg: ImageDataConfig) -> ImageFolder | ImageShards:
     if cfg.format == "wds":
-        return build_shards(cfg, image_extensions())
+        return build_shards(cfg, is_image_file)
     if cfg.root:
         root = Path(cfg.root).expanduser()
         files = scan(root)

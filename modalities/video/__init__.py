@@ -15,7 +15,7 @@ from mim.modalities.video import labelled
 from mim.modalities.video import presets  # noqa: F401  (videomae_*, maest_* model presets)
 from mim.modalities.video import videomae  # noqa: F401  (Hugging Face VideoMAE weights)
 from mim.modalities.video.config import VideoDataConfig
-from mim.modalities.video.dataset import VideoDataset, build_dataset
+from mim.modalities.video.dataset import VideoDataset, build_dataset, is_video_file
 from mim.modalities.video.pictures import render
 
 
@@ -33,6 +33,7 @@ SPEC = ModalitySpec(
     build_dataset=build_dataset,
     sample_shape=sample_shape,
     render=render,
+    accepts=is_video_file,
     default_model="videomae_vit_base_patch16_16x224",
     default_mask="tube",
     views=views,

@@ -21,7 +21,7 @@ import torch
 
 from mim.data import MimDataset, UnreadableSample
 from mim.files import find_files
-from mim.shards import Member, shard_members
+from mim.shards import Member, Shards, shard_members
 from mim.modalities.video import demo
 from mim.modalities.video.config import VideoDataConfig
 from mim.modalities.video.decode import PAST_END, open_video, resolve_decoder
@@ -45,14 +45,20 @@ class VideoItem:
 
 class VideoDataset(MimDataset):
     def __init__(self, items: list[VideoItem], cfg: VideoDataConfig,
-                 classes: list[str] | None = None, transform: ClipTransform | None = None):
-        """``transform``: a clip's augmentation (default: the pretraining crop and flip)."""
+                 classes: list[str] | None = None, transform: ClipTransform | None = None,
+                 shards: Shards | None = None):
+        """``transform``: a clip's augmentation (default: the pretraining crop and flip);
+        ``shards``: the shards the items are members of (data.format=wds)."""
         self.items, self.cfg, self.classes = items, cfg, classes or []
+        self.shards = shards
         self.sampler = ClipSampler(cfg, transform)
         self.pytorchvideo = PyTorchVideoReader(cfg) if cfg.reader == "pytorchvideo" else None
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def identity(self) -> dict:
+        return super().identity() if self.shards is None else self.shards.identity(len(self))
 
     def describe(self, index: int) -> str:
         item = self.items[index]
@@ -92,8 +98,13 @@ class VideoDataset(MimDataset):
         return x, item.label, padding(end - first, self.cfg.num_frames, self.cfg.sampling_rate)
 
 
+def is_video_file(name: str) -> bool:
+    """A name with a video suffix (the rule of a folder, of shards and of ``mim data pack``)."""
+    return Path(name).suffix.lower() in VIDEO_EXTENSIONS
+
+
 def scan(root: Path) -> list[Path]:
-    return find_files(root, lambda name: Path(name).suffix.lower() in VIDEO_EXTENSIONS,
+    return find_files(root, is_video_file,
                       f"video files (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
 
 
@@ -144,11 +155,12 @@ def read_list(list_file: Path) -> tuple[list[VideoItem], list[str]]:
 
 
 def build_dataset(cfg: VideoDataConfig) -> VideoDataset:
+    shards = None
     if cfg.format == "wds":  # labels stay in the shards: pretraining reads none
-        members, damaged = shard_members(
-            str(cfg.root), lambda name: Path(name).suffix.lower() in VIDEO_EXTENSIONS)
+        members, shards = shard_members(str(cfg.root), is_video_file, "video")
         items, classes = [VideoItem(m) for m in members], []
-        source = f"the shards of {cfg.root}" + (f" ({damaged} damaged)" if damaged else "")
+        source = f"the shards of {cfg.root}" + (f" ({shards.damaged} damaged)"
+                                                if shards.damaged else "")
     elif cfg.list_file:
         items, classes = read_list(Path(cfg.list_file).expanduser())
         source = cfg.list_file
@@ -163,4 +175,4 @@ def build_dataset(cfg: VideoDataConfig) -> VideoDataset:
     cfg = dataclasses.replace(cfg, decoder=resolve_decoder(cfg.decoder))
     log.info("video data: %d items from %s, decoder %s, reader %s", len(items), source,
              cfg.decoder, cfg.reader)
-    return VideoDataset(items, cfg, classes)
+    return VideoDataset(items, cfg, classes, shards=shards)

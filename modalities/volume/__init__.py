@@ -10,7 +10,7 @@ from mim.spec import EvalSupport, ModalitySpec
 from mim.modalities.volume import labelled
 from mim.modalities.volume import presets  # noqa: F401  (mae3d_*, mcmae3d_* model presets)
 from mim.modalities.volume.config import VolumeDataConfig
-from mim.modalities.volume.dataset import VolumeDataset, build_dataset
+from mim.modalities.volume.dataset import VolumeDataset, build_dataset, is_volume_file
 from mim.modalities.volume.pictures import render
 
 
@@ -24,6 +24,7 @@ SPEC = ModalitySpec(
     build_dataset=build_dataset,
     sample_shape=sample_shape,
     render=render,
+    accepts=is_volume_file,
     default_model="mae3d_vit_base_patch16",
     default_mask="random",
     demo_experiment="volume_demo",

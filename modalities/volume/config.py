@@ -44,7 +44,9 @@ class VolumeDataConfig:
     # a volume smaller than this (D, H, W, after resampling) is skipped like an unreadable
     # file; None: every volume smaller than the crop is padded (and counted in a warning)
     min_size: Optional[list[int]] = None
-    labels: str = "none"  # none | folders | path to a CSV of "relative/path,label"; demo: type
+    # none | folders | path to a CSV of "relative/path,label"; demo: type; shards
+    # (data.format=wds): the shards' KEY.cls / KEY.json, numbers or class names
+    labels: str = "none"
 
     def __post_init__(self) -> None:
         check_format(self.format, self.root, self.labels)

@@ -21,7 +21,7 @@ import torch
 
 from mim.data import MimDataset, UnreadableSample
 from mim.files import file_labels, find_files
-from mim.shards import Member, shard_members
+from mim.shards import LABELS, Member, Shards, shard_members
 from mim.modalities.volume.config import VolumeDataConfig
 from mim.modalities.volume.transforms import VolumeTransform
 
@@ -182,10 +182,15 @@ def read_volume(path: Path, channels: int) -> tuple[np.ndarray, tuple[float, flo
 # ---------------------------------------------------------------------------------- dataset
 class VolumeDataset(MimDataset):
     def __init__(self, files: list[Path | Member], labels: list[int], transform: VolumeTransform,
-                 channels: int, classes: list[str] | None = None):
+                 channels: int, classes: list[str] | None = None, shards: Shards | None = None):
+        """``shards``: the shards the files are members of (data.format=wds)."""
         self.files, self.labels, self.transform = files, labels, transform
         self.channels = channels
         self.classes = classes or []
+        self.shards = shards
+
+    def identity(self) -> dict:
+        return super().identity() if self.shards is None else self.shards.identity(len(self))
 
     def __len__(self) -> int:
         return len(self.files)
@@ -201,11 +206,14 @@ class VolumeDataset(MimDataset):
 
 
 def build_dataset(cfg: VolumeDataConfig) -> VolumeDataset:
-    if cfg.format == "wds":  # labels stay in the shards: pretraining reads none
-        members, damaged = shard_members(str(cfg.root), is_volume_file)
+    if cfg.format == "wds":  # labels are read only where asked for (data.labels=shards)
+        members, shards = shard_members(str(cfg.root), is_volume_file, "volume")
+        labels, classes = (shards.labels([m.item for m in members]) if cfg.labels == LABELS
+                           else ([-1] * len(members), []))
         log.info("volume data: %d items in the shards of %s%s", len(members), cfg.root,
-                 f" ({damaged} damaged)" if damaged else "")
-        return VolumeDataset(members, [-1] * len(members), VolumeTransform(cfg), cfg.channels)
+                 f" ({shards.damaged} damaged)" if shards.damaged else "")
+        return VolumeDataset(members, labels, VolumeTransform(cfg), cfg.channels, classes,
+                             shards)
     if cfg.root:
         root = Path(cfg.root).expanduser()
         files = scan(root)

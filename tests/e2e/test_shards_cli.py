@@ -69,3 +69,30 @@ def test_two_ranks_read_the_global_batch_between_them(module_cli, data, tmp_path
     # a rank reading an item twice (or one another rank read) could not give
     assert losses(module_cli, tmp_path / "two") == pytest.approx(losses(module_cli, wds),
                                                                  rel=1e-4)
+
+
+def test_a_resume_on_shards_added_since_is_refused(module_cli, data, tmp_path):
+    _, out, wds = data
+    grown = tmp_path / "grown"
+    shutil.copytree(out, grown)
+    shutil.copy(grown / "shard-000002.tar", grown / "shard-000003.tar")
+    resumed = tmp_path / "resumed"
+    shutil.copytree(wds, resumed, symlinks=True)
+    result = module_cli.train(resumed, "data.format=wds", f"data.root={grown}",
+                              "train.num_workers=2", "train.max_steps=6", "train.ckpt_every=2",
+                              check=False)
+    assert result.returncode == 2, module_cli.describe(result)
+    assert "data identity.image.shards" in result.stderr  # the shard list differs
+    assert "1 not in it (shard-000003.tar)" in result.stderr  # the manifest's warning
+
+
+def test_a_run_on_an_interrupted_pack_stops_before_any_compute(module_cli, data, tmp_path):
+    _, out, _ = data
+    stopped = tmp_path / "stopped"
+    shutil.copytree(out, stopped)
+    (stopped / "manifest.json").unlink()  # a pack killed before its end writes none
+    result = module_cli.train(tmp_path / "run", "data.format=wds", f"data.root={stopped}",
+                              check=False)
+    assert result.returncode == 2, module_cli.describe(result)
+    assert f"data.root: {stopped} holds an interrupted mim data pack" in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def test_a_missing_or_stale_index_is_rebuilt(tmp_path, caplog):
     (out / "shard-000000.tar").write_bytes((out / "shard-000000.tar").read_bytes() + bytes(512))
     with caplog.at_level(logging.INFO, "mim.data"):
         assert dataset(out)[(2, 7)].x.equal(reference)
-    assert "made for another shard; rebuilt" in caplog.text
+    assert "made for another shard (of " in caplog.text and "; rebuilt" in caplog.text
 
 
 def test_a_member_that_does_not_decode_is_skipped_and_counted(tmp_path):
@@ -107,3 +108,20 @@ def test_a_volume_member_that_does_not_load_is_skipped_with_the_files_reason(tmp
     assert "bad .npy header" in sample.skipped[0][1]
     assert sample.skipped[1].kind == "NaN or Inf voxels"
     assert sample.x.shape[-3:] == (8, 8, 8)
+
+
+def test_a_members_reason_names_the_member_not_its_temporary_copy(tmp_path):
+    import gzip
+
+    from mim.modalities.volume.config import VolumeDataConfig
+    from mim.modalities.volume.dataset import build_dataset as volumes
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "0.nii.gz").write_bytes(gzip.compress(b"no NIfTI header" * 20))
+    np.save(tmp_path / "src" / "1.npy", np.ones((8, 8, 8), np.float32))
+    pack(str(tmp_path / "src"), str(tmp_path / "out"))
+    data = volumes(VolumeDataConfig(root=str(tmp_path / "out"), format="wds",
+                                    input_size=[8, 8, 8]))
+    (path, reason), = data[(0, 0)].skipped
+    assert path.endswith("shard-000000.tar:00000000.nii.gz") and "damaged NIfTI" in reason
+    assert path in reason and not re.search(r"/tmp\w{8}\.nii\.gz", reason)  # not the copy

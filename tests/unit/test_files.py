@@ -1,9 +1,10 @@
-"""File listing under data.root: links followed, each real folder and file read once."""
+"""File listing under data.root: links followed, each real folder and file read once; a file's
+suffix; labels as class ids."""
 from __future__ import annotations
 
 import logging
 
-from mim.files import find_files
+from mim.files import file_labels, file_suffix, find_files
 
 
 def test_a_symlink_loop_is_read_once_and_reported(tmp_path, caplog):
@@ -40,3 +41,16 @@ def test_a_link_to_a_file_already_listed_is_skipped_and_reported(tmp_path, caplo
         files = find_files(root, lambda n: n.endswith(".txt"), "text files")
     assert [f.name for f in files] == ["a.txt", "c.txt"]
     assert "1 link to a file already listed" in caplog.text
+
+
+def test_a_compression_suffix_keeps_the_suffix_before_it_an_ordinary_dot_does_not():
+    assert file_suffix("scan.nii.gz") == ".nii.gz" and file_suffix("a.TAR.GZ") == ".tar.gz"
+    assert file_suffix("photo.v2.jpg") == ".jpg" and file_suffix("x.npy") == ".npy"
+    assert file_suffix("README") == "" and file_suffix("notes.gz") == ".gz"
+
+
+def test_folder_and_csv_labels_are_ids_of_the_sorted_class_names(tmp_path):
+    files = [tmp_path / d / "x.png" for d in ("dog", "cat", "dog")]
+    assert file_labels(files, tmp_path, "folders") == ([1, 0, 1], ["cat", "dog"])
+    (tmp_path / "l.csv").write_text("dog/x.png,b\ncat/x.png,a\nother.png,c\n")
+    assert file_labels(files, tmp_path, str(tmp_path / "l.csv")) == ([1, 0, 1], ["a", "b", "c"])
