@@ -189,8 +189,3 @@ def check_plain_tokenizer(conv: Converted, rank: int, target: str) -> None:
     if conv.config.tokenizer != expected:
         raise ConvertError(f"{target} holds a '{expected}' patch embedding; this model's "
                            f"tokenizer is '{conv.config.tokenizer}'")
-
-
-def plural(count: int, noun: str) -> str:
-    """``3 ranks``, ``1 rank``: a count in a message."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from mim.convert.common import ConvertError, plural
+from mim.convert.common import ConvertError
+from mim.wording import plural
 from mim.engine.xla_backend import CLIENT_FILE, DCP_DIR
 
 METADATA_FILE = ".metadata"  # DCP's own name for its index of tensors and shard files

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from mim.convert.common import ConvertError, plural
+from mim.convert.common import ConvertError
+from mim.wording import plural
 from mim.engine.ds_universal import LAYOUT, TAG
 
 MODEL_STATES = "mp_rank_00_model_states.pt"  # ZeRO 0-2: the one model-states file (rank 0)
