@@ -3,8 +3,8 @@
 Nothing is trained, and nothing written but the indexes of shards (into mim's cache, or the
 folder of mim's own pack, never a user's data folder): the data sources are indexed (their
 lengths give the steps per epoch), the model is built on the meta device (parameter counts
-without memory), and the backend is asked for its precision. The world size is the launcher's (``launcher.nprocs``, or
-Slurm's nodes x tasks per node), since no process group exists yet.
+without memory), and the backend is asked for its precision. The world size is the launcher's
+(``compose.world_size``), since no process group exists yet.
 """
 from __future__ import annotations
 

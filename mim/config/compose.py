@@ -165,7 +165,8 @@ HYDRA_KEYS = {"hydra.run.dir": "the run's folder is run.dir=...",
               "hydra.sweep.dir": "a sweep's folder is run.dir=... (a subfolder per point)",
               "hydra.job.chdir": "mim never changes the working directory",
               "hydra.verbose": "the run's log is <run dir>/train.log",
-              "hydra/launcher": "mim chooses where it runs with launcher=NAME (mim plugins lists them)"}
+              "hydra/launcher": "mim chooses where it runs with launcher=NAME (mim plugins "
+                                "lists them)"}
 
 
 def _refuse_hydra_keys(parsed: list[Override]) -> None:
