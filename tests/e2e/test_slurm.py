@@ -10,6 +10,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.e2e
+
 # the fixture module, loaded by path so that any pytest import mode finds it
 _spec = importlib.util.spec_from_file_location("mim_e2e_slurm", Path(__file__).with_name("slurm.py"))
 _slurm = importlib.util.module_from_spec(_spec)

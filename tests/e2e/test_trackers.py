@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e
+
 RUN = ["train.max_steps=4", "train.ckpt_every=2", "train.vis_every=2"]
 RESUMED = ["train.max_steps=6", "train.ckpt_every=2", "train.vis_every=2"]
 

@@ -13,6 +13,8 @@ from mim.cli import main
 
 from .conftest import FAST, with_overrides
 
+pytestmark = pytest.mark.e2e
+
 # (overrides, texts the one error line must contain)
 HOSTILE = [
     # unknown keys, at every level

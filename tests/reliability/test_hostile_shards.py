@@ -19,6 +19,8 @@ from mim.modalities.image.dataset import build_dataset
 from mim.pack import pack
 from mim.shards import INDEX_SUFFIX
 
+pytestmark = pytest.mark.e2e
+
 
 def shards(tmp_path: Path, count: int = 8, shard_size: int = 4) -> Path:
     rng = np.random.default_rng(1)
