@@ -59,6 +59,9 @@ class RepeatedFrames(MimDataset):
     def describe(self, index: int) -> str:
         return self.images.describe(index)
 
+    def identity(self) -> dict:
+        return self.images.identity()  # the images' (their shards, when packed)
+
     def load(self, index: int, seed: int) -> tuple[torch.Tensor, int]:
         x, label = self.images.load(index, seed)  # [C, H, W]
         return x.unsqueeze(1).repeat(1, self.frames, 1, 1), label  # [C, T, H, W]

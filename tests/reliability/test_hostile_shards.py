@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,8 @@ from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.dataset import build_dataset
 from mim.pack import pack
 from mim.shards import INDEX_SUFFIX
+
+from .conftest import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -127,3 +131,30 @@ def test_a_members_reason_names_the_member_not_its_temporary_copy(tmp_path):
     (path, reason), = data[(0, 0)].skipped
     assert path.endswith("shard-000000.tar:00000000.nii.gz") and "damaged NIfTI" in reason
     assert path in reason and not re.search(r"/tmp\w{8}\.nii\.gz", reason)  # not the copy
+
+
+def test_a_pack_killed_midway_is_refused_until_packed_again(cli, tmp_path, run_proc):
+    """A real ``mim data pack`` killed (SIGKILL) after its second shard: the folder is named an
+    interrupted pack, a run on it stops before any compute, and the pack run again finishes."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    Image.new("RGB", (1200, 1200), (40, 80, 90)).save(src / "000.png")
+    for n in range(1, 100):  # large pictures resized down: slow enough to be killed midway
+        shutil.copy(src / "000.png", src / f"{n:03d}.png")
+    proc = run_proc(cli, ["data", "pack", f"input={src}", f"output={out}", "shard_size=4",
+                          "max_side=32"])
+    wait_for(proc, lambda: (out / "shard-000001.tar").exists(), "the second shard")
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, "the pack ended before the kill"
+    assert not (out / "manifest.json").exists()
+    with pytest.raises(FileNotFoundError, match=rf"data.root: {out} holds an interrupted mim "
+                                                r"data pack \(\d+ shards, [^;]*mim-pack.json"
+                                                r"[^;]*; no manifest.json"):
+        dataset(out)
+    refused = cli.train(tmp_path / "run", "data.format=wds", f"data.root={out}", check=False)
+    assert refused.returncode == 2, cli.describe(refused)
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"mim: config error: data.root: {out} holds an interrupted") and \
+        "run the same mim data pack again with overwrite=true" in last, last
+    pack(str(src), str(out), shard_size=50, overwrite=True)
+    assert len(dataset(out)) == 100
