@@ -24,7 +24,8 @@ from pathlib import Path
 from mim.config.compose import RunSpec
 from mim.config.errors import ConfigError
 from mim.registry import LAUNCHERS
-from mim.train import run_dir, train
+from mim.rundir import run_dir
+from mim.train import train
 
 GRACE_S = 30.0  # how long stopped ranks get to exit before they are killed
 

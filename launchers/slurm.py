@@ -27,7 +27,7 @@ from mim.config.compose import RunSpec
 from mim.config.errors import ConfigError
 from mim.registry import LAUNCHERS
 from mim.rundir import check_run_dir, claim_run_dir
-from mim.train import run_dir
+from mim.rundir import run_dir
 
 
 def _without(overrides: tuple[str, ...] | list[str], key: str) -> list[str]:

@@ -55,7 +55,7 @@ from typing import Dict, Optional
 from mim.config.compose import RunSpec
 from mim.config.errors import ConfigError
 from mim.registry import LAUNCHERS
-from mim.train import config_hash
+from mim.rundir import default_run_dir
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 WORKER = re.compile(r"(all|\d+(,\d+)*)\Z")
@@ -169,7 +169,7 @@ def _run_dir_value(spec: RunSpec, cfg: "TpuLauncher.Config") -> str:
     a relative path is relative to launcher.workdir on each host)."""
     if spec.run.dir:
         return str(spec.run.dir)
-    return str(Path(spec.run.root) / spec.modality.name / spec.model.name / config_hash(spec))
+    return str(default_run_dir(spec))
 
 
 def _pinned_run_dir(spec: RunSpec, cfg: "TpuLauncher.Config") -> str:

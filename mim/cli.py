@@ -56,7 +56,7 @@ def _train(overrides: list[str]) -> int:
     from mim.plugins import load_plugins
     from mim.registry import LAUNCHERS
     from mim.rundir import check_run_dir
-    from mim.train import run_dir
+    from mim.rundir import run_dir
 
     for error in load_plugins():
         print(f"mim: warning: {error}", file=sys.stderr)

@@ -141,6 +141,16 @@ class MimDataset(Dataset, ABC):
         raise none_readable(skipped, len(self))
 
 
+def items_per_epoch(num_items: int, global_batch: int) -> int:
+    """Items of one pass over a dataset, cut to whole global batches (``drop_last``); a global
+    batch larger than the dataset -> ValueError naming ``train.batch_size``."""
+    per_epoch = num_items // global_batch * global_batch
+    if per_epoch == 0:
+        raise ValueError(f"train.batch_size: a global batch of {global_batch} is larger than the "
+                         f"dataset ({num_items} items); lower train.batch_size or add data")
+    return per_epoch
+
+
 class StreamSampler(Sampler):
     """An endless, resumable order over a dataset, sharded across ranks.
 
@@ -157,12 +167,7 @@ class StreamSampler(Sampler):
         self.num_items, self.seed = num_items, seed
         self.local_batch, self.rank, self.world_size = local_batch, rank, world_size
         self.global_batch = local_batch * world_size
-        self.per_epoch = num_items // self.global_batch * self.global_batch
-        if self.per_epoch == 0:
-            raise ValueError(
-                f"train.batch_size: a global batch of {self.global_batch} is larger than the "
-                f"dataset ({num_items} items); lower train.batch_size or add data"
-            )
+        self.per_epoch = items_per_epoch(num_items, self.global_batch)
         self.start = start  # samples already consumed (global count)
         self.shape_at = shape_at
 

@@ -64,6 +64,14 @@ def split_state(state: dict[str, torch.Tensor]
             {k: v for k, v in state.items() if is_decoder(k)})
 
 
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """``{"encoder": n, "decoder": n}``: the model's parameters by part (meta tensors too)."""
+    counts = {"encoder": 0, "decoder": 0}
+    for name, p in model.named_parameters():
+        counts["decoder" if is_decoder(name) else "encoder"] += p.numel()
+    return counts
+
+
 def patch_stats(patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """patches [B, L, P] -> (mean, std), each [B, L, 1]: the per-patch statistics of the
     norm-pix target (MAE Table 1d; the unbiased variance plus 1e-6 under the root)."""

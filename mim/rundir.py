@@ -13,6 +13,7 @@ compute.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -20,6 +21,9 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
 
 from mim.config.errors import ConfigError
 
@@ -38,6 +42,28 @@ RUN_ENTRIES = ("checkpoints", "metrics.jsonl", "config.yaml", "config_history.js
 PREVIOUS = "previous"  # where set_aside moves an earlier run: previous/<time>/
 
 
+def config_hash(spec: Any) -> str:
+    """Identifies a run (``spec``: a ``RunSpec``): the same command (same config) maps to the
+    same run directory."""
+    tree = OmegaConf.to_container(spec.raw, resolve=True)
+    tree.pop("run", None)
+    tree.pop("launcher", None)
+    tree.pop("tracker", None)  # where a run reports, not what it computes
+    if tree.get("model", {}).get("init") is None:  # added later: runs without it keep their dir
+        tree.get("model", {}).pop("init", None)
+    return hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def default_run_dir(spec: Any) -> Path:
+    """``<run.root>/<modality>/<model>/<config hash>``, as given (relative to where it runs)."""
+    return Path(spec.run.root) / spec.modality.name / spec.model.name / config_hash(spec)
+
+
+def run_dir(spec: Any) -> Path:
+    """The run directory: ``run.dir``, else the default one, resolved here."""
+    if spec.run.dir:
+        return Path(spec.run.dir).expanduser().resolve()
+    return default_run_dir(spec).resolve()
 def is_mim_run(path: Path) -> bool:
     """True for a folder mim made a run of (its marker, or a published checkpoint: a
     ``step_*`` folder with files in it, as mim publishes only complete ones)."""

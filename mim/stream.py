@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterator
 
 from torch.utils.data import DataLoader
 
-from mim.data import Batch, MaskingCollate, MimDataset, SeededView, StreamSampler, sample_seed
+from mim.data import (Batch, MaskingCollate, MimDataset, SeededView, StreamSampler,
+                      items_per_epoch, sample_seed)
 
 
 @dataclass
@@ -50,6 +51,10 @@ class Feed:
     items: int
     shape_at: Callable[[int], tuple[int, ...]] | None = None
 
+    def per_epoch(self, world_size: int) -> int:
+        """Items of one pass over the source, all ranks, cut to whole global batches."""
+        return items_per_epoch(len(self.source.dataset), self.items * world_size)
+
 
 def drawn(feeds: list[Feed], seed: int, world_size: int, stop: int, start: int = 0,
           items: list[int] | None = None) -> list[int]:
@@ -74,9 +79,7 @@ def epoch_steps(feeds: list[Feed], seed: int, world_size: int,
     total_weight = sum(f.source.weight for f in feeds)
     total, by_source = 0, {}
     for feed in feeds:
-        per_epoch = StreamSampler(len(feed.source.dataset), seed, feed.items, 0,
-                                  world_size).per_epoch
-        micro = per_epoch // (feed.items * world_size)  # micro-steps of one pass over it
+        micro = feed.per_epoch(world_size) // (feed.items * world_size)  # steps of one pass
         total += micro
         share = feed.source.weight / total_weight
         by_source[feed.source.name] = (max(1, round(micro / share / accum_steps))

@@ -73,6 +73,8 @@ class RunSpec:
     # once by ``validate``
     grid: tuple[int, ...] = ()
     mask_grid: tuple[int, ...] = ()
+    # the mask grid of each progressive-resolution stage, by spatial size (``resolution.check``)
+    stage_grids: dict[tuple[int, ...], tuple[int, ...]] = dataclasses.field(default_factory=dict)
     # what composition adapted, one line each (the demo experiment of a run with no data of
     # its own); the run logs them, ``--cfg`` prints them
     notes: tuple[str, ...] = ()
@@ -257,8 +259,8 @@ def validate(raw: DictConfig) -> RunSpec:
     )
     BACKENDS.get(backend["name"]).check_run(spec.train, spec.backend.config, world_size(spec))
     spec.grid, spec.mask_grid = token_grid(spec)
-    resolution.check(spec.model, spec.mask, resolution.stage_shapes(spec),
-                     tuple(modality.sample_shape(data)))
+    spec.stage_grids = resolution.check(spec.model, spec.mask, resolution.stage_shapes(spec),
+                                        tuple(modality.sample_shape(data)))
     return spec
 
 

@@ -27,14 +27,14 @@ def measure() -> dict:
     from mim.config.compose import load
     from mim.plugins import load_plugins
     from mim.stream import make_stream
-    from mim.train import _feeds, _sources
+    from mim.plan import feeds as make_feeds, sources as make_sources
 
     load_plugins()
     spec = load(["modality=video", "experiment=video_demo", "data.input_size=32",
                  "data.num_frames=4", "data.sampling_rate=2", "data.repeat=4",
                  "model.patch_size=8", "train.batch_size=16", "train.num_workers=3"])
-    sources = _sources(spec)
-    feeds = _feeds(spec, sources, 1)
+    sources = make_sources(spec)
+    feeds = make_feeds(spec, sources, 1)
     per_epoch = len(sources[0].dataset) // feeds[0].items * feeds[0].items * 4  # clips
     stream = make_stream(feeds, spec.seed, 0, 1, spec.train.num_workers, False, timeout=120)(0)
     me = psutil.Process()

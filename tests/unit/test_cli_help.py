@@ -243,4 +243,5 @@ def test_cfg_shows_fp16_with_its_loss_scaling(tmp_path, capsys):
     assert main(["train", *fast, "train.precision=fp16", f"run.dir={tmp_path / 'run'}",
                  "--cfg"]) == 0
     out = capsys.readouterr().out
-    assert 'precision: "fp16 (train.precision=fp16, with dynamic loss scaling)"' in out
+    assert 'precision: "fp16"\nprecision_reason: "train.precision=fp16, with dynamic loss ' \
+        'scaling"' in out

@@ -146,7 +146,7 @@ def test_an_unset_model_init_leaves_the_run_directory_as_before(tmp_path):
     from omegaconf import OmegaConf
 
     from mim.config.compose import load
-    from mim.train import config_hash
+    from mim.rundir import config_hash
 
     spec = load(["modality=image"])
     tree = OmegaConf.to_container(spec.raw, resolve=True)
