@@ -1,8 +1,9 @@
 """Data contract of the core: samples, skipping of unreadable items, resumable order, masking.
 
 Every random choice about a sample (its augmentation, its mask) is a pure function of
-``(seed, epoch, position in epoch)``. Resuming therefore needs only the number of samples
-consumed, and gives the same batches whatever the number of loader workers.
+``(seed, epoch, position in epoch)``. Resuming therefore needs only the data position (the
+items each source has given, ``LoopState.drawn``), and gives the same batches whatever the
+number of loader workers.
 Shapes: C channels, L tokens, B batch.
 """
 from __future__ import annotations

@@ -21,6 +21,7 @@ import os
 import signal
 import time
 from collections import Counter
+from typing import Any
 
 ENV = "MIM_FAULTS"
 _counts: Counter = Counter()
@@ -59,3 +60,28 @@ def hang(point: str) -> None:
     if fires(point):
         while True:
             time.sleep(3600)
+
+
+class _KilledMidWrite:
+    """A file that passes the ``ckpt.half_written`` fault point once, when its first 64 KiB
+    are on disk (tests only: a checkpoint file cut short)."""
+
+    def __init__(self, file: Any):
+        self.file, self.written, self.passed = file, 0, False
+
+    def write(self, data: bytes) -> int:
+        written = self.file.write(data)
+        self.written += written
+        if not self.passed and self.written >= 1 << 16:
+            self.passed = True
+            self.file.flush()
+            kill("ckpt.half_written")
+        return written
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def cut_short(file: Any) -> Any:
+    """``file``, or, with faults on, a writer that passes ``ckpt.half_written`` mid-file."""
+    return _KilledMidWrite(file) if ENV in os.environ else file

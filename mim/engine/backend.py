@@ -153,30 +153,6 @@ class Backend(precisions.Precision, abc.ABC):
         """Load what ``save`` wrote; returns its ``client_state``."""
 
 
-class _KilledMidWrite:
-    """A file that passes the ``ckpt.half_written`` fault point once, when its first 64 KiB
-    are on disk (tests only: a checkpoint file cut short)."""
-
-    def __init__(self, file: Any):
-        self.file, self.written, self.passed = file, 0, False
-
-    def write(self, data: bytes) -> int:
-        written = self.file.write(data)
-        self.written += written
-        if not self.passed and self.written >= 1 << 16:
-            self.passed = True
-            self.file.flush()
-            faults.kill("ckpt.half_written")
-        return written
-
-    def flush(self) -> None:
-        self.file.flush()
-
-
-def _faulty(file: Any) -> Any:
-    return _KilledMidWrite(file) if faults.ENV in os.environ else file
-
-
 class TorchStep(Backend):
     """The plain-PyTorch optimisation step, state and ``state.pt`` checkpoint (shared by
     ``backend=torch`` and ``backend=xla``); a subclass chooses the device and wraps the model
@@ -260,7 +236,7 @@ class TorchStep(Backend):
         """Write the full state into ``directory`` (an unpublished temp dir; rank 0 only)."""
         if self.is_main:
             with open(directory / STATE_FILE, "wb") as f:
-                torch.save({**self.state_dict(), "client": client_state}, _faulty(f))
+                torch.save({**self.state_dict(), "client": client_state}, faults.cut_short(f))
                 f.flush()
                 os.fsync(f.fileno())
 

@@ -83,7 +83,7 @@ class LoopSettings:
     log_every: int
     ckpt_every: int
     vis_every: int
-    samples_per_epoch: int  # clips in one pass over the (first) source
+    samples_per_epoch: int  # clips in one pass over every source (metrics.jsonl's epoch)
 
 
 class Trainer:
