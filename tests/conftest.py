@@ -43,7 +43,7 @@ FIRST = ("e2e/test_deepspeed.py",  # 197
          "e2e/test_xla.py",  # 87
          "e2e/test_bench_smoke.py",  # 62
          "e2e/test_deepspeed_read.py",  # 57
-         "unit/test_compiling.py",  # 52
+         "e2e/test_compiling.py",  # 52
          "reliability/test_kill_9.py",  # 48
          "e2e/test_slurm.py",  # 45
          "e2e/test_gpu_check.py",  # 44

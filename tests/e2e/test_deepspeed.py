@@ -7,7 +7,7 @@ warmup (``optim.min_lr`` = ``optim.lr``): a run stopped with ``max_steps=4`` the
 ``max_steps=8`` then has the same schedule as one run of 8 steps.
 
 No run builds DeepSpeed's C++ shared-memory comm op: the backend skips it on a CPU (see
-``tests/unit/test_deepspeed_backend.py``); its build took 40-110 s of the first run here.
+``tests/e2e/test_deepspeed_engine.py``); its build took 40-110 s of the first run here.
 """
 from __future__ import annotations
 

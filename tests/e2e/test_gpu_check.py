@@ -32,7 +32,7 @@ def test_every_part_passes_from_the_scratch_install(tmp_path):
     pytest.importorskip("transformers")  # the peers of the bench figures
     # The script's wiring, not inductor: torch.compile is a no-op here (TORCH_COMPILE_DISABLE),
     # so the compiled parts run their flags and rows without minutes of CPU code generation;
-    # compiled steps are checked against eager in tests/unit/test_compiling.py,
+    # compiled steps are checked against eager in tests/e2e/test_compiling.py,
     # tests/e2e/test_train_options.py and tests/e2e/test_bench_smoke.py. The budget is sized for
     # a device call, raised here for 2 shared cores.
     env = _env(tmp_path, PY=sys.executable, MIM_CHECK_QUICK="1", MIM_CHECK_BUDGET="840",

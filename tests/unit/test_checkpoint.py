@@ -217,13 +217,13 @@ def test_a_worker_dying_during_a_save_is_reported_after_the_checkpoint_is_publis
     """torch's DataLoader raises from its SIGCHLD handler wherever the main thread is; raised
     inside torch.save's writer it tore the file and replaced the worker's message with
     torch's 'unexpected pos'. The save now finishes and publishes, then the handler runs."""
-    import mim.engine.backend as backend_module
+    from mim import faults
 
     def dataloader_handler(signum, frame):  # what torch.utils.data installs in the main process
         raise RuntimeError("DataLoader worker (pid(s) 12345) exited unexpectedly")
 
     previous = signal.signal(signal.SIGCHLD, dataloader_handler)
-    monkeypatch.setattr(backend_module, "_faulty", _SignalsMidWrite)
+    monkeypatch.setattr(faults, "cut_short", _SignalsMidWrite)
     try:
         backend, ckpts = make_backend(), Checkpoints(tmp_path / "ckpt")
         train_step(backend, 0)

@@ -1,4 +1,5 @@
-"""The DeepSpeed backend in this process (one rank, no torchrun): consolidated weights, round trip.
+"""The DeepSpeed backend in this process (one rank, no torchrun): a real engine, consolidated
+weights, round trip; slow for the unit tier (DeepSpeed's start, compiled blocks).
 
 Multi-process runs, resume and loss curves are tested end to end (tests/e2e/test_deepspeed.py).
 """
@@ -10,6 +11,8 @@ import torch
 import torch.distributed as dist
 
 from mim.engine.optim import build_adamw, cosine_schedule
+
+pytestmark = pytest.mark.e2e
 
 TINY = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_depth=1,
             decoder_num_heads=2, patch_size=8)

@@ -15,6 +15,8 @@ from mim.factory import create_model
 from mim.masking import RandomMask
 from mim.tokenizers.masked_conv import ConvBlock
 
+pytestmark = pytest.mark.e2e
+
 SMALL = dict(embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16, decoder_depth=1,
              decoder_num_heads=2, patch_size=8)
 
