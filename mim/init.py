@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mim.keys import CLS, KERNEL, TABLE
 from mim.config.errors import ConfigError
 from mim.convert import ConvertError, Converted, read_weights
 from mim.eval.transfer import fit_patch_kernel, fit_pos_table
@@ -28,7 +29,6 @@ from mim.model import is_decoder
 
 log = logging.getLogger("mim")
 
-KERNEL, TABLE, CLS = "tokenizer.proj.weight", "learned_pos_embed.table", "cls_token"
 MAX_LISTED = 8  # misfits named in the one-line error; the rest are counted
 # Head counts shape no tensor: the weights are read with their own (recorded, or the ViT
 # sizes' known counts), or, where a file cannot tell them, with one head per part, a count

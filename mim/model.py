@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from mim.keys import DECODER_PREFIXES
 from mim.blocks import Block
 from mim.pos_embed import POS_EMBEDS, LearnedPosEmbed
 from mim.tokenizers.base import Tokenizer, gather_tokens, visible_ids
@@ -47,9 +48,6 @@ def _blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float
                          for r in rates)
 
 
-# Where the decoder's parameters live in MaskedAutoencoder's names; every other name (tokenizer,
-# cls_token, learned_pos_embed, blocks, norm) is the encoder, which evaluation and export keep.
-DECODER_PREFIXES = ("decoder", "mask_token")
 
 
 def is_decoder(name: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from mim.keys import DECODER_PREFIXES
 from mim.convert.common import ConvertError, Converted, export_grid
 from mim.config.history import history_lines
 from mim.convert.provenance import RunFacts, run_facts
@@ -143,7 +144,7 @@ def _snippets(export: str, conv: Converted, grid: tuple[int, ...] | None,
                 f'model = timm.create_model("{details["architecture"]}", pretrained=False, '
                 f"{args})",
                 'encoder = {k: v for k, v in state["model"].items()',
-                '           if not k.startswith(("decoder", "mask_token"))}',
+                f'           if not k.startswith({DECODER_PREFIXES!r})}}',
                 "model.load_state_dict(encoder)", "```", "",
                 "The checkpoint's `args` hold the run's settings (`mask_ratio`, "
                 "`norm_pix_loss`, `input_size`), as facebookresearch/mae's do. transformers: "

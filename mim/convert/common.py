@@ -15,19 +15,13 @@ from typing import Any
 
 import torch
 
+from mim.keys import TABLE
 from mim.factory import ModelConfig, build_model
 from mim.model import is_decoder
 from mim.pos_embed import POS_EMBEDS, sincos_pos_embed
 
 # widths of the ViT sizes and their head counts (Ti/S/B/L/H; MAE's decoder: 512 -> 16)
 KNOWN_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 512: 16}
-BLOCK_PARTS = ("norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias",
-               "attn.proj.weight", "attn.proj.bias", "norm2.weight", "norm2.bias",
-               "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias")
-# the decoder's tensors outside its blocks (MAE's and ViTMAE's names for them are mim's)
-DECODER_TENSORS = ("decoder_embed.weight", "decoder_embed.bias", "mask_token",
-                   "decoder_norm.weight", "decoder_norm.bias", "decoder_pred.weight",
-                   "decoder_pred.bias")
 SINCOS_ATOL = 1e-5  # a stored table this close to mim's sin-cos table is that table
 
 
@@ -178,7 +172,7 @@ def encoder_table_for_export(conv: Converted, grid: tuple[int, ...]) -> torch.Te
     if model_cfg.pos_embed == "learned":
         from mim.pos_embed import interpolate_pos_embed
 
-        table = conv.state["learned_pos_embed.table"]
+        table = conv.state[TABLE]
         old = tuple(model_cfg.pos_grid)
         return table if old == tuple(grid) else interpolate_pos_embed(table, old, grid)
     return POS_EMBEDS[model_cfg.pos_embed](model_cfg.embed_dim, grid)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from mim.keys import KERNEL
 from mim.convert.card import card_grid, write_card
 from mim.convert.common import ConvertError, Converted, with_overrides
 from mim.convert.dcp import dcp_folder, read_dcp_checkpoint
@@ -62,7 +63,7 @@ def read_mim_state(state: Any, path: Path, **overrides: Any) -> Converted:
     in_chans, size = _run_sizes(tree)
     weights = state["model"]
     if in_chans is None:
-        in_chans = weights["tokenizer.proj.weight"].shape[1]
+        in_chans = weights[KERNEL].shape[1]
     return Converted(_model_config(tree.get("model", {}), overrides), in_chans, weights,
                      "mim", input_size=size, run=run)
 

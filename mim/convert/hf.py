@@ -27,11 +27,12 @@ from typing import Any
 
 import torch
 
-from mim.convert.common import (DECODER_TENSORS, ConvertError, Converted,
+from mim.convert.common import (ConvertError, Converted,
                                 check_plain_tokenizer, count_blocks, decoder_table_matches,
                                 described_config, encoder_table, encoder_table_for_export,
                                 export_grid, fuse_qkv, split_qkv, with_overrides)
 from mim.convert.card import write_card
+from mim.keys import CLS, DECODER_TENSORS, KERNEL, KERNEL_BIAS, TABLE
 from mim.convert.preprocessor import write_preprocessor
 from mim.convert.provenance import run_facts
 from mim.convert.storage import load_hf_weights, save_tensors, write_json
@@ -181,12 +182,12 @@ def read_vit_mae(folder: Path, config: dict[str, Any], state: dict[str, torch.Te
                                      state["vit.embeddings.cls_token"])
     if not decoder_table_matches(state["decoder.decoder_pos_embed"], grid, "joint"):
         raise ConvertError(f"{folder}: decoder_pos_embed is not MAE's sin-cos table")
-    out = {"tokenizer.proj.weight": state["vit.embeddings.patch_embeddings.projection.weight"],
-           "tokenizer.proj.bias": state["vit.embeddings.patch_embeddings.projection.bias"],
-           "cls_token": cls, "norm.weight": state["vit.layernorm.weight"],
+    out = {KERNEL: state["vit.embeddings.patch_embeddings.projection.weight"],
+           KERNEL_BIAS: state["vit.embeddings.patch_embeddings.projection.bias"],
+           CLS: cls, "norm.weight": state["vit.layernorm.weight"],
            "norm.bias": state["vit.layernorm.bias"]}
     if table is not None:
-        out["learned_pos_embed.table"] = table
+        out[TABLE] = table
     for name in DECODER_TENSORS:
         out[name] = state[f"decoder.{name}"]
     blocks, depth = read_layers(state, _VIT_LAYERS, "blocks.", dim)
@@ -214,9 +215,9 @@ def write_vit_mae(conv: Converted, folder: Path, grid: tuple[int, ...]) -> Path:
     if grid[0] != grid[1]:
         raise ConvertError(f"ViTMAE needs a square grid, got {grid}")
     table = encoder_table_for_export(conv, grid)  # [L, D]
-    out = {"vit.embeddings.patch_embeddings.projection.weight": s["tokenizer.proj.weight"],
-           "vit.embeddings.patch_embeddings.projection.bias": s["tokenizer.proj.bias"],
-           "vit.embeddings.cls_token": s["cls_token"],
+    out = {"vit.embeddings.patch_embeddings.projection.weight": s[KERNEL],
+           "vit.embeddings.patch_embeddings.projection.bias": s[KERNEL_BIAS],
+           "vit.embeddings.cls_token": s[CLS],
            "vit.embeddings.position_embeddings": torch.cat(
                [torch.zeros(1, table.shape[1]), table]).unsqueeze(0).float(),  # [1, 1 + L, D]
            "vit.layernorm.weight": s["norm.weight"], "vit.layernorm.bias": s["norm.bias"],

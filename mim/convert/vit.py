@@ -17,11 +17,12 @@ from typing import Any
 
 import torch
 
-from mim.convert.common import (BLOCK_PARTS, DECODER_TENSORS, ConvertError, Converted,
+from mim.convert.common import (ConvertError, Converted,
                                 check_plain_tokenizer, count_blocks, decoder_table_matches,
                                 described_config, encoder_table, encoder_table_for_export,
                                 export_grid, heads_for, square_grid, with_overrides)
 from mim.convert.card import write_card
+from mim.keys import BLOCK_PARTS, CLS, DECODER_TENSORS, KERNEL, KERNEL_BIAS, TABLE
 from mim.convert.provenance import run_facts
 from mim.convert.storage import save_tensors, write_json
 from mim.model import split_state
@@ -68,12 +69,11 @@ def read_vit(state: dict[str, torch.Tensor], fmt: str, args: Any = None,
     kind, table, cls = (("joint", None, state.get("cls_token")) if "pos_embed" not in state else
                         encoder_table(state["pos_embed"], int(has_cls), grid,
                                       state.get("cls_token")))
-    out = {"tokenizer.proj.weight": proj,
-           "tokenizer.proj.bias": state.get("patch_embed.proj.bias", torch.zeros(dim))}
+    out = {KERNEL: proj, KERNEL_BIAS: state.get("patch_embed.proj.bias", torch.zeros(dim))}
     if cls is not None:
-        out["cls_token"] = cls
+        out[CLS] = cls
     if table is not None:
-        out["learned_pos_embed.table"] = table
+        out[TABLE] = table
         notes.append("learned position table (not MAE's sin-cos): kept as pos_embed=learned")
     out.update(_blocks(state, "blocks.", "blocks.", depth, dim))
     if "norm.weight" in state:
@@ -153,12 +153,11 @@ def _encoder_state(conv: Converted, grid: tuple[int, ...]) -> dict[str, torch.Te
     table = encoder_table_for_export(conv, grid)  # [L, D]
     if cfg.cls_token:
         table = torch.cat([torch.zeros(1, table.shape[1]), table])  # [1 + L, D]
-    out = {"patch_embed.proj.weight": s["tokenizer.proj.weight"],
-           "patch_embed.proj.bias": s["tokenizer.proj.bias"],
+    out = {"patch_embed.proj.weight": s[KERNEL], "patch_embed.proj.bias": s[KERNEL_BIAS],
            "pos_embed": table.unsqueeze(0).float(),  # [1, (1 +) L, D]
            "norm.weight": s["norm.weight"], "norm.bias": s["norm.bias"]}
     if cfg.cls_token:
-        out["cls_token"] = s["cls_token"]
+        out["cls_token"] = s[CLS]
     out.update(_blocks(s, "blocks.", "blocks.", cfg.depth, cfg.embed_dim))
     return out
 

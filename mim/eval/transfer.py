@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from einops import repeat
 
+from mim.keys import KERNEL
 from mim.convert import Converted
 from mim.factory import ModelConfig, build_model
 from mim.model import is_decoder
@@ -126,9 +127,8 @@ def build_encoder(cfg: ModelConfig, in_chans: int, weights: Converted | None,
     if weights is None:
         return model
     state = dict(weights.state)
-    key = "tokenizer.proj.weight"
-    if key in state:
-        state[key] = fit_patch_kernel(state[key], kernel_size(cfg), kernel_method)
+    if KERNEL in state:
+        state[KERNEL] = fit_patch_kernel(state[KERNEL], kernel_size(cfg), kernel_method)
     own = model.state_dict()
     decoder_misfit = [k for k in state if is_decoder(k) and k in own
                       and own[k].shape != state[k].shape]

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from mim.keys import KERNEL, KERNEL_BIAS, MASK_TOKEN
 from mim.convert.common import ConvertError, Converted, check_plain_tokenizer, with_overrides
 from mim.convert.hf import (DECODER_LAYERS, HF_READERS, HF_WRITERS, common_config, mlp_ratio,
                             read_layers, recorded_run, write_layers)
@@ -45,10 +46,10 @@ def read_videomae(folder: Path, config: dict[str, Any], state: dict[str, torch.T
     size = config["image_size"]
     size = (size, size) if isinstance(size, int) else tuple(size)
     patch, tubelet = config["patch_size"], config["tubelet_size"]
-    out = {"tokenizer.proj.weight": state["videomae.embeddings.patch_embeddings.projection.weight"],
-           "tokenizer.proj.bias": state["videomae.embeddings.patch_embeddings.projection.bias"],
+    out = {KERNEL: state["videomae.embeddings.patch_embeddings.projection.weight"],
+           KERNEL_BIAS: state["videomae.embeddings.patch_embeddings.projection.bias"],
            "norm.weight": state["videomae.layernorm.weight"],
-           "norm.bias": state["videomae.layernorm.bias"], "mask_token": state["mask_token"],
+           "norm.bias": state["videomae.layernorm.bias"], MASK_TOKEN: state["mask_token"],
            "decoder_embed.weight": state["encoder_to_decoder.weight"],
            "decoder_embed.bias": torch.zeros(dec),
            "decoder_norm.weight": state["decoder.norm.weight"],
@@ -94,8 +95,8 @@ def write_videomae(conv: Converted, folder: Path, grid: tuple[int, ...]) -> Path
     if s["decoder_embed.bias"].abs().max() > 0:
         log.warning("VideoMAE's encoder_to_decoder has no bias: mim's decoder_embed bias is "
                     "dropped, which changes the reconstruction (not the encoder)")
-    out = {"videomae.embeddings.patch_embeddings.projection.weight": s["tokenizer.proj.weight"],
-           "videomae.embeddings.patch_embeddings.projection.bias": s["tokenizer.proj.bias"],
+    out = {"videomae.embeddings.patch_embeddings.projection.weight": s[KERNEL],
+           "videomae.embeddings.patch_embeddings.projection.bias": s[KERNEL_BIAS],
            "videomae.layernorm.weight": s["norm.weight"],
            "videomae.layernorm.bias": s["norm.bias"],
            "encoder_to_decoder.weight": s["decoder_embed.weight"], "mask_token": s["mask_token"],

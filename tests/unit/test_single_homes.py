@@ -10,13 +10,13 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from mim.convert.common import DECODER_TENSORS
 from mim.engine.optim import cosine_factor, decays, param_groups, warmup_cosine
 from mim.eval.schema import FinetuneConfig
 from mim.eval.finetune import Classifier
 from mim.eval.finetune import param_groups as finetune_groups
 from mim.eval.schedule import lr_at
-from mim.model import DECODER_PREFIXES, patch_stats, split_state
+from mim.keys import DECODER_PREFIXES, DECODER_TENSORS
+from mim.model import patch_stats, split_state
 
 TINY = dict(embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16, decoder_depth=1,
             decoder_num_heads=2)
