@@ -311,17 +311,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def finish(code: int) -> None:
-    """End the ``mim`` process with ``code``.
-
-    A rank of a multi-process group (``WORLD_SIZE`` > 1) that finished cleanly ends here without
-    interpreter teardown (``os._exit``, after flushing its logs and output): its work is on disk
-    and its process group destroyed, but third-party threads torn down at exit can still abort
-    it. In one of three fresh-clone test-suite runs a 2-rank DeepSpeed ZeRO-2 CPU run trained
-    all its steps, then one rank died at exit with "terminate called without an active
-    exception" (SIGABRT), and the launcher reported the finished run as failed (12 runs of the
-    same command in a loop did not show it again). A failure still exits through the normal
-    path, with its traceback.
-    """
+    """End the ``mim`` process with ``code``; a rank of a process group that finished cleanly
+    skips interpreter teardown (``os._exit`` after flushing), where third-party threads torn
+    down at exit have aborted a finished DeepSpeed rank (SIGABRT) and failed its run."""
     if code == 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         logging.shutdown()
         sys.stdout.flush()
