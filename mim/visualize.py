@@ -25,7 +25,7 @@ from mim.config.errors import ConfigError
 from mim.config.overrides import apply, integer, parse, plain, typed, unknown_option, without
 from mim.data import LOAD_ERRORS, MimDataset, sample_seed
 from mim.reconstruction import reconstruction_panels
-from mim.eval.plan import HEAD_KEYS, base_data, eval_modality, read, run_config
+from mim.pretrained import HEAD_KEYS, base_data, eval_modality, read, run_config
 from mim.eval.transfer import build_encoder
 from mim.masking import MaskConfigError, build_mask
 from mim.registry import MASKS
