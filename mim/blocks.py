@@ -90,6 +90,8 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """x + DropPath(Attention(LN(x))), then x + DropPath(MLP(LN(x))); x [B, N, dim]."""
 
+    compile_unit = True  # train.compile=blocks compiles each block (mim/engine/compiling.py)
+
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  drop_path: float = 0.0, eps: float = 1e-6):
         super().__init__()

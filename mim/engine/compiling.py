@@ -40,14 +40,15 @@ def mode(value: object, key: str = "train.compile") -> str:
     return name
 
 
-def compile_blocks(model: nn.Module) -> int:
-    """Compile every transformer block and conv block of ``model`` in place; returns how many
-    were compiled."""
-    # here, not at the top: the config schema imports this module for mode()
-    from mim.blocks import Block
-    from mim.tokenizers.masked_conv import ConvBlock
+# a module class sets it True to be compiled on its own by train.compile=blocks (mim's
+# transformer and conv blocks do; a plugin tokenizer's blocks may)
+COMPILE_UNIT = "compile_unit"
 
-    blocks = [m for m in model.modules() if isinstance(m, (Block, ConvBlock))]
+
+def compile_blocks(model: nn.Module) -> int:
+    """Compile in place every module of ``model`` that declares itself a unit of regional
+    compilation (``COMPILE_UNIT``); returns how many were compiled."""
+    blocks = [m for m in model.modules() if getattr(m, COMPILE_UNIT, False)]
     if not blocks:
         raise ValueError("train.compile=blocks: the model has no transformer blocks to compile "
                          "(use train.compile=model)")

@@ -30,6 +30,8 @@ def zero_masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 class ConvBlock(nn.Module):
     """Pre-norm transformer block with a depthwise conv as token mixer, on a 2D or 3D grid."""
 
+    compile_unit = True  # train.compile=blocks compiles each block (mim/engine/compiling.py)
+
     def __init__(self, dim: int, mlp_ratio: float, kernel: tuple[int, ...],
                  drop_path: float = 0.0):
         super().__init__()

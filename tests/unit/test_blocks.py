@@ -58,3 +58,25 @@ def test_short_bf16_attention_on_a_cpu_is_computed_in_fp32(tokens, fp32):
     out = attend(q, k, v)
     assert out.dtype == torch.bfloat16  # what autocast's neighbours expect
     assert torch.equal(out, exact.bfloat16()) == fp32
+
+
+def test_regional_compilation_takes_the_modules_that_declare_themselves_units() -> None:
+    """train.compile=blocks asks each module (``compile_unit``), so a plugin's own block is
+    compiled as mim's are, and nothing else is."""
+    import torch
+
+    from mim import create_model
+    from mim.engine.compiling import compile_blocks
+
+    class PluginBlock(torch.nn.Module):
+        compile_unit = True
+
+        def forward(self, x):
+            return x
+
+    model = create_model("mcmae_base", embed_dim=32, depth=2, num_heads=2, patch_size=8,
+                         hybrid_dims=[8, 16], hybrid_depths=[1, 1], decoder_embed_dim=16,
+                         decoder_depth=1, decoder_num_heads=2)
+    model.extra = torch.nn.Sequential(PluginBlock(), torch.nn.Linear(2, 2))
+    # 2 encoder + 1 decoder transformer blocks, 2 conv blocks, the plugin's
+    assert compile_blocks(model) == 2 + 1 + 2 + 1
