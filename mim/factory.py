@@ -13,22 +13,23 @@ samples it pretrains on (``mim.modalities.<name>.presets``; the size tables they
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
+from mim.config.overrides import typed
 from mim.model import MaskedAutoencoder, check_choices
-from mim.registry import MODELS, TOKENIZERS
+from mim.registry import MODELS, TOKENIZERS, UnknownNameError
 from mim.tokenizers.base import Tokenizer
-from mim.tokenizers.hybrid import (HYBRID_TOKENIZERS, HybridTokenizer, check_mask_level,
-                                   spatial_strides, stage_time_strides)
 
 
 @dataclass
 class ModelConfig:
     name: str = "mae_vit_base_patch16"  # the preset (names the run directory)
-    # how samples become tokens: patch2d | cube | hybrid2d | hybrid3d (mim plugins)
-    tokenizer: str = "patch2d"
+    # how samples become tokens: {name: patch2d | cube | hybrid2d | hybrid3d | a plugin's, and
+    # the tokenizer's own parameters (its Config; mim train --help lists them)}; a bare name
+    # stands for {name: NAME} with the tokenizer's defaults
+    tokenizer: Any = field(default_factory=lambda: {"name": "patch2d"})
     patch_size: int = 16  # spatial side of a patch, in pixels (voxels)
     tubelet_size: int = 1  # time (or depth) extent of a cube; ignored by patch2d
     embed_dim: int = 768  # encoder width
@@ -48,18 +49,6 @@ class ModelConfig:
     drop_path: float = 0.0  # stochastic depth rate of the encoder
     norm_eps: float = 1e-6  # LayerNorm eps (MAE, timm: 1e-6; Hugging Face ports: 1e-12)
     pos_grid: Optional[list[int]] = None  # grid of the table with pos_embed=learned
-    # hybrid2d / hybrid3d (MCMAE, Table 7): conv stages 1-2 before the ViT (stage 3: embed_dim,
-    # depth, mlp_ratio); patch_size is the total stride (stages: patch/4, 2, 2)
-    hybrid_dims: list[int] = field(default_factory=lambda: [256, 384])  # conv widths [C1, C2]
-    hybrid_depths: list[int] = field(default_factory=lambda: [2, 2])  # conv blocks [L1, L2]
-    hybrid_mlp_ratios: list[float] = field(default_factory=lambda: [4.0, 4.0])  # MLP ratios
-    hybrid_kernel: int = 5  # depthwise kernel (Table 5 also tries 7 and 9)
-    hybrid_time_kernel: int = 5  # its extent along the leading axis of 3D grids
-    hybrid_time_strides: list[int] = field(default_factory=list)  # per stage; [] = [tubelet, 1, 1]
-    hybrid_multiscale: bool = True  # the multi-scale decoder (Eq. 1)
-    # stage3 (MCMAE: block-wise, drawn on the stage-3 grid) | input (Table 5's ablation: the
-    # mask policy draws on the stage-1 grid and stage 3 keeps every token; needs loss_on=all)
-    hybrid_mask_level: str = "stage3"
     # none | decoder | encoder | all: recompute those blocks' activations in backward (memory
     # for time; under XLA the compiler may undo it)
     activation_checkpointing: str = "none"
@@ -91,32 +80,36 @@ class ModelConfig:
             raise ValueError(f"model.norm_eps: must be in (0, 1), got {self.norm_eps}")
         if not 0.0 <= self.drop_path < 1.0:
             raise ValueError(f"model.drop_path: must be in [0, 1), got {self.drop_path}")
-        self._check_hybrid()
+        self.tokenizer = tokenizer_node(self)
 
-    def _check_hybrid(self) -> None:
-        for key, ok, what in (("hybrid_dims", lambda v: v >= 1, ">= 1"),
-                              ("hybrid_depths", lambda v: v >= 0, ">= 0"),
-                              ("hybrid_mlp_ratios", lambda v: v > 0, "> 0")):
-            values = list(getattr(self, key))
-            if len(values) != 2 or not all(map(ok, values)):
-                raise ValueError(f"model.{key}: two values [stage 1, stage 2] {what} expected, "
-                                 f"got {values}")
-        for key in ("hybrid_kernel", "hybrid_time_kernel"):
-            if getattr(self, key) < 1 or getattr(self, key) % 2 == 0:
-                raise ValueError(f"model.{key}: an odd size >= 1 expected (5, 7 or 9 in MCMAE "
-                                 f"Table 5), got {getattr(self, key)}")
-        stage_time_strides(self.hybrid_time_strides, self.tubelet_size)
-        check_mask_level(self.hybrid_mask_level)
-        if self.hybrid_mask_level == "input" and self.tokenizer not in HYBRID_TOKENIZERS:
-            raise ValueError(f"model.hybrid_mask_level: input needs a hybrid tokenizer "
-                             f"({', '.join(HYBRID_TOKENIZERS)}), the model has "
-                             f"{self.tokenizer}")
-        if self.hybrid_mask_level == "input" and self.loss_on != "all":
-            raise ValueError("model.loss_on: with model.hybrid_mask_level=input every stage-3 "
-                             "patch is partly visible, so the loss is on all of them: set "
-                             "model.loss_on=all")
-        if self.tokenizer in HYBRID_TOKENIZERS:
-            spatial_strides(self.patch_size)
+    @property
+    def tokenizer_name(self) -> str:
+        """The registered name of the tokenizer (``model.tokenizer.name``)."""
+        return self.tokenizer["name"]
+
+
+def tokenizer_node(cfg: ModelConfig) -> dict[str, Any]:
+    """``cfg.tokenizer`` complete: its name and every parameter of the tokenizer's ``Config``
+    (defaults filled in, types and the checks of the dataclass and of ``check_config`` run);
+    ValueError naming the key."""
+    node = {"name": cfg.tokenizer} if isinstance(cfg.tokenizer, str) else dict(cfg.tokenizer)
+    name = node.pop("name", None)
+    if not isinstance(name, str):
+        raise ValueError(f"model.tokenizer.name: a tokenizer's name expected (valid: "
+                         f"{', '.join(TOKENIZERS.names())}), got {name!r}")
+    try:
+        cls = TOKENIZERS.get(name)
+    except UnknownNameError as exc:
+        raise ValueError(f"model.tokenizer: {exc}") from None
+    schema = getattr(cls, "Config", None)
+    if schema is None:
+        if node:
+            raise ValueError(f"model.tokenizer.{sorted(node)[0]}: unknown; the {name} "
+                             "tokenizer takes no parameters")
+        return {"name": name}
+    config = typed(schema, node, "model.tokenizer")
+    cls.check_config(config, cfg)
+    return {"name": name, **asdict(config)}
 
 
 def list_models() -> list[str]:
@@ -124,25 +117,31 @@ def list_models() -> list[str]:
 
 
 def model_config(name: str, **overrides) -> ModelConfig:
-    """The preset's config with ``overrides`` applied (unknown keys are an error)."""
-    base = MODELS.get(name)()
-    unknown = sorted(set(overrides) - set(asdict(base)))
+    """The preset's config with ``overrides`` applied (``with_changes``)."""
+    return with_changes(MODELS.get(name)(), **overrides)
+
+
+def with_changes(cfg: ModelConfig, **changes) -> ModelConfig:
+    """``cfg`` with ``changes`` (ModelConfig fields; an unknown one is a TypeError naming the
+    valid ones). A ``tokenizer`` dict is merged into ``cfg``'s, as Hydra merges
+    ``model.tokenizer={...}`` (``create_model("mcmae_base", tokenizer={"kernel": 7})``),
+    unless it names another tokenizer: that one's parameters start from its defaults."""
+    unknown = sorted(set(changes) - set(asdict(cfg)))
     if unknown:
-        raise TypeError(f"model.{unknown[0]}: unknown; valid: {', '.join(asdict(base))}")
-    return replace(base, **overrides)
+        raise TypeError(f"model.{unknown[0]}: unknown; valid: {', '.join(asdict(cfg))}")
+    given = changes.get("tokenizer")
+    if isinstance(given, dict) and given.get("name", cfg.tokenizer_name) == cfg.tokenizer_name:
+        changes["tokenizer"] = {**cfg.tokenizer, **given}
+    return replace(cfg, **changes)
 
 
 def build_tokenizer(cfg: ModelConfig, in_chans: int) -> Tokenizer:
-    cls = TOKENIZERS.get(cfg.tokenizer)
-    hybrid = {}
-    if isinstance(cls, type) and issubclass(cls, HybridTokenizer):
-        hybrid = dict(dims=cfg.hybrid_dims, depths=cfg.hybrid_depths,
-                      mlp_ratios=cfg.hybrid_mlp_ratios, kernel=cfg.hybrid_kernel,
-                      time_kernel=cfg.hybrid_time_kernel, time_strides=cfg.hybrid_time_strides,
-                      multiscale=cfg.hybrid_multiscale, drop_path=cfg.drop_path,
-                      mask_level=cfg.hybrid_mask_level)
+    """The tokenizer ``cfg.tokenizer`` names, with its parameters (the contract of
+    ``mim.tokenizers.base.Tokenizer``)."""
+    params = dict(cfg.tokenizer)
+    cls = TOKENIZERS.get(params.pop("name"))
     return cls(in_chans=in_chans, embed_dim=cfg.embed_dim, patch_size=cfg.patch_size,
-               tubelet_size=cfg.tubelet_size, **hybrid)
+               tubelet_size=cfg.tubelet_size, drop_path=cfg.drop_path, **params)
 
 
 def token_grids(cfg: ModelConfig, sample_shape: tuple[int, ...]

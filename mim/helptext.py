@@ -18,7 +18,7 @@ from mim.config.help import Key, keys, options, table
 from mim.config.schema import BaseConfig, OptimConfig, RunConfig, TrainConfig
 from mim.eval.schema import PROTOCOLS, EvalSettings
 from mim.factory import ModelConfig
-from mim.registry import BACKENDS, LAUNCHERS, MASKS, MODALITIES, TRACKERS
+from mim.registry import BACKENDS, LAUNCHERS, MASKS, MODALITIES, TOKENIZERS, TRACKERS
 
 MODEL_NOTE = ("(the defaults of ModelConfig; a preset, model=NAME, sets its own: "
               "`mim train model=NAME --cfg` shows them)")
@@ -54,6 +54,8 @@ def train_sections() -> list[tuple[str, type | None, str]]:
     sections = [("top level", BaseConfig, ""), ("train", TrainConfig, "train."),
                 ("optim", OptimConfig, "optim."), ("run", RunConfig, "run."),
                 (f"model {MODEL_NOTE}", ModelConfig, "model.")]
+    sections += [(f"model.tokenizer.name={name}", getattr(TOKENIZERS.get(name), "Config", None),
+                  "model.tokenizer.") for name in TOKENIZERS.names()]
     sections += [(f"mask={name}", MASKS.get(name), "mask.") for name in MASKS.names()]
     sections += [(f"data (modality={name})", MODALITIES.get(name).data_config, "data.")
                  for name in MODALITIES.names()]

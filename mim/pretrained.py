@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from mim.config.errors import ConfigError
+from mim.config.migrate import current
 from mim.config.overrides import unknown_option
 from mim.convert import ConvertError, Converted, read_weights
 from mim.registry import MODALITIES
@@ -22,7 +23,7 @@ def run_config(run_dir: str) -> dict[str, Any]:
     path = Path(run_dir).expanduser() / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"run.dir: {path} not found; pass the directory mim train printed")
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    return current(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
 
 
 def eval_modality(run_tree: dict | None, choice: str | None) -> ModalitySpec:

@@ -26,6 +26,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from mim.config.errors import ConfigError
+from mim.config.migrate import current
 
 log = logging.getLogger("mim")
 MARKER = "mim-run.json"
@@ -45,7 +46,12 @@ PREVIOUS = "previous"  # where set_aside moves an earlier run: previous/<time>/
 def config_hash(spec: Any) -> str:
     """Identifies a run (``spec``: a ``RunSpec``): the same command (same config) maps to the
     same run directory."""
-    tree = OmegaConf.to_container(spec.raw, resolve=True)
+    return tree_hash(OmegaConf.to_container(spec.raw, resolve=True))
+
+
+def tree_hash(tree: dict[str, Any]) -> str:
+    """``config_hash`` of a resolved config tree."""
+    tree = json.loads(json.dumps(tree))
     tree.pop("run", None)
     tree.pop("launcher", None)
     tree.pop("tracker", None)  # where a run reports, not what it computes
@@ -55,8 +61,26 @@ def config_hash(spec: Any) -> str:
 
 
 def default_run_dir(spec: Any) -> Path:
-    """``<run.root>/<modality>/<model>/<config hash>``, as given (relative to where it runs)."""
-    return Path(spec.run.root) / spec.modality.name / spec.model.name / config_hash(spec)
+    """``<run.root>/<modality>/<model>/<config hash>``, as given (relative to where it runs);
+    where it does not exist, the folder an earlier mim made for the same config (``earlier``)."""
+    digest = config_hash(spec)
+    own = Path(spec.run.root) / spec.modality.name / spec.model.name / digest
+    return own if own.exists() else earlier(own.parent, digest) or own
+
+
+def earlier(folder: Path, digest: str) -> Path | None:
+    """The run in ``folder`` whose ``config.yaml``, read with today's keys
+    (``mim/config/migrate.py``), hashes to ``digest``: the same config, written by a mim whose
+    keys hashed otherwise (a rename changes the hash, not the run)."""
+    for path in sorted(folder.glob("*/config.yaml")) if folder.is_dir() else ():
+        try:
+            tree = current(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
+        except Exception:  # noqa: BLE001 (unreadable: not this config's run)
+            continue
+        if isinstance(tree, dict) and tree_hash(tree) == digest:
+            log.info("run folder: %s, made for this config by an earlier mim", path.parent)
+            return path.parent
+    return None
 
 
 def run_dir(spec: Any) -> Path:

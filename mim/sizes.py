@@ -23,11 +23,14 @@ MCMAE_SIZES = {
 }
 
 
-def mcmae_config(size: str, name: str, **fields) -> ModelConfig:
-    """The Table 7 encoder of ``size`` at patch 16 (strides 4, 2, 2); ``fields`` add or change
-    anything else (the tokenizer, the decoder, a cube depth)."""
+def mcmae_config(size: str, name: str, tokenizer: str = "hybrid2d",
+                 stages: dict | None = None, **fields) -> ModelConfig:
+    """The Table 7 encoder of ``size`` at patch 16 (strides 4, 2, 2) with the ``tokenizer``
+    (hybrid2d, hybrid3d); ``stages``: more of its parameters (``time_strides``); ``fields`` add
+    or change anything else (the decoder, a cube depth)."""
     dims, depths, ratios, heads = MCMAE_SIZES[size]
-    base = dict(tokenizer="hybrid2d", patch_size=16, embed_dim=dims[2], depth=depths[2],
-                num_heads=heads, mlp_ratio=ratios[2], hybrid_dims=dims[:2],
-                hybrid_depths=depths[:2], hybrid_mlp_ratios=ratios[:2], cls_token=False)
+    conv = dict(name=tokenizer, dims=dims[:2], depths=depths[:2], mlp_ratios=ratios[:2],
+                **(stages or {}))
+    base = dict(tokenizer=conv, patch_size=16, embed_dim=dims[2], depth=depths[2],
+                num_heads=heads, mlp_ratio=ratios[2], cls_token=False)
     return ModelConfig(name=name, **{**base, **fields})

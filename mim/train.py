@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from mim.config.compose import RunSpec
 from mim.config.errors import ConfigError
+from mim.config.migrate import current
 from mim.config.history import (append_history, as_resumed, check_resume, history_record,
                                 write_config)
 from mim.data import sample_seed
@@ -132,10 +133,11 @@ def _resume(spec: RunSpec, backend: Backend, checkpoints: Checkpoints,
     else:
         client = backend.load(latest)
         state = LoopState(**client["loop"])
-        config, ignored = as_resumed(client.get("config"), config)
+        saved = current(client.get("config"))  # with today's keys (mim/config/migrate.py)
+        config, ignored = as_resumed(saved, config)
         t = spec.train  # effective batches: the checkpoint's (its samples per step), and ours
         changed, forced = check_resume(
-            client.get("config"), config, spec.run.resume, latest,
+            saved, config, spec.run.resume, latest,
             state.samples // state.step if state.step and not state.samples % state.step else None,
             t.batch_size * t.accum_steps * backend.world_size, client.get("data"), data)
         state.restore_rng()

@@ -19,7 +19,7 @@ from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 import mim.configs
@@ -257,6 +257,9 @@ def validate(raw: DictConfig) -> RunSpec:
         backend=_plugin(BACKENDS.get(backend["name"]), backend, "backend"),
         launcher=_plugin(LAUNCHERS.get(launcher["name"]), launcher, "launcher"),
     )
+    # the tokenizer's section complete, defaults in, as the model reads it (config.yaml, --cfg)
+    with open_dict(raw):
+        raw.model.tokenizer = spec.model.tokenizer
     BACKENDS.get(backend["name"]).check_run(spec.train, spec.backend.config, world_size(spec))
     spec.grid, spec.mask_grid = token_grid(spec)
     spec.stage_grids = resolution.check(spec.model, spec.mask, resolution.stage_shapes(spec),
@@ -304,7 +307,7 @@ def _trackers(value: Any) -> tuple[str, ...]:
 def token_grid(spec: RunSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(the token grid of this config's samples, the grid its masks are drawn on), checked
     against the tokenizer and the mask policy (the two differ for a hybrid tokenizer that masks
-    its input cells, ``model.hybrid_mask_level=input``)."""
+    its input cells, ``model.tokenizer.mask_level=input``)."""
     shape = tuple(spec.modality.sample_shape(spec.data))  # (C, *spatial)
     try:
         grid, mask_grid = token_grids(spec.model, shape)

@@ -187,8 +187,10 @@ def check_keys(keys: Iterable[str], expected: Iterable[str], groups: Iterable[st
 
 
 def without(overrides: list[Override], section: str) -> list[Override]:
-    """``overrides`` less those of ``section`` (its keys and the section itself)."""
-    return [o for o in overrides if o.key_or_group.split(".")[0] != section]
+    """``overrides`` less those of ``section`` (a dotted path: its keys and the section
+    itself)."""
+    return [o for o in overrides
+            if o.key_or_group != section and not o.key_or_group.startswith(f"{section}.")]
 
 
 def plain(node: Any, key: str) -> Any:

@@ -30,7 +30,7 @@ MARK = ("- mim", "- masked-autoencoder")  # the front matter's tags
 
 def _model_lines(conv: Converted, grid: tuple[int, ...] | None) -> list[str]:
     cfg = conv.config
-    cube = cfg.tokenizer in ("cube", "hybrid3d")  # a leading time (or depth) axis
+    cube = cfg.tokenizer_name in ("cube", "hybrid3d")  # a leading time (or depth) axis
     patch = (f"{cfg.tubelet_size}x{cfg.patch_size}x{cfg.patch_size} cubes" if cube else
              f"{cfg.patch_size}x{cfg.patch_size} patches")
     size = "not recorded"
@@ -39,7 +39,7 @@ def _model_lines(conv: Converted, grid: tuple[int, ...] | None) -> list[str]:
             n * cfg.patch_size for n in grid[-2:]]
         size = (f"{'x'.join(map(str, sides))} ({'time or depth x ' if cube else ''}height x "
                 f"width), token grid {list(grid)}")
-    return [f"- architecture: `{cfg.name}`, tokenizer `{cfg.tokenizer}` on {patch}, "
+    return [f"- architecture: `{cfg.name}`, tokenizer `{cfg.tokenizer_name}` on {patch}, "
             f"{conv.in_chans} input channels, input size {size}",
             f"- encoder: width {cfg.embed_dim}, depth {cfg.depth}, {cfg.num_heads} heads, MLP "
             f"ratio {cfg.mlp_ratio:g}, cls token {cfg.cls_token}, positions `{cfg.pos_embed}`, "
@@ -150,11 +150,11 @@ def _snippets(export: str, conv: Converted, grid: tuple[int, ...] | None,
                 "`norm_pix_loss`, `input_size`), as facebookresearch/mae's do. transformers: "
                 + convert.format(p=f"{PLACEHOLDER}/{details['file']}", to="hf",
                                  what="transformers")]
-    plain = conv.config.tokenizer in ("patch2d", "cube")  # the layouts timm and HF hold
+    plain = conv.config.tokenizer_name in ("patch2d", "cube")  # the layouts timm and HF hold
     return ["mim (the weights in mim's own names):", "```python", "import mim",
             f'model = mim.load_pretrained("{PLACEHOLDER}")  # a MaskedAutoencoder', "```", "",
             *([convert.format(p=PLACEHOLDER, to="timm", what="timm")]
-              if conv.config.tokenizer == "patch2d" else []),
+              if conv.config.tokenizer_name == "patch2d" else []),
             (convert.format(p=PLACEHOLDER, to="hf", what="transformers") +
              " (ViTMAE for 2D patches, VideoMAE for cubes, where the model has their layout)")
             if plain else "timm and transformers have no layout for this tokenizer."]

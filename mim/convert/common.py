@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from mim.keys import TABLE
-from mim.factory import ModelConfig, build_model
+from mim.factory import ModelConfig, build_model, with_changes
 from mim.model import is_decoder
 from mim.pos_embed import POS_EMBEDS, sincos_pos_embed
 
@@ -142,11 +142,9 @@ def described_config(**fields: Any) -> ModelConfig:
 
 
 def with_overrides(config: ModelConfig, overrides: dict[str, Any]) -> ModelConfig:
-    unknown = sorted(set(overrides) - set(asdict(config)))
-    if unknown:
-        raise ConvertError(f"model.{unknown[0]}: unknown; valid: {', '.join(asdict(config))}")
+    """``config`` with the ``model.<key>`` values of a convert command (``with_changes``)."""
     try:
-        return replace(config, **overrides)
+        return with_changes(config, **overrides)
     except (TypeError, ValueError) as exc:
         raise ConvertError(str(exc)) from None
 
@@ -159,7 +157,7 @@ def export_grid(conv: Converted, input_size: tuple[int, ...] | None) -> tuple[in
     if size is None:
         raise ConvertError("the weights do not say which input size they were made for; "
                            "pass input_size=[...] (spatial sizes, e.g. [224, 224])")
-    patch = ((conv.config.patch_size,) * 2 if conv.config.tokenizer == "patch2d" else
+    patch = ((conv.config.patch_size,) * 2 if conv.config.tokenizer_name == "patch2d" else
              (conv.config.tubelet_size, conv.config.patch_size, conv.config.patch_size))
     if len(size) != len(patch) or any(s % p for s, p in zip(size, patch)):
         raise ConvertError(f"input_size {list(size)} does not fit patches of {list(patch)}")
@@ -180,6 +178,6 @@ def encoder_table_for_export(conv: Converted, grid: tuple[int, ...]) -> torch.Te
 
 def check_plain_tokenizer(conv: Converted, rank: int, target: str) -> None:
     expected = "patch2d" if rank == 2 else "cube"
-    if conv.config.tokenizer != expected:
+    if conv.config.tokenizer_name != expected:
         raise ConvertError(f"{target} holds a '{expected}' patch embedding; this model's "
-                           f"tokenizer is '{conv.config.tokenizer}'")
+                           f"tokenizer is '{conv.config.tokenizer_name}'")

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from mim.config.migrate import current_model
 from mim.keys import KERNEL
 from mim.convert.card import card_grid, write_card
 from mim.convert.common import ConvertError, Converted, with_overrides
@@ -45,7 +46,7 @@ def _run_sizes(tree: dict[str, Any]) -> tuple[int | None, tuple[int, ...] | None
 
 def _model_config(tree: dict[str, Any], overrides: dict[str, Any]) -> ModelConfig:
     base = ModelConfig()
-    known = {k: v for k, v in tree.items() if k in base.__dataclass_fields__}
+    known = {k: v for k, v in current_model(tree).items() if k in base.__dataclass_fields__}
     return with_overrides(with_overrides(base, known), overrides)
 
 

@@ -159,7 +159,7 @@ def write_hf(conv: Converted, folder: Path, input_size: tuple[int, ...] | None =
     if not conv.has_decoder:
         raise ConvertError("Hugging Face *ForPreTraining folders hold a decoder; these weights "
                            "have none")
-    rank = "2d" if conv.config.tokenizer == "patch2d" else "3d"
+    rank = "2d" if conv.config.tokenizer_name == "patch2d" else "3d"
     if rank not in HF_WRITERS:
         raise ConvertError(f"no Hugging Face layout registered for {rank} grids")
     grid = export_grid(conv, input_size)

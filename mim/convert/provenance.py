@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mim.config.migrate import current
 from mim.convert.common import Converted
 
 # the sections of a run's config that describe how the weights were made (the model card's)
@@ -36,7 +37,7 @@ def checkpoint_record(client: dict[str, Any]) -> dict[str, Any]:
     counts (its RNG states and data position serve a resume, not a reader), and the run's
     history of starts and resumes where the checkpoint has one. JSON only: exports write it."""
     loop = client.get("loop") or {}
-    record = {"config": _plain(client.get("config") or {}),
+    record = {"config": current(_plain(client.get("config") or {})),
               "loop": {k: v for k, v in loop.items() if isinstance(v, (int, float, str, bool))}}
     if isinstance(client.get("history"), list):
         record["history"] = [h for h in _plain(client["history"]) if isinstance(h, dict)]

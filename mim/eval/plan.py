@@ -121,8 +121,10 @@ def load_eval(protocol: str, overrides: list[str]) -> EvalPlan:
         raise ConfigError(f"protocol: unknown '{protocol}'; valid: {', '.join(PROTOCOLS)}")
     choices, rest = parse(overrides, GROUPS)
     # where the weights come from decides the bases, so those keys are read first, from the
-    # command line applied to default sections (the data config depends on the modality)
-    first = apply(_tree(protocol, ModelConfig, {}), without(rest, "data"), GROUPS)
+    # command line applied to default sections (the data config depends on the modality, the
+    # tokenizer's keys on the base model's tokenizer)
+    first = apply(_tree(protocol, ModelConfig, {}),
+                  without(without(rest, "data"), "model.tokenizer"), GROUPS)
     run_dir, weights_path = plain(first.run.dir, "run.dir"), plain(first.weights, "weights")
     init = typed(EvalSettings, plain(first.eval, "eval"), "eval").init
     typed(PROTOCOLS[protocol], plain(first[protocol], protocol), protocol)  # checked before I/O

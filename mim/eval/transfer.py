@@ -115,7 +115,7 @@ def fit_pos_table(kind: str, table: torch.Tensor | None, grid: tuple[int, ...] |
 
 def kernel_size(cfg: ModelConfig) -> tuple[int, ...]:
     spatial = (cfg.patch_size, cfg.patch_size)
-    return spatial if cfg.tokenizer == "patch2d" else (cfg.tubelet_size, *spatial)
+    return spatial if cfg.tokenizer_name == "patch2d" else (cfg.tubelet_size, *spatial)
 
 
 def build_encoder(cfg: ModelConfig, in_chans: int, weights: Converted | None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -25,6 +26,20 @@ class Tokens:
 
 
 class Tokenizer(nn.Module, ABC):
+    """Built by the factory as ``cls(in_chans=, embed_dim=, patch_size=, tubelet_size=,
+    drop_path=, **params)``: the model's shared sizes and stochastic-depth rate (a tokenizer
+    ignores those it has no use for), and its own parameters, the fields of ``Config``
+    (``model.tokenizer.<field>``)."""
+
+    # the tokenizer's own parameters: a dataclass (types and its own checks, as a backend's
+    # ``Config``); None: it has none
+    Config: ClassVar[type | None] = None
+
+    @classmethod
+    def check_config(cls, config: Any, model: Any) -> None:
+        """Checks of ``config`` (a ``Config``) against the model's settings (``model``: the
+        ``ModelConfig``), before any weight exists: ValueError naming the key."""
+
     in_chans: int
     embed_dim: int
     patch_size: tuple[int, ...]  # one entry per grid axis

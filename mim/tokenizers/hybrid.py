@@ -16,7 +16,7 @@ grid and are returned as ``Tokens.skip``; the model adds them to the encoded tok
 decoder embedding (the Linear of Eq. 1). ``Tokens.stages`` holds the stage-1/2 maps (strides 4
 and 8) for feature-pyramid heads (``MaskedAutoencoder.pyramid``).
 
-``mask_level="input"`` is Table 5's ablation (``model.hybrid_mask_level=input``): the mask lives
+``mask_level="input"`` is Table 5's ablation (``model.tokenizer.mask_level=input``): the mask lives
 on the stage-1 grid (MAE-style random masking of input tokens; ``mask_grid``, where the data
 pipeline draws it), stage 2 sees a cell while any of its stage-1 cells is visible, and stage 3
 keeps every token (1.7x the FLOPs of block masking at MCMAE-B / 224). Every stage-3 patch is then
@@ -25,7 +25,8 @@ partly visible, so the loss is on all of them (``model.loss_on=all``).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +39,39 @@ from mim.tokenizers.masked_conv import ConvBlock, zero_masked
 from mim.tokenizers.patch import _AXES, _patterns
 from mim.tokenizers.stage_masks import downsample_mask, stage_grids, upsample_mask
 
-HYBRID_TOKENIZERS = ("hybrid2d", "hybrid3d")  # registered names (checked by ModelConfig)
 MASK_LEVELS = ("stage3", "input")
+
+
+@dataclass
+class HybridConfig:
+    """The parameters of ``hybrid2d`` and ``hybrid3d`` (``model.tokenizer.<field>``): conv
+    stages 1-2 before the ViT (stage 3: the model's embed_dim, depth and mlp_ratio), MCMAE
+    Table 7; the model's patch_size is the total stride (stages: patch/4, 2, 2)."""
+
+    dims: list[int] = field(default_factory=lambda: [256, 384])  # conv widths [C1, C2]
+    depths: list[int] = field(default_factory=lambda: [2, 2])  # conv blocks [L1, L2]
+    mlp_ratios: list[float] = field(default_factory=lambda: [4.0, 4.0])  # MLP ratios
+    kernel: int = 5  # depthwise kernel (Table 5 also tries 7 and 9)
+    time_kernel: int = 5  # its extent along the leading axis of 3D grids
+    time_strides: list[int] = field(default_factory=list)  # per stage; [] = [tubelet, 1, 1]
+    multiscale: bool = True  # the multi-scale decoder (Eq. 1)
+    # stage3 (MCMAE: block-wise, drawn on the stage-3 grid) | input (Table 5's ablation: the
+    # mask policy draws on the stage-1 grid and stage 3 keeps every token; needs loss_on=all)
+    mask_level: str = "stage3"
+
+    def __post_init__(self) -> None:
+        for key, ok, what in (("dims", lambda v: v >= 1, ">= 1"),
+                              ("depths", lambda v: v >= 0, ">= 0"),
+                              ("mlp_ratios", lambda v: v > 0, "> 0")):
+            values = list(getattr(self, key))
+            if len(values) != 2 or not all(map(ok, values)):
+                raise ValueError(f"model.tokenizer.{key}: two values [stage 1, stage 2] {what} "
+                                 f"expected, got {values}")
+        for key in ("kernel", "time_kernel"):
+            if getattr(self, key) < 1 or getattr(self, key) % 2 == 0:
+                raise ValueError(f"model.tokenizer.{key}: an odd size >= 1 expected (5, 7 or 9 "
+                                 f"in MCMAE Table 5), got {getattr(self, key)}")
+        check_mask_level(self.mask_level)
 
 
 def _cells_pattern(rank: int) -> str:
@@ -55,6 +87,19 @@ class HybridTokenizer(Tokenizer):
 
     ``strides``: three tuples (stages 1, 2, 3), one stride per grid axis.
     """
+
+    Config = HybridConfig
+
+    @classmethod
+    def check_config(cls, config: HybridConfig, model: Any) -> None:
+        """The parameters against the model's: strides that fit its patch and tubelet sizes,
+        and the loss on every token when the mask is drawn on the input cells."""
+        spatial_strides(model.patch_size)
+        stage_time_strides(config.time_strides, model.tubelet_size)
+        if config.mask_level == "input" and model.loss_on != "all":
+            raise ValueError("model.loss_on: with model.tokenizer.mask_level=input every "
+                             "stage-3 patch is partly visible, so the loss is on all of them: "
+                             "set model.loss_on=all")
 
     def __init__(self, in_chans: int, embed_dim: int, strides: Sequence[Sequence[int]],
                  dims: Sequence[int], depths: Sequence[int], mlp_ratios: Sequence[float],
@@ -172,9 +217,9 @@ class HybridTokenizer(Tokenizer):
 
 
 def check_mask_level(mask_level: str) -> None:
-    """ValueError naming ``model.hybrid_mask_level`` unless it is one of ``MASK_LEVELS``."""
+    """ValueError naming ``model.tokenizer.mask_level`` unless it is one of ``MASK_LEVELS``."""
     if mask_level not in MASK_LEVELS:
-        raise ValueError(f"model.hybrid_mask_level: '{mask_level}' is not one of: "
+        raise ValueError(f"model.tokenizer.mask_level: '{mask_level}' is not one of: "
                          f"{', '.join(MASK_LEVELS)}")
 
 
@@ -188,11 +233,11 @@ def spatial_strides(patch_size: int) -> tuple[int, int, int]:
 
 def stage_time_strides(strides: Sequence[int], tubelet_size: int) -> tuple[int, int, int]:
     """Per-stage strides along the leading axis of 3D grids: ``strides``, or () for
-    (tubelet, 1, 1); ValueError naming ``model.hybrid_time_strides`` unless three strides >= 1
+    (tubelet, 1, 1); ValueError naming ``model.tokenizer.time_strides`` unless three strides >= 1
     whose product is the tubelet size."""
     time = tuple(int(s) for s in strides) or (tubelet_size, 1, 1)
     if len(time) != 3 or min(time) < 1 or math.prod(time) != tubelet_size:
-        raise ValueError(f"model.hybrid_time_strides: [] or three strides >= 1 whose product is "
+        raise ValueError(f"model.tokenizer.time_strides: [] or three strides >= 1 whose product is "
                          f"model.tubelet_size={tubelet_size}, got {list(strides)}")
     return time
 

@@ -75,7 +75,8 @@ class PatchTokenizer(Tokenizer):
 class Patch2dTokenizer(PatchTokenizer):
     """Square (or rectangular) 2D patches: ``patch_size`` x ``patch_size``."""
 
-    def __init__(self, in_chans: int, embed_dim: int, patch_size: int = 16, tubelet_size: int = 1):
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: int = 16, tubelet_size: int = 1,
+                 drop_path: float = 0.0):
         super().__init__(in_chans, embed_dim, (patch_size, patch_size))
 
 
@@ -83,5 +84,6 @@ class Patch2dTokenizer(PatchTokenizer):
 class CubeTokenizer(PatchTokenizer):
     """3D cubes ``tubelet_size`` x ``patch_size`` x ``patch_size`` (Tong et al. 2022: 2x16x16)."""
 
-    def __init__(self, in_chans: int, embed_dim: int, patch_size: int = 16, tubelet_size: int = 2):
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: int = 16, tubelet_size: int = 2,
+                 drop_path: float = 0.0):
         super().__init__(in_chans, embed_dim, (tubelet_size, patch_size, patch_size))

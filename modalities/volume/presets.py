@@ -31,7 +31,7 @@ for _size in ("tiny", "small", "base"):
 def mcmae3d_small() -> ModelConfig:
     """MCMAE-S on volumes: 16^3 stage-3 cubes reached by strides 4, 2, 2 on every axis."""
     return mcmae_config("small", "mcmae3d_small_patch16", tokenizer="hybrid3d", tubelet_size=16,
-                        hybrid_time_strides=[4, 2, 2])
+                        stages={"time_strides": [4, 2, 2]})
 
 
 MODELS.register("mcmae3d_small_patch16", obj=mcmae3d_small)

@@ -41,7 +41,7 @@ def test_a_bad_mode_is_a_one_line_config_error_naming_the_values():
 MODELS = {
     "vit": ("mae_vit_base_patch16", SMALL, (3, 32, 32)),
     "video": ("videomae_vit_base_patch16_16x224", dict(SMALL, tubelet_size=2), (3, 4, 32, 32)),
-    "hybrid": ("mcmae_small", dict(SMALL, hybrid_dims=[8, 16]), (3, 64, 64)),
+    "hybrid": ("mcmae_small", dict(SMALL, tokenizer={"dims": [8, 16]}), (3, 64, 64)),
 }
 
 

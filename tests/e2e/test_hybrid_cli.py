@@ -13,7 +13,8 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-SMALL = ["model.embed_dim=48", "model.depth=2", "model.num_heads=3", "model.hybrid_dims=[16,32]",
+SMALL = ["model.embed_dim=48", "model.depth=2", "model.num_heads=3",
+         "model.tokenizer.dims=[16,32]",
          "model.decoder_embed_dim=32", "model.decoder_depth=1", "model.decoder_num_heads=2",
          "model.norm_pix_loss=true", "train.batch_size=8", "train.num_workers=0",
          "train.log_every=1", "optim.lr=1e-3", "optim.warmup_steps=2",
@@ -82,7 +83,7 @@ def test_input_masking_ablation_trains_from_the_command_line(cli, tmp_path: Path
     token and the loss covers all of them; pictures black out the masked 4x4 cells."""
     run = tmp_path / "run"
     records = _train(cli, run, cache, "modality=image", "experiment=demo", "model=mcmae_small",
-                     "model.hybrid_mask_level=input", "model.loss_on=all",
+                     "model.tokenizer.mask_level=input", "model.loss_on=all",
                      "data.input_size=64", "train.max_steps=4")
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     assert all(r["skipped"] == 0 and r["loss"] == r["loss"] for r in records)
@@ -91,7 +92,7 @@ def test_input_masking_ablation_trains_from_the_command_line(cli, tmp_path: Path
     assert derived["masked_tokens"] == 192  # 75 % of the 256 stage-1 cells
     assert (run / "pictures" / "step_00000004.png").read_bytes()[:4] == b"\x89PNG"
     result = cli.run("train", "modality=image", "model=mcmae_small",
-                     "model.hybrid_mask_level=input", f"run.dir={tmp_path / 'bad'}", env=cache)
+                     "model.tokenizer.mask_level=input", f"run.dir={tmp_path / 'bad'}", env=cache)
     assert result.returncode == 2, cli.describe(result)
-    assert "model.loss_on: with model.hybrid_mask_level=input" in result.stderr
+    assert "model.loss_on: with model.tokenizer.mask_level=input" in result.stderr
     assert not (tmp_path / "bad").exists()  # stopped before anything was written

@@ -75,7 +75,7 @@ def test_regional_compilation_takes_the_modules_that_declare_themselves_units() 
             return x
 
     model = create_model("mcmae_base", embed_dim=32, depth=2, num_heads=2, patch_size=8,
-                         hybrid_dims=[8, 16], hybrid_depths=[1, 1], decoder_embed_dim=16,
+                         tokenizer={"dims": [8, 16], "depths": [1, 1]}, decoder_embed_dim=16,
                          decoder_depth=1, decoder_num_heads=2)
     model.extra = torch.nn.Sequential(PluginBlock(), torch.nn.Linear(2, 2))
     # 2 encoder + 1 decoder transformer blocks, 2 conv blocks, the plugin's

@@ -21,13 +21,16 @@ import mim.tokenizers.masked_conv as masked_conv
 from mim.masking import RandomMask, TubeMask
 
 # patch 8: stage strides 2, 2, 2, so a stage-1 cell is 2 px and the 5x5 kernel spans masks
-TINY = dict(patch_size=8, embed_dim=32, depth=2, num_heads=2, hybrid_dims=[8, 16],
-            decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+TINY = dict(patch_size=8, embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16,
+            decoder_depth=1, decoder_num_heads=2)
 
 
-def _model(name: str, in_chans: int = 3, **overrides) -> mim.MaskedAutoencoder:
+def _model(name: str, in_chans: int = 3, stages: dict | None = None,
+           **overrides) -> mim.MaskedAutoencoder:
+    """A tiny model of preset ``name``; ``stages``: more of the tokenizer's parameters."""
     torch.manual_seed(0)
-    return mim.create_model(name, in_chans, **{**TINY, **overrides}).eval()
+    tokenizer = {"dims": [8, 16], **(stages or {})}
+    return mim.create_model(name, in_chans, tokenizer=tokenizer, **{**TINY, **overrides}).eval()
 
 
 def _masks(policy, grid: tuple[int, ...], batch: int, seed: int) -> torch.Tensor:
@@ -73,7 +76,7 @@ def test_masked_pixels_never_reach_visible_tokens_2d(h, w, ratio, seed):
        seed=st.integers(0, 2**16), tube=st.booleans())
 def test_masked_pixels_never_reach_visible_tokens_3d(t, h, w, seed, tube):
     # cubes of 2 frames at stage 1, 3x5x5 masked depthwise convs over space-time
-    model = _model("videomcmae_base_patch16_16x224", hybrid_time_kernel=3)
+    model = _model("videomcmae_base_patch16_16x224", stages={"time_kernel": 3})
     grid = (t, h, w)
     policy = TubeMask(0.5) if tube else RandomMask(0.5)
     x = torch.randn(2, 3, t * 2, h * 8, w * 8, generator=torch.Generator().manual_seed(seed))
@@ -83,7 +86,7 @@ def test_masked_pixels_never_reach_visible_tokens_3d(t, h, w, seed, tube):
 def test_volume_preset_masks_every_axis():
     # isotropic strides 2, 2, 2 on a one-channel volume: masked 5x5x5 convs along depth too
     model = _model("mcmae3d_small_patch16", in_chans=1, tubelet_size=8,
-                   hybrid_time_strides=[2, 2, 2])
+                   stages={"time_strides": [2, 2, 2]})
     x = torch.randn(2, 1, 24, 16, 24, generator=torch.Generator().manual_seed(0))
     _assert_no_leak(model, x, _masks(RandomMask(0.5), (3, 2, 3), 2, 3), 4)
 

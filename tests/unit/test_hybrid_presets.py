@@ -35,11 +35,12 @@ TABLE7 = {
 def test_table7_sizes_and_parameter_counts(name):
     dims, depths, ratios, heads, millions = TABLE7[name]
     cfg = model_config(name)
-    assert (cfg.tokenizer, cfg.patch_size, cfg.cls_token) == ("hybrid2d", 16, False)
-    assert cfg.hybrid_dims + [cfg.embed_dim] == dims
-    assert cfg.hybrid_depths + [cfg.depth] == depths
-    assert cfg.hybrid_mlp_ratios + [cfg.mlp_ratio] == ratios
-    assert cfg.num_heads == heads and cfg.hybrid_kernel == 5 and cfg.hybrid_multiscale
+    stages = cfg.tokenizer
+    assert (cfg.tokenizer_name, cfg.patch_size, cfg.cls_token) == ("hybrid2d", 16, False)
+    assert stages["dims"] + [cfg.embed_dim] == dims
+    assert stages["depths"] + [cfg.depth] == depths
+    assert stages["mlp_ratios"] + [cfg.mlp_ratio] == ratios
+    assert cfg.num_heads == heads and stages["kernel"] == 5 and stages["multiscale"]
     with torch.device("meta"):  # shapes only: a 666 M model costs no memory or init time
         model = build_model(cfg, in_chans=3)
     assert encoder_params(model) == pytest.approx(millions * 1e6, rel=0.03)
@@ -48,11 +49,12 @@ def test_table7_sizes_and_parameter_counts(name):
 def test_video_and_volume_presets_come_from_their_modalities():
     video = model_config("videomcmae_base_patch16_16x224")
     assert MODELS.get(video.name).__module__ == "mim.modalities.video.presets"
-    assert (video.tokenizer, video.tubelet_size, video.hybrid_time_strides) == ("hybrid3d", 2, [])
-    assert video.hybrid_dims == TABLE7["mcmae_base"][0][:2] and video.cls_token is False
+    assert (video.tokenizer_name, video.tubelet_size, video.tokenizer["time_strides"]) == (
+        "hybrid3d", 2, [])
+    assert video.tokenizer["dims"] == TABLE7["mcmae_base"][0][:2] and video.cls_token is False
     volume = model_config("mcmae3d_small_patch16")
     assert MODELS.get(volume.name).__module__ == "mim.modalities.volume.presets"
-    assert (volume.tokenizer, volume.tubelet_size, volume.hybrid_time_strides) == (
+    assert (volume.tokenizer_name, volume.tubelet_size, volume.tokenizer["time_strides"]) == (
         "hybrid3d", 16, [4, 2, 2])
     with torch.device("meta"):
         tokenizer = build_model(video, in_chans=3).tokenizer
@@ -75,7 +77,7 @@ def test_input_random_masking_costs_1_7x_the_flops_of_block_masking():
     11 transformer blocks see all 196: 1.7x the FLOPs. Ablations run without the multi-scale
     decoder (Sec. 3.5). Measured here: 1.74x."""
     torch.manual_seed(0)
-    model = mim.create_model("mcmae_base", hybrid_multiscale=False).eval()
+    model = mim.create_model("mcmae_base", tokenizer={"multiscale": False}).eval()
     x = torch.randn(1, 3, 224, 224)
     g = torch.Generator().manual_seed(0)
     grid = model.tokenizer.grid(x.shape[1:])

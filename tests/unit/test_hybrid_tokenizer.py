@@ -12,18 +12,22 @@ import torch.nn.functional as F
 
 from mim.config import ConfigError
 from mim.config.compose import load
+from omegaconf import OmegaConf
 from mim.factory import ModelConfig, build_tokenizer, model_config
 from mim.pos_embed import sincos_pos_embed
 from mim.tokenizers import Patch2dTokenizer, Tokens
 from mim.tokenizers.stage_masks import downsample_mask, stage_grids, upsample_mask
 
-TINY = dict(embed_dim=32, depth=2, num_heads=2, hybrid_dims=[8, 16], decoder_embed_dim=16,
-            decoder_depth=1, decoder_num_heads=2)
+TINY = dict(embed_dim=32, depth=2, num_heads=2, tokenizer={"dims": [8, 16]},
+            decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
 
 
-def _model(name: str = "mcmae_small", **overrides) -> mim.MaskedAutoencoder:
+def _model(name: str = "mcmae_small", stages: dict | None = None,
+           **overrides) -> mim.MaskedAutoencoder:
+    """A tiny model of preset ``name``; ``stages``: more of the tokenizer's parameters."""
     torch.manual_seed(0)
-    return mim.create_model(name, **{**TINY, **overrides})
+    tokenizer = {**TINY["tokenizer"], **(stages or {})}
+    return mim.create_model(name, **{**TINY, "tokenizer": tokenizer, **overrides})
 
 
 def _mask(grid: tuple[int, ...], batch: int = 2, ratio: float = 0.75, seed: int = 0):
@@ -120,7 +124,7 @@ def test_multiscale_decoder_is_switchable():
         plain = fused.decode(encoded)
         encoded.skip = torch.zeros_like(encoded.skip)
         assert not torch.allclose(fused.decode(encoded), plain)
-    single = _model(hybrid_multiscale=False)
+    single = _model(stages={"multiscale": False})
     assert not any(k.startswith("tokenizer.skip") for k, _ in single.named_parameters())
     assert single.encode(x, mask).skip is None
     assert torch.isfinite(single(x, mask).loss)
@@ -147,7 +151,7 @@ def test_pyramid_features_at_strides_4_8_16_32():
 
 def test_input_random_masking_ablation_keeps_every_stage3_token():
     # Table 5: MAE's random mask on stage-1 tokens
-    model = _model(loss_on="all", hybrid_mask_level="input").eval()
+    model = _model(loss_on="all", stages={"mask_level": "input"}).eval()
     x = torch.randn(2, 3, 64, 64)
     grid1 = model.tokenizer.mask_grid(x.shape[1:])
     assert grid1 == (16, 16)
@@ -160,21 +164,39 @@ def test_input_random_masking_ablation_keeps_every_stage3_token():
 
 
 def test_config_checks_name_the_key():
-    cases = [(dict(tokenizer="hybrid2d", patch_size=6), "model.patch_size"),
-             (dict(hybrid_dims=[64]), "model.hybrid_dims"),
-             (dict(hybrid_depths=[2, -1]), "model.hybrid_depths"),
-             (dict(hybrid_mlp_ratios=[4.0, 0.0]), "model.hybrid_mlp_ratios"),
-             (dict(hybrid_kernel=4), "model.hybrid_kernel"),
-             (dict(hybrid_time_kernel=0), "model.hybrid_time_kernel"),
-             (dict(tubelet_size=2, hybrid_time_strides=[2, 2, 1]), "model.hybrid_time_strides")]
+    cases = [(dict(patch_size=6), "model.patch_size"),
+             (dict(dims=[64]), "model.tokenizer.dims"),
+             (dict(depths=[2, -1]), "model.tokenizer.depths"),
+             (dict(mlp_ratios=[4.0, 0.0]), "model.tokenizer.mlp_ratios"),
+             (dict(kernel=4), "model.tokenizer.kernel"),
+             (dict(time_kernel=0), "model.tokenizer.time_kernel"),
+             (dict(tubelet_size=2, time_strides=[2, 2, 1]), "model.tokenizer.time_strides"),
+             (dict(kernal=5), "model.tokenizer.kernal: unknown")]
+    model_keys = ("patch_size", "tubelet_size")
     for fields, key in cases:
+        params = {k: v for k, v in fields.items() if k not in model_keys}
         with pytest.raises(ValueError, match=key):
-            ModelConfig(**fields)
+            ModelConfig(tokenizer={"name": "hybrid2d", **params},
+                        **{k: v for k, v in fields.items() if k in model_keys})
     with pytest.raises(ConfigError) as err:  # from the command line: one line, before training
-        load(["model=mcmae_small", "model.hybrid_kernel=4"])
-    assert "model.hybrid_kernel" in str(err.value) and "\n" not in str(err.value)
-    spec = load(["model=mcmae_small", "model.hybrid_dims=[32,48]", "data.input_size=96"])
-    assert spec.model.hybrid_dims == [32, 48] and spec.model.tokenizer == "hybrid2d"
+        load(["model=mcmae_small", "model.tokenizer.kernel=4"])
+    assert "model.tokenizer.kernel" in str(err.value) and "\n" not in str(err.value)
+    spec = load(["model=mcmae_small", "model.tokenizer.dims=[32,48]", "data.input_size=96"])
+    assert spec.model.tokenizer["dims"] == [32, 48] and spec.model.tokenizer_name == "hybrid2d"
+
+
+def test_a_tokenizer_comes_with_its_own_parameters_and_no_others():
+    """A bare name stands for the tokenizer with its defaults; a tokenizer without parameters
+    refuses one, naming the key; switching the tokenizer of a preset drops the old one's."""
+    hybrid = ModelConfig(tokenizer="hybrid2d").tokenizer
+    assert hybrid["name"] == "hybrid2d" and hybrid["kernel"] == 5 and hybrid["dims"] == [256, 384]
+    with pytest.raises(ValueError, match="model.tokenizer.kernel: unknown; the patch2d"):
+        ModelConfig(tokenizer={"name": "patch2d", "kernel": 5})
+    assert model_config("mcmae_small", tokenizer="patch2d").tokenizer == {"name": "patch2d"}
+    assert model_config("mcmae_small", tokenizer={"kernel": 7}).tokenizer["dims"] == [128, 256]
+    spec = load(["model.tokenizer.name=hybrid2d", "+model.tokenizer.kernel=7"])
+    assert spec.model.tokenizer["kernel"] == 7 and spec.model.tokenizer["depths"] == [2, 2]
+    assert OmegaConf.to_container(spec.raw.model.tokenizer) == spec.model.tokenizer  # config.yaml
 
 
 @pytest.mark.parametrize("tokenizer", ["hybrid2d", "hybrid3d"])
@@ -189,7 +211,8 @@ def test_bf16_gradients_of_the_conv_stages_match_fp32(tokenizer):
     grads = {}
     for dtype in (torch.float32, torch.bfloat16):
         torch.manual_seed(0)
-        model = create_model(name, embed_dim=48, depth=1, num_heads=3, hybrid_dims=[16, 32],
+        model = create_model(name, embed_dim=48, depth=1, num_heads=3,
+                             tokenizer={"dims": [16, 32]},
                              decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
         x = torch.randn(4, 3, *((8, 64, 64) if video else (64, 64)))
         grid = model.tokenizer.grid(x.shape[1:])
@@ -208,13 +231,13 @@ def test_bf16_gradients_of_the_conv_stages_match_fp32(tokenizer):
 
 def test_hidden_values_follow_the_level_the_mask_lives_on():
     """Reconstruction pictures black out what the encoder did not see: whole patches, or the
-    stage-1 cells (4x4 pixels at patch 16) with ``hybrid_mask_level=input``."""
+    stage-1 cells (4x4 pixels at patch 16) with ``model.tokenizer.mask_level=input``."""
     x_shape = (3, 32, 48)
     block = _model()
     grid = block.tokenizer.mask_grid(x_shape)  # (2, 3), stage 3
     mask = _mask(grid)
     assert torch.equal(block.tokenizer.hidden(mask, x_shape), mask.unsqueeze(-1))
-    cells = _model(loss_on="all", hybrid_mask_level="input").tokenizer
+    cells = _model(loss_on="all", stages={"mask_level": "input"}).tokenizer
     grid1 = cells.mask_grid(x_shape)
     assert grid1 == (8, 12)
     mask1 = _mask(grid1)  # [2, 96]
@@ -225,11 +248,12 @@ def test_hidden_values_follow_the_level_the_mask_lives_on():
 
 
 def test_hybrid_mask_level_config_errors_name_the_keys():
-    for fields, key in [(dict(tokenizer="hybrid2d", hybrid_mask_level="pixel"),
-                         "model.hybrid_mask_level: 'pixel' is not one of: stage3, input"),
-                        (dict(hybrid_mask_level="input", loss_on="all"),
-                         "model.hybrid_mask_level: input needs a hybrid tokenizer"),
-                        (dict(tokenizer="hybrid2d", hybrid_mask_level="input"),
-                         "model.loss_on: with model.hybrid_mask_level=input")]:
+    for fields, key in [(dict(tokenizer={"name": "hybrid2d", "mask_level": "pixel"}),
+                         "model.tokenizer.mask_level: 'pixel' is not one of: stage3, input"),
+                        (dict(tokenizer={"name": "patch2d", "mask_level": "input"},
+                              loss_on="all"),
+                         "model.tokenizer.mask_level: unknown; the patch2d tokenizer"),
+                        (dict(tokenizer={"name": "hybrid2d", "mask_level": "input"}),
+                         "model.loss_on: with model.tokenizer.mask_level=input")]:
         with pytest.raises(ValueError, match=key):
             ModelConfig(**fields)

@@ -38,10 +38,11 @@ def images(seed: int = 0, batch: int = B) -> torch.Tensor:
 def test_every_preset_trains_at_tiny_size(name):
     # 3D presets take a 4-step clip of 32x32 frames: 8x8 patches, cubes 2 deep (hybrid: all
     # of it at stage 1); hybrid conv stages at a tiny width
-    three_d = {"cube": dict(tubelet_size=2),
-               "hybrid3d": dict(tubelet_size=2, hybrid_time_strides=[2, 1, 1])}
-    model = tiny(name, hybrid_dims=[8, 16],
-                 **three_d.get(mim.factory.model_config(name).tokenizer, {}))
+    by_tokenizer = {"cube": dict(tubelet_size=2),
+                    "hybrid2d": dict(tokenizer={"dims": [8, 16]}),
+                    "hybrid3d": dict(tubelet_size=2, tokenizer={"dims": [8, 16],
+                                                                "time_strides": [2, 1, 1]})}
+    model = tiny(name, **by_tokenizer.get(mim.factory.model_config(name).tokenizer_name, {}))
     rank = model.tokenizer.rank
     x = images() if rank == 2 else torch.randn(B, 3, 4, 32, 32)
     length = L if rank == 2 else 2 * L

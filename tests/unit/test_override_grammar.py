@@ -56,14 +56,15 @@ SAME = [
     ["model.norm_pix_loss=off"], ["model.mlp_ratio=2"], ["model.norm_eps=1e-5"],
     ["model.name='a b'"],
     # lists and null
-    ["model.hybrid_dims=[64,128]"], ["model.pos_grid=[4,4]"], ["model.pos_grid=null"],
-    ["model.hybrid_time_strides=[]"],
+    ["model=mcmae_small", "model.tokenizer.dims=[64,128]"], ["model.pos_grid=[4,4]"], ["model.pos_grid=null"],
+    ["model=mcmae_small", "model.tokenizer.time_strides=[]"],
     # + / ++ / ~ forms
     ["++model.depth=5"], ["+model.depth=5"], ["~model.depth"], ["+model.bogus=1"],
     ["~model.bogus"], ["++model.bogus=1"], ["+bogus=1"], ["~model.pos_grid"],
     ["~model"], ["++model=mae_vit_small_patch16"], ["model=null"],
     # a dict merged into a section, dotted keys into a list
-    ["model={depth:2,num_heads:1}"], ["model.hybrid_dims.0=32"], ["model.hybrid_dims.x=32"],
+    ["model={depth:2,num_heads:1}"], ["model=mcmae_small", "model.tokenizer.dims.0=32"],
+    ["model=mcmae_small", "model.tokenizer.dims.x=32"],
     # interpolation, resolved against the whole config
     ["model.depth=${model.num_heads}"], ["seed=${model.depth}"], ["model.depth=${oops}"],
     # config-group choice, and a choice followed by keys of the chosen option
@@ -71,7 +72,7 @@ SAME = [
     ["+model=mae_vit_small_patch16"], ["model=nope"],
     # type errors and unknown keys, at every level
     ["model.depth=8.0"], ["model.depth=abc"], ["model.depth=null"], ["model.depth=[1,2]"],
-    ["model.bogus=1"], ["model.hybrid_dims.bogus.x=1"], ["bogus.x=1"], ["seed=abc"],
+    ["model.bogus=1"], ["model=mcmae_small", "model.tokenizer.dims.bogus.x=1"], ["bogus.x=1"], ["seed=abc"],
     ["seed=1.5"], ["model.num_heads=5"], ["model.tokenizer=nope"],
     # the grammar's own errors: sweeps (mim train -m only), a missing '=', bad syntax
     ["model.depth=2,3"], ["model.depth=range(1,3)"], ["model.depth"], ["model.depth=[1"],
@@ -88,12 +89,14 @@ def test_the_cases_above_take_effect_or_fail() -> None:
     """Guards against the comparison passing because neither command reads the override."""
     assert outcome(evaluate, "model.depth='3'")[1]["depth"] == 3
     assert outcome(evaluate, "model.norm_pix_loss=off")[1]["norm_pix_loss"] is False
-    assert outcome(evaluate, "model.hybrid_dims=[64,128]")[1]["hybrid_dims"] == [64, 128]
+    assert outcome(evaluate, "model=mcmae_small",
+                   "model.tokenizer.dims=[64,128]")[1]["tokenizer"]["dims"] == [64, 128]
     assert outcome(evaluate, "model.depth=${model.num_heads}")[1]["depth"] == 3
     assert outcome(evaluate, "seed=${model.depth}")[2] == 12
     assert outcome(evaluate, "model={depth:2,num_heads:1}")[1]["num_heads"] == 1
     assert outcome(evaluate, "model=mae_vit_small_patch16")[1]["embed_dim"] == 384
-    assert outcome(evaluate, "model.hybrid_dims.0=32")[1]["hybrid_dims"] == [32, 384]
+    assert outcome(evaluate, "model=mcmae_small",
+                   "model.tokenizer.dims.0=32")[1]["tokenizer"]["dims"] == [32, 256]
     errors = {
         "model.depth=8.0": "model.depth: Value '8.0' of type 'float' could not be converted",
         "model.bogus=1": "model.bogus: unknown key; valid keys in model: activation_checkpointing",
@@ -106,7 +109,8 @@ def test_the_cases_above_take_effect_or_fail() -> None:
                            "mim train -m",
         "model.depth": "model.depth: expected key=value",
         "model.depth=${oops}": "model.depth: Interpolation key 'oops' not found",
-        "model.hybrid_dims.x=32": "model.hybrid_dims.x: ",
+        "model.tokenizer.kernel=7": "model.tokenizer.kernel: unknown key; valid keys in "
+                                    "model.tokenizer: name",
     }
     for override, text in errors.items():
         with pytest.raises(ConfigError) as info:

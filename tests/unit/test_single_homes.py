@@ -24,7 +24,7 @@ TINY = dict(embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16, decoder_de
 MODELS = [("mae_vit_base_patch16", dict(patch_size=8)),
           ("mae_vit_base_patch16", dict(patch_size=8, pos_embed="learned", pos_grid=[4, 4])),
           ("maest_vit_base_patch16_16x224", dict(patch_size=8)),
-          ("mcmae_base", dict(patch_size=8, hybrid_dims=[8, 16], hybrid_depths=[1, 1]))]
+          ("mcmae_base", dict(patch_size=8, tokenizer={"dims": [8, 16], "depths": [1, 1]}))]
 
 
 @given(warmup=st.integers(0, 30), total=st.integers(0, 80), min_ratio=st.floats(0.0, 0.9))

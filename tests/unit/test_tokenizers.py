@@ -145,10 +145,10 @@ def test_grid_rejects_bad_inputs():
 @pytest.mark.parametrize("name,overrides,shape", [
     ("mae_vit_base_patch16", {}, (3, 64, 96)),
     ("maest_vit_base_patch16_16x224", {}, (3, 8, 32, 48)),
-    ("mcmae_base", {"hybrid_dims": [8, 16], "hybrid_depths": [1, 1]}, (3, 64, 32)),
-    ("mcmae_base", {"hybrid_dims": [8, 16], "hybrid_depths": [1, 1],
-                    "hybrid_mask_level": "input", "loss_on": "all"}, (3, 64, 32)),
-    ("mcmae3d_small_patch16", {"hybrid_dims": [8, 16], "hybrid_depths": [1, 1]},
+    ("mcmae_base", {"tokenizer": {"dims": [8, 16], "depths": [1, 1]}}, (3, 64, 32)),
+    ("mcmae_base", {"tokenizer": {"dims": [8, 16], "depths": [1, 1], "mask_level": "input"},
+                    "loss_on": "all"}, (3, 64, 32)),
+    ("mcmae3d_small_patch16", {"tokenizer": {"dims": [8, 16], "depths": [1, 1]}},
      (1, 32, 32, 64)),
 ])
 def test_token_grids_equal_the_built_tokenizers_grids(name, overrides, shape):
@@ -158,7 +158,7 @@ def test_token_grids_equal_the_built_tokenizers_grids(name, overrides, shape):
     built = build_tokenizer(cfg, in_chans=shape[0])
     grid, mask_grid = token_grids(cfg, shape)
     assert grid == built.grid(shape) and mask_grid == built.mask_grid(shape)
-    assert (grid != mask_grid) == (overrides.get("hybrid_mask_level") == "input")
+    assert (grid != mask_grid) == (cfg.tokenizer.get("mask_level") == "input")
     bad = (*shape[:-1], shape[-1] + 1)  # no longer a multiple of the patch size
     with pytest.raises(ValueError):
         token_grids(cfg, bad)
