@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mim.config.compose import RunSpec
 from mim.config.errors import ConfigError
+from mim.launching import Launcher
 from mim.registry import LAUNCHERS
 from mim.rundir import run_dir
 from mim.train import train
@@ -42,7 +43,7 @@ def _status(code: int) -> int:
 
 
 @LAUNCHERS.register("local")
-class LocalLauncher:
+class LocalLauncher(Launcher):
     @dataclass
     class Config:
         nprocs: int = 1  # processes on this machine (one per GPU; CPU: cores are shared)
@@ -50,6 +51,10 @@ class LocalLauncher:
         def __post_init__(self) -> None:
             if self.nprocs < 1:
                 raise ValueError(f"launcher.nprocs: must be >= 1, got {self.nprocs}")
+
+    @classmethod
+    def world_size(cls, config: LocalLauncher.Config) -> int:
+        return config.nprocs
 
     def launch(self, spec: RunSpec) -> Path:
         nprocs = spec.launcher.config.nprocs

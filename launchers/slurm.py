@@ -25,6 +25,7 @@ from typing import Optional
 
 from mim.config.compose import RunSpec
 from mim.config.errors import ConfigError
+from mim.launching import Launcher
 from mim.registry import LAUNCHERS
 from mim.rundir import check_run_dir, claim_run_dir
 from mim.rundir import run_dir
@@ -66,7 +67,7 @@ class Job:
 
 
 @LAUNCHERS.register("slurm")
-class SlurmLauncher:
+class SlurmLauncher(Launcher):
     @dataclass
     class Config:
         nodes: int = 1  # nodes of the job
@@ -95,6 +96,10 @@ class SlurmLauncher:
                 raise ValueError(f"launcher.mem_gb: must be >= 1, got {self.mem_gb}")
             if not self.job_name:
                 raise ValueError("launcher.job_name: must not be empty")
+
+    @classmethod
+    def world_size(cls, config: SlurmLauncher.Config) -> int:
+        return config.nodes * config.tasks_per_node  # one rank per task
 
     def _config(self, spec: RunSpec) -> "SlurmLauncher.Config":
         if spec.overrides is None:  # a spec built in Python, not by compose.load

@@ -54,6 +54,7 @@ from typing import Dict, Optional
 
 from mim.config.compose import RunSpec
 from mim.config.errors import ConfigError
+from mim.launching import Launcher
 from mim.registry import LAUNCHERS
 from mim.rundir import default_run_dir
 
@@ -84,7 +85,10 @@ def _remote_path(path: str) -> str:
 
 
 @LAUNCHERS.register("tpu")
-class TpuLauncher:
+class TpuLauncher(Launcher):
+    """One process per host of the TPU VM; validation counts one (the hosts are the VM's,
+    known there: each host's ``mim train`` checks its own run again)."""
+
     @dataclass
     class Config:
         # the TPU VM (required); not `name`: launcher.name is the launcher's own (tpu)

@@ -75,12 +75,11 @@ def _train(overrides: list[str]) -> int:
         if len(names) > 1:
             raise ConfigError(f"launcher: a sweep must use one launcher, got {sorted(names)}")
         launcher = LAUNCHERS.get(names.pop())()
-        if multirun and hasattr(launcher, "launch_sweep"):  # e.g. a Slurm job array
+        current[:] = [run_dir(spec) for spec in specs]
+        if multirun:
             launcher.launch_sweep(specs)
         else:
-            for spec in specs:
-                current[:] = [run_dir(spec)]
-                launcher.launch(spec)
+            launcher.launch(specs[0])
     except ConfigError as exc:
         print(f"mim: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -89,7 +88,9 @@ def _train(overrides: list[str]) -> int:
         print(f"mim: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. the run directory became unwritable outside a checkpoint
-        latest = Checkpoints(current[0] / "checkpoints").latest() if current else None
+        run = next((r for r in current if str(exc.filename or "").startswith(str(r))),
+                   current[0] if current else None)  # a sweep's point the error names
+        latest = Checkpoints(run / "checkpoints").latest() if run else None
         after = (f"the last checkpoint ({latest.name}) is intact: fix the cause, then run the "
                  "same command to resume" if latest else "no checkpoint was written: fix the "
                  "cause, then run the same command to start")

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 
 from mim import faults
 from mim.data_failures import none_readable
+from mim.masking import DecoderMasking, MaskPolicy
 
 log = logging.getLogger("mim.data")
 
@@ -201,7 +202,7 @@ class MaskingCollate:
     (progressive resolution: every sample of a batch has one size).
     """
 
-    def __init__(self, policy: Callable, grid: tuple[int, ...],
+    def __init__(self, policy: MaskPolicy, grid: tuple[int, ...],
                  grids: dict[tuple[int, ...], tuple[int, ...]] | None = None):
         self.policy, self.grid = policy, tuple(grid)
         self.grids = dict(grids or {})
@@ -212,7 +213,7 @@ class MaskingCollate:
 
     def __call__(self, samples: list[tuple[Sample, int]]) -> Batch:
         xs, masks, targets, labels = [], [], [], []
-        decoder_part = getattr(self.policy, "targets", None)  # decoder masking policies
+        decoder_part = self.policy.targets if isinstance(self.policy, DecoderMasking) else None
         spatial = tuple(self._views(samples[0][0].x).shape[2:])
         grid = self.grids.get(spatial, self.grid)
         for sample, seed in samples:

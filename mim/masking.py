@@ -3,13 +3,14 @@
 Every policy masks the same number of tokens for every sample of a grid (static shapes: the
 encoder's visible length is fixed, as XLA needs and as the long-sequence MAE paper generates
 masks in the data loader). ``check(grid)`` raises ``MaskConfigError`` for a grid the policy
-cannot serve, so a bad config fails before training starts.
+cannot serve, so a bad config fails before training starts. ``MaskPolicy`` is the contract;
+``DecoderMasking`` adds the part of the masked tokens the decoder reconstructs (``running_cell``).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol, runtime_checkable
 
 import torch
 from einops import rearrange, repeat
@@ -19,6 +20,33 @@ from mim.registry import MASKS
 
 class MaskConfigError(ValueError):
     """A mask setting that cannot work; the message names the key and what is valid."""
+
+
+@runtime_checkable
+class MaskPolicy(Protocol):
+    """What the data pipeline and validation ask of a mask policy (a registered dataclass whose
+    fields are ``mask.<field>``)."""
+
+    def __call__(self, grid: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        """bool[L] over ``grid`` (True = masked), the same count for every draw."""
+
+    def check(self, grid: tuple[int, ...]) -> None:
+        """MaskConfigError naming the key when the policy cannot serve ``grid``."""
+
+    def num_masked(self, grid: tuple[int, ...]) -> int:
+        """The masked tokens of every draw on ``grid``."""
+
+
+@runtime_checkable
+class DecoderMasking(MaskPolicy, Protocol):
+    """A policy whose decoder reconstructs and scores only part of the masked tokens."""
+
+    def num_targets(self, grid: tuple[int, ...]) -> int:
+        """The masked tokens the decoder scores on ``grid``."""
+
+    def targets(self, grid: tuple[int, ...], generator: torch.Generator,
+                mask: torch.Tensor) -> torch.Tensor:
+        """bool[L]: those tokens, for the draw ``mask``."""
 
 
 def _check_ratio(ratio: float) -> None:
@@ -119,7 +147,7 @@ class BlockMask:
         return rearrange(full, "... -> (...)")  # [L]
 
 
-def build_mask(name: str, **params) -> object:
+def build_mask(name: str, **params) -> MaskPolicy:
     """Construct a registered policy, naming unknown parameters with the valid ones."""
     cls = MASKS.get(name)
     fields = getattr(cls, "__dataclass_fields__", {})
@@ -234,8 +262,7 @@ class RunningCellMask:
         return out
 
 
-def decoder_targets(policy: Any, grid: tuple[int, ...]) -> int | None:
+def decoder_targets(policy: MaskPolicy, grid: tuple[int, ...]) -> int | None:
     """The masked tokens the decoder reconstructs and scores under ``policy`` on ``grid``:
     decoder masking's part (``running_cell``), None where it is every masked token."""
-    count = getattr(policy, "num_targets", None)
-    return count(grid) if count is not None else None
+    return policy.num_targets(grid) if isinstance(policy, DecoderMasking) else None

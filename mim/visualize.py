@@ -27,7 +27,7 @@ from mim.data import LOAD_ERRORS, MimDataset, sample_seed
 from mim.reconstruction import reconstruction_panels
 from mim.pretrained import HEAD_KEYS, base_data, eval_modality, read, run_config
 from mim.eval.transfer import build_encoder
-from mim.masking import MaskConfigError, build_mask
+from mim.masking import DecoderMasking, MaskConfigError, build_mask
 from mim.registry import MASKS
 from mim.spec import ModalitySpec
 
@@ -156,7 +156,7 @@ def visualize(plan: VisualizePlan) -> list[Path]:
         for i, _ in chunk:
             g = torch.Generator().manual_seed(sample_seed(plan.seed, 0, i, "visualize"))
             masks.append(plan.mask(grid, g))  # [L]
-            if hasattr(plan.mask, "targets"):  # decoder masking: the part the decoder scores
+            if isinstance(plan.mask, DecoderMasking):  # the part the decoder scores
                 targets.append(plan.mask.targets(grid, g, masks[-1]))  # [L]
         panels = reconstruction_panels(model, x, torch.stack(masks), torch.stack(targets)
                                        if targets else None)  # each [N, C, *spatial]

@@ -29,7 +29,7 @@ from hydra.core.override_parser.types import Override
 from mim.config.overrides import check_keys, integer, message, parse, plain, typed
 from mim.config.overrides import unknown_key, unknown_option
 from mim.config.schema import BaseConfig, OptimConfig, RunConfig, TrainConfig
-from mim.masking import MaskConfigError, build_mask
+from mim.masking import MaskConfigError, MaskPolicy, build_mask
 from mim import resolution
 from mim.factory import ModelConfig, token_grids
 from mim.registry import ALL, BACKENDS, CONFIG_DIRS, LAUNCHERS, MASKS, MODALITIES, MODELS
@@ -62,7 +62,7 @@ class RunSpec:
     optim: OptimConfig
     run: RunConfig
     model: ModelConfig
-    mask: Any  # a mask policy instance
+    mask: MaskPolicy
     modality: ModalitySpec
     data: Any  # the modality's data-config dataclass
     backend: Plugin
@@ -268,14 +268,9 @@ def validate(raw: DictConfig) -> RunSpec:
 
 
 def world_size(spec: RunSpec) -> int:
-    """Processes the launcher starts (``launcher.nprocs``, or Slurm's nodes x tasks per
-    node), known before any process group exists."""
-    config = spec.launcher.config
-    if hasattr(config, "nprocs"):
-        return int(config.nprocs)
-    if hasattr(config, "nodes") and hasattr(config, "tasks_per_node"):
-        return int(config.nodes) * int(config.tasks_per_node)
-    return 1
+    """Processes the launcher starts, as it says (``Launcher.world_size``), known before any
+    process group exists."""
+    return int(LAUNCHERS.get(spec.launcher.name).world_size(spec.launcher.config))
 
 
 def _pos_grid_hint(model_tree: dict, modality: Any, data: Any) -> str:
