@@ -95,67 +95,92 @@ def _data_source(data: dict[str, Any]) -> str:
 def _snippets(export: str, conv: Converted, grid: tuple[int, ...] | None,
               details: dict[str, Any]) -> list[str]:
     """Markdown: how to load this export, per format (see the module docstring)."""
-    convert = ("`mim convert input={p} output=OUT to={to}` writes a copy that {what} loads "
-               "(see its own README.md).")
     if export == "hf" and len(grid) == 2:
-        return ["transformers (`ViTMAEModel` masks `mask_ratio` of the patches at random and "
-                "shuffles the rest, as in pretraining; `mask_ratio=0.0` with ascending `noise` "
-                "keeps every patch in grid order):", "```python",
-                "import numpy as np, torch",
-                "from transformers import AutoImageProcessor, ViTMAEForPreTraining, ViTMAEModel",
-                f'processor = AutoImageProcessor.from_pretrained("{PLACEHOLDER}")',
-                f'encoder = ViTMAEModel.from_pretrained("{PLACEHOLDER}", mask_ratio=0.0)',
-                f'mae = ViTMAEForPreTraining.from_pretrained("{PLACEHOLDER}")',
-                f"image = np.zeros(({grid[0] * conv.config.patch_size}, "
-                f"{grid[1] * conv.config.patch_size}, {conv.in_chans}), dtype=np.uint8)",
-                'inputs = processor(images=image, return_tensors="pt")',
-                f"in_order = torch.arange({grid[0] * grid[1]}.0)[None]  # [1, L]",
-                "features = encoder(**inputs, noise=in_order).last_hidden_state  # [1, 1 + L, D]",
-                "loss = mae(**inputs).loss", "```", "",
-                "timm: " + convert.format(p=PLACEHOLDER, to="timm", what="timm")]
+        return _vitmae_snippet(conv, grid)
     if export == "hf":
-        frames = grid[0] * conv.config.tubelet_size
-        side = grid[1] * conv.config.patch_size
-        return ["transformers (frames are `[T, H, W, C]` uint8 arrays or images):", "```python",
-                "import numpy as np",
-                "from transformers import AutoImageProcessor, VideoMAEModel",
-                f'processor = AutoImageProcessor.from_pretrained("{PLACEHOLDER}")',
-                f'encoder = VideoMAEModel.from_pretrained("{PLACEHOLDER}")',
-                f"video = list(np.zeros(({frames}, {side}, {side}, {conv.in_chans}), "
-                "dtype=np.uint8))",
-                'inputs = processor(video, return_tensors="pt")  # pixel_values [1, T, C, H, W]',
-                "features = encoder(**inputs).last_hidden_state  # [1, L, D]", "```", "",
-                "timm has no space-time ViT; mim reads this folder: "
-                f'`mim.load_pretrained("{PLACEHOLDER}")`.']
+        return _videomae_snippet(conv, grid)
     if export == "timm":
-        return ["timm (the architecture and `model_args` come from `config.json`):",
-                "```python", "import timm, timm.data, torch",
-                f'model = timm.create_model("local-dir:{PLACEHOLDER}", pretrained=True)',
-                "config = timm.data.resolve_data_config({}, model=model)  # size, mean, std",
-                'features = model.forward_features(torch.zeros(1, *config["input_size"]))',
-                "```", "",
-                "transformers: timm's own weights have no transformers class of their own "
-                "here; " + convert.format(p=PLACEHOLDER, to="hf", what="transformers")]
+        return _timm_snippet()
     if export == "mae":
-        args = ", ".join(f"{k}={v!r}" for k, v in details["model_args"].items())
-        return ["timm (the encoder; the decoder's tensors are MAE's and are left out):",
-                "```python", "import timm, torch",
-                f'state = torch.load("{PLACEHOLDER}/{details["file"]}", weights_only=True)',
-                f'model = timm.create_model("{details["architecture"]}", pretrained=False, '
-                f"{args})",
-                'encoder = {k: v for k, v in state["model"].items()',
-                f'           if not k.startswith({DECODER_PREFIXES!r})}}',
-                "model.load_state_dict(encoder)", "```", "",
-                "The checkpoint's `args` hold the run's settings (`mask_ratio`, "
-                "`norm_pix_loss`, `input_size`), as facebookresearch/mae's do. transformers: "
-                + convert.format(p=f"{PLACEHOLDER}/{details['file']}", to="hf",
-                                 what="transformers")]
+        return _mae_snippet(details)
+    return _mim_snippet(conv)
+
+
+def _convert_hint(path: str, to: str, what: str) -> str:
+    """The sentence that points to another format of the same weights."""
+    return (f"`mim convert input={path} output=OUT to={to}` writes a copy that {what} loads "
+            "(see its own README.md).")
+
+
+def _vitmae_snippet(conv: Converted, grid: tuple[int, ...]) -> list[str]:
+    return ["transformers (`ViTMAEModel` masks `mask_ratio` of the patches at random and "
+            "shuffles the rest, as in pretraining; `mask_ratio=0.0` with ascending `noise` "
+            "keeps every patch in grid order):", "```python",
+            "import numpy as np, torch",
+            "from transformers import AutoImageProcessor, ViTMAEForPreTraining, ViTMAEModel",
+            f'processor = AutoImageProcessor.from_pretrained("{PLACEHOLDER}")',
+            f'encoder = ViTMAEModel.from_pretrained("{PLACEHOLDER}", mask_ratio=0.0)',
+            f'mae = ViTMAEForPreTraining.from_pretrained("{PLACEHOLDER}")',
+            f"image = np.zeros(({grid[0] * conv.config.patch_size}, "
+            f"{grid[1] * conv.config.patch_size}, {conv.in_chans}), dtype=np.uint8)",
+            'inputs = processor(images=image, return_tensors="pt")',
+            f"in_order = torch.arange({grid[0] * grid[1]}.0)[None]  # [1, L]",
+            "features = encoder(**inputs, noise=in_order).last_hidden_state  # [1, 1 + L, D]",
+            "loss = mae(**inputs).loss", "```", "",
+            "timm: " + _convert_hint(PLACEHOLDER, "timm", "timm")]
+
+
+def _videomae_snippet(conv: Converted, grid: tuple[int, ...]) -> list[str]:
+    frames = grid[0] * conv.config.tubelet_size
+    side = grid[1] * conv.config.patch_size
+    return ["transformers (frames are `[T, H, W, C]` uint8 arrays or images):", "```python",
+            "import numpy as np",
+            "from transformers import AutoImageProcessor, VideoMAEModel",
+            f'processor = AutoImageProcessor.from_pretrained("{PLACEHOLDER}")',
+            f'encoder = VideoMAEModel.from_pretrained("{PLACEHOLDER}")',
+            f"video = list(np.zeros(({frames}, {side}, {side}, {conv.in_chans}), "
+            "dtype=np.uint8))",
+            'inputs = processor(video, return_tensors="pt")  # pixel_values [1, T, C, H, W]',
+            "features = encoder(**inputs).last_hidden_state  # [1, L, D]", "```", "",
+            "timm has no space-time ViT; mim reads this folder: "
+            f'`mim.load_pretrained("{PLACEHOLDER}")`.']
+
+
+def _timm_snippet() -> list[str]:
+    return ["timm (the architecture and `model_args` come from `config.json`):",
+            "```python", "import timm, timm.data, torch",
+            f'model = timm.create_model("local-dir:{PLACEHOLDER}", pretrained=True)',
+            "config = timm.data.resolve_data_config({}, model=model)  # size, mean, std",
+            'features = model.forward_features(torch.zeros(1, *config["input_size"]))',
+            "```", "",
+            "transformers: timm's own weights have no transformers class of their own "
+            "here; " + _convert_hint(PLACEHOLDER, "hf", "transformers")]
+
+
+def _mae_snippet(details: dict[str, Any]) -> list[str]:
+    """``details``: the checkpoint's file name and the timm architecture and arguments that
+    hold its encoder (see ``write_mae``)."""
+    args = ", ".join(f"{k}={v!r}" for k, v in details["model_args"].items())
+    return ["timm (the encoder; the decoder's tensors are MAE's and are left out):",
+            "```python", "import timm, torch",
+            f'state = torch.load("{PLACEHOLDER}/{details["file"]}", weights_only=True)',
+            f'model = timm.create_model("{details["architecture"]}", pretrained=False, '
+            f"{args})",
+            'encoder = {k: v for k, v in state["model"].items()',
+            f'           if not k.startswith({DECODER_PREFIXES!r})}}',
+            "model.load_state_dict(encoder)", "```", "",
+            "The checkpoint's `args` hold the run's settings (`mask_ratio`, "
+            "`norm_pix_loss`, `input_size`), as facebookresearch/mae's do. transformers: "
+            + _convert_hint(f"{PLACEHOLDER}/{details['file']}", "hf", "transformers")]
+
+
+def _mim_snippet(conv: Converted) -> list[str]:
     plain = conv.config.tokenizer_name in ("patch2d", "cube")  # the layouts timm and HF hold
     return ["mim (the weights in mim's own names):", "```python", "import mim",
             f'model = mim.load_pretrained("{PLACEHOLDER}")  # a MaskedAutoencoder', "```", "",
-            *([convert.format(p=PLACEHOLDER, to="timm", what="timm")]
+            *([_convert_hint(PLACEHOLDER, "timm", "timm")]
               if conv.config.tokenizer_name == "patch2d" else []),
-            (convert.format(p=PLACEHOLDER, to="hf", what="transformers") +
+            (_convert_hint(PLACEHOLDER, "hf", "transformers") +
              " (ViTMAE for 2D patches, VideoMAE for cubes, where the model has their layout)")
             if plain else "timm and transformers have no layout for this tokenizer."]
 

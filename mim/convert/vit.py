@@ -32,6 +32,7 @@ from mim.sizes import VIT_SIZES
 log = logging.getLogger("mim")
 
 IGNORED = ("head.", "fc_norm.")  # a classifier on top of the encoder; mim keeps the encoder
+HEAD_FIELDS = ("num_heads", "decoder_num_heads")  # overrides that _head_counts reads
 UNSUPPORTED = ("reg_token", "norm_pre.", ".ls1.", ".ls2.", "pos_embed_spatial", "attn_pool.")
 
 
@@ -43,75 +44,129 @@ def read_vit(state: dict[str, torch.Tensor], fmt: str, args: Any = None,
              model_args: dict[str, Any] | None = None, **overrides: Any) -> Converted:
     """MAE / timm names -> mim's. ``args``: MAE's saved command line; ``model_args``: timm's
     ``config.json`` arguments (img_size, num_heads, ...); ``overrides``: ModelConfig fields."""
+    _refuse_unsupported(state, fmt)
+    model_args = dict(model_args or {})
+    if isinstance(args, dict):  # mim's MAE exports store args as a plain dict (see write_mae)
+        args = argparse.Namespace(**args)
+    proj = _patch_kernel(state, fmt)  # [D, C, p, p]
+    dim, in_chans, patch = proj.shape[0], proj.shape[1], proj.shape[-1]
+    depth = count_blocks(state, "blocks.")
+    decoder_depth = count_blocks(state, "decoder_blocks.")
+    grid = _token_grid(state, fmt, patch,
+                       model_args.get("img_size") or getattr(args, "input_size", None))
+    out, kind, notes = _read_encoder(state, fmt, proj, grid, depth)
+    mlp_ratio = state["blocks.0.mlp.fc1.weight"].shape[0] / dim if depth else 4.0
+    decoder, width = _decoder(state, grid, mlp_ratio, fmt) if decoder_depth else ({}, 512)
+    out.update(decoder)
+    num_heads, decoder_num_heads = _head_counts(dim, width, args, model_args, overrides)
+    config = described_config(
+        name=str(getattr(args, "model", None) or f"{fmt}_vit"), tokenizer="patch2d",
+        patch_size=patch, embed_dim=dim, depth=depth, num_heads=num_heads,
+        mlp_ratio=mlp_ratio, cls_token="cls_token" in state, pos_embed=kind,
+        pos_grid=list(grid) if kind == "learned" else None,
+        norm_pix_loss=bool(getattr(args, "norm_pix_loss", True)),
+        decoder_embed_dim=width, decoder_depth=max(decoder_depth, 1),
+        decoder_num_heads=decoder_num_heads)
+    rest = {k: v for k, v in overrides.items() if k not in HEAD_FIELDS}
+    return Converted(with_overrides(config, rest), in_chans, out, fmt,
+                     input_size=(grid[0] * patch, grid[1] * patch),
+                     has_decoder=bool(decoder_depth), notes=notes + _args_notes(args),
+                     run=_args_run(args))
+
+
+def _refuse_unsupported(state: dict[str, torch.Tensor], fmt: str) -> None:
     bad = sorted(k for k in state if any(u in k for u in UNSUPPORTED))
     if bad:
         raise ConvertError(f"{fmt} weights with {bad[0]} have no counterpart in mim's ViT "
                            "(register tokens, layer scale, pre-norm or pooling heads)")
-    model_args = dict(model_args or {})
-    if isinstance(args, dict):  # mim's MAE exports store args as a plain dict (see write_mae)
-        args = argparse.Namespace(**args)
+
+
+def _patch_kernel(state: dict[str, torch.Tensor], fmt: str) -> torch.Tensor:
     proj = state["patch_embed.proj.weight"]  # [D, C, p, p]
     if proj.dim() != 4 or proj.shape[-1] != proj.shape[-2]:
         raise ConvertError(f"{fmt}: patch_embed.proj.weight of shape {tuple(proj.shape)}; a "
                            "square 2D patch embedding [D, C, p, p] was expected")
-    dim, in_chans, patch = proj.shape[0], proj.shape[1], proj.shape[-1]
-    depth = count_blocks(state, "blocks.")
-    decoder_depth = count_blocks(state, "decoder_blocks.")
-    has_cls = "cls_token" in state
-    notes: list[str] = []
-    size = model_args.get("img_size") or getattr(args, "input_size", None)
+    return proj
+
+
+def _token_grid(state: dict[str, torch.Tensor], fmt: str, patch: int,
+                size: int | list[int] | None) -> tuple[int, int]:
+    """From the input size the file records (MAE's args, timm's config.json), else from the
+    rows of a square position table."""
     if size is not None:
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        grid = (size[0] // patch, size[1] // patch)
-    else:
-        rows = state["pos_embed"].shape[-2] - (1 if has_cls else 0) if "pos_embed" in state else 0
-        grid = square_grid(rows, f"{fmt} pos_embed")
-    kind, table, cls = (("joint", None, state.get("cls_token")) if "pos_embed" not in state else
-                        encoder_table(state["pos_embed"], int(has_cls), grid,
-                                      state.get("cls_token")))
+        side = (size, size) if isinstance(size, int) else tuple(size)
+        return (side[0] // patch, side[1] // patch)
+    prefix = 1 if "cls_token" in state else 0
+    rows = state["pos_embed"].shape[-2] - prefix if "pos_embed" in state else 0
+    return square_grid(rows, f"{fmt} pos_embed")
+
+
+def _read_encoder(state: dict[str, torch.Tensor], fmt: str, proj: torch.Tensor,
+                  grid: tuple[int, int], depth: int
+                  ) -> tuple[dict[str, torch.Tensor], str, list[str]]:
+    """The encoder's tensors in mim's names, its pos_embed kind and what the reader noted."""
+    dim = proj.shape[0]
+    kind, table, cls = _positions(state, grid)
     out = {KERNEL: proj, KERNEL_BIAS: state.get("patch_embed.proj.bias", torch.zeros(dim))}
     if cls is not None:
         out[CLS] = cls
     if table is not None:
         out[TABLE] = table
-        notes.append("learned position table (not MAE's sin-cos): kept as pos_embed=learned")
     out.update(_blocks(state, "blocks.", "blocks.", depth, dim))
+    norm, norm_notes = _final_norm(state, fmt)
+    out.update(norm)
+    table_notes = [] if table is None else [
+        "learned position table (not MAE's sin-cos): kept as pos_embed=learned"]
+    return out, kind, table_notes + norm_notes + _ignored_notes(state)
+
+
+def _positions(state: dict[str, torch.Tensor], grid: tuple[int, int]
+               ) -> tuple[str, torch.Tensor | None, torch.Tensor | None]:
+    """(pos_embed kind, learned table or None, cls token) as ``encoder_table`` gives them."""
+    if "pos_embed" not in state:
+        return "joint", None, state.get("cls_token")
+    return encoder_table(state["pos_embed"], int("cls_token" in state), grid,
+                         state.get("cls_token"))
+
+
+def _final_norm(state: dict[str, torch.Tensor], fmt: str
+                ) -> tuple[dict[str, torch.Tensor], list[str]]:
     if "norm.weight" in state:
-        out["norm.weight"], out["norm.bias"] = state["norm.weight"], state["norm.bias"]
-    elif "fc_norm.weight" in state:  # MAE fine-tuned with global pooling: norm after pooling
-        out["norm.weight"], out["norm.bias"] = state["fc_norm.weight"], state["fc_norm.bias"]
-        notes.append("no final norm (a global-pool fine-tuned checkpoint): fc_norm used as the "
-                     "token norm, so features differ from the original's pooled ones")
-    else:
-        raise ConvertError(f"{fmt}: neither norm.weight nor fc_norm.weight in the weights")
+        return {"norm.weight": state["norm.weight"], "norm.bias": state["norm.bias"]}, []
+    if "fc_norm.weight" in state:  # MAE fine-tuned with global pooling: norm after pooling
+        return ({"norm.weight": state["fc_norm.weight"], "norm.bias": state["fc_norm.bias"]},
+                ["no final norm (a global-pool fine-tuned checkpoint): fc_norm used as the "
+                 "token norm, so features differ from the original's pooled ones"])
+    raise ConvertError(f"{fmt}: neither norm.weight nor fc_norm.weight in the weights")
+
+
+def _ignored_notes(state: dict[str, torch.Tensor]) -> list[str]:
+    """The classifier's tensors left out (fc_norm counts as one unless it is the only norm)."""
     ignored = sorted(k for k in state if k.startswith(IGNORED) and not
                      (k.startswith("fc_norm.") and "norm.weight" not in state))
-    if ignored:
-        notes.append(f"ignored classifier weights: {', '.join(ignored)}")
-    mlp_ratio = state["blocks.0.mlp.fc1.weight"].shape[0] / dim if depth else 4.0
-    decoder = {}
-    if decoder_depth:
-        decoder = _decoder(state, grid, dim, mlp_ratio, fmt)
-        out.update(decoder.pop("state"))
-    preset = getattr(args, "model", None)
-    config = described_config(
-        name=str(preset or f"{fmt}_vit"), tokenizer="patch2d", patch_size=patch,
-        embed_dim=dim, depth=depth,
-        num_heads=heads_for(dim, overrides.pop("num_heads", model_args.get(
-            "num_heads", getattr(args, "num_heads", None))), "encoder"),
-        mlp_ratio=mlp_ratio, cls_token=has_cls, pos_embed=kind,
-        pos_grid=list(grid) if kind == "learned" else None,
-        norm_pix_loss=bool(getattr(args, "norm_pix_loss", True)),
-        decoder_embed_dim=decoder.get("width", 512), decoder_depth=max(decoder_depth, 1),
-        decoder_num_heads=heads_for(decoder.get("width", 512), overrides.pop(
-            "decoder_num_heads", getattr(args, "decoder_num_heads", None)), "decoder"))
+    return [f"ignored classifier weights: {', '.join(ignored)}"] if ignored else []
+
+
+def _head_counts(dim: int, width: int, args: Any, model_args: dict[str, Any],
+                 overrides: dict[str, Any]) -> tuple[int, int]:
+    """Heads are not stored in a state dict: the caller's count, else timm's config.json or
+    MAE's args, else ``heads_for``'s guess from the width (encoder, then decoder)."""
+    given = overrides.get("num_heads", model_args.get("num_heads",
+                                                      getattr(args, "num_heads", None)))
+    decoder_given = overrides.get("decoder_num_heads", getattr(args, "decoder_num_heads", None))
+    return heads_for(dim, given, "encoder"), heads_for(width, decoder_given, "decoder")
+
+
+def _args_notes(args: Any) -> list[str]:
     if args is not None and not hasattr(args, "norm_pix_loss"):
-        notes.append("MAE args without norm_pix_loss: norm-pix assumed")
+        return ["MAE args without norm_pix_loss: norm-pix assumed"]
+    return []
+
+
+def _args_run(args: Any) -> dict[str, Any]:
+    """The part of the run MAE's args record: the mask ratio."""
     ratio = getattr(args, "mask_ratio", None)
-    return Converted(with_overrides(config, overrides), in_chans, out, fmt,
-                     input_size=(grid[0] * patch, grid[1] * patch),
-                     has_decoder=bool(decoder_depth), notes=notes,
-                     run={"config": {"mask": {"ratio": float(ratio)}}} if ratio is not None else {})
+    return {"config": {"mask": {"ratio": float(ratio)}}} if ratio is not None else {}
 
 
 def _blocks(state: dict[str, torch.Tensor], src: str, dst: str, depth: int,
@@ -129,8 +184,9 @@ def _blocks(state: dict[str, torch.Tensor], src: str, dst: str, depth: int,
     return out
 
 
-def _decoder(state: dict[str, torch.Tensor], grid: tuple[int, int], dim: int,
-             mlp_ratio: float, fmt: str) -> dict[str, Any]:
+def _decoder(state: dict[str, torch.Tensor], grid: tuple[int, int], mlp_ratio: float,
+             fmt: str) -> tuple[dict[str, torch.Tensor], int]:
+    """The decoder's tensors in mim's names (MAE's are mim's) and its width."""
     width = state["decoder_embed.weight"].shape[0]
     depth = count_blocks(state, "decoder_blocks.")
     ratio = state["decoder_blocks.0.mlp.fc1.weight"].shape[0] / width
@@ -143,7 +199,7 @@ def _decoder(state: dict[str, torch.Tensor], grid: tuple[int, int], dim: int,
                            "decoder table has no counterpart in mim")
     out = {k: state[k] for k in DECODER_TENSORS}
     out.update(_blocks(state, "decoder_blocks.", "decoder_blocks.", depth, width))
-    return {"state": out, "width": width}
+    return out, width
 
 
 # ------------------------------------------------------------------------------------- write
