@@ -8,12 +8,13 @@ are a ``Config`` dataclass (``launcher.<field>``), checked in validation. A laun
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from mim.config.compose import RunSpec
 
 
+@runtime_checkable
 class Launcher(Protocol):
     def launch(self, spec: RunSpec) -> Path | None:
         """Start the run of ``spec``; its run directory (None where it was only printed)."""
