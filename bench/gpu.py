@@ -17,7 +17,7 @@ import torch
 from bench import steps
 from bench.harness import Row, Settings, matmul_case, round_robin, seconds
 from bench.image import masks
-from mim.factory import model_config
+from mim.models.factory import model_config
 
 COMPILE_MODES = ("blocks", "model")
 

@@ -14,7 +14,7 @@ from bench import steps
 from bench.harness import Row, Settings, matmul_case, round_robin, seconds
 from mim.config.schema import TrainConfig
 from mim.engine import precision as precisions
-from mim.factory import model_config
+from mim.models.factory import model_config
 from mim.masking import RandomMask
 
 MASK_RATIO = 0.75

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from bench.harness import Row, Settings, count_flops, round_robin, seconds
-from mim.factory import build_model, model_config
+from mim.models.factory import build_model, model_config
 from mim.masking import BlockMask, RandomMask
-from mim.model import Encoded, MaskedAutoencoder
+from mim.models.model import Encoded, MaskedAutoencoder
 
 
 class EncoderWithMaskTokens(nn.Module):

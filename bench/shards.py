@@ -36,7 +36,7 @@ def _items(dataset, count: int):
 def run(settings: Settings) -> list[Row]:
     from mim.modalities.image.config import ImageDataConfig
     from mim.modalities.image.dataset import build_dataset
-    from mim.pack import pack
+    from mim.data.pack import pack
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -24,7 +24,7 @@ from mim.engine.backend import TorchBackend
 from mim.engine.precision import DTYPES
 from mim.engine.loop import LoopSettings, LoopState, Trainer
 from mim.engine.optim import build_adamw, cosine_schedule
-from mim.factory import ModelConfig, build_model
+from mim.models.factory import ModelConfig, build_model
 
 LR, BETAS, WEIGHT_DECAY = 1.5e-4, (0.9, 0.95), 0.05  # MAE, Appendix A.1
 

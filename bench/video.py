@@ -12,7 +12,7 @@ import torch
 
 from bench import steps
 from bench.harness import Row, Settings, round_robin, seconds
-from mim.factory import model_config
+from mim.models.factory import model_config
 from mim.masking import TubeMask
 
 MASK_RATIO = 0.9

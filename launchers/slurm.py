@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from mim.config.compose import RunSpec
+from mim.config.run_spec import RunSpec
 from mim.config.errors import ConfigError
 from mim.launching import Launcher
 from mim.registry import LAUNCHERS

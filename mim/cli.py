@@ -50,7 +50,7 @@ def _train(overrides: list[str]) -> int:
     from mim.config import ConfigError
     from mim.config.compose import load
     from mim.config.sweep import expand_sweep, own_run_dirs
-    from mim.data_failures import DataLoadError
+    from mim.data.failures import DataLoadError
     from mim.engine.checkpoint import CheckpointError, Checkpoints
     from mim.engine.loop import NonFiniteLossError
     from mim.plugins import load_plugins
@@ -212,7 +212,7 @@ def _convert(args: list[str]) -> int:
 
 
 def _data(args: list[str]) -> int:
-    from mim.pack import pack_command
+    from mim.data.pack import pack_command
 
     return _guarded(lambda: print(pack_command(args)))
 

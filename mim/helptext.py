@@ -17,7 +17,7 @@ from mim.config.compose import CONFIG_DIR, GROUPS, _group_options, register_conf
 from mim.config.help import Key, keys, options, table
 from mim.config.schema import BaseConfig, OptimConfig, RunConfig, TrainConfig
 from mim.eval.schema import PROTOCOLS, EvalSettings
-from mim.factory import ModelConfig
+from mim.models.factory import ModelConfig
 from mim.registry import BACKENDS, LAUNCHERS, MASKS, MODALITIES, TOKENIZERS, TRACKERS
 
 MODEL_NOTE = ("(the defaults of ModelConfig; a preset, model=NAME, sets its own: "

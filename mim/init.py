@@ -2,7 +2,7 @@
 
 Any weights ``mim convert`` reads (``mim.convert.read_weights``) are brought to the run's model
 before the backend places it: the patch kernel and a learned position table go through the
-transfer code (``mim/eval/transfer.py``: resized for another patch size or grid, inflated over
+transfer code (``mim/models/transfer.py``: resized for another patch size or grid, inflated over
 the tubelet for image weights in a video model), then every tensor is checked against the
 model's own shape, and a misfit is one ``ConfigError`` line listing the keys and both shapes.
 Optional parts are loaded when the weights have them and fit: the decoder (whole or not at all;
@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mim.keys import CLS, KERNEL, TABLE
+from mim.models.keys import CLS, KERNEL, TABLE
 from mim.config.errors import ConfigError
 from mim.convert import ConvertError, Converted, read_weights
-from mim.eval.transfer import fit_patch_kernel, fit_pos_table
-from mim.factory import ModelConfig
-from mim.model import is_decoder
+from mim.models.transfer import fit_patch_kernel, fit_pos_table
+from mim.models.factory import ModelConfig
+from mim.models.model import is_decoder
 
 log = logging.getLogger("mim")
 

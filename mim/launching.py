@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from mim.config.compose import RunSpec
+    from mim.config.run_spec import RunSpec
 
 
 @runtime_checkable

@@ -13,15 +13,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from mim import resolution
-from mim.config.compose import RunSpec
+from mim.data import resolution
+from mim.config.run_spec import RunSpec
 from mim.config.errors import ConfigError
 from mim.data import MaskingCollate
 from mim.engine.optim import effective_lr
-from mim.factory import token_grids
+from mim.models.factory import token_grids
 from mim.masking import decoder_targets
 from mim.rundir import run_dir
-from mim.stream import Feed, Source, epoch_steps
+from mim.data.stream import Feed, Source, epoch_steps
 
 
 @dataclass

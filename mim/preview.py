@@ -14,10 +14,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mim.config.compose import RunSpec, world_size
+from mim.config.compose import world_size
+from mim.config.run_spec import RunSpec
 from mim.config.overrides import plain
-from mim.factory import build_model
-from mim.model import parameter_counts
+from mim.models.factory import build_model
+from mim.models.model import parameter_counts
 from mim.plan import plan
 from mim.registry import BACKENDS
 

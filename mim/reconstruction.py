@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from mim.model import MaskedAutoencoder, patch_stats
+from mim.models.model import MaskedAutoencoder, patch_stats
 from mim.spec import Panels
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from mim.data import MimDataset
-from mim.stream import Source
+from mim.data.stream import Source
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class ModalitySpec:
     # several data sources mixed per step (OmniMAE); None: one source from build_dataset
     sources: Callable[[Any], list[Source]] | None = None
     # data config -> the sample shapes (C, *spatial) of its progressive-resolution stages, equal
-    # lengths over the run, the last the full size ([]: one size; ``mim/resolution.py``); None:
+    # lengths over the run, the last the full size ([]: one size; ``mim/data/resolution.py``); None:
     # the modality has no such schedule
     resolutions: Callable[[Any], list[tuple[int, ...]]] | None = None
     evaluation: EvalSupport | None = None  # labelled data for ``mim eval`` / ``mim visualize``

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
-from mim.config.compose import RunSpec
+from mim.config.run_spec import RunSpec
 from mim.config.errors import ConfigError
 from mim.config.migrate import current
 from mim.config.history import (append_history, as_resumed, check_resume, history_record,
@@ -28,14 +28,14 @@ from mim.engine.loop import LoopSettings, LoopState, Trainer, picture_writer
 from mim.engine.metrics import RunLogger
 from mim.engine.reshape import note_reshape, shape_of
 from mim.engine.optim import build_adamw, cosine_schedule
-from mim.factory import build_model
+from mim.models.factory import build_model
 from mim.masking import decoder_targets
-from mim.model import parameter_counts
+from mim.models.model import parameter_counts
 from mim.plan import Plan, plan
 from mim.registry import BACKENDS
 from mim.rundir import check_run_dir, claim_run_dir, run_dir, set_aside
 from mim.seeding import seed_all
-from mim.stream import SourceRecords, drawn, make_stream
+from mim.data.stream import SourceRecords, drawn, make_stream
 
 log = logging.getLogger("mim")
 

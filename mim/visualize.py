@@ -26,7 +26,7 @@ from mim.config.overrides import apply, integer, parse, plain, typed, unknown_op
 from mim.data import LOAD_ERRORS, MimDataset, sample_seed
 from mim.reconstruction import reconstruction_panels
 from mim.pretrained import HEAD_KEYS, base_data, eval_modality, read, run_config
-from mim.eval.transfer import build_encoder
+from mim.models.transfer import build_encoder
 from mim.masking import DecoderMasking, MaskConfigError, build_mask
 from mim.registry import MASKS
 from mim.spec import ModalitySpec

@@ -91,7 +91,7 @@ def test_wheel_holds_configs_modalities_and_entry_points(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ("mim/configs/config.yaml", "mim/configs/experiment/demo.yaml",
                      "mim/modalities/image/__init__.py", "mim/launchers/local.py",
-                     "mim/model.py"):
+                     "mim/models/model.py"):
         assert required in names, required
     # every module of the three folders installed under mim (the package list is written out)
     for folder, package in (("mim", "mim"), ("modalities", "mim/modalities"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,56 +27,18 @@ from hydra.core.override_parser.types import Override
 
 from mim.config.overrides import check_keys, integer, message, parse, plain, typed
 from mim.config.overrides import unknown_key, unknown_option
+from mim.config.run_spec import Plugin, RunSpec
 from mim.config.schema import BaseConfig, OptimConfig, RunConfig, TrainConfig
-from mim.masking import MaskConfigError, MaskPolicy, build_mask
-from mim import resolution
-from mim.factory import ModelConfig, token_grids
+from mim.masking import MaskConfigError, build_mask
+from mim.data import resolution
+from mim.models.factory import ModelConfig, token_grids
 from mim.registry import ALL, BACKENDS, CONFIG_DIRS, LAUNCHERS, MASKS, MODALITIES, MODELS
 from mim.registry import TRACKERS
 from mim.plugins import load_plugins
 from mim.registry import UnknownNameError
-from mim.spec import ModalitySpec
 
 CONFIG_DIR = Path(mim.configs.__file__).parent
 GROUPS = ("modality", "data", "model", "mask", "optim", "backend", "launcher", "experiment")
-
-
-@dataclass(frozen=True)
-class Plugin:
-    """A chosen backend or launcher: its registered name and its typed parameters (an object
-    of the class's ``Config`` dataclass, built and checked once here; None for a class
-    without parameters)."""
-
-    name: str
-    config: Any = None
-
-
-@dataclass
-class RunSpec:
-    """The validated config: typed sections plus the composed tree (saved as config.yaml)."""
-
-    raw: DictConfig
-    seed: int
-    train: TrainConfig
-    optim: OptimConfig
-    run: RunConfig
-    model: ModelConfig
-    mask: MaskPolicy
-    modality: ModalitySpec
-    data: Any  # the modality's data-config dataclass
-    backend: Plugin
-    launcher: Plugin
-    trackers: tuple[str, ...] = ("tensorboard",)  # ``tracker=``: one name or a list
-    overrides: tuple[str, ...] | None = None  # the command line of ``load`` (a launcher re-runs it)
-    # the token grid of the samples and the grid masks are drawn on (``token_grid``), computed
-    # once by ``validate``
-    grid: tuple[int, ...] = ()
-    mask_grid: tuple[int, ...] = ()
-    # the mask grid of each progressive-resolution stage, by spatial size (``resolution.check``)
-    stage_grids: dict[tuple[int, ...], tuple[int, ...]] = dataclasses.field(default_factory=dict)
-    # what composition adapted, one line each (the demo experiment of a run with no data of
-    # its own); the run logs them, ``--cfg`` prints them
-    notes: tuple[str, ...] = ()
 
 
 def _plugin_config(cls: Any) -> dict[str, Any]:

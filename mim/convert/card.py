@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from mim.keys import DECODER_PREFIXES
+from mim.models.keys import DECODER_PREFIXES
 from mim.convert.common import ConvertError, Converted, export_grid
 from mim.config.history import history_lines
 from mim.convert.provenance import RunFacts, run_facts

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from mim.keys import TABLE
-from mim.factory import ModelConfig, build_model, with_changes
-from mim.model import is_decoder
-from mim.pos_embed import POS_EMBEDS, sincos_pos_embed
+from mim.models.keys import TABLE
+from mim.models.factory import ModelConfig, build_model, with_changes
+from mim.models.model import is_decoder
+from mim.models.pos_embed import POS_EMBEDS, sincos_pos_embed
 
 # widths of the ViT sizes and their head counts (Ti/S/B/L/H; MAE's decoder: 512 -> 16)
 KNOWN_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 512: 16}
@@ -168,7 +168,7 @@ def encoder_table_for_export(conv: Converted, grid: tuple[int, ...]) -> torch.Te
     """[L, D]: the encoder's table on ``grid`` (fixed sin-cos, or the learned one resized)."""
     model_cfg = conv.config
     if model_cfg.pos_embed == "learned":
-        from mim.pos_embed import interpolate_pos_embed
+        from mim.models.pos_embed import interpolate_pos_embed
 
         table = conv.state[TABLE]
         old = tuple(model_cfg.pos_grid)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from mim.config.migrate import current_model
-from mim.keys import KERNEL
+from mim.models.keys import KERNEL
 from mim.convert.card import card_grid, write_card
 from mim.convert.common import ConvertError, Converted, with_overrides
 from mim.convert.dcp import dcp_folder, read_dcp_checkpoint
@@ -26,7 +26,7 @@ from mim.convert.provenance import checkpoint_record
 from mim.convert.storage import (SAFE_SUFFIX, TORCH_SUFFIXES, load_safetensors,
                                  load_tensor_file, load_torch, save_tensors, write_json)
 from mim.convert.vit import is_vit_layout, read_vit
-from mim.factory import ModelConfig
+from mim.models.factory import ModelConfig
 
 STATE_FILE = "state.pt"  # the torch backend's checkpoint file
 MIM_WEIGHTS = "model.safetensors"

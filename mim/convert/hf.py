@@ -32,11 +32,11 @@ from mim.convert.common import (ConvertError, Converted,
                                 described_config, encoder_table, encoder_table_for_export,
                                 export_grid, fuse_qkv, split_qkv, with_overrides)
 from mim.convert.card import write_card
-from mim.keys import CLS, DECODER_TENSORS, KERNEL, KERNEL_BIAS, TABLE
+from mim.models.keys import CLS, DECODER_TENSORS, KERNEL, KERNEL_BIAS, TABLE
 from mim.convert.preprocessor import write_preprocessor
 from mim.convert.provenance import run_facts
 from mim.convert.storage import load_hf_weights, save_tensors, write_json
-from mim.pos_embed import sincos_pos_embed
+from mim.models.pos_embed import sincos_pos_embed
 from mim.registry import Registry
 
 # model_type -> reader(folder, config, state, overrides); "2d" / "3d" -> writer(conv, folder, grid)

@@ -22,12 +22,12 @@ from mim.convert.common import (ConvertError, Converted,
                                 described_config, encoder_table, encoder_table_for_export,
                                 export_grid, heads_for, square_grid, with_overrides)
 from mim.convert.card import write_card
-from mim.keys import BLOCK_PARTS, CLS, DECODER_TENSORS, KERNEL, KERNEL_BIAS, TABLE
+from mim.models.keys import BLOCK_PARTS, CLS, DECODER_TENSORS, KERNEL, KERNEL_BIAS, TABLE
 from mim.convert.provenance import run_facts
 from mim.convert.storage import save_tensors, write_json
-from mim.model import split_state
-from mim.pos_embed import sincos_pos_embed
-from mim.sizes import VIT_SIZES
+from mim.models.model import split_state
+from mim.models.pos_embed import sincos_pos_embed
+from mim.models.sizes import VIT_SIZES
 
 log = logging.getLogger("mim")
 

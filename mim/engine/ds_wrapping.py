@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from mim.model import MAEOutput
+from mim.models.model import MAEOutput
 
 
 class TupleOutput(nn.Module):

@@ -19,7 +19,7 @@ import torch
 from mim import faults
 from mim.config.schema import TrainConfig
 from mim.data import Batch
-from mim.data_failures import ItemReports, data_stop
+from mim.data.failures import ItemReports, data_stop
 from mim.engine.backend import Backend
 from mim.engine.checkpoint import Checkpoints
 from mim.engine.metrics import RunLogger
@@ -92,8 +92,8 @@ class Trainer:
     ``train_step`` needs only the runner, the model, the backend, ``settings`` and ``state``;
     ``fit`` also the batches, the checkpoints, the logger and the picture writer. The
     non-finite and unreadable-data policies default to the schema's (``TrainConfig``).
-    ``drawn(stop, start, items)`` (``mim.stream.drawn`` of the run's feeds) counts the items the
-    sources give over micro-steps; with it each checkpoint holds the data position in items, and
+    ``drawn(stop, start, items)`` (``mim.data.stream.drawn`` of the run's feeds) counts the items
+    the sources give over micro-steps; with it each checkpoint holds the data position in items, and
     ``shape`` (``mim/engine/reshape.py``) records what wrote the checkpoint. ``record``: what
     else each checkpoint carries (``mim/train.py``: the config the weights follow, the data's
     identity, the run's history of starts and resumes).
@@ -127,7 +127,7 @@ class Trainer:
         except (RuntimeError, ConnectionError, EOFError) as exc:
             # torch's DataLoader reports a dead or stuck worker as a RuntimeError, raised from
             # its SIGCHLD handler wherever the main thread is (even inside optimizer.step), or
-            # the batch's broken connection first (mim/data_failures.py, loader_failure)
+            # the batch's broken connection first (mim/data/failures.py, loader_failure)
             stop = data_stop(exc, self.state.step + 1, self.checkpoints.latest())
             if stop is None:
                 raise

@@ -12,7 +12,7 @@ from torch import nn
 
 from mim.data import MimDataset
 from mim.eval.loaders import batches
-from mim.model import Encoded, MaskedAutoencoder
+from mim.models.model import Encoded, MaskedAutoencoder
 
 
 def pool_name(requested: str, model: MaskedAutoencoder) -> str:

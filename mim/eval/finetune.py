@@ -32,7 +32,7 @@ from mim.eval.schema import FinetuneConfig
 from mim.eval.features import accuracy, pool, split_views
 from mim.eval.loaders import batches
 from mim.eval.schedule import lr_at, set_lr
-from mim.model import MaskedAutoencoder, is_decoder
+from mim.models.model import MaskedAutoencoder, is_decoder
 from mim.spec import LabelledData
 
 log = logging.getLogger("mim")

@@ -22,7 +22,7 @@ from mim.config.errors import ConfigError
 from mim.config.overrides import apply, integer, parse, plain, typed, unknown_option, without
 from mim.convert import Converted
 from mim.eval.schema import PROTOCOLS, EvalSettings
-from mim.factory import ModelConfig, model_config, token_grids
+from mim.models.factory import ModelConfig, model_config, token_grids
 from mim.registry import MODELS, UnknownNameError
 from mim.spec import LabelledData, ModalitySpec
 from mim.pretrained import HEAD_KEYS, base_data, eval_modality, read, run_config

@@ -15,7 +15,7 @@ from mim.eval.features import accuracy, extract, pool_name
 from mim.eval.finetune import finetune
 from mim.eval.knn import knn_scores
 from mim.eval.linprobe import linear_probe
-from mim.eval.transfer import build_encoder
+from mim.models.transfer import build_encoder
 from mim.seeding import seed_all
 
 log = logging.getLogger("mim")

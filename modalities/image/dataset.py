@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from mim.data import MimDataset, UnreadableSample
-from mim.files import file_labels, find_files
+from mim.data.files import file_labels, find_files
 from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.decode import read, to_rgb  # noqa: F401  (to_rgb: the modes' rule)
 from mim.modalities.image.demo import demo_files, lfw_split

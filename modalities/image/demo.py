@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mim.files import file_labels, find_files
-from mim.labelled import stratified_split
+from mim.data.files import file_labels, find_files
+from mim.data.labelled import stratified_split
 
 log = logging.getLogger("mim.data")
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from mim.labelled import check_eval_labels, labelled_files, split_files
-from mim.shards import check_eval_format
+from mim.data.labelled import check_eval_labels, labelled_files, split_files
+from mim.data.shards import check_eval_format
 from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.augment import FinetuneTransform, check_finetune_augment
 from mim.modalities.image.dataset import ImageFolder, scan

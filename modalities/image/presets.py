@@ -12,9 +12,9 @@ counted).
 """
 from __future__ import annotations
 
-from mim.factory import ModelConfig
+from mim.models.factory import ModelConfig
 from mim.registry import MODELS
-from mim.sizes import MCMAE_SIZES, VIT_SIZES, mcmae_config
+from mim.models.sizes import MCMAE_SIZES, VIT_SIZES, mcmae_config
 
 
 def _register_mae(size: str, patch: int) -> None:

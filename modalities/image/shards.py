@@ -1,6 +1,6 @@
 """Images in WebDataset tar shards (``data.format=wds``): one item per key holding an image.
 
-The items are indexed once by the core (``mim/shards.py``) in shard and tar order, so shards
+The items are indexed once by the core (``mim/data/shards.py``) in shard and tar order, so shards
 packed from a folder by ``mim data pack`` give the folder's items at the same indices, and a run
 on them draws the same samples, crops and masks. ``load`` reads the member's bytes by offset
 and decodes them as ``dataset.py`` decodes a file. Labels are read only with
@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from mim.data import MimDataset, UnreadableSample
-from mim.shards import LABELS, Item, Shards, open_shards
+from mim.data.shards import LABELS, Item, Shards, open_shards
 from mim.wording import plural
 from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.decode import read

@@ -20,7 +20,7 @@ from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.video.config import VideoDataConfig
 from mim.registry import MODALITIES
 from mim.spec import ModalitySpec
-from mim.stream import Source
+from mim.data.stream import Source
 
 
 @dataclass

@@ -20,8 +20,8 @@ from typing import Optional
 import torch
 
 from mim.data import MimDataset, UnreadableSample
-from mim.files import find_files
-from mim.shards import Member, Shards, shard_members
+from mim.data.files import find_files
+from mim.data.shards import Member, Shards, shard_members
 from mim.modalities.video import demo
 from mim.modalities.video.config import VideoDataConfig
 from mim.modalities.video.decode import PAST_END, open_video, resolve_decoder

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mim.data import UnreadableSample
-from mim.labelled import check_val_fraction, labelled_files, split_items
-from mim.shards import check_eval_format
+from mim.data.labelled import check_val_fraction, labelled_files, split_items
+from mim.data.shards import check_eval_format
 from mim.modalities.image.augment import check_finetune_augment
 from mim.modalities.video import demo
 from mim.modalities.video.augment import FinetuneClipTransform

@@ -12,9 +12,9 @@ default mask).
 """
 from __future__ import annotations
 
-from mim.factory import ModelConfig
+from mim.models.factory import ModelConfig
 from mim.registry import MODELS
-from mim.sizes import VIT_SIZES, mcmae_config
+from mim.models.sizes import VIT_SIZES, mcmae_config
 
 _DECODER = {"small": (192, 3), "base": (384, 6), "large": (512, 8)}  # width, heads
 

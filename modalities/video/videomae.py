@@ -23,12 +23,12 @@ from typing import Any
 
 import torch
 
-from mim.keys import KERNEL, KERNEL_BIAS, MASK_TOKEN
+from mim.models.keys import KERNEL, KERNEL_BIAS, MASK_TOKEN
 from mim.convert.common import ConvertError, Converted, check_plain_tokenizer, with_overrides
 from mim.convert.hf import (DECODER_LAYERS, HF_READERS, HF_WRITERS, common_config, mlp_ratio,
                             read_layers, recorded_run, write_layers)
 from mim.convert.storage import save_tensors, write_json
-from mim.factory import ModelConfig
+from mim.models.factory import ModelConfig
 
 log = logging.getLogger("mim")
 ENCODER_LAYERS = ("videomae.encoder.layer.", "videomae.layers.")

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-from mim.shards import check_format
+from mim.data.shards import check_format
 
 INTENSITY_MODES = ("percentile", "window", "none")
 

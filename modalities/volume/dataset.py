@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from mim.data import MimDataset, UnreadableSample
-from mim.files import file_labels, find_files
-from mim.shards import LABELS, Member, Shards, shard_members
+from mim.data.files import file_labels, find_files
+from mim.data.shards import LABELS, Member, Shards, shard_members
 from mim.modalities.volume.config import VolumeDataConfig
 from mim.modalities.volume.transforms import VolumeTransform
 

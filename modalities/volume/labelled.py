@@ -16,8 +16,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from mim.labelled import check_eval_labels, labelled_files, split_files
-from mim.shards import check_eval_format
+from mim.data.labelled import check_eval_labels, labelled_files, split_files
+from mim.data.shards import check_eval_format
 from mim.modalities.volume.config import VolumeDataConfig
 from mim.modalities.volume.dataset import VolumeDataset, scan
 from mim.modalities.volume.transforms import VolumeTransform, crop_or_pad

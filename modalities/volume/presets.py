@@ -7,9 +7,9 @@ plain ``mae3d_vit_*_patch16`` presets do. 5x5x5 depthwise kernels, MAE's decoder
 """
 from __future__ import annotations
 
-from mim.factory import ModelConfig
+from mim.models.factory import ModelConfig
 from mim.registry import MODELS
-from mim.sizes import VIT_SIZES, mcmae_config
+from mim.models.sizes import VIT_SIZES, mcmae_config
 
 
 def _register_mae3d(size: str) -> None:

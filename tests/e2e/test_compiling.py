@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mim.blocks import Block
+from mim.models.blocks import Block
 from mim.config.compose import load
 from mim.config.errors import ConfigError
 from mim.engine import compiling
 from mim.engine.backend import TorchBackend
 from mim.engine.optim import build_adamw, cosine_schedule
-from mim.factory import create_model
+from mim.models.factory import create_model
 from mim.masking import RandomMask
-from mim.tokenizers.masked_conv import ConvBlock
+from mim.models.tokenizers.masked_conv import ConvBlock
 
 pytestmark = pytest.mark.e2e
 

@@ -1,7 +1,7 @@
 """DeepSpeed ZeRO and multi-process launching, for real: 2-process gloo groups on this machine.
 
-The data order is a global order sliced per rank (mim/data.py, StreamSampler), so 2 processes
-with batch 4 see exactly the samples 1 process with batch 8 sees; DDP and ZeRO average the
+The data order is a global order sliced per rank (mim/data/dataset.py, StreamSampler), so 2
+processes with batch 4 see exactly the samples 1 process with batch 8 sees; DDP and ZeRO average the
 gradients, so the loss curves agree up to float32 rounding. The learning rate is constant after
 warmup (``optim.min_lr`` = ``optim.lr``): a run stopped with ``max_steps=4`` then resumed with
 ``max_steps=8`` then has the same schedule as one run of 8 steps.

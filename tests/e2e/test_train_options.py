@@ -10,7 +10,7 @@ import torch
 
 from mim.config.compose import load
 from mim.engine.loop import NonFiniteLossError
-from mim.model import MaskedAutoencoder
+from mim.models.model import MaskedAutoencoder
 from mim.train import train
 from tests.e2e.conftest import with_overrides
 

@@ -18,8 +18,8 @@ from PIL import Image
 from mim.data import UnreadableSample
 from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.dataset import build_dataset
-from mim.pack import pack
-from mim.shards import INDEX_SUFFIX
+from mim.data.pack import pack
+from mim.data.shards import INDEX_SUFFIX
 
 from .conftest import wait_for
 

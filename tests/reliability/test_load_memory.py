@@ -26,7 +26,7 @@ def measure() -> dict:
 
     from mim.config.compose import load
     from mim.plugins import load_plugins
-    from mim.stream import make_stream
+    from mim.data.stream import make_stream
     from mim.plan import feeds as make_feeds, sources as make_sources
 
     load_plugins()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mim.factory import create_model, model_config
+from mim.models.factory import create_model, model_config
 from mim.masking import RandomMask
 
 SMALL = dict(embed_dim=64, depth=3, num_heads=4, decoder_embed_dim=32, decoder_depth=2,

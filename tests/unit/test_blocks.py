@@ -8,7 +8,7 @@ import torch
 from timm.layers import DropPath as TimmDropPath
 from timm.models.vision_transformer import Block as TimmBlock
 
-from mim.blocks import CPU_FP32_ATTENTION_MAX_TOKENS, Block, DropPath, attend
+from mim.models.blocks import CPU_FP32_ATTENTION_MAX_TOKENS, Block, DropPath, attend
 
 
 def test_a_timm_block_state_dict_loads_and_gives_the_same_output():

@@ -239,7 +239,7 @@ def test_a_worker_dying_during_a_save_is_reported_after_the_checkpoint_is_publis
 
 
 def test_the_loop_finds_a_loader_failure_behind_the_error_it_caused():
-    from mim.data_failures import loader_failure as _loader_failure
+    from mim.data.failures import loader_failure as _loader_failure
 
     try:
         try:

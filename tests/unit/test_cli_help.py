@@ -43,8 +43,8 @@ def test_a_meaning_is_the_comment_on_or_above_the_field() -> None:
 
 
 def test_the_help_of_a_model_choice_names_every_value() -> None:
-    from mim.factory import ModelConfig
-    from mim.model import CHOICES
+    from mim.models.factory import ModelConfig
+    from mim.models.model import CHOICES
 
     help_text = meanings(ModelConfig)
     for key, values in CHOICES.items():

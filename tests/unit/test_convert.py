@@ -175,7 +175,7 @@ def test_mim_to_mae_round_trip_is_exact(tmp_path: Path) -> None:
 
 
 def _config(**overrides):
-    return mim.factory.model_config("mae_vit_base_patch16", embed_dim=DIM, depth=2,
+    return mim.models.factory.model_config("mae_vit_base_patch16", embed_dim=DIM, depth=2,
                                    num_heads=HEADS, patch_size=PATCH, decoder_embed_dim=DEC,
                                    decoder_depth=1, decoder_num_heads=DEC_HEADS, **overrides)
 
@@ -338,7 +338,7 @@ def test_mim_video_model_exports_to_videomae(tmp_path: Path) -> None:
     perturb(model)
     with torch.no_grad():
         model.decoder_embed.bias.zero_()
-    config = mim.factory.model_config("videomae_vit_small_patch16_16x224", embed_dim=DIM,
+    config = mim.models.factory.model_config("videomae_vit_small_patch16_16x224", embed_dim=DIM,
                                      depth=2, num_heads=HEADS, patch_size=PATCH,
                                      tubelet_size=TUBELET, decoder_embed_dim=DEC,
                                      decoder_depth=1, decoder_num_heads=DEC_HEADS,

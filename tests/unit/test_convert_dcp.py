@@ -16,7 +16,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 
 from mim.convert import ConvertError, read_weights
-from mim.factory import ModelConfig, build_model
+from mim.models.factory import ModelConfig, build_model
 
 CONFIG = ModelConfig(embed_dim=48, depth=2, num_heads=3, patch_size=8, decoder_embed_dim=32,
                      decoder_depth=1, decoder_num_heads=2)

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from mim.data import (MaskingCollate, MimDataset, Sample, SeededView, StreamSampler,
                       UnreadableSample, sample_seed)
-from mim.data_failures import FIX_FILES, DataLoadError, data_stop
+from mim.data.failures import FIX_FILES, DataLoadError, data_stop
 from mim.masking import RandomMask
 
 
@@ -171,7 +171,7 @@ def test_unreadable_items_are_counted_by_kind_with_their_remedies():
     # a loader worker's copy of the error: the DataLoader's wrapping is stripped again
     wrapped = DataLoadError("Caught DataLoadError in DataLoader worker process 0.\nOriginal "
                             "Traceback (most recent call last):\n  File ...\n"
-                            "mim.data_failures.DataLoadError: data: none of the 6 items")
+                            "mim.data.failures.DataLoadError: data: none of the 6 items")
     assert str(data_stop(wrapped, 1, None)) == "data: none of the 6 items"
     assert data_stop(ValueError("other"), 1, None) is None
 

@@ -19,9 +19,9 @@ from mim.eval.finetune import Classifier, fold_for_cutmix, param_groups
 from mim.eval.knn import knn_scores
 from mim.eval.lars import LARS
 from mim.eval.schedule import lr_at
-from mim.eval.transfer import build_encoder, resize_patch_kernel
-from mim.labelled import stratified_split
-from mim.factory import model_config
+from mim.models.transfer import build_encoder, resize_patch_kernel
+from mim.data.labelled import stratified_split
+from mim.models.factory import model_config
 
 TINY = dict(embed_dim=32, depth=3, num_heads=2, decoder_embed_dim=32, decoder_depth=1,
             decoder_num_heads=2, patch_size=8)

@@ -21,7 +21,7 @@ from transformers import (AutoImageProcessor, VideoMAEForPreTraining, VideoMAEMo
 from mim.convert import ConvertError, Converted, WRITERS, read_weights
 from mim.convert.card import PLACEHOLDER
 from mim.convert.vit import timm_architecture
-from mim.factory import model_config
+from mim.models.factory import model_config
 
 TINY = dict(embed_dim=48, depth=2, num_heads=3, patch_size=8, decoder_embed_dim=32,
             decoder_depth=1, decoder_num_heads=2)
@@ -42,7 +42,7 @@ def run_record(modality: str, mask: dict, **data) -> dict:
 def image() -> tuple[torch.nn.Module, Converted]:
     torch.manual_seed(0)
     config = model_config("mae_vit_base_patch16", **TINY, norm_pix_loss=False)
-    model = mim.factory.build_model(config, 3).eval()
+    model = mim.models.factory.build_model(config, 3).eval()
     conv = Converted(config, 3, model.state_dict(), "mim", (SIZE, SIZE),
                      run=run_record("image", {"name": "random", "ratio": 0.6}))
     return model, conv
@@ -143,7 +143,7 @@ def test_mim_export_keeps_the_run(image, tmp_path: Path) -> None:
     assert back.run == conv.run
     scope: dict = {}
     exec(card_code(folder, folder), scope)
-    assert isinstance(scope["model"], mim.model.MaskedAutoencoder)
+    assert isinstance(scope["model"], mim.models.model.MaskedAutoencoder)
     again = WRITERS["hf"](back, tmp_path / "hf")  # the run travels on through a mim export
     assert ViTMAEForPreTraining.from_pretrained(again).config.mask_ratio == 0.6
     assert f"steps: {STEPS}" in (again / "README.md").read_text()
@@ -153,7 +153,7 @@ def test_default_video_model_exports_to_videomae(tmp_path: Path) -> None:
     config = model_config(mim.registry.MODALITIES.get("video").default_model, **TINY)
     assert (config.pos_embed, config.cls_token) == ("flat", False)  # VideoMAE's layout
     torch.manual_seed(1)
-    model = mim.factory.build_model(config, 3).eval()
+    model = mim.models.factory.build_model(config, 3).eval()
     conv = Converted(config, 3, model.state_dict(), "mim", (FRAMES, SIZE, SIZE),
                      run=run_record("video", {"name": "tube", "ratio": 0.9},
                                     num_frames=FRAMES))
@@ -176,7 +176,7 @@ def test_default_video_model_exports_to_videomae(tmp_path: Path) -> None:
 
 def test_videomae_refusal_names_only_what_differs() -> None:
     config = model_config("videomae_vit_small_patch16_16x224", **TINY, pos_embed="joint")
-    model = mim.factory.build_model(config, 3)
+    model = mim.models.factory.build_model(config, 3)
     conv = Converted(config, 3, model.state_dict(), "mim", (FRAMES, SIZE, SIZE))
     with pytest.raises(ConvertError) as error:
         WRITERS["hf"](conv, Path("unused"))

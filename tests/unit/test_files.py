@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from mim.files import file_labels, file_suffix, find_files
+from mim.data.files import file_labels, file_suffix, find_files
 
 
 def test_a_symlink_loop_is_read_once_and_reported(tmp_path, caplog):

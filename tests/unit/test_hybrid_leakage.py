@@ -17,7 +17,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import mim.tokenizers.masked_conv as masked_conv
+import mim.models.tokenizers.masked_conv as masked_conv
 from mim.masking import RandomMask, TubeMask
 
 # patch 8: stage strides 2, 2, 2, so a stage-1 cell is 2 px and the 5x5 kernel spans masks

@@ -8,7 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mim.masking import RandomMask
-from mim.factory import build_model, model_config
+from mim.models.factory import build_model, model_config
 from mim.registry import MODELS
 
 

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from mim.config import ConfigError
 from mim.config.compose import load
 from omegaconf import OmegaConf
-from mim.factory import ModelConfig, build_tokenizer, model_config
-from mim.pos_embed import sincos_pos_embed
-from mim.tokenizers import Patch2dTokenizer, Tokens
-from mim.tokenizers.stage_masks import downsample_mask, stage_grids, upsample_mask
+from mim.models.factory import ModelConfig, build_tokenizer, model_config
+from mim.models.pos_embed import sincos_pos_embed
+from mim.models.tokenizers import Patch2dTokenizer, Tokens
+from mim.models.tokenizers.stage_masks import downsample_mask, stage_grids, upsample_mask
 
 TINY = dict(embed_dim=32, depth=2, num_heads=2, tokenizer={"dims": [8, 16]},
             decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
@@ -203,7 +203,7 @@ def test_a_tokenizer_comes_with_its_own_parameters_and_no_others():
 def test_bf16_gradients_of_the_conv_stages_match_fp32(tokenizer):
     """Under bf16 autocast the conv stages' weight gradients stay within bf16 rounding of the
     fp32 ones (torch's CPU bf16 depthwise conv3d got them wrong for channels-last input)."""
-    from mim.factory import create_model
+    from mim.models.factory import create_model
     from mim.masking import RandomMask
 
     video = tokenizer == "hybrid3d"

@@ -19,9 +19,9 @@ from einops import rearrange
 from mim.config.errors import ConfigError
 from mim.convert import Converted, read_weights
 from mim.engine.optim import build_adamw
-from mim.factory import build_model, model_config
+from mim.models.factory import build_model, model_config
 from mim.init import init_model
-from mim.model import is_decoder
+from mim.models.model import is_decoder
 from tests.unit.test_convert import (DEC, DEC_HEADS, DIM, HEADS, PATCH, SIZE, ReferenceMAE,
                                      masks, perturb, tiny_mim, vitmae)
 
@@ -170,8 +170,8 @@ def test_image_weights_start_a_video_model(tmp_path, mim_log) -> None:
 
 
 def test_another_patch_size_and_grid_go_through_the_transfer_code(tmp_path, mim_log) -> None:
-    from mim.eval.transfer import resize_patch_kernel
-    from mim.pos_embed import interpolate_pos_embed
+    from mim.models.transfer import resize_patch_kernel
+    from mim.models.pos_embed import interpolate_pos_embed
 
     path = timm_file(tmp_path)  # 8x8 patches, a learned table on the 4x4 grid
     source = read_weights(path, num_heads=HEADS).state

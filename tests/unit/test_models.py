@@ -7,8 +7,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mim.model import MAEOutput, MaskedAutoencoder
-from mim.factory import ModelConfig, model_config
+from mim.models.model import MAEOutput, MaskedAutoencoder
+from mim.models.factory import ModelConfig, model_config
 
 TINY = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_depth=1,
             decoder_num_heads=2, patch_size=8)
@@ -42,7 +42,7 @@ def test_every_preset_trains_at_tiny_size(name):
                     "hybrid2d": dict(tokenizer={"dims": [8, 16]}),
                     "hybrid3d": dict(tubelet_size=2, tokenizer={"dims": [8, 16],
                                                                 "time_strides": [2, 1, 1]})}
-    model = tiny(name, **by_tokenizer.get(mim.factory.model_config(name).tokenizer_name, {}))
+    model = tiny(name, **by_tokenizer.get(mim.models.factory.model_config(name).tokenizer_name, {}))
     rank = model.tokenizer.rank
     x = images() if rank == 2 else torch.randn(B, 3, 4, 32, 32)
     length = L if rank == 2 else 2 * L

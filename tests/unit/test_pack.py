@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from mim.config import ConfigError
-from mim.pack import pack
-from mim.shards import MARKER
+from mim.data.pack import pack
+from mim.data.shards import MARKER
 
 
 def pictures(folder: Path, count: int) -> Path:

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mim.pos_embed import interpolate_pos_embed, sincos_1d, sincos_pos_embed
+from mim.models.pos_embed import interpolate_pos_embed, sincos_1d, sincos_pos_embed
 
 
 # -- MAE's util/pos_embed.py, written out independently (numpy, non-square grids allowed) -----

@@ -10,12 +10,12 @@ import torch
 from mim.config.compose import load
 from mim.config.errors import ConfigError
 from mim.data import MaskingCollate
-from mim.factory import ModelConfig, build_model
+from mim.models.factory import ModelConfig, build_model
 from mim.masking import RandomMask
 from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.dataset import build_dataset
-from mim.resolution import Stages, check, plan
-from mim.stream import Feed, Source, make_stream
+from mim.data.resolution import Stages, check, plan
+from mim.data.stream import Feed, Source, make_stream
 
 MODEL = ModelConfig(patch_size=8, embed_dim=48, depth=1, num_heads=3, decoder_embed_dim=32,
                     decoder_depth=1, decoder_num_heads=2)
@@ -122,7 +122,7 @@ def test_cfg_shows_the_stages_with_their_first_step():
 
 
 def test_folders_and_shards_load_the_same_item_at_a_scheduled_size(tmp_path):
-    from mim.pack import pack
+    from mim.data.pack import pack
     from tests.unit.test_shards import make_folder
 
     src = make_folder(tmp_path / "src", count=4)

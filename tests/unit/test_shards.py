@@ -20,8 +20,8 @@ from mim.config import ConfigError
 from mim.data import StreamSampler
 from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.dataset import build_dataset
-from mim.pack import pack
-from mim.shards import expand_braces, shard_urls
+from mim.data.pack import pack
+from mim.data.shards import expand_braces, shard_urls
 
 
 def make_folder(root: Path, count: int = 10) -> Path:

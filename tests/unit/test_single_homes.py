@@ -15,8 +15,8 @@ from mim.eval.schema import FinetuneConfig
 from mim.eval.finetune import Classifier
 from mim.eval.finetune import param_groups as finetune_groups
 from mim.eval.schedule import lr_at
-from mim.keys import DECODER_PREFIXES, DECODER_TENSORS
-from mim.model import patch_stats, split_state
+from mim.models.keys import DECODER_PREFIXES, DECODER_TENSORS
+from mim.models.model import patch_stats, split_state
 
 TINY = dict(embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16, decoder_depth=1,
             decoder_num_heads=2)
@@ -140,8 +140,8 @@ def test_norm_pix_target_uses_patch_stats_and_the_panels_invert_it():
 @pytest.mark.parametrize("key,value", [("pos_embed", "fourier"), ("loss_on", "visible"),
                                        ("activation_checkpointing", "some")])
 def test_config_and_model_reject_a_bad_choice_with_the_same_message(key, value):
-    from mim.factory import ModelConfig, build_model
-    from mim.model import CHOICES, MaskedAutoencoder
+    from mim.models.factory import ModelConfig, build_model
+    from mim.models.model import CHOICES, MaskedAutoencoder
 
     cfg = ModelConfig(**TINY, patch_size=8)
     with pytest.raises(ValueError) as from_config:
@@ -165,13 +165,13 @@ def _class_folders(root, counts):
 
 
 def _scan(root):
-    from mim.files import find_files
+    from mim.data.files import find_files
 
     return find_files(root, lambda n: n.endswith(".txt"), "text files")
 
 
 def test_split_items_holds_out_a_seeded_fraction_or_takes_the_given_set():
-    from mim.labelled import split_items, stratified_split
+    from mim.data.labelled import split_items, stratified_split
 
     items = [f"item{i}" for i in range(12)]
     labels = [i % 3 for i in range(12)]
@@ -185,7 +185,7 @@ def test_split_items_holds_out_a_seeded_fraction_or_takes_the_given_set():
 
 
 def test_split_files_reads_a_val_root_onto_the_training_classes(tmp_path):
-    from mim.labelled import labelled_files, split_files
+    from mim.data.labelled import labelled_files, split_files
 
     root = _class_folders(tmp_path / "train", {"cat": 4, "dog": 4, "owl": 2})
     val_root = _class_folders(tmp_path / "val", {"dog": 1, "owl": 2})

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mim.data import MaskingCollate, Sample
 from mim.masking import MaskConfigError, RunningCellMask, TubeMask, build_mask
-from mim.pos_embed import separable_sincos_pos_embed, sincos_1d, sincos_pos_embed
+from mim.models.pos_embed import separable_sincos_pos_embed, sincos_1d, sincos_pos_embed
 
 TINY = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_depth=1,
             decoder_num_heads=2, patch_size=8, tubelet_size=2)

@@ -8,7 +8,7 @@ import torch
 
 from mim.data import MaskingCollate, MimDataset, StreamSampler
 from mim.masking import RandomMask
-from mim.stream import Feed, Source, SourceRecords, choose, drawn, epoch_steps, make_stream
+from mim.data.stream import Feed, Source, SourceRecords, choose, drawn, epoch_steps, make_stream
 
 
 class Ramp(MimDataset):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mim.tokenizers import CubeTokenizer, Patch2dTokenizer, gather_tokens
+from mim.models.tokenizers import CubeTokenizer, Patch2dTokenizer, gather_tokens
 
 small = st.integers(1, 4)
 
@@ -152,7 +152,7 @@ def test_grid_rejects_bad_inputs():
      (1, 32, 32, 64)),
 ])
 def test_token_grids_equal_the_built_tokenizers_grids(name, overrides, shape):
-    from mim.factory import build_tokenizer, model_config, token_grids
+    from mim.models.factory import build_tokenizer, model_config, token_grids
 
     cfg = model_config(name, embed_dim=32, num_heads=2, **overrides)
     built = build_tokenizer(cfg, in_chans=shape[0])

@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import mim.factory
+import mim.models.factory
 import numpy as np
 import pytest
 import torch
@@ -292,7 +292,7 @@ def test_spec_and_demo_experiment_compose():
     from mim.config.compose import load, token_grid
 
     assert SPEC.default_model == "mae3d_vit_base_patch16"
-    assert mim.factory.model_config(SPEC.default_model).tokenizer_name == "cube"
+    assert mim.models.factory.model_config(SPEC.default_model).tokenizer_name == "cube"
     spec = load(["modality=volume", "experiment=volume_demo"])
     assert spec.model.name == "mae3d_vit_tiny_patch16" and spec.model.tokenizer_name == "cube"
     assert token_grid(spec)[0] == (6, 6, 6) and spec.data.input_size == [48, 48, 48]

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
-from mim.files import file_labels
+from mim.data.files import file_labels
 
 T = TypeVar("T")
 

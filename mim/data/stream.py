@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterator
 
 from torch.utils.data import DataLoader
 
-from mim.data import (Batch, MaskingCollate, MimDataset, SeededView, StreamSampler,
-                      items_per_epoch, sample_seed)
+from mim.data.dataset import (Batch, MaskingCollate, MimDataset, SeededView, StreamSampler,
+                              items_per_epoch, sample_seed)
 
 
 @dataclass
@@ -44,7 +44,7 @@ def choose(seed: int, micro_step: int, weights: list[float]) -> int:
 @dataclass
 class Feed:
     """One source made ready: its masking collate and items drawn per process and step, and
-    the sample shape of each global position where the size changes (``mim/resolution.py``)."""
+    the sample shape of each global position where the size changes (``mim/data/resolution.py``)."""
 
     source: Source
     collate: MaskingCollate

@@ -13,7 +13,7 @@ from einops import rearrange
 from torch import nn
 
 from mim.registry import TOKENIZERS
-from mim.tokenizers.base import Tokenizer, Tokens, gather_tokens, visible_ids
+from mim.models.tokenizers.base import Tokenizer, Tokens, gather_tokens, visible_ids
 
 # einops axis names per grid rank: grid axes g*, patch axes p*
 _AXES = {2: (("h", "w"), ("ph", "pw")), 3: (("t", "h", "w"), ("pt", "ph", "pw"))}

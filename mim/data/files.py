@@ -2,7 +2,7 @@
 
 Modality-agnostic: a modality says which names it accepts; labels come from nothing, from the
 first-level folder names, or from a CSV of ``relative/path,label`` rows. Splitting labelled
-items for evaluation is ``mim/labelled.py``.
+items for evaluation is ``mim/data/labelled.py``.
 """
 from __future__ import annotations
 

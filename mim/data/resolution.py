@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mim.config.errors import ConfigError
-from mim.factory import ModelConfig, token_grids
+from mim.models.factory import ModelConfig, token_grids
 from mim.masking import MaskConfigError
 
 KEY = "data.resolution_schedule"

@@ -3,7 +3,7 @@
 Modality-agnostic: a modality's dataset asks for the items (members grouped by key as WebDataset
 groups them: ``dir/0001.jpg`` and ``dir/0001.cls`` are item ``dir/0001``) and reads one member's
 bytes by offset, so the global sample order, per-rank slicing, per-sample seeds and the exact
-resume of ``mim/data.py`` work on shards as on folders.
+resume of ``mim/data/dataset.py`` work on shards as on folders.
 
 The index is our own, not webdataset's ``wids``: one JSON per shard of (member, offset, size),
 read from the tar headers once by the standard library's ``tarfile``, so mim needs no
@@ -35,8 +35,8 @@ from typing import Callable, Iterator
 
 import fsspec
 
-from mim.data import LOAD_ERRORS, UnreadableSample
-from mim.files import label_ids
+from mim.data.dataset import LOAD_ERRORS, UnreadableSample
+from mim.data.files import label_ids
 from mim.wording import first_names, plural
 
 log = logging.getLogger("mim.data")
@@ -44,7 +44,7 @@ INDEX_SUFFIX = ".idx.json"
 INDEX_VERSION = 2  # 2: the shard's mtime and a digest of some tar headers
 INDEX_THREADS = 16  # shards indexed at once (reads of headers or cached indices)
 HEADER_SAMPLES = 8  # members whose 512-byte tar header the index's digest covers
-MANIFEST = "manifest.json"  # what a pack holds, written last (``mim/pack.py``)
+MANIFEST = "manifest.json"  # what a pack holds, written last (``mim/data/pack.py``)
 MARKER = "mim-pack.json"  # mim's own pack: written first, lists every file the pack writes
 LABELS = "shards"  # data.labels reading the shards' KEY.cls / KEY.json
 

@@ -7,7 +7,7 @@ image, video and volume presets all use them and one modality never imports anot
 """
 from __future__ import annotations
 
-from mim.factory import ModelConfig
+from mim.models.factory import ModelConfig
 
 # (embed_dim, depth, num_heads): ViT-Ti/S/B/L/H
 VIT_SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12),

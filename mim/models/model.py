@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mim.keys import DECODER_PREFIXES
-from mim.blocks import Block
-from mim.pos_embed import POS_EMBEDS, LearnedPosEmbed
-from mim.tokenizers.base import Tokenizer, gather_tokens, visible_ids
+from mim.models.keys import DECODER_PREFIXES
+from mim.models.blocks import Block
+from mim.models.pos_embed import POS_EMBEDS, LearnedPosEmbed
+from mim.models.tokenizers.base import Tokenizer, gather_tokens, visible_ids
 
 
 @dataclass
@@ -43,7 +43,7 @@ def _blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float
             eps: float = 1e-6) -> nn.ModuleList:
     # on the CPU even under ``with torch.device("meta")`` (sizes are counted that way)
     rates = torch.linspace(0, drop_path, depth, device="cpu").tolist() if depth else []
-    # fused attention, LayerNorm eps 1e-6 as MAE; timm's parameter names (mim/blocks.py)
+    # fused attention, LayerNorm eps 1e-6 as MAE; timm's parameter names (mim/models/blocks.py)
     return nn.ModuleList(Block(dim, heads, mlp_ratio, qkv_bias=True, drop_path=r, eps=eps)
                          for r in rates)
 

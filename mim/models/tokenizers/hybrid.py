@@ -34,10 +34,10 @@ from einops import rearrange
 from torch import nn
 
 from mim.registry import TOKENIZERS
-from mim.tokenizers.base import Tokenizer, Tokens, gather_tokens, visible_ids
-from mim.tokenizers.masked_conv import ConvBlock, zero_masked
-from mim.tokenizers.patch import _AXES, _patterns
-from mim.tokenizers.stage_masks import downsample_mask, stage_grids, upsample_mask
+from mim.models.tokenizers.base import Tokenizer, Tokens, gather_tokens, visible_ids
+from mim.models.tokenizers.masked_conv import ConvBlock, zero_masked
+from mim.models.tokenizers.patch import _AXES, _patterns
+from mim.models.tokenizers.stage_masks import downsample_mask, stage_grids, upsample_mask
 
 MASK_LEVELS = ("stage3", "input")
 

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from einops import repeat
 
-from mim.keys import KERNEL
+from mim.models.keys import KERNEL
 from mim.convert import Converted
-from mim.factory import ModelConfig, build_model
-from mim.model import is_decoder
-from mim.pos_embed import POS_EMBEDS, interpolate_pos_embed
+from mim.models.factory import ModelConfig, build_model
+from mim.models.model import is_decoder
+from mim.models.pos_embed import POS_EMBEDS, interpolate_pos_embed
 
 log = logging.getLogger("mim")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mim.blocks import DropPath, Mlp
+from mim.models.blocks import DropPath, Mlp
 
 
 def zero_masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -1,12 +1,12 @@
 """``mim data pack``: a folder or list of files -> WebDataset tar shards, an index per shard and
 a manifest.
 
-Files are packed in the order a folder source reads them (``mim.files.find_files``: recursive,
+Files are packed in the order a folder source reads them (``mim.data.files.find_files``: recursive,
 sorted), so a run on the shards (``data.format=wds``) sees the folder's items at the same
 indices. Only files some registered modality reads (its ``ModalitySpec.accepts``) are items;
 the rest (a README, a labels CSV) are skipped, said in one line and counted in the manifest,
 and the output's own files are never input. Item ``n`` is key ``%08d``: the file as
-``KEY<its suffix>`` (``mim.files.file_suffix``: ``.nii.gz`` whole) and, where labels are given
+``KEY<its suffix>`` (``mim.data.files.file_suffix``: ``.nii.gz`` whole) and, where labels are given
 (``labels=folders`` or a CSV, as ``data.labels`` reads them), ``KEY.cls``. With ``max_side``, a
 picture whose long side is larger is resized down to it (FFCV-style datasets store pictures
 so; Pillow is a core dependency and decides what is a picture).
@@ -30,9 +30,9 @@ from pathlib import Path
 from PIL import Image
 
 from mim.config import ConfigError
-from mim.files import file_labels, file_suffix, find_files
+from mim.data.files import file_labels, file_suffix, find_files
 from mim.registry import MODALITIES
-from mim.shards import (INDEX_SUFFIX, MANIFEST, MARKER, is_pack_temp, pack_files, read_json,
+from mim.data.shards import (INDEX_SUFFIX, MANIFEST, MARKER, is_pack_temp, pack_files, read_json,
                         shard_index)
 from mim.wording import first_names, plural
 

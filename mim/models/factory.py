@@ -2,12 +2,12 @@
 ``build_tokenizer``, ``token_grids``, ``build_model``, ``create_model``, ``list_models`` over
 ``MODELS``).
 
-``mim/model.py`` holds the model itself (``MaskedAutoencoder``); this file turns a preset name or
-a config into one.
+``mim/models/model.py`` holds the model itself (``MaskedAutoencoder``); this file turns a preset
+name or a config into one.
 
 A preset is a factory returning a ``ModelConfig``, registered in ``MODELS`` by the modality whose
 samples it pretrains on (``mim.modalities.<name>.presets``; the size tables they share are in
-``mim.sizes``). The same dataclass is the Hydra schema of the ``model`` config group, so
+``mim.models.sizes``). The same dataclass is the Hydra schema of the ``model`` config group, so
 ``model=mae_vit_base_patch16 model.depth=6`` is typed and checked.
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any, Optional
 import torch
 
 from mim.config.overrides import typed
-from mim.model import MaskedAutoencoder, check_choices
+from mim.models.model import MaskedAutoencoder, check_choices
 from mim.registry import MODELS, TOKENIZERS, UnknownNameError
-from mim.tokenizers.base import Tokenizer
+from mim.models.tokenizers.base import Tokenizer
 
 
 @dataclass
@@ -137,7 +137,7 @@ def with_changes(cfg: ModelConfig, **changes) -> ModelConfig:
 
 def build_tokenizer(cfg: ModelConfig, in_chans: int) -> Tokenizer:
     """The tokenizer ``cfg.tokenizer`` names, with its parameters (the contract of
-    ``mim.tokenizers.base.Tokenizer``)."""
+    ``mim.models.tokenizers.base.Tokenizer``)."""
     params = dict(cfg.tokenizer)
     cls = TOKENIZERS.get(params.pop("name"))
     return cls(in_chans=in_chans, embed_dim=cfg.embed_dim, patch_size=cfg.patch_size,

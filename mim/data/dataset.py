@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from mim import faults
-from mim.data_failures import none_readable
+from mim.data.failures import none_readable
 from mim.masking import DecoderMasking, MaskPolicy
 
 log = logging.getLogger("mim.data")
@@ -102,7 +102,7 @@ class MimDataset(Dataset, ABC):
 
     def at_shape(self, shape: tuple[int, ...]) -> "MimDataset":
         """This dataset loading samples of ``shape`` (C, *spatial): progressive resolution
-        (``mim/resolution.py``); a dataset that supports it overrides this."""
+        (``mim/data/resolution.py``); a dataset that supports it overrides this."""
         raise NotImplementedError(f"{type(self).__name__} loads one sample size only")
 
     def identity(self) -> dict:
@@ -160,7 +160,7 @@ class StreamSampler(Sampler):
     (``drop_last``). The global order is consumed ``global_batch`` samples per micro-step; rank
     ``r`` takes the ``r``-th slice of ``local_batch`` of each. Yields ``(index, sample_seed)``,
     or ``(index, sample_seed, shape)`` with ``shape_at``: the sample shape of a global position
-    (progressive resolution, ``mim/resolution.py``).
+    (progressive resolution, ``mim/data/resolution.py``).
     """
 
     def __init__(self, num_items: int, seed: int, local_batch: int, rank: int = 0,
