@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 pytestmark = pytest.mark.e2e
 
@@ -46,8 +47,9 @@ def test_mcmae_small_on_demo_images_lowers_the_loss(cli, tmp_path: Path, cache) 
     records = _train(cli, run, cache, "modality=image", "experiment=demo", "model=mcmae_small",
                      "data.input_size=64", "train.max_steps=10")
     _assert_loss_falls(records, 10)
-    config = (run / "config.yaml").read_text()
-    assert "tokenizer: hybrid2d" in config and "name: mcmae_small" in config
+    model = OmegaConf.load(run / "config.yaml").model
+    assert model.tokenizer.name == "hybrid2d" and model.tokenizer.dims == [16, 32]
+    assert model.name == "mcmae_small"
     derived = json.loads((run / "derived.json").read_text())
     assert derived["grid"] == [4, 4] and derived["masked_tokens"] == 12  # 64 / 16, 75 %
     assert (run / "pictures" / "step_00000010.png").read_bytes()[:4] == b"\x89PNG"
@@ -59,7 +61,7 @@ def test_video_preset_on_demo_clips_lowers_the_loss(cli, tmp_path: Path, cache) 
                      "model=videomcmae_base_patch16_16x224", "data.input_size=64",
                      "train.max_steps=10")
     _assert_loss_falls(records, 10)
-    assert "tokenizer: hybrid3d" in (run / "config.yaml").read_text()
+    assert OmegaConf.load(run / "config.yaml").model.tokenizer.name == "hybrid3d"
     derived = json.loads((run / "derived.json").read_text())
     # 8 frames in 2-frame cubes, 64 px / 16: a 4x4x4 grid; tube masking 0.9 keeps 1 of 16
     assert derived["grid"] == [4, 4, 4] and derived["masked_tokens"] == 4 * 15

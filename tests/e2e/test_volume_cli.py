@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 pytestmark = pytest.mark.e2e
@@ -32,8 +33,8 @@ def test_volume_demo_trains_and_draws_a_montage(cli, tmp_path: Path) -> None:
     assert last < 0.97 * first, [round(r["loss"], 4) for r in records]
     assert "done: 20 steps, 0 unreadable items skipped" in result.stdout + result.stderr
 
-    config = (run / "config.yaml").read_text()
-    assert "tokenizer: cube" in config and "name: mae3d_vit_tiny_patch16" in config
+    model = OmegaConf.load(run / "config.yaml").model
+    assert model.tokenizer.name == "cube" and model.name == "mae3d_vit_tiny_patch16"
     pictures = sorted((run / "pictures").glob("*.png"))
     assert pictures and pictures[-1].name == "step_00000020.png"
     with Image.open(pictures[-1]) as picture:
