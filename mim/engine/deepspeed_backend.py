@@ -28,7 +28,7 @@ from torch import nn
 
 from mim.config.errors import ConfigError
 from mim.engine import compiling
-from mim.engine.backend import STATE_FILE, Backend, local_device
+from mim.engine.backends.base import STATE_FILE, Backend, local_device
 from mim.engine.checkpoint import fsync_tree
 from mim.engine.ds_universal import LAYOUT, TAG
 from mim.engine.ds_wrapping import Runner, TupleOutput, handled_output_warning

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from mim.config.errors import ConfigError
-from mim.engine.backend import STATE_FILE, check_fits, load_weights_only
+from mim.engine.backends.base import STATE_FILE
+from mim.engine.checkpoint import check_fits, load_weights_only
 from mim.engine.ds_universal import load_universal
 from mim.engine.optim import split
 

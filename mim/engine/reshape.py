@@ -40,7 +40,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mim.engine.backend import Backend
+from mim.engine.backends.base import Backend
 
 log = logging.getLogger("mim")
 

@@ -57,7 +57,7 @@ from torch import nn
 from mim.data import Batch
 
 from mim.config.errors import ConfigError
-from mim.engine.backend import TorchStep
+from mim.engine.backends.torch import TorchStep
 from mim.registry import BACKENDS
 
 log = logging.getLogger("mim")
