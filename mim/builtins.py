@@ -1,7 +1,7 @@
 """Imports the core's own registrations (tokenizers, masks, backends); model presets come with
 the modalities."""
 import mim.engine.backends.torch  # noqa: F401
-import mim.engine.deepspeed_backend  # noqa: F401  (imports deepspeed only when used)
+import mim.engine.backends.deepspeed.backend  # noqa: F401  (imports deepspeed only when used)
 import mim.engine.xla_backend  # noqa: F401  (imports torch_xla only when used)
 import mim.masking  # noqa: F401
 import mim.models.tokenizers  # noqa: F401

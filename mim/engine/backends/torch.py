@@ -113,12 +113,12 @@ class TorchStep(Backend):
                 os.fsync(f.fileno())
 
     def load(self, directory: Path) -> dict[str, Any]:
-        from mim.engine import ds_to_torch
+        from mim.engine.backends.deepspeed import layout, to_torch
 
-        written = ds_to_torch.written_by_deepspeed(directory)
+        written = layout.written_layout(directory)
         if written is not None and written["zero_stage"] != 0:
-            state = ds_to_torch.load_deepspeed(directory, self.module, self.accum_steps,
-                                               self.is_main, self.barrier)
+            state = to_torch.load_deepspeed(directory, self.module, self.accum_steps,
+                                            self.is_main, self.barrier)
         elif not (directory / STATE_FILE).is_file():  # e.g. written by DeepSpeed ZeRO-0
             raise ConfigError(f"backend: checkpoint {directory} was not written by backend=torch "
                               "nor by backend=deepspeed with ZeRO 1-3; resume with the backend "
