@@ -20,7 +20,7 @@ import torch
 
 from bench.harness import count_flops
 from mim.data import Batch
-from mim.engine.backend import TorchBackend
+from mim.engine.backends.torch import TorchBackend
 from mim.engine.precision import DTYPES
 from mim.engine.loop import LoopSettings, LoopState, Trainer
 from mim.engine.optim import build_adamw, cosine_schedule

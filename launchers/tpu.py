@@ -37,8 +37,8 @@ Required on every TPU VM host (this launcher installs nothing):
   every host would write its own copy.
 
 Sharding: the hosts run ``backend=xla`` with SPMD over every chip of every host, one process
-per host (``mim/engine/xla_backend.py``): ``backend.sharding=data`` unless the command line
-sets ``backend.sharding`` (``fsdp`` splits the weights too). ``train.batch_size`` is per host.
+per host (``mim/engine/backends/xla/backend.py``): ``backend.sharding=data`` unless the command
+line sets ``backend.sharding`` (``fsdp`` splits the weights too). ``train.batch_size`` is per host.
 Importing this module needs no
 gcloud; it is only needed to run the command.
 """

@@ -1,8 +1,8 @@
 """Imports the core's own registrations (tokenizers, masks, backends); model presets come with
 the modalities."""
-import mim.engine.backend  # noqa: F401
-import mim.engine.deepspeed_backend  # noqa: F401  (imports deepspeed only when used)
-import mim.engine.xla_backend  # noqa: F401  (imports torch_xla only when used)
+import mim.engine.backends.torch  # noqa: F401
+import mim.engine.backends.deepspeed.backend  # noqa: F401  (imports deepspeed only when used)
+import mim.engine.backends.xla.backend  # noqa: F401  (imports torch_xla only when used)
 import mim.masking  # noqa: F401
 import mim.models.tokenizers  # noqa: F401
 import mim.trackers  # noqa: F401  (imports mlflow / wandb only when chosen)

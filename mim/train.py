@@ -22,7 +22,7 @@ from mim.config.migrate import current
 from mim.config.history import (append_history, as_resumed, check_resume, history_record,
                                 write_config)
 from mim.data import sample_seed
-from mim.engine.backend import Backend
+from mim.engine.backends.base import Backend
 from mim.engine.checkpoint import Checkpoints
 from mim.engine.loop import LoopSettings, LoopState, Trainer, picture_writer
 from mim.engine.metrics import RunLogger

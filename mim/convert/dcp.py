@@ -19,7 +19,7 @@ import torch
 
 from mim.convert.common import ConvertError
 from mim.wording import plural
-from mim.engine.xla_backend import CLIENT_FILE, DCP_DIR
+from mim.engine.backends.xla.backend import CLIENT_FILE, DCP_DIR
 
 METADATA_FILE = ".metadata"  # DCP's own name for its index of tensors and shard files
 MODEL_KEY = "model"  # the entry of the saved state holding the model's state_dict

@@ -9,77 +9,41 @@ optimizer offload that wrote them). ZeRO-0 shards nothing: the full weights are 
 entry of ``mp_rank_00_model_states.pt`` (under bf16, the module's bf16 copy, widened to fp32).
 Every rank's file is checked to be there before DeepSpeed reads them: its own errors name no
 rank. The run's config is the ``client`` entry DeepSpeed merged into the model-states file.
+The folder's file names, and how its stage and process count are found, live in
+``mim/engine/backends/deepspeed/layout.py``, shared with the backend.
 """
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import pickle
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mim.convert.common import ConvertError
+from mim.engine.backends.deepspeed.layout import (LAYOUT, MODEL_STATES, TAG, client_file,
+                                                  deepspeed_folder, expected_files,
+                                                  stage_and_world)
 from mim.wording import plural
-from mim.engine.ds_universal import LAYOUT, TAG
 
-MODEL_STATES = "mp_rank_00_model_states.pt"  # ZeRO 0-2: the one model-states file (rank 0)
-PREFIX = "model."  # DeepSpeed gets the model wrapped in ds_wrapping.TupleOutput (.model)
-
-
-def deepspeed_folder(folder: Path) -> Path | None:
-    """DeepSpeed's folder of a checkpoint directory (``ds/``), or that folder itself."""
-    if (folder / TAG).is_dir():
-        return folder / TAG
-    if (folder / LAYOUT).is_file() or any(folder.glob("*_model_states.pt")):
-        return folder
-    return None
-
-
-def _rank_files(folder: Path, pattern: str) -> list[int]:
-    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := re.fullmatch(pattern, p.name)))
+PREFIX = "model."  # DeepSpeed gets the model wrapped in TupleOutput (.model, deepspeed/wrapping.py)
 
 
 def _layout(folder: Path) -> tuple[int, int]:
-    """(ZeRO stage, process count): from mim's layout file, else from the files' names."""
-    if (folder / LAYOUT).is_file():
-        saved = json.loads((folder / LAYOUT).read_text())
-        return int(saved["zero_stage"]), int(saved["world_size"])
-    model_ranks = _rank_files(folder, r"zero_pp_rank_(\d+)_mp_rank_00_model_states\.pt")
-    optim_ranks = _rank_files(folder, r"(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_00_optim_states\.pt")
-    if model_ranks:
-        return 3, max(model_ranks) + 1
-    if optim_ranks:  # ZeRO 1 and 2 write the same files; the reader treats them alike
-        return 2, max(optim_ranks) + 1
-    if (folder / MODEL_STATES).is_file():
-        return 0, 1
-    found = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
+    """(ZeRO stage, process count) of DeepSpeed's folder, or the error saying what it holds."""
+    found = stage_and_world(folder)
+    if found is not None:
+        return found
+    held = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
     raise ConvertError(f"{folder}: a DeepSpeed checkpoint folder without {LAYOUT} nor any "
-                       f"*_model_states.pt file (found: {found})")
-
-
-def _expected(folder: Path, stage: int, world: int) -> list[tuple[str, int, Path]]:
-    """(what, rank, path) of every file the checkpoint needs."""
-    if stage == 0:
-        return [("model states", 0, folder / MODEL_STATES)]
-    files = [("model states", 0, folder / MODEL_STATES)] if stage < 3 else []
-    for rank in range(world):
-        if stage == 3:
-            files.append(("model states", rank,
-                          folder / f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt"))
-        optim = f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt"
-        if not (folder / optim).is_file() and (folder / f"bf16_{optim}").is_file():
-            optim = f"bf16_{optim}"  # the name DeepSpeed gives it under bf16
-        files.append(("optimizer states", rank, folder / optim))
-    return files
+                       f"*_model_states.pt file (found: {held})")
 
 
 def _check_files(folder: Path, stage: int, world: int) -> None:
     found = f"{folder}: a DeepSpeed ZeRO-{stage} checkpoint written by {plural(world, 'rank')}"
-    missing = [(what, rank, path) for what, rank, path in _expected(folder, stage, world)
+    missing = [(what, rank, path) for what, rank, path in expected_files(folder, stage, world)
                if not path.is_file()]
     if missing:
         said = "; ".join(f"the {what} file of rank {rank} is missing ({path})"
@@ -139,7 +103,7 @@ def read_deepspeed_checkpoint(folder: Path) -> dict[str, Any]:
     stage, world = _layout(shards)
     _check_files(shards, stage, world)
     # DeepSpeed merges the client state into the model-states file of rank 0
-    first = shards / (MODEL_STATES if stage < 3 else "zero_pp_rank_0_mp_rank_00_model_states.pt")
+    first = client_file(shards, stage)
     client = _load(first).get("client")
     if not isinstance(client, dict):
         raise ConvertError(f"{first}: a DeepSpeed checkpoint without mim's 'client' entry "

@@ -20,7 +20,7 @@ from mim import faults
 from mim.config.schema import TrainConfig
 from mim.data import Batch
 from mim.data.failures import ItemReports, data_stop
-from mim.engine.backend import Backend
+from mim.engine.backends.base import Backend
 from mim.engine.checkpoint import Checkpoints
 from mim.engine.metrics import RunLogger
 from mim.engine.precision import subnormals_flushed

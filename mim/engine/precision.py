@@ -13,6 +13,9 @@ forward and backward passes changes.
 ``MIM_NATIVE_BF16=1`` or ``0`` overrides what the CPU reports (CUDA devices and TPUs are always
 asked): the test suite sets it so that both ``auto`` paths run, and give the same outcome, on
 any CPU; a user can set it to try the other default on their own machine.
+
+These are the rules; a backend applies them to its device (``Backend.precision``, ``autocast``
+in ``mim/engine/backends/base.py``), and the schema and the benchmarks read them too.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import contextlib
 import functools
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 
@@ -90,39 +93,6 @@ def resolve(precision: str, native: tuple[bool, str]) -> tuple[str, str]:
         return precision, f"train.precision={precision}"
     yes, why = native
     return ("bf16" if yes else "fp32"), f"train.precision=auto: {why}"
-
-
-class Precision:
-    """The precision part of the Backend contract (``mim/engine/backend.py`` inherits it): a
-    backend sets ``device`` and ``asked_precision`` (``train.precision``) and may override
-    ``native_bf16`` for its device."""
-
-    valid_precisions: tuple[str, ...] = PRECISIONS  # the train.precision values it can run
-    device: torch.device
-    asked_precision: str
-
-    def native_bf16(self) -> tuple[bool, str]:
-        """Whether this backend's device computes bf16 natively (``train.precision=auto``)."""
-        return native_bf16(self.device)
-
-    @property
-    def precision(self) -> str:
-        """fp32, bf16 or fp16: ``train.precision``, with ``auto`` resolved for this device."""
-        return self.precision_and_reason[0]
-
-    @functools.cached_property
-    def precision_and_reason(self) -> tuple[str, str]:
-        return resolve(self.asked_precision, self.native_bf16())
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        dtype = DTYPES.get(self.precision)
-        return (torch.autocast(self.device.type, dtype=dtype) if dtype is not None
-                else contextlib.nullcontext())
-
-    def precision_metrics(self) -> dict[str, Any]:
-        """What ``metrics.jsonl`` reports of the precision: fp16's ``loss_scale`` and
-        cumulative ``overflow_steps`` (skipped by the loss scaler); nothing otherwise."""
-        return {}
 
 
 @contextlib.contextmanager

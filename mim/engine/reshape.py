@@ -20,13 +20,14 @@ What a resume on another shape keeps, and what it cannot:
   to a multiple of the global batch (``StreamSampler``): when the old and new global batches cut
   the dataset at different lengths, the epoch boundary moves by less than one global batch.
 - DeepSpeed on another ZeRO stage (1-3) or process count goes through DeepSpeed's universal
-  checkpoint (``mim/engine/ds_universal.py``). Exact there too: the fp32 master weights, AdamW's
-  moments and step count, each parameter group's settings, the engine's counters; so the run
-  agrees with an uninterrupted one up to the rounding above (tested: 2 processes ZeRO-3, then 1
-  process ZeRO-3, then 2 processes ZeRO-2, within 1e-5 relative). ZeRO-0 checkpoints resume
-  only on their own stage and process count (the universal checkpoint covers ZeRO 1-3).
+  checkpoint (``mim/engine/backends/deepspeed/universal.py``). Exact there too: the fp32 master
+  weights, AdamW's moments and step count, each parameter group's settings, the engine's
+  counters; so the run agrees with an uninterrupted one up to the rounding above (tested: 2
+  processes ZeRO-3, then 1 process ZeRO-3, then 2 processes ZeRO-2, within 1e-5 relative).
+  ZeRO-0 checkpoints resume only on their own stage and process count (the universal checkpoint
+  covers ZeRO 1-3).
 - ``backend=torch`` and ``backend=deepspeed`` (ZeRO 1-3) resume each other's checkpoints, with
-  the universal checkpoint as the interchange (``ds_from_torch``, ``ds_to_torch``): both run
+  the universal checkpoint as the interchange (``deepspeed/from_torch``, ``to_torch``): both run
   the same torch AdamW, so the same state comes through exactly and the run agrees with an
   uninterrupted one up to the rounding above (tested: torch on 2 processes, ZeRO-3 on 2, torch
   on 1, ZeRO-2 on 2, within 1e-5 relative). Another backend is not a change of what the run
@@ -40,7 +41,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mim.engine.backend import Backend
+from mim.engine.backends.base import Backend
 
 log = logging.getLogger("mim")
 

@@ -9,7 +9,7 @@ from mim.models.blocks import Block
 from mim.config.compose import load
 from mim.config.errors import ConfigError
 from mim.engine import compiling
-from mim.engine.backend import TorchBackend
+from mim.engine.backends.torch import TorchBackend
 from mim.engine.optim import build_adamw, cosine_schedule
 from mim.models.factory import create_model
 from mim.masking import RandomMask

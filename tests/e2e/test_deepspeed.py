@@ -116,12 +116,12 @@ def test_zero_resume_continues_identically(runs, stopped, module_cli, stage: int
 
 def test_zero_resumes_on_another_stage_and_process_count(runs, stopped, module_cli) -> None:
     """2 processes ZeRO-3, then 1 process ZeRO-3, then 2 processes ZeRO-2 (DeepSpeed's universal
-    checkpoint re-shards, mim/engine/ds_universal.py), the global batch kept at 8. The step
-    count, schedule and samples continue, and the whole curve equals the uninterrupted one up to
-    float32 rounding (RTOL, as for 2 processes against 1; measured 1.4e-7): the weights,
-    AdamW's moments, its step count and each group's settings come through exactly. With one
-    step count shared by the two AdamW groups (counted twice per step, see ds_universal.py) the
-    curve was 8.9e-4 relative off by step 8; a lost moment is far more."""
+    checkpoint re-shards, mim/engine/backends/deepspeed/universal.py), the global batch kept at
+    8. The step count, schedule and samples continue, and the whole curve equals the
+    uninterrupted one up to float32 rounding (RTOL, as for 2 processes against 1; measured
+    1.4e-7): the weights, AdamW's moments, its step count and each group's settings come through
+    exactly. With one step count shared by the two AdamW groups (counted twice per step, see
+    universal.py) the curve was 8.9e-4 relative off by step 8; a lost moment is far more."""
     run = stopped("zero3", *zero(3), *TWO)  # the first leg
     for overrides, steps in [(zero(3) + ONE, 6), (zero(2) + TWO, 8)]:
         result = module_cli.train(run, *COMMON, *overrides, f"train.max_steps={steps}",
@@ -143,10 +143,11 @@ def test_zero_resumes_on_another_stage_and_process_count(runs, stopped, module_c
 
 def test_resumes_across_backends(runs, module_cli) -> None:
     """backend=torch on 2 processes, DeepSpeed ZeRO-3 on 2, torch on 1, DeepSpeed ZeRO-2 on 2
-    (a DeepSpeed universal checkpoint is the interchange: mim/engine/ds_from_torch.py and
-    ds_to_torch.py), the global batch kept at 8. Both backends run the same torch AdamW, so the
-    weights, moments, step count, group settings and schedule come through exactly and the
-    curve equals the uninterrupted one up to float32 rounding (RTOL; measured 1.4e-7)."""
+    (a DeepSpeed universal checkpoint is the interchange: from_torch.py and to_torch.py in
+    mim/engine/backends/deepspeed/), the global batch kept at 8. Both backends run the same
+    torch AdamW, so the weights, moments, step count, group settings and schedule come through
+    exactly and the curve equals the uninterrupted one up to float32 rounding (RTOL; measured
+    1.4e-7)."""
     run = runs.root / "across"
     for overrides, steps in [(TWO, 4), (zero(3) + TWO, 5), (ONE, 6)]:
         module_cli.train(run, *COMMON, *overrides, f"train.max_steps={steps}",

@@ -41,7 +41,7 @@ def test_training_compiles_no_comm_op(fresh_group, tmp_path, monkeypatch) -> Non
     a C++ build of about a minute in each new environment, for inference only. The backend
     marks it unavailable, so nothing is built and training's collectives are torch's."""
     import deepspeed.comm.comm as ds_comm
-    from mim.engine.deepspeed_backend import DeepSpeedBackend
+    from mim.engine.backends.deepspeed.backend import DeepSpeedBackend
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # where a build would go
     model = mim.create_model("mae_vit_tiny_patch16", **TINY)
@@ -57,7 +57,7 @@ def test_training_compiles_no_comm_op(fresh_group, tmp_path, monkeypatch) -> Non
 
 @pytest.mark.parametrize("stage", [0, 3])
 def test_state_dict_is_the_whole_model_and_loads_back(fresh_group, stage: int) -> None:
-    from mim.engine.deepspeed_backend import DeepSpeedBackend
+    from mim.engine.backends.deepspeed.backend import DeepSpeedBackend
 
     torch.manual_seed(0)
     model = mim.create_model("mae_vit_tiny_patch16", **TINY)
@@ -88,7 +88,7 @@ def test_state_dict_is_the_whole_model_and_loads_back(fresh_group, stage: int) -
 
 def _first_step(compile: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss of a first ZeRO-2 step and the weights after it, with ``train.compile=compile``."""
-    from mim.engine.deepspeed_backend import DeepSpeedBackend
+    from mim.engine.backends.deepspeed.backend import DeepSpeedBackend
 
     torch.manual_seed(0)
     model = mim.create_model("mae_vit_tiny_patch16", **TINY)
@@ -115,7 +115,7 @@ def test_zero3_refuses_compilation_before_any_work(compile: str) -> None:
     pytest.importorskip("deepspeed")
     from mim.config.compose import load
     from mim.config.errors import ConfigError
-    from mim.engine.deepspeed_backend import DeepSpeedBackend
+    from mim.engine.backends.deepspeed.backend import DeepSpeedBackend
 
     with pytest.raises(ConfigError, match="train.compile.*zero_stage=3.*valid there: none"):
         load(["backend=deepspeed", "backend.zero_stage=3", f"train.compile={compile}"])
@@ -141,7 +141,7 @@ def test_fp16_is_built_where_deepspeed_runs_it_and_named_where_it_cannot() -> No
     pytest.importorskip("deepspeed")
     from deepspeed.accelerator import get_accelerator
     from mim.config.errors import ConfigError
-    from mim.engine.deepspeed_backend import DeepSpeedBackend
+    from mim.engine.backends.deepspeed.backend import DeepSpeedBackend
     from mim.engine.scaler import DEEPSPEED_FP16
 
     assert DeepSpeedBackend(precision="fp32").fp16 == {"enabled": False}

@@ -12,8 +12,9 @@ import mim
 from mim.config.compose import load
 from mim.config.schema import TrainConfig
 from mim.data import Batch
-from mim.engine.backend import Backend, TorchBackend
-from mim.engine.deepspeed_backend import DeepSpeedBackend
+from mim.engine.backends.base import Backend
+from mim.engine.backends.torch import TorchBackend
+from mim.engine.backends.deepspeed.backend import DeepSpeedBackend
 from mim.engine.loop import LoopSettings, LoopState, Trainer
 from mim.engine.optim import build_adamw, cosine_schedule
 from mim.registry import BACKENDS

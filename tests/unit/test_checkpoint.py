@@ -10,7 +10,8 @@ import mim
 import pytest
 import torch
 
-from mim.engine.backend import STATE_FILE, TorchBackend
+from mim.engine.backends.base import STATE_FILE
+from mim.engine.backends.torch import TorchBackend
 from mim.engine.checkpoint import LAST, CheckpointError, Checkpoints
 from mim.engine.optim import build_adamw, cosine_schedule
 

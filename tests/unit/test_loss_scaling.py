@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mim.engine.backend import TorchBackend
+from mim.engine.backends.torch import TorchBackend
 from mim.engine.checkpoint import load_weights_only
 from mim.engine.scaler import LossScaling
 

@@ -6,7 +6,7 @@ import torch
 
 from mim.config.schema import TrainConfig
 from mim.engine import precision as precisions
-from mim.engine.backend import TorchBackend
+from mim.engine.backends.torch import TorchBackend
 
 ZEN4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
 SKYLAKE = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n"

@@ -1,10 +1,10 @@
-"""The pure parts of SPMD sharding (``mim/engine/xla_sharding.py``): which axis of a weight to
-split and the partition specs. The real sharding runs in ``tests/e2e/test_xla.py``."""
+"""The pure parts of SPMD sharding (``mim/engine/backends/xla/sharding.py``): which axis of a
+weight to split and the partition specs. The real sharding runs in ``tests/e2e/test_xla.py``."""
 from __future__ import annotations
 
 import pytest
 
-from mim.engine.xla_sharding import AXIS, partition_spec, shard_axis
+from mim.engine.backends.xla.sharding import AXIS, partition_spec, shard_axis
 
 
 @pytest.mark.parametrize("shape, devices, want", [

@@ -1,6 +1,6 @@
 """Resuming a ``backend=deepspeed`` checkpoint (ZeRO stages 1-3) under ``backend=torch``.
 
-DeepSpeed's converter (``ds_universal``: ``ds_to_universal``) gathers the shards into one folder
+DeepSpeed's converter (``universal``: ``ds_to_universal``) gathers the shards into one folder
 per parameter name with its fp32 weight, AdamW moments and step, beside the optimiser's group
 settings and the model-states file (the engine's counters, the schedule, mim's client state);
 this module reads that into the state ``backend=torch`` saves (``state.pt``: the model, torch
@@ -11,7 +11,6 @@ another reduction order. ZeRO-0 writes no universal-convertible shards (refused 
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -20,15 +19,9 @@ import torch
 from torch import nn
 
 from mim.config.errors import ConfigError
-from mim.engine.ds_universal import LAYOUT, TAG, convert
+from mim.engine.backends.deepspeed.layout import MODEL_STATES, TAG
+from mim.engine.backends.deepspeed.universal import convert
 from mim.engine.optim import split
-
-
-def written_by_deepspeed(directory: Path) -> dict[str, Any] | None:
-    """The ZeRO stage and process count that wrote checkpoint ``directory``, or None when
-    ``backend=deepspeed`` did not write it."""
-    layout = directory / TAG / LAYOUT
-    return json.loads(layout.read_text()) if layout.is_file() else None
 
 
 def _read(folder: Path, key: str) -> torch.Tensor:
@@ -39,7 +32,7 @@ def _read(folder: Path, key: str) -> torch.Tensor:
 
 def _state(out: Path, module: nn.Module, accum_steps: int) -> dict[str, Any]:
     """The torch backend's state from the universal checkpoint ``out``."""
-    # the engine wrapped the model in a root module (ds_wrapping.TupleOutput: "model.")
+    # the engine wrapped the model in a root module (wrapping.TupleOutput: "model.")
     zero = out / "zero"
     model = module.state_dict()
     for name, param in module.named_parameters():
@@ -58,8 +51,7 @@ def _state(out: Path, module: nn.Module, accum_steps: int) -> dict[str, Any]:
         first = index - len(names)
         param_groups.append({**{k: v for k, v in settings.items() if k != "params"},
                              "params": list(range(first, index))})
-    engine = torch.load(out / "mp_rank_00_model_states.pt", map_location="cpu",
-                        weights_only=False)
+    engine = torch.load(out / MODEL_STATES, map_location="cpu", weights_only=False)
     return {"model": model, "optimizer": {"state": state, "param_groups": param_groups},
             "scheduler": engine["lr_scheduler"],
             "micro_step": engine["global_steps"] * accum_steps, "client": engine["client"]}

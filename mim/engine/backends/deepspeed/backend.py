@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -28,10 +27,10 @@ from torch import nn
 
 from mim.config.errors import ConfigError
 from mim.engine import compiling
-from mim.engine.backend import STATE_FILE, Backend, local_device
+from mim.engine.backends.base import STATE_FILE, Backend, local_device
+from mim.engine.backends.deepspeed.layout import TAG, write_layout, written_layout
+from mim.engine.backends.deepspeed.wrapping import Runner, TupleOutput, handled_output_warning
 from mim.engine.checkpoint import fsync_tree
-from mim.engine.ds_universal import LAYOUT, TAG
-from mim.engine.ds_wrapping import Runner, TupleOutput, handled_output_warning
 from mim.engine.scaler import deepspeed_fp16
 from mim.registry import BACKENDS
 
@@ -231,24 +230,19 @@ class DeepSpeedBackend(Backend):
         self.engine.save_checkpoint(str(directory), tag=TAG, client_state={"client": client_state},
                                     save_latest=False)
         if self.is_main:
-            (directory / TAG / LAYOUT).write_text(json.dumps(self.layout()) + "\n")
+            write_layout(directory, self.layout())
         fsync_tree(directory / TAG)  # mim publishes with a rename: the data must be on disk
 
-    def _saved_layout(self, directory: Path) -> dict[str, Any]:
-        """The ZeRO stage and process count that wrote checkpoint ``directory``."""
-        layout = directory / TAG / LAYOUT
-        if not layout.is_file():
+    def load(self, directory: Path) -> dict[str, Any]:
+        saved = written_layout(directory)  # the ZeRO stage and process count that wrote it
+        if saved is None and (directory / STATE_FILE).is_file():
+            from mim.engine.backends.deepspeed.from_torch import load_torch
+
+            return load_torch(self, directory, TAG)
+        if saved is None:
             raise ConfigError(f"backend: checkpoint {directory} was not written by "
                               "backend=deepspeed; resume with the backend that wrote it, or set "
                               "run.resume=never or another run.dir")
-        return json.loads(layout.read_text())
-
-    def load(self, directory: Path) -> dict[str, Any]:
-        if (directory / STATE_FILE).is_file() and not (directory / TAG / LAYOUT).is_file():
-            from mim.engine.ds_from_torch import load_torch
-
-            return load_torch(self, directory, TAG)
-        saved = self._saved_layout(directory)
         # DeepSpeed reads its files with torch.load(weights_only=False) and offers no switch: its
         # optimiser states hold pickled DeepSpeed objects. These files are the ones this run's
         # own processes wrote into its own run directory, never downloaded ones.
@@ -265,7 +259,7 @@ class DeepSpeedBackend(Backend):
                 f"resume with backend.zero_stage={stages[0]} and {saved['world_size']} "
                 "processes (launcher.nprocs), or set run.resume=never or another run.dir")
         else:  # another stage or process count: ZeRO cannot re-shard its files itself
-            from mim.engine.ds_universal import load_resharded
+            from mim.engine.backends.deepspeed.universal import load_resharded
 
             client = load_resharded(self.engine, directory, TAG, saved, self.is_main,
                                     self.barrier)

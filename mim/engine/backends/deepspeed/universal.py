@@ -13,7 +13,7 @@ format from one release to the next, where mim's own would re-implement ZeRO's p
 The main rank converts in one process (``num_extract_workers=1``: no process pool inside a
 training process) into a hidden folder beside the checkpoint, removed after every rank has
 loaded; the checkpoint itself is left as it was. A same-shape resume never comes here. The
-same folder is the interchange with ``backend=torch`` (``ds_from_torch``, ``ds_to_torch``).
+same folder is the interchange with ``backend=torch`` (``from_torch``, ``to_torch``).
 """
 from __future__ import annotations
 
@@ -25,10 +25,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-log = logging.getLogger("mim")
+from mim.engine.backends.deepspeed.layout import UNIVERSAL_MODEL_STATES
 
-TAG = "ds"  # DeepSpeed's sub-folder inside a mim checkpoint directory
-LAYOUT = "mim_layout.json"  # beside DeepSpeed's files: the ZeRO stage and process count
+log = logging.getLogger("mim")
 
 
 def convert(shards: Path, out: Path) -> None:
@@ -48,11 +47,9 @@ def convert(shards: Path, out: Path) -> None:
         ds_to_universal.main(args)
     # A universal load reads the weights and moments from zero/ and, from the engine's model
     # states file, only its counters and the client state; the engine looks for that file under
-    # its own stage's name (ZeRO-3: zero_pp_rank_0_mp_rank_00_..., else mp_rank_00_...), so the
-    # converted folder holds it under both.
-    names = ["zero_pp_rank_0_mp_rank_00_model_states.pt", "mp_rank_00_model_states.pt"]
-    found = [tmp / n for n in names if (tmp / n).is_file()]
-    for name in names:
+    # its own stage's name, so the converted folder holds it under both (UNIVERSAL_MODEL_STATES).
+    found = [tmp / n for n in UNIVERSAL_MODEL_STATES if (tmp / n).is_file()]
+    for name in UNIVERSAL_MODEL_STATES:
         if found and not (tmp / name).exists():
             shutil.copy2(found[0], tmp / name)
     _both_stages(tmp / "zero")

@@ -15,7 +15,7 @@ read per optimiser step, none per accumulated micro-step. Every step traces the 
 Batches reach the device through ``torch_xla``'s ``MpDeviceLoader``, which copies the next
 batches while the current step runs (and, under SPMD, places each device's slice).
 
-``backend.sharding`` (XLA SPMD, see ``xla_sharding.py``):
+``backend.sharding`` (XLA SPMD, see ``sharding.py``):
 
 - ``none``: one process, one device (``launcher.nprocs > 1`` is refused).
 - ``data``: one process per host drives every device of the pod; the batch is split over all
@@ -57,7 +57,7 @@ from torch import nn
 from mim.data import Batch
 
 from mim.config.errors import ConfigError
-from mim.engine.backend import TorchStep
+from mim.engine.backends.torch import TorchStep
 from mim.registry import BACKENDS
 
 log = logging.getLogger("mim")
@@ -173,7 +173,7 @@ class XLABackend(TorchStep):
                               f"{xr.process_count()} hosts; set backend.sharding=data or fsdp")
         if self.spmd:
             xr.use_spmd()  # before any tensor reaches the device
-            from mim.engine.xla_sharding import make_mesh
+            from mim.engine.backends.xla.sharding import make_mesh
 
             self.mesh = make_mesh()
             _check_batch(batch_size, xr.addressable_runtime_device_count(), sharding)
@@ -209,7 +209,7 @@ class XLABackend(TorchStep):
             optimizer.state = type(optimizer.state)(
                 {remap.get(id(p), p): s for p, s in optimizer.state.items()})
         if self.options.sharding == "fsdp":
-            from mim.engine.xla_sharding import shard_parameters
+            from mim.engine.backends.xla.sharding import shard_parameters
 
             self.sharded_axes = shard_parameters(model, self.mesh)
         if self.spmd:
@@ -245,7 +245,7 @@ class XLABackend(TorchStep):
         first = next(source)
         specs = None
         if self.spmd:
-            from mim.engine.xla_sharding import batch_specs
+            from mim.engine.backends.xla.sharding import batch_specs
 
             specs = batch_specs(first, self.mesh)
         loader = pl.MpDeviceLoader(itertools.chain([first], source), self.device,

@@ -2,7 +2,7 @@
 
 The torch checkpoint (``state.pt``: the whole model, torch AdamW's ``state_dict``, the schedule,
 the micro-steps) is written out as a DeepSpeed universal checkpoint, the format a re-shard
-already goes through (``ds_universal``): one folder per parameter name with its fp32 weight,
+already goes through (``universal``): one folder per parameter name with its fp32 weight,
 AdamW moments and step, the optimiser's group settings, and a model-states file with the
 engine's counters, the schedule and mim's client state. DeepSpeed's own loader then cuts it
 for this run's stage and process count, so mim writes files and never touches ZeRO's
@@ -20,14 +20,13 @@ import torch
 from torch import nn
 
 from mim.config.errors import ConfigError
-from mim.engine.backend import STATE_FILE, check_fits, load_weights_only
-from mim.engine.ds_universal import load_universal
+from mim.engine.backends.base import STATE_FILE
+from mim.engine.backends.deepspeed.layout import UNIVERSAL_MODEL_STATES
+from mim.engine.backends.deepspeed.universal import load_universal
+from mim.engine.checkpoint import check_fits, load_weights_only
 from mim.engine.optim import split
 
 log = logging.getLogger("mim")
-
-# the files DeepSpeed's loaders read, as its converter names them (checkpoint.constants)
-MODEL_STATES = ["zero_pp_rank_0_mp_rank_00_model_states.pt", "mp_rank_00_model_states.pt"]
 
 
 def _in_optimizer_order(module: nn.Module, model: dict[str, torch.Tensor],
@@ -84,7 +83,7 @@ def write_universal(state: dict[str, Any], root: nn.Module, module: nn.Module, o
     model_states = {"module": {}, "mp_world_size": 1, "skipped_steps": 0,
                     "lr_scheduler": state["scheduler"], "ds_version": deepspeed.__version__,
                     "client": state["client"], **counters}
-    for name in MODEL_STATES:
+    for name in UNIVERSAL_MODEL_STATES:  # the names DeepSpeed's loaders read
         torch.save(model_states, out / name)
 
 

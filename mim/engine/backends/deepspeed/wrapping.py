@@ -1,5 +1,5 @@
-"""The model as DeepSpeed's engine sees it (``backend=deepspeed``, ``deepspeed_backend.py``): a
-root whose output ZeRO-3 can follow, and the runner that gives the loop mim's output back."""
+"""The model as DeepSpeed's engine sees it (``backend=deepspeed``, ``backend.py``): a root
+whose output ZeRO-3 can follow, and the runner that gives the loop mim's output back."""
 from __future__ import annotations
 
 import dataclasses
