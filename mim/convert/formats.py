@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from mim.config.migrate import current_model
+from mim.engine.checkpoint import STATE_FILE
 from mim.models.keys import KERNEL
 from mim.convert.card import card_grid, write_card
 from mim.convert.common import ConvertError, Converted, with_overrides
@@ -28,7 +29,6 @@ from mim.convert.storage import (SAFE_SUFFIX, TORCH_SUFFIXES, load_safetensors,
 from mim.convert.vit import is_vit_layout, read_vit
 from mim.models.factory import ModelConfig
 
-STATE_FILE = "state.pt"  # the torch backend's checkpoint file
 MIM_WEIGHTS = "model.safetensors"
 
 

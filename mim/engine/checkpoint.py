@@ -26,6 +26,7 @@ from mim.config.errors import ConfigError
 
 _NAME = re.compile(r"^step_(\d{8,})$")
 LAST = "last"
+STATE_FILE = "state.pt"  # the torch step's checkpoint file in a step folder
 
 
 class CheckpointError(RuntimeError):

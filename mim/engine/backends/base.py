@@ -1,6 +1,7 @@
 """The contract of a backend (``Backend``), which runs the optimisation step; the training
 loop never asks which one it has. Also what every backend shares: ``local_device``, and
-``STATE_FILE``, the torch step's checkpoint file, which the DeepSpeed backend reads too.
+``STATE_FILE`` (``mim/engine/checkpoint.py``), the torch step's checkpoint file, which the
+DeepSpeed backend and ``mim convert`` read too.
 
 ``Backend`` is the contract (docs/ARCHITECTURE.md): everything ``mim/engine/loop.py`` and
 ``mim/train.py`` call. One optimiser step is ``accum_steps`` calls of ``backward(loss,
@@ -25,9 +26,8 @@ from torch import nn
 
 from mim.config.errors import ConfigError
 from mim.engine import precision as precisions
+from mim.engine.checkpoint import STATE_FILE
 from mim.registry import BACKENDS
-
-STATE_FILE = "state.pt"
 
 
 def local_device() -> torch.device:
