@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -99,9 +100,22 @@ def fold_for_cutmix(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1, *x.shape[-2:])  # 'b c ... h w -> b (c ...) h w'
 
 
-def finetune(mae: MaskedAutoencoder, data: LabelledData, cfg: FinetuneConfig, how: str,
-             device: torch.device, batch_size: int, num_workers: int,
-             seed: int) -> dict[str, Any]:
+@dataclass
+class _Setup:
+    """What one fine-tuning run trains with, built in a fixed order (the head's init, then the
+    EMA's copy, draw from the seeded generator)."""
+
+    model: Classifier
+    runner: nn.Module  # the model, or its torch.compile'd call
+    optimizer: torch.optim.Optimizer
+    batch: int
+    mixup: Mixup | None
+    criterion: nn.Module
+    ema: ModelEmaV3 | None
+
+
+def _setup(mae: MaskedAutoencoder, data: LabelledData, cfg: FinetuneConfig, how: str,
+           device: torch.device, seed: int) -> _Setup:
     num_classes = len(data.classes)
     torch.manual_seed(seed)
     model = Classifier(mae, num_classes, how).to(device)
@@ -120,48 +134,73 @@ def finetune(mae: MaskedAutoencoder, data: LabelledData, cfg: FinetuneConfig, ho
     if cfg.compile == "blocks":
         compiling.compile_blocks(model)
     runner = torch.compile(model) if cfg.compile == "model" else model
-    steps_per_epoch = max(1, len(data.train) // batch)
-    peak = cfg.peak_lr(batch)
+    return _Setup(model, runner, optimizer, batch, mixup, criterion, ema)
+
+
+def _step(run: _Setup, cfg: FinetuneConfig, x: torch.Tensor, y: torch.Tensor, lr: float,
+          step: int) -> torch.Tensor:
+    """One optimiser step on the batch ``x`` [B, C, *spatial], ``y`` [B]; its loss."""
+    if run.mixup is not None:
+        folded, y = run.mixup(fold_for_cutmix(x), y)  # mixes x in place through the view
+        x = folded.reshape(x.shape)  # back to [B, C, *lead, H, W]
+    set_lr(run.optimizer, lr)
+    loss = run.criterion(run.runner(x), y)
+    if not math.isfinite(loss.item()):
+        raise FloatingPointError(f"finetune: loss {loss.item()} at step {step + 1}; "
+                                 "lower finetune.blr or set finetune.clip_grad")
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.clip_grad:
+        nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
+    run.optimizer.step()
+    if run.ema is not None:
+        run.ema.update(run.model, step=step + 1)
+    return loss
+
+
+def _scores(run: _Setup, data: LabelledData, device: torch.device, batch_size: int,
+            num_workers: int, epoch: int, loss: torch.Tensor) -> dict[str, Any]:
+    """The record of an evaluated epoch: the loss, the model's scores and its EMA's."""
+    record = {"epoch": epoch, "loss": loss.item(),
+              **evaluate(run.model, data, device, batch_size, num_workers)}
+    if run.ema is not None:
+        ema_scores = evaluate(run.ema.module, data, device, batch_size, num_workers)
+        record.update(ema_top1=ema_scores["top1"], ema_top5=ema_scores["top5"])
+    log.info("finetune epoch %d: loss %.4f, top-1 %.2f%%", epoch, record["loss"],
+             record["top1"])
+    return record
+
+
+def finetune(mae: MaskedAutoencoder, data: LabelledData, cfg: FinetuneConfig, how: str,
+             device: torch.device, batch_size: int, num_workers: int,
+             seed: int) -> dict[str, Any]:
+    run = _setup(mae, data, cfg, how, device, seed)
+    steps_per_epoch = max(1, len(data.train) // run.batch)
+    peak = cfg.peak_lr(run.batch)
     history, step = [], 0
     train = data.train_strong if data.train_strong is not None else data.train
     for epoch in range(cfg.epochs):
-        model.train()
-        for x, y in batches(train, batch, num_workers, seed, epoch, shuffle=True,
+        run.model.train()
+        for x, y in batches(train, run.batch, num_workers, seed, epoch, shuffle=True,
                             drop_last=True):
-            x, y = x.to(device), y.to(device)
-            if mixup is not None:
-                folded, y = mixup(fold_for_cutmix(x), y)  # mixes x in place through the view
-                x = folded.reshape(x.shape)  # back to [B, C, *lead, H, W]
-            set_lr(optimizer, lr_at(step, steps_per_epoch, cfg.epochs, cfg.warmup_epochs, peak,
-                                    cfg.min_lr))
-            loss = criterion(runner(x), y)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"finetune: loss {loss.item()} at step {step + 1}; "
-                                         "lower finetune.blr or set finetune.clip_grad")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            optimizer.step()
+            lr = lr_at(step, steps_per_epoch, cfg.epochs, cfg.warmup_epochs, peak, cfg.min_lr)
+            loss = _step(run, cfg, x.to(device), y.to(device), lr, step)
             step += 1
-            if ema is not None:
-                ema.update(model, step=step)
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            record = {"epoch": epoch + 1, "loss": loss.item(),
-                      **evaluate(model, data, device, batch_size, num_workers)}
-            if ema is not None:
-                ema_scores = evaluate(ema.module, data, device, batch_size, num_workers)
-                record.update(ema_top1=ema_scores["top1"], ema_top5=ema_scores["top5"])
-            history.append(record)
-            log.info("finetune epoch %d: loss %.4f, top-1 %.2f%%", epoch + 1, record["loss"],
-                     record["top1"])
+            history.append(_scores(run, data, device, batch_size, num_workers, epoch + 1, loss))
+    return _result(run, history, step, peak)
+
+
+def _result(run: _Setup, history: list[dict[str, Any]], step: int,
+            peak: float) -> dict[str, Any]:
     final = history[-1]
     result = {"top1": final["top1"], "top5": final["top5"], "val_loss": final["val_loss"],
               "best_top1": max(r["top1"] for r in history), "steps": step, "lr": peak,
-              "batch_size": batch,
-              "trained_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+              "batch_size": run.batch,
+              "trained_params": sum(p.numel() for p in run.model.parameters()
+                                    if p.requires_grad),
               "history": history}
-    if ema is not None:
+    if run.ema is not None:
         result.update(ema_top1=final["ema_top1"], ema_top5=final["ema_top5"])
     return result
 
