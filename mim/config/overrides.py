@@ -26,10 +26,19 @@ from omegaconf.errors import OmegaConfBaseException
 from mim.config.errors import ConfigError
 
 
+# sections inside a group option whose keys follow the plugin their ``name`` chooses (not a
+# config group: a new choice's keys are added with ``+``)
+CHOSEN_SECTIONS = ("model.tokenizer",)
+
+
 def unknown_key(path: str, valid: Iterable[str]) -> str:
     parent = path.rpartition(".")[0]
-    return f"{path}: unknown key; valid keys{' in ' + parent if parent else ''}: " \
-           f"{', '.join(sorted(set(valid)))}"
+    text = (f"{path}: unknown key; valid keys{' in ' + parent if parent else ''}: "
+            f"{', '.join(sorted(set(valid)))}")
+    if parent in CHOSEN_SECTIONS:
+        text += (f" (the keys of the {parent} chosen; for another's, choose it and add its "
+                 f"keys: {parent}.name=NAME +{path}=VALUE)")
+    return text
 
 
 def unknown_option(group: str, choice: Any, valid: Iterable[str]) -> str:

@@ -110,7 +110,9 @@ def test_the_cases_above_take_effect_or_fail() -> None:
         "model.depth": "model.depth: expected key=value",
         "model.depth=${oops}": "model.depth: Interpolation key 'oops' not found",
         "model.tokenizer.kernel=7": "model.tokenizer.kernel: unknown key; valid keys in "
-                                    "model.tokenizer: name",
+                                    "model.tokenizer: name (the keys of the model.tokenizer "
+                                    "chosen; for another's, choose it and add its keys: "
+                                    "model.tokenizer.name=NAME +model.tokenizer.kernel=VALUE)",
     }
     for override, text in errors.items():
         with pytest.raises(ConfigError) as info:
