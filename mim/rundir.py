@@ -68,6 +68,9 @@ def default_run_dir(spec: Any) -> Path:
     return own if own.exists() else earlier(own.parent, digest) or own
 
 
+_SAID: set[Path] = set()  # the earlier folders already named in the log
+
+
 def earlier(folder: Path, digest: str) -> Path | None:
     """The run in ``folder`` whose ``config.yaml``, read with today's keys
     (``mim/config/migrate.py``), hashes to ``digest``: the same config, written by a mim whose
@@ -78,7 +81,9 @@ def earlier(folder: Path, digest: str) -> Path | None:
         except Exception:  # noqa: BLE001 (unreadable: not this config's run)
             continue
         if isinstance(tree, dict) and tree_hash(tree) == digest:
-            log.info("run folder: %s, made for this config by an earlier mim", path.parent)
+            if path.parent not in _SAID:  # run_dir is asked before launching and in the run
+                _SAID.add(path.parent)
+                log.info("run folder: %s, made for this config by an earlier mim", path.parent)
             return path.parent
     return None
 
