@@ -41,7 +41,7 @@ if ! PIP_CONSTRAINT="$constraint" "${pip[@]}" install -e ".[all${test}]"; then
     # wheels everywhere, so without it mim installs and every other backend runs
     echo "[mim] warning: mim[all] did not install here (see above); installing it without" \
          "DeepSpeed (backend=deepspeed unavailable)" >&2
-    PIP_CONSTRAINT="$constraint" "${pip[@]}" install -e ".[bench,hf,nifti,mlflow,wandb${test}]"  # all but one
+    PIP_CONSTRAINT="$constraint" "${pip[@]}" install -e ".[bench,hf,nifti,raster,mlflow,wandb${test}]"  # all but one
 fi
 
 # A torchvision built for another torch (here: the CUDA wheel next to a CPU torch) fails at its

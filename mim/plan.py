@@ -49,6 +49,11 @@ class Plan:
         return self.sources[0].sample_shape[0]
 
     @property
+    def nodata(self) -> bool:
+        """Samples may hold NaN for no data: the model zeroes and never scores it."""
+        return any(source.dataset.nodata for source in self.sources)
+
+    @property
     def global_batch(self) -> int:
         """Clips per micro-step, all ranks."""
         return self.spec.train.batch_size * self.world_size
@@ -77,6 +82,7 @@ class Plan:
                 "dataset_items": sum(len(f.source.dataset) for f in self.feeds),
                 "sources": {f.source.name: len(f.source.dataset) for f in self.feeds},
                 "steps_per_epoch_by_source": self.steps_per_epoch_by_source,
+                **spec.modality.derived(spec.data),  # the modality's word on its data
                 "decoder_embed_dim": spec.model.decoder_embed_dim,
                 "encoder_params": params["encoder"], "decoder_params": params["decoder"],
                 "precision": precision, "precision_reason": reason, "compile": compile,
@@ -135,7 +141,8 @@ def feeds(spec: RunSpec, found: list[Source], world_size: int) -> list[Feed]:
         if spec.train.batch_size % source.views:
             raise ConfigError(f"train.batch_size: {spec.train.batch_size} is not a multiple of "
                               f"the {source.views} views per item (data.repeat)")
-        feed = Feed(source, MaskingCollate(policy, grid, grids),
+        feed = Feed(source, MaskingCollate(policy, grid, grids, source.dataset.nodata,
+                                             len(source.sample_shape)),
                     spec.train.batch_size // source.views)
         try:
             feed.per_epoch(world_size)

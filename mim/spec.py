@@ -50,6 +50,8 @@ class EvalSupport:
     # normalisation); and the same from a spatial input size alone (converted weights)
     inherit: tuple[str, ...] = ()
     size_keys: Callable[[tuple[int, ...]], dict[str, Any]] = lambda size: {}
+    # eval data config -> the same with what the labelled files decide (as resolve_data)
+    resolve: Callable[[Any], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,3 +79,13 @@ class ModalitySpec:
     demo_experiment: str | None = None
     # data config -> True when it names no data, so the modality reads its built-in demo data
     uses_builtin_data: Callable[[Any], bool] = lambda cfg: getattr(cfg, "root", None) is None
+    # data config -> the same with what its files decide (image: the reader, the bands, their
+    # names, dtype, nodata, auto statistics); validation calls it once, before any compute, and
+    # writes what it changed back into the run's config (config.yaml, --cfg, checkpoints)
+    resolve_data: Callable[[Any], Any] | None = None
+    # resolved data config -> what derived.json says about the data (image: the bands by
+    # name, band_mean, band_std, nodata)
+    derived: Callable[[Any], dict] = lambda cfg: {}
+    # resolved data config -> per-band statistics of its files (``mim data stats``; image:
+    # names, mean, std, min, max, nodata_fraction, files read); None: the modality has none
+    stats: Callable[[Any], dict] | None = None

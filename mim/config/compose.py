@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ from mim.registry import ALL, BACKENDS, CONFIG_DIRS, LAUNCHERS, MASKS, MODALITIE
 from mim.registry import TRACKERS
 from mim.plugins import load_plugins
 from mim.registry import UnknownNameError
+
+log = logging.getLogger("mim.config")
 
 CONFIG_DIR = Path(mim.configs.__file__).parent
 GROUPS = ("modality", "data", "model", "mask", "optim", "backend", "launcher", "experiment")
@@ -222,10 +225,49 @@ def validate(raw: DictConfig) -> RunSpec:
     with open_dict(raw):
         raw.model.tokenizer = spec.model.tokenizer
     BACKENDS.get(backend["name"]).check_run(spec.train, spec.backend.config, world_size(spec))
+    # the files are read last, every other key checked first
+    spec.data = data = resolved_data(modality.resolve_data, data, raw)
+    _data_wavelengths(spec, raw)
     spec.grid, spec.mask_grid = token_grid(spec)
     spec.stage_grids = resolution.check(spec.model, spec.mask, resolution.stage_shapes(spec),
                                         tuple(modality.sample_shape(data)))
     return spec
+
+
+def resolved_data(resolve: Any, data: Any, raw: DictConfig | None = None) -> Any:
+    """``data`` with what its files decide (``resolve``: ``ModalitySpec.resolve_data`` or
+    ``EvalSupport.resolve``, None: as it is), the changed keys written back into ``raw``'s data
+    section; the files' problems as one-line ConfigErrors."""
+    if resolve is None:
+        return data
+    try:
+        out = resolve(data)
+    except FileNotFoundError as exc:  # a data.root that is missing or holds no usable files
+        raise ConfigError(str(exc)) from None
+    except ValueError as exc:
+        text = str(exc).splitlines()[0]
+        raise ConfigError(text if text.startswith("data") else f"data: {text}") from None
+    if raw is not None:
+        changed = {f.name: getattr(out, f.name) for f in dataclasses.fields(out)
+                   if getattr(out, f.name) != getattr(data, f.name)}
+        with open_dict(raw):
+            for key, value in changed.items():
+                raw.data[key] = value
+    return out
+
+
+def _data_wavelengths(spec: RunSpec, raw: DictConfig) -> None:
+    """A tokenizer whose ``wavelengths`` (µm per band: spectral2d) are left empty takes the
+    data's, as the modality's derived values give them for the sample's bands, and says so."""
+    section = spec.model.tokenizer
+    if "wavelengths" not in section or section["wavelengths"]:
+        return
+    waves = spec.modality.derived(spec.data).get("wavelengths") or []
+    if waves:
+        spec.model.tokenizer = {**section, "wavelengths": list(waves)}
+        with open_dict(raw):
+            raw.model.tokenizer.wavelengths = list(waves)
+        log.info("model.tokenizer.wavelengths: the data's, %s", list(waves))
 
 
 def world_size(spec: RunSpec) -> int:
@@ -270,6 +312,8 @@ def token_grid(spec: RunSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     except UnknownNameError as exc:
         raise ConfigError(f"model.tokenizer: {exc}") from None
     except ValueError as exc:  # the sample size does not fit the patch or cube size
+        if str(exc).startswith(("model.", "data.")):  # a tokenizer's check names its key
+            raise ConfigError(str(exc).splitlines()[0]) from None
         spatial_ok = all(n % spec.model.patch_size == 0 for n in shape[-2:])
         if len(shape) == 4 and spatial_ok:  # only the leading (frames / depth) axis is off
             raise ConfigError(f"data: {shape[1]} frames (or slices) are not a multiple of "

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mim.config.compose import resolved_data
 from mim.config.errors import ConfigError
 from mim.config.overrides import apply, integer, parse, plain, typed, unknown_option, without
 from mim.convert import Converted
@@ -143,6 +144,7 @@ def load_eval(protocol: str, overrides: list[str]) -> EvalPlan:
     if protocol == "finetune":  # stochastic depth is a fine-tuning setting (MAE Table 9)
         model = dataclasses.replace(model, drop_path=params.drop_path)
     data = typed(modality.evaluation.data_config, plain(final.data, "data"), "data")
+    data = resolved_data(modality.evaluation.resolve, data)
     shape = tuple(modality.sample_shape(data))
     if weights is not None and weights.in_chans != shape[0]:
         raise ConfigError(f"data: the weights take {weights.in_chans} channels, the data has "

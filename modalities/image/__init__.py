@@ -6,17 +6,33 @@ from mim.registry import MODALITIES
 from mim.spec import EvalSupport, ModalitySpec
 from mim.modalities.image import labelled
 from mim.modalities.image import presets  # noqa: F401  (mae_vit_*, lsmae_*, mcmae_* presets)
+from mim.modalities.image.bands import band_count, run_band_names
 from mim.modalities.image.config import ImageDataConfig
-from mim.modalities.image.dataset import ImageFolder, build_dataset, is_image_file
+from mim.modalities.image.dataset import (ImageFolder, build_dataset, data_stats, is_image_file,
+                                          resolve_data)
 from mim.modalities.image.pictures import render
 
 
 def sample_shape(cfg: ImageDataConfig) -> tuple[int, int, int]:
-    return (3, cfg.input_size, cfg.input_size)  # (C, H, W)
+    return (band_count(cfg), cfg.input_size, cfg.input_size)  # (C, H, W)
 
 
 def resolutions(cfg: ImageDataConfig) -> list[tuple[int, int, int]]:
-    return [(3, size, size) for size in cfg.resolution_schedule]  # (C, H, W) per stage
+    return [(band_count(cfg), size, size) for size in cfg.resolution_schedule]  # (C, H, W)
+
+
+def derived(cfg: ImageDataConfig) -> dict:
+    """What ``derived.json`` says about the data: the bands by name, their statistics (in the
+    file's units / data.scale) and nodata."""
+    return {"reader": cfg.reader, "bands": run_band_names(cfg), "band_mean": cfg.mean,
+            "band_std": cfg.std, "scale": cfg.scale, "nodata": cfg.nodata,
+            "wavelengths": [cfg.wavelengths[i] for i in cfg.bands] if cfg.wavelengths else []}
+
+
+# the data keys an evaluation or a picture of a run's weights takes from the run unless set:
+# the input geometry, the bands and how they were normalised
+INHERITED = ("input_size", "demo", "mean", "std", "reader", "bands", "band_names", "wavelengths",
+             "layout", "dtype", "scale", "nodata", "valid_range")
 
 
 SPEC = ModalitySpec(
@@ -27,9 +43,12 @@ SPEC = ModalitySpec(
     render=render,
     accepts=is_image_file,
     resolutions=resolutions,
+    resolve_data=resolve_data,
+    derived=derived,
+    stats=data_stats,
     demo_experiment="demo",
     evaluation=EvalSupport(data_config=labelled.ImageEvalDataConfig, labelled=labelled.labelled,
-                           inputs=labelled.inputs, inherit=("input_size", "mean", "std"),
+                           inputs=labelled.inputs, inherit=INHERITED, resolve=labelled.resolve_eval,
                            size_keys=lambda size: {"input_size": size[-1]}),
 )
 MODALITIES.register("image", obj=SPEC)

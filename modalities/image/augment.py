@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from mim.modalities.image.config import photo_stats
 from mim.modalities.image.decode import Picture, pixels
 from mim.modalities.image.transforms import PretrainTransform
 
@@ -101,7 +102,8 @@ class FinetuneTransform(PretrainTransform):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.randaug = randaugment(cfg.randaug, cfg.input_size, cfg.mean) if cfg.randaug else None
+        mean = photo_stats(cfg)[0]
+        self.randaug = randaugment(cfg.randaug, cfg.input_size, mean) if cfg.randaug else None
         self.reprob = cfg.reprob
 
     def __call__(self, image: Image.Image | Picture, seed: int) -> torch.Tensor:

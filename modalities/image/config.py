@@ -1,13 +1,15 @@
 """``data`` settings of the image modality (MAE's pretraining augmentation by default)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from mim.data.shards import check_format
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+DEMOS = ("photos", "lfw", "raster")
 
 
 @dataclass
@@ -24,13 +26,42 @@ class ImageDataConfig:
     # none | folders | path to a CSV of "relative/path,label"; shards (data.format=wds): the
     # shards' KEY.cls / KEY.json, numbers or class names (none: no label is read)
     labels: str = "none"
-    # without a root: "photos" (scikit-image's photographs) or "lfw" (the training part of the
-    # labelled LFW face / non-face set that ``mim eval`` holds out from, see labelled.py)
+    # without a root: "photos" (scikit-image's photographs), "lfw" (the training part of the
+    # labelled LFW face / non-face set that ``mim eval`` holds out from, see labelled.py) or
+    # "raster" (procedural 13-band Sentinel-2-like scenes, uint16, some nodata: raster_demo.py)
     demo: str = "photos"
-    # per-channel normalisation mean (ImageNet's)
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    # per-channel normalisation std (ImageNet's)
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    # how files are read: photo (RGB pictures, 8 bits: grayscale, palette and CMYK become RGB,
+    # as ImageNet pipelines do), raster (every band at its own bit depth: TIFF, GeoTIFF,
+    # .npy/.npz, 16-bit PNG; modalities/image/raster.py), or auto: photo for a folder of JPEG,
+    # WebP and 8-bit PNG files without data.bands, raster otherwise (the log says which)
+    reader: str = "auto"
+    # the bands a sample holds, in order, by index or by name (the file's band descriptions, or
+    # data.band_names); []: every band of the files (photos: R, G, B)
+    bands: list[Any] = field(default_factory=list)
+    # names of the files' bands, in file order, where the files name none ([]: the files',
+    # else band0, band1, ...); a run records them, and model.init maps bands by them
+    band_names: list[str] = field(default_factory=list)
+    # centre wavelength of each of the files' bands in µm ([]: the files' where they say)
+    wavelengths: list[float] = field(default_factory=list)
+    layout: str = "chw"  # .npy / .npz arrays: chw ([C, H, W]) or hwc ([H, W, C])
+    # the dtype every file must have (uint8, uint16, int16, float32, ...); auto: the first
+    # file's; a file of another dtype is skipped and counted, never cast
+    dtype: str = "auto"
+    # a constant divisor of the file's values before normalisation (10000: Sentinel-2
+    # reflectance); null: 255 for photos, 1 for rasters
+    scale: Optional[float] = None
+    # per-band normalisation mean, in the file's units divided by data.scale; auto: computed
+    # once over data.stats_files files of the data (derived.json: band_mean); null: ImageNet's
+    # for photos, auto for rasters
+    mean: Any = None
+    std: Any = None  # per-band normalisation std, as data.mean (null: ImageNet's / auto)
+    # the value that marks no data (a number, or nan); null: what the files declare (GeoTIFF
+    # nodata), else none. Such pixels are excluded from the loss, patches mostly of them masked
+    # and never scored, and a file of nothing else skipped
+    nodata: Any = None
+    # [low, high]: the values a valid pixel may take; a file with others is skipped and counted
+    valid_range: list[float] = field(default_factory=list)
+    stats_files: int = 256  # files read for data.mean / data.std = auto (evenly spaced)
     # progressive resolution (DailyMAE): input sizes in stages of equal length over the run,
     # e.g. [160,192,224]; a repeated size lengthens its stage; the last is data.input_size
     # (pictures and evaluation use it); each a multiple of the patch size; []: input_size only
@@ -45,8 +76,8 @@ class ImageDataConfig:
         if not 0 <= self.hflip <= 1:
             raise ValueError(f"data.hflip: must be in [0, 1], got {self.hflip}")
         check_format(self.format, self.root, self.labels)
-        if self.demo not in ("photos", "lfw"):
-            raise ValueError(f"data.demo: '{self.demo}' is not one of: photos, lfw")
+        if self.demo not in DEMOS:
+            raise ValueError(f"data.demo: '{self.demo}' is not one of: {', '.join(DEMOS)}")
         if not all(type(size) is int for size in self.resolution_schedule):
             raise ValueError(f"data.resolution_schedule: one integer size per stage (the side "
                              f"of the square crop, e.g. [160,192,224]), got "
@@ -56,5 +87,58 @@ class ImageDataConfig:
             raise ValueError(f"data.resolution_schedule: sizes >= 1 ending at data.input_size="
                              f"{self.input_size} (pictures and evaluation use it), got "
                              f"{list(self.resolution_schedule)}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError("data.mean / data.std: three values each, std > 0")
+        check_raster_settings(self)
+
+
+READERS = ("auto", "photo", "raster")
+LAYOUTS = ("chw", "hwc")
+
+
+def _check_stats(cfg: ImageDataConfig) -> None:
+    for key in ("mean", "std"):
+        value = getattr(cfg, key)
+        if value is None or value == "auto":
+            continue
+        if not isinstance(value, list) or not value or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise ValueError(f"data.{key}: one number per band, auto or null, got {value!r}")
+    if isinstance(cfg.std, list) and min(cfg.std) <= 0:
+        raise ValueError(f"data.std: every value must be > 0, got {cfg.std}")
+
+
+def nodata_value(value: Any) -> Optional[float]:
+    """``data.nodata`` as a float (NaN for nan), or None."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"data.nodata: a number, nan or null, got {value!r}") from None
+
+
+def check_raster_settings(cfg: ImageDataConfig) -> None:
+    """The raster keys' own checks (those against the files come in ``bands.resolve``)."""
+    if cfg.reader not in READERS:
+        raise ValueError(f"data.reader: '{cfg.reader}' is not one of: {', '.join(READERS)}")
+    if cfg.layout not in LAYOUTS:
+        raise ValueError(f"data.layout: '{cfg.layout}' is not one of: {', '.join(LAYOUTS)}")
+    _check_stats(cfg)
+    nodata_value(cfg.nodata)
+    if cfg.scale is not None and not (cfg.scale > 0 and math.isfinite(cfg.scale)):
+        raise ValueError(f"data.scale: a positive divisor, got {cfg.scale}")
+    if cfg.valid_range and (len(cfg.valid_range) != 2 or
+                            cfg.valid_range[0] > cfg.valid_range[1]):
+        raise ValueError(f"data.valid_range: [low, high], got {list(cfg.valid_range)}")
+    if cfg.stats_files < 1:
+        raise ValueError(f"data.stats_files: must be >= 1, got {cfg.stats_files}")
+    for band in cfg.bands:
+        if isinstance(band, bool) or not isinstance(band, (int, str)):
+            raise ValueError(f"data.bands: band indices or names, got {list(cfg.bands)}")
+
+
+def photo_stats(cfg: ImageDataConfig) -> tuple[list[float], list[float]]:
+    """A photo config's normalisation (mean, std) of its bands: as set, ImageNet's where null."""
+    bands = list(cfg.bands) or [0, 1, 2]
+    mean = [IMAGENET_MEAN[i] for i in bands] if cfg.mean is None else list(cfg.mean)
+    std = [IMAGENET_STD[i] for i in bands] if cfg.std is None else list(cfg.std)
+    return mean, std

@@ -1,8 +1,11 @@
-"""A recursive image folder: any format PIL reads, labels optional, broken files skipped.
+"""A recursive image folder: photos or scientific rasters, labels optional, broken files skipped.
 
-Files are read by ``decode.py`` (JPEGs by libjpeg-turbo, reduced where the view allows; every
-mode to 8-bit RGB). Files that cannot be decoded (truncated, zero-byte, not an image, too large)
-raise ``UnreadableSample``; the core's ``MimDataset`` replaces them and reports path and reason.
+Photos are read by ``decode.py`` (JPEGs by libjpeg-turbo, reduced where the view allows; every
+mode to 8-bit RGB); rasters by ``raster.py`` to the run's bands (``bands.py``: every band at its
+own bit depth). Which of the two a folder is, and its bands, is decided once in validation
+(``resolve_data``). Files that cannot be used (truncated, zero-byte, not an image, too large,
+other bands) raise ``UnreadableSample``; the core's ``MimDataset`` replaces them and reports
+path and reason.
 """
 from __future__ import annotations
 
@@ -15,11 +18,15 @@ from PIL import Image
 
 from mim.data import MimDataset, UnreadableSample
 from mim.data.files import file_labels, find_files
+from mim.modalities.image import raster_demo
+from mim.modalities.image.bands import (BandReader, band_statistics, folder_items, resolve,
+                                        run_band_names)
 from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.decode import read, to_rgb  # noqa: F401  (to_rgb: the modes' rule)
 from mim.modalities.image.demo import demo_files, lfw_split
-from mim.modalities.image.shards import ImageShards, build_shards
-from mim.modalities.image.transforms import PretrainTransform
+from mim.modalities.image.raster import ARRAY_SUFFIXES
+from mim.modalities.image.shards import ImageShards, build_shards, shard_items
+from mim.modalities.image.transforms import PretrainTransform, RasterTransform, Transform
 
 log = logging.getLogger("mim.data")
 
@@ -31,8 +38,10 @@ def image_extensions() -> frozenset[str]:
 
 
 def is_image_file(name: str) -> bool:
-    """A name with a suffix PIL reads (the rule of a folder, of shards and of ``mim data pack``)."""
-    return Path(name).suffix.lower() in image_extensions()
+    """A name with a suffix PIL reads, or an array file (``.npy``, ``.npz``): the rule of a
+    folder, of shards and of ``mim data pack``."""
+    suffix = Path(name).suffix.lower()
+    return suffix in image_extensions() or suffix in ARRAY_SUFFIXES
 
 
 def scan(root: Path) -> list[Path]:
@@ -40,10 +49,15 @@ def scan(root: Path) -> list[Path]:
 
 
 class ImageFolder(MimDataset):
-    def __init__(self, files: list[Path], labels: list[int], transform: PretrainTransform,
-                 classes: list[str] | None = None):
+    """Image files; ``bands`` (a ``BandReader``): read as rasters to the run's bands, else as
+    photos (``decode.py``)."""
+
+    def __init__(self, files: list[Path], labels: list[int], transform: Transform,
+                 classes: list[str] | None = None, bands: BandReader | None = None):
         self.files, self.labels, self.transform = files, labels, transform
         self.classes = classes or []
+        self.bands = bands
+        self.nodata = bands is not None and bands.nodata is not None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -52,15 +66,20 @@ class ImageFolder(MimDataset):
         return str(self.files[index])
 
     def at_shape(self, shape: tuple[int, ...]) -> "ImageFolder":
-        """The same files cropped to ``shape`` (3, H, W) (progressive resolution)."""
+        """The same files cropped to ``shape`` (C, H, W) (progressive resolution)."""
         return ImageFolder(self.files, self.labels, self.transform.resized(shape[-1]),
-                           self.classes)
+                           self.classes, self.bands)
 
     def load(self, index: int, seed: int) -> tuple[torch.Tensor, int]:
         path = self.files[index]
+        if self.bands is not None:
+            x = torch.from_numpy(self.bands(path, path.name))  # [C, H, W], NaN: no data
+            return self.transform(x, seed), self.labels[index]
         try:
             # a JPEG decodes reduced as far as this seed's view allows
             picture = read(path, lambda w, h: self.transform.resolution(w, h, seed))
+        except UnreadableSample:  # a 16-bit picture among photos
+            raise
         except Exception as exc:  # PIL raises many types (OSError, DecompressionBombError, ...)
             if path.exists() and path.stat().st_size == 0:
                 raise UnreadableSample("empty file (0 bytes)", "empty") from exc
@@ -69,17 +88,60 @@ class ImageFolder(MimDataset):
         return self.transform(picture, seed), self.labels[index]
 
 
-def build_dataset(cfg: ImageDataConfig) -> ImageFolder | ImageShards:
-    if cfg.format == "wds":
-        return build_shards(cfg, is_image_file)
+def band_reader(cfg: ImageDataConfig) -> BandReader | None:
+    """The raster reader of a resolved config (None: photos)."""
+    return BandReader(cfg) if cfg.reader == "raster" else None
+
+
+def pretrain_view(cfg: ImageDataConfig) -> Transform:
+    return RasterTransform(cfg) if cfg.reader == "raster" else PretrainTransform(cfg)
+
+
+@lru_cache(maxsize=4)
+def _scan(root: str) -> tuple[Path, ...]:
+    return tuple(scan(Path(root)))  # validation and the plan index a folder once
+
+
+def data_files(cfg: ImageDataConfig) -> tuple[Path, list[Path]]:
+    """(root, files) of a folder config: data.root's, or the built-in demo set's."""
     if cfg.root:
         root = Path(cfg.root).expanduser()
-        files = scan(root)
-    elif cfg.demo == "lfw":
-        root, files = lfw_split("train")
-    else:
-        root, files = demo_files()
+        return root, list(_scan(str(root)))
+    if cfg.demo == "lfw":
+        return lfw_split("train")
+    if cfg.demo == "raster":
+        return raster_demo.pretrain_files()
+    return demo_files()
+
+
+def resolve_data(cfg: ImageDataConfig) -> ImageDataConfig:
+    """The data config with what its files decide (``bands.resolve``): validation's hook. A
+    data.root that is not there is left to the plan, which names it as it indexes the data."""
+    if cfg.root and cfg.format != "wds" and not Path(cfg.root).expanduser().is_dir():
+        return cfg
+    if cfg.format == "wds":
+        return resolve(cfg, shard_items(cfg, is_image_file))
+    _, files = data_files(cfg)
+    return resolve(cfg, folder_items(files))
+
+
+def build_dataset(cfg: ImageDataConfig) -> ImageFolder | ImageShards:
+    if cfg.reader == "auto":  # not through validation (a test, a script): resolve here
+        cfg = resolve_data(cfg)
+    if cfg.format == "wds":
+        return build_shards(cfg, is_image_file, pretrain_view(cfg), band_reader(cfg))
+    root, files = data_files(cfg)
     labels, classes = file_labels(files, root, cfg.labels)
     log.info("image data: %d files under %s%s", len(files), root,
              "" if cfg.root else f" (built-in demo: {cfg.demo})")
-    return ImageFolder(files, labels, PretrainTransform(cfg), classes)
+    return ImageFolder(files, labels, pretrain_view(cfg), classes, band_reader(cfg))
+
+
+def data_stats(cfg: ImageDataConfig) -> dict:
+    """Per-band statistics of a resolved config's files (``mim data stats``): those of
+    ``data.mean=auto``, over ``data.stats_files`` files."""
+    items = shard_items(cfg, is_image_file) if cfg.format == "wds" else folder_items(
+        data_files(cfg)[1])
+    reader = BandReader(cfg)
+    return band_statistics(lambda i: reader(items.open(i), items.name(i)), items,
+                           run_band_names(cfg), cfg.stats_files).as_dict()

@@ -8,7 +8,8 @@ Every other file, a JPEG simplejpeg refuses (CMYK, damaged) and one above PIL's 
 read by PIL in full, which raises its own errors.
 
 Mode handling (PIL): palette and RGBA images are flattened to RGB, grayscale is repeated to
-three channels, 16-bit and float images are scaled to 8 bits before that.
+three channels; 16-bit and float pictures are refused here (``raster.py`` reads them, every
+value kept).
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import simplejpeg
 import torch
 from PIL import Image
 
+from mim.data import UnreadableSample
+
 
 class Picture(NamedTuple):
     pixels: torch.Tensor  # uint8 [3, h, w]: the decoded picture, maybe reduced
@@ -32,13 +35,16 @@ class Picture(NamedTuple):
         return round(8 * self.pixels.shape[-1] / self.size[0]) / 8
 
 
+DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # 16-bit, 32-bit and float pictures
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB (alpha dropped, 16-bit and float rescaled)."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        values = np.asarray(image, dtype=np.float32)
-        low, high = float(values.min()), float(values.max())
-        scaled = (values - low) / (high - low) * 255.0 if high > low else values * 0.0
-        image = Image.fromarray(scaled.astype(np.uint8), mode="L")
+    """An 8-bit PIL mode -> RGB (alpha dropped, grayscale repeated, palette and CMYK
+    converted, as ImageNet pipelines do). A 16-bit or float picture is data, never squeezed
+    into 8 bits: ``UnreadableSample`` (``data.reader=raster`` reads its values)."""
+    if image.mode in DEEP_MODES:
+        raise UnreadableSample(f"a {image.mode} picture among photos: data.reader=raster "
+                               "reads its values (never rescaled to 8 bits)", "not a photo")
     if image.mode == "P":
         image = image.convert("RGBA")
     return image if image.mode == "RGB" else image.convert("RGB")  # RGB: no copy

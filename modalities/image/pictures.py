@@ -1,5 +1,12 @@
 """Image reconstruction pictures: one row per sample, columns original | masked |
-reconstruction | reconstruction with visible patches pasted, as a PNG."""
+reconstruction | reconstruction with visible patches pasted, as a PNG.
+
+Photos are shown as they were read. A raster (any band count) is shown as a false-colour
+composite of three bands (``composite_bands``: the red, green and blue bands where the names say
+which, else the first three), each stretched between its 2nd and 98th percentile over the
+originals, no data black; ``<stem>-bands.png`` beside it is the per-band montage: for each
+sample a row of its original bands over a row of their pasted reconstruction.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,23 +16,70 @@ import torch
 from PIL import Image
 
 from mim.spec import Panels
-from mim.modalities.image.config import ImageDataConfig
+from mim.modalities.image.bands import run_band_names
+from mim.modalities.image.config import ImageDataConfig, photo_stats
 
 GAP = 2  # white pixels between tiles
+# band names of red, green and blue, by sensor: photos, Sentinel-2, Landsat 8/9, HLS / Prithvi
+RGB_NAMES = (("red", "green", "blue"), ("B04", "B03", "B02"), ("B4", "B3", "B2"),
+             ("RED", "GREEN", "BLUE"))
 
 
-def render(panels: Panels, cfg: ImageDataConfig, stem: Path) -> Path:
-    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
-    columns = [panels.original, panels.masked, panels.reconstruction, panels.pasted]
-    tiles = [(c * std + mean).clamp(0, 1) for c in columns]  # each [N, 3, H, W]
+def composite_bands(names: list[str]) -> list[int]:
+    """The three bands a false-colour composite shows (indices into ``names``)."""
+    for rgb in RGB_NAMES:
+        if all(n in names for n in rgb):
+            return [names.index(n) for n in rgb]
+    return [min(i, len(names) - 1) for i in range(3)]
+
+
+def _grid(tiles: list[torch.Tensor]) -> np.ndarray:
+    """tiles [N, 3, H, W] in [0, 1] per column -> uint8 [rows, columns, 3] with white gaps."""
     n, _, h, w = tiles[0].shape
     canvas = torch.ones(3, n * (h + GAP) - GAP, len(tiles) * (w + GAP) - GAP)
     for col, tile in enumerate(tiles):
         for row in range(n):
             top, left = row * (h + GAP), col * (w + GAP)
             canvas[:, top:top + h, left:left + w] = tile[row]
-    pixels = (canvas.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # [H, W, 3]
+    return (canvas.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # [H, W, 3]
+
+
+def _denormalised(panels: Panels, cfg: ImageDataConfig) -> list[torch.Tensor]:
+    mean, std = photo_stats(cfg) if cfg.reader != "raster" else (cfg.mean, cfg.std)
+    mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)  # [1, C, 1, 1]
+    std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    columns = [panels.original, panels.masked, panels.reconstruction, panels.pasted]
+    return [c * std + mean for c in columns]  # each [N, C, H, W], the file's units / scale
+
+
+def _stretch(columns: list[torch.Tensor], bands: list[int]) -> list[torch.Tensor]:
+    """The bands of every column mapped to [0, 1] by the originals' 2-98 percentiles; NaN 0."""
+    picked = [c[:, bands] for c in columns]  # each [N, 3, H, W]
+    values = picked[0].transpose(0, 1).reshape(3, -1)  # [3, N*H*W]
+    low = torch.nanquantile(values, 0.02, dim=1).view(1, 3, 1, 1)
+    high = torch.nanquantile(values, 0.98, dim=1).view(1, 3, 1, 1)
+    span = (high - low).clamp(min=1e-12)
+    return [((c - low) / span).nan_to_num(0.0).clamp(0, 1) for c in picked]
+
+
+def _montage(columns: list[torch.Tensor], stem: Path) -> None:
+    """Each band alone in gray: per sample, the original bands over the pasted ones."""
+    original, pasted = columns[0], columns[3]  # [N, C, H, W]
+    n, c = original.shape[:2]
+    tiles = []
+    for band in range(c):
+        pair = _stretch([original, pasted], [band] * 3)  # each [N, 3, H, W], gray
+        tiles.append(torch.stack(pair, 1).flatten(0, 1))  # [2N, 3, H, W]: rows alternate
+    Image.fromarray(_grid(tiles)).save(stem.with_name(f"{stem.name}-bands.png"))
+
+
+def render(panels: Panels, cfg: ImageDataConfig, stem: Path) -> Path:
+    columns = _denormalised(panels, cfg)
     path = stem.with_suffix(".png")
-    Image.fromarray(pixels).save(path)
+    if cfg.reader != "raster":
+        tiles = [c.clamp(0, 1) for c in columns]  # each [N, 3, H, W]
+    else:
+        tiles = _stretch(columns, composite_bands(run_band_names(cfg)))
+        _montage(columns, stem)
+    Image.fromarray(_grid(tiles)).save(path)
     return path

@@ -20,6 +20,7 @@ import torch
 from mim.data import MimDataset, UnreadableSample
 from mim.data.shards import LABELS, Item, Shards, open_shards
 from mim.wording import plural
+from mim.modalities.image.bands import BandReader, Items
 from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.decode import read
 from mim.modalities.image.transforms import PretrainTransform
@@ -31,10 +32,12 @@ BUFFER = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 
 class ImageShards(MimDataset):
     def __init__(self, shards: Shards, items: list[Item], images: list[str],
-                 labels: list[int], transform: PretrainTransform, classes: list[str]):
+                 labels: list[int], transform: PretrainTransform, classes: list[str],
+                 bands: BandReader | None = None):
         self.shards, self.items, self.images = shards, items, images
         self.labels, self.transform, self.classes = labels, transform, classes
-        self.reader = shards.reader
+        self.reader, self.bands = shards.reader, bands
+        self.nodata = bands is not None and bands.nodata is not None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -55,8 +58,13 @@ class ImageShards(MimDataset):
     def load(self, index: int, seed: int) -> tuple[torch.Tensor, int]:
         item = self.items[index]
         data = self.reader.read(item.shard, *item.members[self.images[index]])
+        if self.bands is not None:  # a raster member, read as its file would be
+            x = torch.from_numpy(self.bands(data, f"member.{self.images[index]}"))  # [C, H, W]
+            return self.transform(x, seed), self.labels[index]
         try:
             picture = read(data, lambda w, h: self.transform.resolution(w, h, seed))
+        except UnreadableSample:  # a 16-bit picture among photos
+            raise
         except Exception as exc:  # PIL raises many types, as for files (dataset.py)
             if not data:
                 raise UnreadableSample("empty member (0 bytes)", "empty") from exc
@@ -65,14 +73,26 @@ class ImageShards(MimDataset):
         return self.transform(picture, seed), self.labels[index]
 
 
-def build_shards(cfg: ImageDataConfig, accept: Callable[[str], bool]) -> ImageShards:
+def _accepted(cfg: ImageDataConfig, accept: Callable[[str], bool]) -> tuple[Shards, list]:
     shards = open_shards(str(cfg.root))
-    kept = shards.accepted(accept, "image")
+    return shards, shards.accepted(accept, "image")
+
+
+def shard_items(cfg: ImageDataConfig, accept: Callable[[str], bool]) -> Items:
+    """The shards' image members as ``bands.resolve`` reads them (name, bytes)."""
+    shards, kept = _accepted(cfg, accept)
+    return Items(len(kept), lambda i: f"member.{kept[i][1]}",
+                 lambda i: shards.reader.read(kept[i][0].shard, *kept[i][0].members[kept[i][1]]))
+
+
+def build_shards(cfg: ImageDataConfig, accept: Callable[[str], bool], transform,
+                 bands: BandReader | None = None) -> ImageShards:
+    shards, kept = _accepted(cfg, accept)
     items = [item for item, _ in kept]
     labels, classes = (shards.labels(items) if cfg.labels == LABELS
                        else ([-1] * len(items), []))
     log.info("image data: %d items in %s of %s%s", len(kept), plural(len(shards.urls), "shard"),
              cfg.root, f"; {plural(shards.damaged, 'shard')} damaged, their unreadable part "
              "skipped" if shards.damaged else "")
-    return ImageShards(shards, items, [ext for _, ext in kept], labels, PretrainTransform(cfg),
-                       classes)
+    return ImageShards(shards, items, [ext for _, ext in kept], labels, transform, classes,
+                       bands)

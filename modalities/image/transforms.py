@@ -14,13 +14,14 @@ from __future__ import annotations
 import copy
 import math
 import random
+from typing import Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mim.modalities.image.config import ImageDataConfig
+from mim.modalities.image.config import ImageDataConfig, photo_stats
 from mim.modalities.image.decode import Picture, pixels, to_rgb
 
 # a reduced decode keeps at least this many pixels per output pixel on the crop's short side,
@@ -65,19 +66,29 @@ def resized_crop(x: torch.Tensor, box: tuple[int, int, int, int], scale: float,
     return F.interpolate(region, size=(size, size), mode="bicubic", antialias=True)[0]
 
 
+def photo_bands(cfg: ImageDataConfig) -> list[int] | None:
+    """The bands of a photo a sample keeps (None: R, G, B as decoded)."""
+    return None if list(cfg.bands) in ([], [0, 1, 2]) else list(cfg.bands)
+
+
 def as_picture(image: Image.Image | Picture) -> Picture:
     """A PIL image (an in-memory picture, the tests') as a full-resolution ``Picture``."""
     return image if isinstance(image, Picture) else Picture(pixels(to_rgb(image)), image.size)
 
 
 class PretrainTransform:
+    """MAE's pretraining view of a photo (uint8 RGB)."""
+
     def __init__(self, cfg: ImageDataConfig):
         self.size = cfg.input_size
         self.scale = (cfg.min_scale, cfg.max_scale)
         self.hflip = cfg.hflip
-        # (x / 255 - mean) / std as one multiply and one subtract
-        self.gain = (1 / (255 * torch.tensor(cfg.std))).view(3, 1, 1)
-        self.shift = (torch.tensor(cfg.mean) / torch.tensor(cfg.std)).view(3, 1, 1)
+        # (x / 255 - mean) / std as one multiply and one subtract (data.scale: 255 for photos)
+        scale = 255.0 if cfg.scale is None else cfg.scale
+        mean, std = photo_stats(cfg)
+        self.gain = (1 / (scale * torch.tensor(std))).view(-1, 1, 1)  # [C, 1, 1]
+        self.shift = (torch.tensor(mean) / torch.tensor(std)).view(-1, 1, 1)
+        self.bands = photo_bands(cfg)
 
     def resized(self, size: int) -> "PretrainTransform":
         """The same augmentation with crops of ``size`` pixels a side."""
@@ -108,8 +119,9 @@ class PretrainTransform:
         return x.flip(-1) if rng.random() < self.hflip else x
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 pixels [3, H, W] -> float ``(x / 255 - mean) / std`` (one pass to float, one
-        in place)."""
+        """uint8 pixels [3, H, W] -> float ``(x / 255 - mean) / std`` of the chosen bands
+        (one pass to float, one in place)."""
+        x = x if self.bands is None else x[self.bands]  # [C, H, W]
         return (x * self.gain).sub_(self.shift)
 
 
@@ -120,8 +132,11 @@ class CentreTransform:
     def __init__(self, cfg: ImageDataConfig, crop_pct: float = 1.0):
         self.size = cfg.input_size
         self.resize = max(self.size, round(self.size / crop_pct))
-        self.mean = torch.tensor(cfg.mean).view(3, 1, 1)
-        self.std = torch.tensor(cfg.std).view(3, 1, 1)
+        mean, std = photo_stats(cfg)
+        self.mean = torch.tensor(mean).view(-1, 1, 1)  # [C, 1, 1]
+        self.std = torch.tensor(std).view(-1, 1, 1)
+        self.scale = 255.0 if cfg.scale is None else cfg.scale
+        self.bands = photo_bands(cfg)
 
     def resolution(self, width: int, height: int, seed: int = 0) -> float:
         """All of it: the test view is read rarely, and never from a reduced picture."""
@@ -138,5 +153,70 @@ class CentreTransform:
         left, top = (width - self.size) // 2, (height - self.size) // 2
         image = image.crop((left, top, left + self.size, top + self.size))
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())  # [H, W, 3]
-        x = pixels.permute(2, 0, 1).float().div_(255.0)  # [3, H, W]
+        x = pixels.permute(2, 0, 1).float().div_(self.scale)  # [3, H, W]
+        x = x if self.bands is None else x[self.bands]  # [C, H, W]
         return (x - self.mean) / self.std
+
+
+# -- rasters: any band count, float values in the file's units -----------------------------------
+def resize_bands(x: torch.Tensor, size: int) -> torch.Tensor:
+    """float [C, h, w], NaN where there is no data -> [C, size, size] by antialiased bilinear
+    interpolation (no ringing: bicubic's overshoot would invent reflectance beyond the data);
+    a pixel is no data where any no-data pixel reaches it (the valid map resized alike)."""
+    valid = ~torch.isnan(x)  # [C, h, w]
+    if valid.all():
+        return F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True)[0]
+    filled = torch.where(valid, x, torch.zeros((), dtype=x.dtype))[None]  # [1, C, h, w]
+    out = F.interpolate(filled, size=(size, size), mode="bilinear", antialias=True)[0]
+    reach = F.interpolate(valid[None].to(x.dtype), size=(size, size), mode="bilinear",
+                          antialias=True)[0]  # [C, size, size], 1 where only valid pixels
+    return out.masked_fill_(reach < 1 - 1e-6, float("nan"))
+
+
+class RasterTransform:
+    """MAE's pretraining view of a raster: the same seeded RandomResizedCrop box and flip as
+    photos (``crop_box`` on the file's size), resized by ``resize_bands``, then ``(x - mean) /
+    std`` per band; NaN (no data) stays NaN for the collate and the loss."""
+
+    def __init__(self, cfg: ImageDataConfig):
+        self.size = cfg.input_size
+        self.scale = (cfg.min_scale, cfg.max_scale)
+        self.hflip = cfg.hflip
+        self.mean = torch.tensor(cfg.mean, dtype=torch.float32).view(-1, 1, 1)  # [C, 1, 1]
+        self.std = torch.tensor(cfg.std, dtype=torch.float32).view(-1, 1, 1)
+
+    def resized(self, size: int) -> "RasterTransform":
+        other = copy.copy(self)
+        other.size = size
+        return other
+
+    def resolution(self, width: int, height: int, seed: int) -> float:
+        return 1.0  # rasters are read whole
+
+    def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        """float [C, H, W] in the file's units / data.scale -> normalised [C, size, size]."""
+        rng = random.Random(seed)
+        left, top, right, bottom = crop_box(x.shape[-1], x.shape[-2], self.scale, (3 / 4, 4 / 3),
+                                            rng)
+        out = resize_bands(x[:, top:bottom, left:right], self.size)
+        out = out.flip(-1) if rng.random() < self.hflip else out
+        return (out - self.mean) / self.std
+
+
+class RasterCentreTransform(RasterTransform):
+    """The test view of a raster: the short side resized to ``input_size / crop_pct``, the
+    centre square cropped, normalised. No randomness."""
+
+    def __init__(self, cfg: ImageDataConfig, crop_pct: float = 1.0):
+        super().__init__(cfg)
+        self.resize = max(self.size, round(self.size / crop_pct))
+
+    def __call__(self, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        side = min(height, width) * self.size / self.resize  # the file's pixels kept
+        top, left = int((height - side) // 2), int((width - side) // 2)
+        crop = x[:, top:top + max(1, round(side)), left:left + max(1, round(side))]
+        return (resize_bands(crop, self.size) - self.mean) / self.std
+
+
+Transform = Union[PretrainTransform, CentreTransform, RasterTransform]

@@ -53,8 +53,7 @@ def make_folder(root: Path) -> tuple[list[Path], list[Path]]:
     deep = (np.linspace(0, 65535, 44 * 52).reshape(44, 52)).astype(np.uint16)
     Image.fromarray(deep).save(odd / "gray16.png")  # mode I;16
     Image.new("RGB", (1, 1), (200, 30, 60)).save(odd / "one_pixel.png")
-    good += [(odd / n).resolve() for n in ("rgba.png", "palette.png", "gray16.png",
-                                           "one_pixel.png")]
+    good += [(odd / n).resolve() for n in ("rgba.png", "palette.png", "one_pixel.png")]
     assert Image.open(odd / "gray16.png").mode.startswith("I;16")
     assert Image.open(odd / "palette.png").mode == "P"
 
@@ -66,6 +65,7 @@ def make_folder(root: Path) -> tuple[list[Path], list[Path]]:
     (broken_dir / "empty.png").write_bytes(b"")
     (broken_dir / "notes.jpg").write_text("this is not a picture\n")
     broken = [(broken_dir / n).resolve() for n in ("truncated.jpg", "empty.png", "notes.jpg")]
+    broken.append((odd / "gray16.png").resolve())  # 16-bit data among photos: never rescaled
     return good, broken
 
 
@@ -87,6 +87,7 @@ def test_training_skips_broken_files_and_reports_them(cli, tmp_path: Path) -> No
         assert reason, line
         assert f"{path}:" in result.stderr  # also shown on the terminal
     assert "empty file (0 bytes)" in log
+    assert "data.reader=raster" in log  # what to set to read the 16-bit file's values
     for path in good:  # odd modes and tiny images are converted, not skipped
         assert str(path) not in "\n".join(reports), f"{path.name} was skipped:\n{log}"
 
