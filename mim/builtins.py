@@ -5,4 +5,5 @@ import mim.engine.backends.deepspeed.backend  # noqa: F401  (imports deepspeed o
 import mim.engine.backends.xla.backend  # noqa: F401  (imports torch_xla only when used)
 import mim.masking  # noqa: F401
 import mim.models.tokenizers  # noqa: F401
+import mim.models.tokenizers.bands  # noqa: F401  (group2d, channel2d, spectral2d)
 import mim.trackers  # noqa: F401  (imports mlflow / wandb only when chosen)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange, repeat
 
 from mim.registry import MASKS
@@ -76,21 +77,81 @@ def _random_subset(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
 @MASKS.register("random")
 @dataclass
 class RandomMask:
-    """MAE: mask a uniformly random ``ratio`` of the tokens (per sample)."""
+    """MAE: mask a uniformly random ``ratio`` of the tokens (per sample).
+
+    On a grid with a leading band or group axis (``(G, h, w)``: ``group2d``, ``channel2d``)
+    ``groups=consistent`` draws one spatial mask and repeats it along axis 0 (SatMAE's
+    consistent masking), and ``band_dropout`` hides each index of axis 0 whole with that
+    probability (Prithvi-EO-2.0 drops whole bands), the rest of the count drawn elsewhere.
+    """
 
     ratio: float = 0.75  # fraction of the tokens masked
+    # independent | consistent: the same spatial mask on every index of grid axis 0 (the band
+    # or group axis; SatMAE's consistent masking)
+    groups: str = "independent"
+    # chance that an index of grid axis 0 (a band or group) is masked whole; the rest of the
+    # count is drawn at random elsewhere (Prithvi-EO-2.0); 0: off
+    band_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         _check_ratio(self.ratio)
+        if self.groups not in GROUPINGS:
+            raise MaskConfigError(f"mask.groups: '{self.groups}' is not one of: "
+                                  f"{', '.join(GROUPINGS)}")
+        if not 0.0 <= self.band_dropout < 1.0:
+            raise MaskConfigError(f"mask.band_dropout: must be in [0, 1), got {self.band_dropout}")
+        if self.band_dropout and self.groups == "consistent":
+            raise MaskConfigError("mask.band_dropout: not with mask.groups=consistent (a dropped "
+                                  "band breaks the repeated spatial mask); set one of them")
 
     def check(self, grid: tuple[int, ...]) -> None:
-        _num_masked(math.prod(grid), self.ratio, "tokens")
+        self.num_masked(grid)
 
     def num_masked(self, grid: tuple[int, ...]) -> int:
+        if self.groups == "consistent":
+            self._check_leading(grid, "groups=consistent")
+            return _num_masked(math.prod(grid[1:]), self.ratio, "spatial tokens") * grid[0]
+        if self.band_dropout:
+            self._check_leading(grid, f"band_dropout={self.band_dropout}")
         return _num_masked(math.prod(grid), self.ratio, "tokens")
 
+    def _check_leading(self, grid: tuple[int, ...], setting: str) -> None:
+        if len(grid) < 3:
+            key = setting.split("=")[0]
+            raise MaskConfigError(
+                f"mask.{key}: {setting} needs a grid with a leading band or group axis (3 axes, "
+                f"e.g. model.tokenizer.name=group2d or channel2d), got {list(grid)}; remove "
+                f"mask.{key}")
+
     def __call__(self, grid: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-        return _random_subset(math.prod(grid), self.num_masked(grid), generator)
+        count = self.num_masked(grid)
+        if self.groups == "consistent":
+            plane = _random_subset(math.prod(grid[1:]), count // grid[0], generator)  # [h * w]
+            return repeat(plane, "s -> (g s)", g=grid[0])  # [G * h * w]
+        if self.band_dropout:
+            return _band_dropout(grid, count, self.band_dropout, generator)
+        return _random_subset(math.prod(grid), count, generator)
+
+
+GROUPINGS = ("independent", "consistent")  # RandomMask.groups
+
+
+def _band_dropout(grid: tuple[int, ...], count: int, p: float,
+                  generator: torch.Generator) -> torch.Tensor:
+    """bool[L] with exactly ``count`` True: each index of grid axis 0 hidden whole with chance
+    ``p`` (at most ``count // plane`` of them, the lowest draws kept), the rest of the count
+    uniformly among the other tokens."""
+    bands, plane = grid[0], math.prod(grid[1:])
+    draws = torch.rand(bands, generator=generator)  # [G]
+    cap = min(int((draws < p).sum()), count // plane)
+    dropped = torch.zeros(bands, dtype=torch.bool)
+    dropped[torch.argsort(draws)[:cap]] = True  # the lowest draws are the ones under p
+    mask = repeat(dropped, "g -> g s", s=plane).clone()  # [G, h * w]
+    rest = (~mask).reshape(-1).nonzero().squeeze(1)  # [L - cap * plane] tokens still free
+    chosen = rest[torch.randperm(rest.numel(), generator=generator)[: count - cap * plane]]
+    mask = mask.reshape(-1)  # [G * h * w]
+    mask[chosen] = True
+    return mask
 
 
 @MASKS.register("block")
@@ -266,3 +327,42 @@ def decoder_targets(policy: MaskPolicy, grid: tuple[int, ...]) -> int | None:
     """The masked tokens the decoder reconstructs and scores under ``policy`` on ``grid``:
     decoder masking's part (``running_cell``), None where it is every masked token."""
     return policy.num_targets(grid) if isinstance(policy, DecoderMasking) else None
+
+
+# -- no data (rasters with data.nodata: NaN in a sample) -----------------------------------------
+# a patch is data where more than this share of its values are; one mostly of no data is masked
+# first (the encoder never sees it) and never scored (the loss, mim/models/model.py; Clay's
+# handling of nodata)
+MIN_VALID = 0.5
+
+
+def nodata_cells(x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor | None:
+    """x [C, *spatial] with NaN for no data -> bool [L]: the tokens of ``grid`` mostly of no
+    data (a leading band or group axis of the grid shares its spatial cell's answer); None
+    where the grid's trailing axes do not tile ``spatial``."""
+    spatial = tuple(x.shape[1:])
+    cells = tuple(grid[-len(spatial):])
+    if len(grid) < len(spatial) or any(s % c for s, c in zip(spatial, cells)):
+        return None
+    missing = torch.isnan(x).any(dim=0).float()[None, None]  # [1, 1, *spatial]
+    kernel = tuple(s // c for s, c in zip(spatial, cells))
+    pool = F.avg_pool2d if len(spatial) == 2 else F.avg_pool3d
+    mostly = pool(missing, kernel, kernel)[0, 0] > 1 - MIN_VALID  # [*cells]
+    return mostly.expand(*grid).reshape(-1)  # [*grid] -> [L]
+
+
+def nodata_first(mask: torch.Tensor, mostly: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor:
+    """mask bool [L] with the tokens ``mostly`` of no data masked first, the count unchanged
+    (static shapes): the rest of the count drawn from the policy's own masked tokens."""
+    count = int(mask.sum())
+    forced = mostly.nonzero().view(-1)  # [n]
+    if len(forced) >= count:  # more no data than the count: a seeded choice among it
+        keep = forced[torch.randperm(len(forced), generator=generator)[:count]]
+    else:
+        others = (mask & ~mostly).nonzero().view(-1)  # at least count - n of them
+        chosen = others[torch.randperm(len(others), generator=generator)[:count - len(forced)]]
+        keep = torch.cat([forced, chosen])
+    out = torch.zeros_like(mask)
+    out[keep] = True
+    return out

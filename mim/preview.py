@@ -29,7 +29,7 @@ def derived(spec: RunSpec) -> dict[str, Any]:
     t = spec.train
     run = plan(spec, world_size(spec))
     with torch.device("meta"):  # shapes only: no memory, no initialisation
-        model = build_model(spec.model, in_chans=run.in_chans)
+        model = build_model(spec.model, in_chans=run.in_chans, nodata=run.nodata)
     backend = BACKENDS.get(spec.backend.name)(
         precision=t.precision, accum_steps=t.accum_steps, clip_grad=t.clip_grad,
         compile=t.compile, batch_size=t.batch_size, config=spec.backend.config)

@@ -23,9 +23,10 @@ def reconstruction_panels(model: MaskedAutoencoder, x: torch.Tensor, mask: torch
     """
     tokenizer = model.tokenizer
     pred = model(x, mask, targets).pred.float()  # [N, L, P]
-    patches = tokenizer.patchify(x).float()  # [N, L, P]
-    if model.norm_pix_loss:
-        mean, std = patch_stats(patches)  # the target's own statistics, inverted
+    patches = tokenizer.patchify(x).float()  # [N, L, P]; NaN where there is no data
+    if model.norm_pix_loss:  # the target's own statistics (over the data's values), inverted
+        weight = model.value_weight(x, ~torch.isnan(x) if model.nodata else None)
+        mean, std = patch_stats(patches.nan_to_num(0.0), weight)
         pred = pred * std + mean
     grid = tokenizer.grid(x.shape[1:])
     hidden = tokenizer.hidden(mask, tuple(x.shape[1:]))  # [N, L, 1] patches, or [N, L, P]

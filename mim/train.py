@@ -208,12 +208,13 @@ def _train(spec: RunSpec) -> Path:
 def _model(spec: RunSpec, run: Plan, directory: Path) -> torch.nn.Module:
     """The model, with ``model.init``'s weights unless the run resumes its own checkpoint."""
     seed_all(spec.seed)  # identical initial weights on every rank
-    model = build_model(spec.model, in_chans=run.in_chans)
+    model = build_model(spec.model, in_chans=run.in_chans, nodata=run.nodata)
     if spec.model.init:  # starting weights, before the backend places (or shards) the model
         from mim.init import init_model  # reads weight formats: only when asked
 
         init_model(model, spec.model, None if spec.run.resume == "never" else
-                   Checkpoints(directory / "checkpoints").latest())
+                   Checkpoints(directory / "checkpoints").latest(),
+                   spec.modality.derived(spec.data).get("bands"))
     return model
 
 

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Sampler
 
 from mim import faults
 from mim.data.failures import none_readable
-from mim.masking import DecoderMasking, MaskPolicy
+from mim.masking import DecoderMasking, MaskPolicy, nodata_cells, nodata_first
 
 log = logging.getLogger("mim.data")
 
@@ -96,6 +96,9 @@ class MimDataset(Dataset, ABC):
     """
 
     max_consecutive_failures = 64
+    # samples may hold NaN where the data has no value (rasters with data.nodata): the collate
+    # masks such patches first, and the model built for the run scores only values of the data
+    nodata: bool = False
 
     def describe(self, index: int) -> str:
         return str(index)
@@ -203,13 +206,27 @@ class MaskingCollate:
     """
 
     def __init__(self, policy: MaskPolicy, grid: tuple[int, ...],
-                 grids: dict[tuple[int, ...], tuple[int, ...]] | None = None):
+                 grids: dict[tuple[int, ...], tuple[int, ...]] | None = None,
+                 nodata: bool = False, sample_dims: int | None = None):
         self.policy, self.grid = policy, tuple(grid)
         self.grids = dict(grids or {})
+        self.nodata = nodata  # samples hold NaN for no data: such patches masked first
+        # axes of one sample, (C, *spatial): the grid's rank + 1 unless the grid has leading
+        # band or group axes (a tokenizer's ``leading_axes``)
+        self.sample_dims = len(self.grid) + 1 if sample_dims is None else sample_dims
+
+    def _mask(self, grid: tuple[int, ...], generator: torch.Generator,
+              view: torch.Tensor) -> torch.Tensor:
+        """The policy's mask [L] for one view [C, *spatial]; under ``nodata`` the patches
+        mostly of no data masked first (the count unchanged)."""
+        mask = self.policy(grid, generator)
+        mostly = nodata_cells(view, grid) if self.nodata else None
+        return mask if mostly is None or not mostly.any() else nodata_first(mask, mostly,
+                                                                            generator)
 
     def _views(self, x: torch.Tensor) -> torch.Tensor:
         """[C, *spatial] or [K, C, *spatial] -> [K, C, *spatial]."""
-        return x.unsqueeze(0) if x.dim() == len(self.grid) + 1 else x
+        return x.unsqueeze(0) if x.dim() == self.sample_dims else x
 
     def __call__(self, samples: list[tuple[Sample, int]]) -> Batch:
         xs, masks, targets, labels = [], [], [], []
@@ -220,7 +237,7 @@ class MaskingCollate:
             views = self._views(sample.x)
             for k in range(views.shape[0]):
                 g = torch.Generator().manual_seed(sample_seed(seed, 0, k, "mask"))
-                masks.append(self.policy(grid, g))  # [L]
+                masks.append(self._mask(grid, g, views[k]))  # [L]
                 if decoder_part is not None:
                     targets.append(decoder_part(grid, g, masks[-1]))  # [L]
             xs.append(views)

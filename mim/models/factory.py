@@ -55,8 +55,14 @@ class ModelConfig:
     # weights to start a new run from (any format ``mim convert`` reads; mim/init.py): not a
     # resume, and a checkpoint of the run itself wins over it
     init: Optional[str] = None
+    # model.init from weights of other bands: match (the weights' bands mapped by name; a band
+    # of the run the weights lack stops the run) or random (such bands start at random, listed)
+    init_bands: str = "match"
 
     def __post_init__(self) -> None:
+        if self.init_bands not in ("match", "random"):
+            raise ValueError(f"model.init_bands: '{self.init_bands}' is not one of: match, "
+                             "random")
         for key in ("patch_size", "tubelet_size", "embed_dim", "depth", "num_heads",
                     "decoder_embed_dim", "decoder_depth", "decoder_num_heads"):
             if getattr(self, key) < 1:
@@ -157,7 +163,8 @@ def token_grids(cfg: ModelConfig, sample_shape: tuple[int, ...]
     return tokenizer.grid(shape), tokenizer.mask_grid(shape)
 
 
-def build_model(cfg: ModelConfig, in_chans: int) -> MaskedAutoencoder:
+def build_model(cfg: ModelConfig, in_chans: int, nodata: bool = False) -> MaskedAutoencoder:
+    """``nodata``: samples hold NaN where there is no data (``MaskedAutoencoder``)."""
     tokenizer = build_tokenizer(cfg, in_chans)
     return MaskedAutoencoder(
         tokenizer, depth=cfg.depth, num_heads=cfg.num_heads,
@@ -167,7 +174,7 @@ def build_model(cfg: ModelConfig, in_chans: int) -> MaskedAutoencoder:
         loss_on=cfg.loss_on,
         drop_path=cfg.drop_path, norm_eps=cfg.norm_eps,
         pos_grid=tuple(cfg.pos_grid) if cfg.pos_grid is not None else None,
-        activation_checkpointing=cfg.activation_checkpointing)
+        activation_checkpointing=cfg.activation_checkpointing, nodata=nodata)
 
 
 def create_model(name: str, in_chans: int = 3, **overrides) -> MaskedAutoencoder:

@@ -8,16 +8,19 @@ Lv visible, D encoder width, Dd decoder width, P values per patch.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import repeat
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from mim.masking import MIN_VALID
 from mim.models.keys import DECODER_PREFIXES
 from mim.models.blocks import Block
-from mim.models.pos_embed import POS_EMBEDS, LearnedPosEmbed
+from mim.models.pos_embed import POS_EMBEDS, LearnedPosEmbed, sincos_1d
 from mim.models.tokenizers.base import Tokenizer, gather_tokens, visible_ids
 
 
@@ -50,6 +53,14 @@ def _blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float
 
 
 
+def over_leading(table: torch.Tensor, grid: tuple[int, ...], lead: int) -> torch.Tensor:
+    """A spatial table [prod(grid[lead:]), D] repeated over the ``lead`` leading grid axes ->
+    [L, D] (the table itself when ``lead`` is 0)."""
+    if not lead:
+        return table
+    return repeat(table, "s d -> (g s) d", g=math.prod(grid[:lead]))  # [G * h * w, D]
+
+
 def is_decoder(name: str) -> bool:
     """Is the parameter or state key ``name`` (MaskedAutoencoder's naming) part of the decoder?"""
     return name.startswith(DECODER_PREFIXES)
@@ -70,12 +81,20 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     return counts
 
 
-def patch_stats(patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def patch_stats(patches: torch.Tensor, weight: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """patches [B, L, P] -> (mean, std), each [B, L, 1]: the per-patch statistics of the
-    norm-pix target (MAE Table 1d; the unbiased variance plus 1e-6 under the root)."""
-    mean = patches.mean(dim=-1, keepdim=True)
-    std = (patches.var(dim=-1, keepdim=True) + 1.0e-6) ** 0.5
-    return mean, std
+    norm-pix target (MAE Table 1d; the unbiased variance plus 1e-6 under the root).
+    ``weight`` [B, L, P] (1: a value of the data, 0: no data or padding): the statistics of
+    the weighted values only."""
+    if weight is None:
+        mean = patches.mean(dim=-1, keepdim=True)
+        std = (patches.var(dim=-1, keepdim=True) + 1.0e-6) ** 0.5
+        return mean, std
+    count = weight.sum(dim=-1, keepdim=True)  # [B, L, 1]
+    mean = (patches * weight).sum(dim=-1, keepdim=True) / count.clamp(min=1)
+    var = (((patches - mean) * weight) ** 2).sum(dim=-1, keepdim=True) / (count - 1).clamp(min=1)
+    return mean, (var + 1.0e-6) ** 0.5
 
 
 # model.activation_checkpointing: which block stacks recompute their activations in backward
@@ -125,6 +144,7 @@ class MaskedAutoencoder(nn.Module):
         norm_eps: float = 1e-6,
         pos_grid: tuple[int, ...] | None = None,
         activation_checkpointing: str = "none",
+        nodata: bool = False,
     ):
         super().__init__()
         check_choices(pos_embed=pos_embed, loss_on=loss_on,
@@ -150,6 +170,8 @@ class MaskedAutoencoder(nn.Module):
 
         self.norm_pix_loss = norm_pix_loss
         self.loss_on = loss_on
+        # inputs hold NaN where there is no data: zero for the encoder, never scored
+        self.nodata = nodata
         self._pos_cache: dict[tuple, torch.Tensor] = {}
         self._init_weights()
 
@@ -170,12 +192,32 @@ class MaskedAutoencoder(nn.Module):
             nn.init.normal_(self.cls_token, std=0.02)
         nn.init.normal_(self.mask_token, std=0.02)
 
-    def pos_embed(self, grid: tuple[int, ...], dim: int, like: torch.Tensor) -> torch.Tensor:
-        """Fixed sin-cos table [L, dim] for ``grid``, cached per grid, width, device and dtype."""
-        key = (tuple(grid), dim, like.device, like.dtype)
+    def pos_embed(self, grid: tuple[int, ...], dim: int, like: torch.Tensor,
+                  decoder: bool = False) -> torch.Tensor:
+        """Fixed sin-cos table [L, dim] for ``grid``, cached per grid, width, device and dtype.
+
+        A tokenizer with ``leading_axes = k`` (band or group axes) gets the table of the spatial
+        grid ``grid[k:]`` repeated over the leading axes: its bands share positions and take
+        their identity from the tokenizer's embedding. Mask tokens have no such embedding, so
+        the decoder's table (``decoder``) adds a fixed 1D sin-cos of the leading index, as
+        SatMAE's decoder sees position and group.
+        """
+        lead = self.tokenizer.leading_axes
+        key = (tuple(grid), dim, like.device, like.dtype) + ((decoder,) if lead else ())
         if key not in self._pos_cache:
-            self._pos_cache[key] = self._pos_table(dim, grid).to(like.device, like.dtype)
+            table = (self._pos_table(dim, grid) if not lead
+                     else self._shared_table(tuple(grid), dim, decoder))  # [L, dim]
+            self._pos_cache[key] = table.to(like.device, like.dtype)
         return self._pos_cache[key]
+
+    def _shared_table(self, grid: tuple[int, ...], dim: int, decoder: bool) -> torch.Tensor:
+        """[L, dim] for a grid with leading band or group axes (see ``pos_embed``)."""
+        lead = self.tokenizer.leading_axes
+        table = over_leading(self._pos_table(dim, grid[lead:]), grid, lead)  # [L, dim]
+        if decoder:
+            index = sincos_1d(dim, torch.arange(math.prod(grid[:lead]))).float()  # [G, dim]
+            table = table + repeat(index, "g d -> (g s) d", s=math.prod(grid[lead:]))  # [L, dim]
+        return table
 
     # -- the four steps ----------------------------------------------------------------------
     def forward(self, x: torch.Tensor, mask: torch.Tensor,
@@ -186,13 +228,18 @@ class MaskedAutoencoder(nn.Module):
         tokens; None reconstructs every token and scores the masked ones.
         """
         self._check_mask(x, mask, targets)
+        valid = None
+        if self.nodata:  # NaN: no data (data.nodata); the encoder sees the band mean, 0
+            valid = ~torch.isnan(x)  # [B, C, *spatial]
+            x = torch.where(valid, x, torch.zeros((), dtype=x.dtype, device=x.device))
         encoded = self.encode(x, mask)
         if self.loss_on == "masked" and targets is None and encoded.ids_keep is not None \
                 and encoded.ids_keep.shape[1] == mask.shape[1]:  # Lv is already on the host
             raise ValueError("mask: no token is masked, so the loss over masked tokens is "
                              "undefined; mask at least one token per row (True = masked)")
         pred = self.decode(encoded, targets)
-        return MAEOutput(loss=self.loss(x, pred, mask if targets is None else targets),
+        return MAEOutput(loss=self.loss(x, pred, mask if targets is None else targets,
+                                        self.value_weight(x, valid)),
                          pred=pred, mask=mask)
 
     def _check_mask(self, x: torch.Tensor, mask: torch.Tensor,
@@ -216,8 +263,9 @@ class MaskedAutoencoder(nn.Module):
         grid = self.tokenizer.grid(x.shape[1:])
         out = self.tokenizer.tokenize(x, mask)  # the tokenizer says which positions it kept
         tokens, ids_keep = out.visible, out.ids_keep  # [B, Lv, D], [B, Lv] or None (all)
+        lead = self.tokenizer.leading_axes  # band or group axes share the spatial table
         pos = (self.pos_embed(grid, tokens.shape[-1], tokens) if self.learned_pos_embed is None
-               else self.learned_pos_embed(grid).to(tokens.dtype))  # [L, D]
+               else over_leading(self.learned_pos_embed(grid[lead:]), grid, lead).to(tokens.dtype))
         tokens = tokens + (pos[ids_keep] if ids_keep is not None else pos)  # [B, Lv, D]
         if self.cls_token is not None:  # its position embedding is zero (MAE)
             cls = self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
@@ -253,7 +301,7 @@ class MaskedAutoencoder(nn.Module):
             full = self.mask_token.to(y.dtype).expand(batch, num_tokens, width)  # [B, L, Dd]
             index = encoded.ids_keep.unsqueeze(-1).expand(-1, -1, width)  # [B, Lv, Dd]
             full = full.scatter(1, index, visible)  # [B, L, Dd]
-        full = full + self.pos_embed(encoded.grid, width, full)
+        full = full + self.pos_embed(encoded.grid, width, full, decoder=True)  # [B, L, Dd]
         ids = None
         if targets is not None and encoded.ids_keep is not None:
             ids = torch.cat([encoded.ids_keep, visible_ids(~targets)], dim=1)  # [B, Lv + Lt]
@@ -266,18 +314,44 @@ class MaskedAutoencoder(nn.Module):
         out = y.new_zeros(batch, num_tokens, y.shape[-1])  # [B, L, P]
         return out.scatter(1, ids.unsqueeze(-1).expand(-1, -1, y.shape[-1]), y)
 
-    def target(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruction target [B, L, P]: pixels, or per-patch normalised pixels (norm-pix)."""
+    def value_weight(self, x: torch.Tensor, valid: torch.Tensor | None = None
+                     ) -> torch.Tensor | None:
+        """[B, L, P]: 1 for a target value of the data, 0 for no data (``valid`` False, under
+        ``nodata``) or a tokenizer's padding (``pads_targets``); None: every value counts."""
+        if valid is None and not self.tokenizer.pads_targets:
+            return None
+        ones = torch.ones_like(x) if valid is None else valid.to(x.dtype)  # [B, C, *spatial]
+        return self.tokenizer.patchify(ones)  # [B, L, P]; padding comes out 0
+
+    def target(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Reconstruction target [B, L, P]: pixels, or per-patch normalised pixels (norm-pix),
+        their statistics over the values ``weight`` counts."""
         target = self.tokenizer.patchify(x)
         if self.norm_pix_loss:
-            mean, std = patch_stats(target)
+            mean, std = patch_stats(target, weight)
             target = (target - mean) / std
         return target
 
-    def loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean squared error per patch, averaged over masked patches (or all, ``loss_on``)."""
-        per_patch = ((pred.float() - self.target(x).float()) ** 2).mean(dim=-1)  # [B, L]
-        if self.loss_on == "all":
+    def loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean squared error per patch, averaged over masked patches (or all, ``loss_on``);
+        ``weight`` [B, L, P] (``value_weight``): over the values of the data only, and over
+        the patches that are mostly data."""
+        error = (pred.float() - self.target(x, weight).float()) ** 2  # [B, L, P]
+        if weight is None:
+            per_patch = error.mean(dim=-1)  # [B, L]
+            scored = torch.ones_like(per_patch) if self.loss_on == "all" else mask.to(
+                per_patch.dtype)
+        else:
+            weight = weight.float()
+            count = weight.sum(dim=-1)  # [B, L]
+            per_patch = (error * weight).sum(dim=-1) / count.clamp(min=1)
+            full = self.value_weight(torch.ones_like(x)) if self.tokenizer.pads_targets \
+                else None  # the values a patch holds without no data
+            size = full.sum(dim=-1).float() if full is not None else weight.shape[-1]
+            scored = (count > MIN_VALID * size).float()
+            if self.loss_on == "masked":
+                scored = scored * mask.to(scored.dtype)
+        if weight is None and self.loss_on == "all":
             return per_patch.mean()
-        weight = mask.to(per_patch.dtype)
-        return (per_patch * weight).sum() / weight.sum()
+        return (per_patch * scored).sum() / scored.sum().clamp(min=1)

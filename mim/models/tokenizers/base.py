@@ -40,13 +40,22 @@ class Tokenizer(nn.Module, ABC):
         """Checks of ``config`` (a ``Config``) against the model's settings (``model``: the
         ``ModelConfig``), before any weight exists: ValueError naming the key."""
 
+    # grid axes before the spatial ones whose tokens share the spatial position table (band or
+    # group axes: ``group2d``, ``channel2d``); their identity comes from the tokenizer's own
+    # embedding. The model computes its table on ``grid[leading_axes:]`` and repeats it.
+    leading_axes: ClassVar[int] = 0
+    # True when ``patchify`` pads some tokens' values with zeros (groups of unequal band counts):
+    # the loss weights target entries by ``patchify(ones_like(x))``, so padding is never scored
+    pads_targets: ClassVar[bool] = False
+
     in_chans: int
     embed_dim: int
-    patch_size: tuple[int, ...]  # one entry per grid axis
+    patch_size: tuple[int, ...]  # one entry per spatial grid axis (after the leading axes)
 
     @property
     def rank(self) -> int:
-        """Number of grid axes (2 for images, 3 for space-time and volumes)."""
+        """Number of spatial grid axes (2 for images, 3 for space-time and volumes); the grid has
+        ``leading_axes`` more."""
         return len(self.patch_size)
 
     @property
