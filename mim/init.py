@@ -14,6 +14,7 @@ and a run with other counts is told the setting to follow.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -125,7 +126,54 @@ def _other_heads(source: Converted, cfg: ModelConfig, state: dict[str, torch.Ten
             if loaded and getattr(source.config, key) != getattr(cfg, key)]
 
 
-def init_model(model: nn.Module, cfg: ModelConfig, resume_from: Path | None) -> None:
+def source_bands(source: Converted) -> list[str] | None:
+    """The names of the bands the weights were trained on, where their run recorded them (a
+    mim run's data.band_names and data.bands; photos: red, green, blue)."""
+    data = (source.run.get("config") or {}).get("data") or {}
+    names = data.get("band_names")
+    if not names:
+        return ["red", "green", "blue"] if source.in_chans == 3 and data else None
+    return [names[i] for i in (data.get("bands") or range(len(names)))]
+
+
+def fit_bands(source: Converted, cfg: ModelConfig, state: dict[str, torch.Tensor],
+              own: dict[str, torch.Tensor], bands: list[str] | None) -> list[str]:
+    """The patch kernel of weights with other bands fitted to the run's (``bands``: their
+    names), in place: mapped by name where both sides name theirs, else timm's
+    ``adapt_input_conv`` (summed into one channel, or repeated and rescaled); what was done,
+    for the log. ConfigError for a band of the run the weights lack (unless
+    ``model.init_bands=random``)."""
+    if KERNEL not in state or KERNEL not in own or state[KERNEL].shape[1] == own[KERNEL].shape[1]:
+        return []
+    theirs, count = source_bands(source), own[KERNEL].shape[1]
+    if theirs and bands and len(bands) == count and set(bands) & set(theirs):
+        missing = [b for b in bands if b not in theirs]
+        if missing and cfg.init_bands != "random":
+            raise ConfigError(f"model.init: the weights have no band {missing[0]} (theirs: "
+                              f"{', '.join(theirs)}); model.init_bands=random starts such "
+                              "bands at random")
+        kernel = own[KERNEL].clone()  # [D, C_run, *k]: a missing band keeps its initialisation
+        for i, band in enumerate(bands):
+            if band in theirs:
+                kernel[:, i] = state[KERNEL][:, theirs.index(band)]
+        state[KERNEL] = kernel
+        mapped = ", ".join(b for b in bands if b in theirs)
+        return [f"patch kernel: bands mapped by name ({mapped})"
+                + (f"; at random: {', '.join(missing)}" if missing else "")]
+    if state[KERNEL].dim() != 4:
+        raise ConfigError(f"model.init: the weights take {state[KERNEL].shape[1]} channels and "
+                          f"name no bands; the run's {count} need a 2D patch kernel to adapt")
+    from timm.models import adapt_input_conv
+
+    old = state[KERNEL].shape[1]
+    state[KERNEL] = adapt_input_conv(count, state[KERNEL])  # [D, C_run, *k]
+    how = "summed into 1" if count == 1 else f"repeated into {count}"
+    return [f"patch kernel: {old} channels {how} (timm's adapt_input_conv; the weights name "
+            "no bands of the run)"]
+
+
+def init_model(model: nn.Module, cfg: ModelConfig, resume_from: Path | None,
+               bands: list[str] | None = None) -> None:
     """Load ``cfg.init`` into ``model`` (built from ``cfg``), unless the run resumes from
     ``resume_from``. ConfigError (one line) when the weights cannot be read or do not fit."""
     path = Path(cfg.init).expanduser()
@@ -135,7 +183,13 @@ def init_model(model: nn.Module, cfg: ModelConfig, resume_from: Path | None) -> 
         return
     source = _read(path)
     own = model.state_dict()
+    state = dict(source.state)
+    fitted = fit_bands(source, cfg, state, own, bands)
+    if fitted:  # the decoder predicts the weights' bands: it starts afresh
+        state = {k: v for k, v in state.items() if not is_decoder(k)}
+    source = dataclasses.replace(source, state=state)
     state, left, misfits = fit_state(source, cfg, own)
+    left = fitted + left
     misfits += _other_heads(source, cfg, state)
     if misfits:
         more = f"; and {len(misfits) - MAX_LISTED} more" if len(misfits) > MAX_LISTED else ""
