@@ -15,6 +15,7 @@
                               (output: new or empty, or with overwrite=true an export mim
                               wrote, as its mim-export.json lists; never in a run dir)
   mim data pack input=DIR|LIST output=DIR [shard_size=1000] [max_side=N] [labels=none|folders|CSV]
+  mim data stats data.root=DIR [data.bands=[...]] [data.nodata=V] [out=FILE.json]
                               WebDataset shards for data.format=wds, a manifest (overwrite=true)
 
 Note: OpenMMLab's ``openmim`` package also installs a command named ``mim``; in an environment
@@ -212,6 +213,10 @@ def _convert(args: list[str]) -> int:
 
 
 def _data(args: list[str]) -> int:
+    if args and args[0] == "stats":
+        from mim.data.stats import stats_command
+
+        return _guarded(lambda: print(stats_command(args[1:])))
     from mim.data.pack import pack_command
 
     return _guarded(lambda: print(pack_command(args)))
