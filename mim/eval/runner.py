@@ -41,7 +41,8 @@ def evaluate(plan: EvalPlan) -> dict[str, Any]:
     """Run ``plan.protocol``; returns the results (also written to ``plan.out_file``)."""
     start = time.perf_counter()
     seed_all(plan.seed)  # seeded as train() seeds before building: the same initial weights
-    model = build_encoder(plan.model, plan.in_chans, plan.weights, plan.settings.kernel_resize)
+    model = build_encoder(plan.model, plan.in_chans, plan.weights, plan.settings.kernel_resize,
+                          plan.labelled.train.nodata)
     device = _device(plan.settings.device)
     model = model.to(device)
     data = plan.labelled

@@ -259,7 +259,10 @@ class MaskedAutoencoder(nn.Module):
                     f"{list(value.shape)}")
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
-        """Encode the visible tokens (all tokens when ``mask`` is None)."""
+        """Encode the visible tokens (all tokens when ``mask`` is None); under ``nodata`` a
+        NaN (no data) is encoded as 0, the band's mean."""
+        if self.nodata:
+            x = torch.nan_to_num(x, nan=0.0)
         grid = self.tokenizer.grid(x.shape[1:])
         out = self.tokenizer.tokenize(x, mask)  # the tokenizer says which positions it kept
         tokens, ids_keep = out.visible, out.ids_keep  # [B, Lv, D], [B, Lv] or None (all)

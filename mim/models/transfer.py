@@ -119,11 +119,11 @@ def kernel_size(cfg: ModelConfig) -> tuple[int, ...]:
 
 
 def build_encoder(cfg: ModelConfig, in_chans: int, weights: Converted | None,
-                  kernel_method: str = "bicubic") -> torch.nn.Module:
+                  kernel_method: str = "bicubic", nodata: bool = False) -> torch.nn.Module:
     """A MaskedAutoencoder of architecture ``cfg`` holding ``weights`` adapted to it (None:
     MAE's random initialisation). Decoder weights whose shape no longer fits are left out (an
-    evaluation uses the encoder only)."""
-    model = build_model(cfg, in_chans)
+    evaluation uses the encoder only). ``nodata``: inputs hold NaN for no data."""
+    model = build_model(cfg, in_chans, nodata)
     if weights is None:
         return model
     state = dict(weights.state)

@@ -20,7 +20,7 @@ from mim.data.labelled import check_eval_labels, labelled_files, split_files
 from mim.data.shards import check_eval_format
 from mim.modalities.image import raster_demo
 from mim.modalities.image.bands import folder_items, resolve
-from mim.modalities.image.config import ImageDataConfig, photo_stats
+from mim.modalities.image.config import IMAGENET_MEAN, ImageDataConfig, photo_stats
 from mim.modalities.image.augment import FinetuneTransform, check_finetune_augment
 from mim.modalities.image.dataset import ImageFolder, band_reader, scan
 from mim.modalities.image.demo import lfw_folder
@@ -50,8 +50,9 @@ class ImageEvalDataConfig(ImageDataConfig):
         check_eval_labels(self.labels, self.val_fraction)
         if not 0.0 < self.crop_pct <= 1.0:
             raise ValueError(f"data.crop_pct: must be in (0, 1], got {self.crop_pct}")
+        # RandAugment fills with the photo's mean colour; rasters skip it (``_views``)
         check_finetune_augment(self.randaug, self.reprob, self.input_size,
-                               photo_stats(self)[0])
+                               photo_stats(self)[0] if self.reader == "photo" else IMAGENET_MEAN)
 
 
 def labelled_root(cfg: ImageEvalDataConfig) -> Path:

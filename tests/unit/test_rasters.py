@@ -202,6 +202,7 @@ def test_nodata_patches_are_masked_first_and_never_scored():
     assert batch.mask[0, :8].all()  # the no-data patches are the masked ones
     loss = model(batch.x, batch.mask).loss
     assert torch.isfinite(loss)
+    assert torch.isfinite(model.encode(batch.x).tokens).all()  # evaluation's features too
     other = batch.x.clone()
     other[:, :, 8:16, :] = 5.0  # a no-data patch now holds values: still never scored
     other[:, :, :8, :] = float("nan")
