@@ -1,7 +1,8 @@
 """A real-world image folder: mixed formats, sizes and modes, nested folders, broken files.
 
-Readable-but-odd files (RGBA, palette, 16-bit grayscale, 1x1) must train; unreadable ones
-(truncated, empty, not an image) must be skipped with their path and a reason, never crash.
+Readable-but-odd files (RGBA, palette, 1x1) must train; unreadable ones (truncated, empty, not
+an image) and a 16-bit picture among the photos (data, never squeezed into 8 bits) must be
+skipped with their path and a reason, never crash.
 """
 from __future__ import annotations
 
