@@ -160,23 +160,6 @@ def _cell_classes(rng: np.random.Generator, cells: np.ndarray, valid: np.ndarray
     return classes
 
 
-SUN = (0.8, 1.2)
-FIELD = 0.2
-HAZE = 0.0
-PARCELS = 0.0
-HAZE_SHAPE = tuple((0.443 / w) ** 2 for w in WAVELENGTHS)
-
-
-def _parcels(rng, size):
-    fx, fy = 4 + int(_uniform(rng, 1)[0] * 5), 4 + int(_uniform(rng, 1)[0] * 5)
-    ox, oy = _uniform(rng, 2)
-    grid = _uniform(rng, fy + 2, fx + 2)
-    axis = (np.arange(size) + 0.5) / size
-    col = np.floor(axis * fx + ox).astype(np.int64)
-    row = np.floor(axis * fy + oy).astype(np.int64)
-    return PARCELS + (1.0 - PARCELS) * grid[row[:, None], col[None, :]]
-
-
 def scene(part: str, index: int, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Scene ``index`` of ``part`` (pretrain, labelled): (digital numbers, uint16 [13, size,
     size]; class of every pixel, int [size, size], -1 where there is no data). A labelled
@@ -188,19 +171,10 @@ def scene(part: str, index: int, size: int = SIZE) -> tuple[np.ndarray, np.ndarr
     classes = _cell_classes(rng, cells, ~nodata, label)[cells]  # [H, W]
     gain = 0.9 + 0.2 * _uniform(rng, int(cells.max()) + 1)  # [K]
     texture = np.array([TEXTURE[c] for c in CLASSES])[classes]  # [H, W]
-    sun, haze = _uniform(rng, 2)
-    brightness = ((SUN[0] + (SUN[1] - SUN[0]) * sun)
-                  * (1.0 - FIELD + 2 * FIELD * _smooth(rng, size, 4)) * gain[cells]
+    brightness = ((0.8 + 0.4 * _smooth(rng, size, 4)) * gain[cells]
                   * (1.0 + texture * (_smooth(rng, size, 24) - 0.5)))  # [H, W]
     signatures = np.array([SIGNATURES[c] for c in CLASSES])  # [classes, 13]
-    reflectance = signatures.T[:, classes]  # [13, H, W]
-    if PARCELS:
-        stage = _parcels(rng, size)  # [H, W] in [PARCELS, 1]: growth of each field
-        soil = signatures[CLASSES.index("bare_soil")][:, None, None]  # [13, 1, 1]
-        crops = classes == CLASSES.index("crops")  # [H, W]
-        reflectance = np.where(crops[None], reflectance * stage + soil * (1.0 - stage),
-                               reflectance)  # [13, H, W]
-    reflectance = reflectance * brightness[None] + HAZE * haze * np.array(HAZE_SHAPE)[:, None, None]
+    reflectance = signatures.T[:, classes] * brightness[None]  # [13, H, W]
     noise = _uniform(rng, 2, len(BAND_NAMES), size, size)  # [2, 13, H, W]
     reflectance = reflectance + (0.004 + 0.02 * reflectance) * (noise[0] + noise[1] - 1.0)
     digital = np.clip(np.rint(reflectance * SCALE), 1, 65535).astype(np.uint16)  # [13, H, W]
