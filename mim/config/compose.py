@@ -7,6 +7,7 @@ a ``ConfigError`` whose message is one line naming the key and the valid values.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -226,22 +227,60 @@ def validate(raw: DictConfig) -> RunSpec:
         raw.model.tokenizer = spec.model.tokenizer
     BACKENDS.get(backend["name"]).check_run(spec.train, spec.backend.config, world_size(spec))
     # the files are read last, every other key checked first
-    spec.data = data = resolved_data(modality.resolve_data, data, raw)
-    _data_wavelengths(spec, raw)
+    notes: list[str] = []  # what the files decided, logged by the run (train.log)
+    spec.data = data = resolved_data(modality.resolve_data, data, raw, notes)
+    with _noted(notes):
+        _data_wavelengths(spec, raw)
+    spec.notes = tuple(notes)
     spec.grid, spec.mask_grid = token_grid(spec)
     spec.stage_grids = resolution.check(spec.model, spec.mask, resolution.stage_shapes(spec),
                                         tuple(modality.sample_shape(data)))
     return spec
 
 
-def resolved_data(resolve: Any, data: Any, raw: DictConfig | None = None) -> Any:
+class _Notes(logging.Handler):
+    """Collects what mim's loggers say, as one line each (a warning marked so)."""
+
+    def __init__(self, into: list[str]):
+        super().__init__(logging.INFO)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        self.into.append(f"warning: {text}" if record.levelno >= logging.WARNING else text)
+
+
+@contextlib.contextmanager
+def _noted(into: list[str] | None):
+    """What mim logs inside, held in ``into`` (None: logged as usual): validation runs before
+    the run's log exists, and the run logs its notes into train.log first."""
+    if into is None:
+        yield
+        return
+    logger = logging.getLogger("mim")
+    handler, level, propagate = _Notes(into), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def resolved_data(resolve: Any, data: Any, raw: DictConfig | None = None,
+                  notes: list[str] | None = None) -> Any:
     """``data`` with what its files decide (``resolve``: ``ModalitySpec.resolve_data`` or
     ``EvalSupport.resolve``, None: as it is), the changed keys written back into ``raw``'s data
-    section; the files' problems as one-line ConfigErrors."""
+    section; the files' problems as one-line ConfigErrors; what resolving logs goes into
+    ``notes`` when given."""
     if resolve is None:
         return data
     try:
-        out = resolve(data)
+        with _noted(notes):
+            out = resolve(data)
     except FileNotFoundError as exc:  # a data.root that is missing or holds no usable files
         raise ConfigError(str(exc)) from None
     except ValueError as exc:
@@ -354,7 +393,8 @@ def compose_run(overrides: list[str]) -> tuple[DictConfig, tuple[str, ...]]:
 
 def checked(raw: DictConfig, overrides: list[str], notes: tuple[str, ...] = ()) -> RunSpec:
     """``validate`` of a composed ``raw``, with the command line and the notes it came with."""
-    return dataclasses.replace(validate(raw), overrides=tuple(overrides), notes=notes)
+    spec = validate(raw)
+    return dataclasses.replace(spec, overrides=tuple(overrides), notes=notes + spec.notes)
 
 
 def load(overrides: list[str]) -> RunSpec:

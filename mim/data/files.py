@@ -95,3 +95,12 @@ def label_ids(names: list[str | None], classes: list[str] | None = None
     classes = sorted({n for n in names if n is not None}) if classes is None else classes
     ids = {name: number for number, name in enumerate(classes)}
     return [-1 if n is None else ids[n] for n in names], list(classes)
+
+
+def stamp(path: str) -> int | None:
+    """A local path's modification time in ns (None: not a local path): the key under which
+    what is read of a folder once (validation, then the plan) is kept."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except (OSError, ValueError):
+        return None

@@ -121,8 +121,8 @@ def _raster_bands(cfg: ImageDataConfig, items: Items) -> ImageDataConfig:
         nodata = "nan" if math.isnan(header.nodata) else header.nodata
         log.info("data.nodata: %s, as the files declare", nodata)
     dtype = header.dtype if cfg.dtype == "auto" else cfg.dtype
-    log.info("image data: read as rasters, %s of %s (%s), dtype %s%s",
-             plural(len(bands), "band"), plural(header.bands, "band"),
+    log.info("image data: read as rasters, %d of the files' %s (%s), dtype %s%s",
+             len(bands), plural(header.bands, "band"),
              ", ".join(names[i] for i in bands), dtype,
              "" if cfg.bands else " (every band of the files; data.bands chooses)")
     return dataclasses.replace(cfg, reader="raster", bands=bands, band_names=names,
@@ -292,7 +292,8 @@ def _auto_stats(cfg: ImageDataConfig, items: Items) -> ImageDataConfig:
                          "set data.std")
     log.info("data.mean / data.std = auto: per-band statistics of %d of %s%s",
              stats.files, plural(stats.of, "file"),
-             f" ({plural(len(stats.skipped), 'file')} unreadable)" if stats.skipped else "")
+             f" ({plural(len(stats.skipped), 'file')} unreadable, e.g. {stats.skipped[0][0]}: "
+             f"{stats.skipped[0][1]})" if stats.skipped else "")
     return dataclasses.replace(cfg, mean=stats.mean if cfg.mean in (None, "auto") else cfg.mean,
                                std=stats.std if cfg.std in (None, "auto") else cfg.std)
 

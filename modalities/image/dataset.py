@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from mim.data import MimDataset, UnreadableSample
-from mim.data.files import file_labels, find_files
+from mim.data.files import file_labels, find_files, stamp
 from mim.modalities.image import raster_demo
 from mim.modalities.image.bands import (BandReader, band_statistics, folder_items, resolve,
                                         run_band_names)
@@ -98,7 +98,7 @@ def pretrain_view(cfg: ImageDataConfig) -> Transform:
 
 
 @lru_cache(maxsize=4)
-def _scan(root: str) -> tuple[Path, ...]:
+def _scan(root: str, stamp: int | None) -> tuple[Path, ...]:
     return tuple(scan(Path(root)))  # validation and the plan index a folder once
 
 
@@ -106,7 +106,7 @@ def data_files(cfg: ImageDataConfig) -> tuple[Path, list[Path]]:
     """(root, files) of a folder config: data.root's, or the built-in demo set's."""
     if cfg.root:
         root = Path(cfg.root).expanduser()
-        return root, list(_scan(str(root)))
+        return root, list(_scan(str(root), stamp(str(root))))
     if cfg.demo == "lfw":
         return lfw_split("train")
     if cfg.demo == "raster":

@@ -11,6 +11,7 @@ replaces and counts them as it does broken files.
 from __future__ import annotations
 
 import copy
+from functools import lru_cache
 import logging
 import re
 from typing import Callable
@@ -18,6 +19,7 @@ from typing import Callable
 import torch
 
 from mim.data import MimDataset, UnreadableSample
+from mim.data.files import stamp
 from mim.data.shards import LABELS, Item, Shards, open_shards
 from mim.wording import plural
 from mim.modalities.image.bands import BandReader, Items
@@ -74,8 +76,21 @@ class ImageShards(MimDataset):
 
 
 def _accepted(cfg: ImageDataConfig, accept: Callable[[str], bool]) -> tuple[Shards, list]:
-    shards = open_shards(str(cfg.root))
+    """The shards and their image members, opened (and warned about) once for validation and
+    the plan where the root is a local folder or list; a URL or a pattern each time."""
+    root = str(cfg.root)
+    when = stamp(root)
+    return _opened(root, when, accept) if when is not None else _open(root, accept)
+
+
+def _open(root: str, accept: Callable[[str], bool]) -> tuple[Shards, list]:
+    shards = open_shards(root)
     return shards, shards.accepted(accept, "image")
+
+
+@lru_cache(maxsize=2)
+def _opened(root: str, when: int, accept: Callable[[str], bool]) -> tuple[Shards, list]:
+    return _open(root, accept)  # ``when``: the folder's stamp, part of the key
 
 
 def shard_items(cfg: ImageDataConfig, accept: Callable[[str], bool]) -> Items:

@@ -114,9 +114,9 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     real_loss = MaskedAutoencoder.loss
     calls = {"n": 0}
 
-    def poisoned(self, x, pred, mask):
+    def poisoned(self, x, pred, mask, weight=None):
         calls["n"] += 1
-        value = real_loss(self, x, pred, mask)
+        value = real_loss(self, x, pred, mask, weight)
         return value * float("nan") if calls["n"] == 4 else value
 
     monkeypatch.setattr(MaskedAutoencoder, "loss", poisoned)

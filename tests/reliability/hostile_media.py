@@ -46,19 +46,24 @@ def image_corpus(root: Path) -> tuple[list[Path], list[Path]]:
     odd = {  # readable but odd: converted, never skipped
         "rgba.png": lambda p: Image.fromarray(rng.integers(0, 256, (30, 30, 4), dtype=np.uint8)).save(p),
         "palette.png": lambda p: photo().convert("P", palette=Image.ADAPTIVE, colors=8).save(p),
-        "gray16.png": lambda p: Image.fromarray(np.linspace(0, 65535, 40 * 44).reshape(40, 44)
-                                                 .astype(np.uint16)).save(p),
         "one_pixel.png": lambda p: Image.new("RGB", (1, 1), (9, 99, 199)).save(p),
         "one_bit.png": lambda p: photo().convert("1").save(p),
         "la.png": lambda p: photo().convert("LA").save(p),
         "cmyk.jpg": lambda p: photo().convert("CMYK").save(p, "JPEG"),
         "png_named.jpg": lambda p: photo().save(p, "PNG"),  # wrong extension, right content
         "tall.png": lambda p: photo(3, 500).save(p),
-        "float32.tif": lambda p: Image.fromarray(rng.random((20, 20), dtype=np.float32)).save(p),
     }
     for name, write in odd.items():
         write(root / name)
         good.append(root / name)
+    deep = {  # data among photos: skipped and named (data.reader=raster), never rescaled
+        "gray16.png": lambda p: Image.fromarray(np.linspace(0, 65535, 40 * 44).reshape(40, 44)
+                                                 .astype(np.uint16)).save(p),
+        "float32.tif": lambda p: Image.fromarray(rng.random((20, 20), dtype=np.float32)).save(p),
+    }
+    for name, write in deep.items():
+        write(root / name)
+        bad.append(root / name)
     buffer = io.BytesIO()
     photo(64, 64).save(buffer, "JPEG")
     jpeg = buffer.getvalue()

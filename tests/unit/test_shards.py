@@ -278,7 +278,9 @@ def test_an_interrupted_pack_is_refused_naming_the_folder_and_the_remedy(packed,
 
 def test_a_modalitys_items_fewer_than_the_manifest_counts_are_warned_about(tmp_path, caplog):
     src = make_folder(tmp_path / "src", 3)
-    np.save(src / "volume.npy", np.zeros((4, 4, 4), np.float32))
+    import nibabel  # a volume: packed (the volume modality reads it), not an image
+    nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)),
+                 src / "volume.nii.gz")
     pack(str(src), str(tmp_path / "out"))
     with caplog.at_level(logging.WARNING, "mim.data"):
         data = build_dataset(ImageDataConfig(root=str(tmp_path / "out"), input_size=16,
