@@ -6,19 +6,20 @@ from mim.registry import MODALITIES
 from mim.spec import EvalSupport, ModalitySpec
 from mim.modalities.image import labelled
 from mim.modalities.image import presets  # noqa: F401  (mae_vit_*, lsmae_*, mcmae_* presets)
-from mim.modalities.image.bands import band_count, run_band_names
+from mim.modalities.image.bands import run_band_names
+from mim.modalities.image.bands import sample_shape as band_shape
 from mim.modalities.image.config import ImageDataConfig
 from mim.modalities.image.dataset import (ImageFolder, build_dataset, data_stats, is_image_file,
                                           resolve_data)
 from mim.modalities.image.pictures import render
 
 
-def sample_shape(cfg: ImageDataConfig) -> tuple[int, int, int]:
-    return (band_count(cfg), cfg.input_size, cfg.input_size)  # (C, H, W)
+def sample_shape(cfg: ImageDataConfig) -> tuple[int, ...]:
+    return band_shape(cfg, cfg.input_size)  # (C, H, W), or (C, T, H, W) for time stacks
 
 
-def resolutions(cfg: ImageDataConfig) -> list[tuple[int, int, int]]:
-    return [(band_count(cfg), size, size) for size in cfg.resolution_schedule]  # (C, H, W)
+def resolutions(cfg: ImageDataConfig) -> list[tuple[int, ...]]:
+    return [band_shape(cfg, size) for size in cfg.resolution_schedule]  # one per stage
 
 
 def derived(cfg: ImageDataConfig) -> dict:
@@ -26,13 +27,14 @@ def derived(cfg: ImageDataConfig) -> dict:
     file's units / data.scale) and nodata."""
     return {"reader": cfg.reader, "bands": run_band_names(cfg), "band_mean": cfg.mean,
             "band_std": cfg.std, "scale": cfg.scale, "nodata": cfg.nodata,
-            "wavelengths": [cfg.wavelengths[i] for i in cfg.bands] if cfg.wavelengths else []}
+            "wavelengths": [cfg.wavelengths[i] for i in cfg.bands] if cfg.wavelengths else [],
+            "time_steps": cfg.time_steps}
 
 
 # the data keys an evaluation or a picture of a run's weights takes from the run unless set:
 # the input geometry, the bands and how they were normalised
 INHERITED = ("input_size", "demo", "mean", "std", "reader", "bands", "band_names", "wavelengths",
-             "layout", "dtype", "scale", "nodata", "valid_range")
+             "layout", "dtype", "scale", "nodata", "valid_range", "time_steps", "date_pattern")
 
 
 SPEC = ModalitySpec(

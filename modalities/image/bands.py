@@ -66,7 +66,7 @@ def choose_reader(cfg: ImageDataConfig, items: Items) -> str:
     file among photos is then skipped and named, never squeezed into 8 bits)."""
     if cfg.reader != "auto":
         return cfg.reader
-    if cfg.bands:
+    if cfg.bands or cfg.time_steps > 1:
         return "raster"
     probe = range(min(PROBE_FILES, items.count))
     rasters = sum(_is_scientific(items, i) for i in probe)
@@ -154,6 +154,12 @@ def run_band_names(cfg: ImageDataConfig) -> list[str]:
 def band_count(cfg: ImageDataConfig) -> int:
     """C of a sample: the bands chosen (a config not yet resolved: a photo's three)."""
     return len(cfg.bands) if cfg.bands else 3
+
+
+def sample_shape(cfg: ImageDataConfig, size: int) -> tuple[int, ...]:
+    """(C, H, W) of a sample of crops of ``size``, (C, T, H, W) for time stacks."""
+    dates = (cfg.time_steps,) if cfg.time_steps > 1 else ()
+    return (band_count(cfg), *dates, size, size)
 
 
 # -- reading one file to the run's bands -------------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -62,6 +63,13 @@ class ImageDataConfig:
     # [low, high]: the values a valid pixel may take; a file with others is skipped and counted
     valid_range: list[float] = field(default_factory=list)
     stats_files: int = 256  # files read for data.mean / data.std = auto (evenly spaced)
+    # T > 1: a sample is a time stack [C, T, H, W] of T co-registered rasters of one place, a
+    # folder per sample holding one file per date (Prithvi-EO's input; train it with
+    # model.tokenizer=cube and model.tubelet_size, 1 for Prithvi); 1: single rasters
+    time_steps: int = 1
+    # where a file's name gives its date, which orders a stack: a regular expression whose
+    # first group is the date, as YYYYMMDD, YYYY-MM-DD or YYYYDDD (day of the year, HLS's)
+    date_pattern: str = r"(?<!\d)(\d{4}-\d{2}-\d{2}|\d{8}|\d{7})(?!\d)"
     # progressive resolution (DailyMAE): input sizes in stages of equal length over the run,
     # e.g. [160,192,224]; a repeated size lengthens its stage; the last is data.input_size
     # (pictures and evaluation use it); each a multiple of the patch size; []: input_size only
@@ -129,6 +137,16 @@ def check_raster_settings(cfg: ImageDataConfig) -> None:
     if cfg.valid_range and (len(cfg.valid_range) != 2 or
                             cfg.valid_range[0] > cfg.valid_range[1]):
         raise ValueError(f"data.valid_range: [low, high], got {list(cfg.valid_range)}")
+    if cfg.time_steps < 1:
+        raise ValueError(f"data.time_steps: must be >= 1, got {cfg.time_steps}")
+    if cfg.time_steps > 1 and cfg.format != "folder":
+        raise ValueError("data.time_steps: time stacks are read from folders (a folder per "
+                         "sample, a file per date); data.format=wds holds single rasters")
+    try:
+        if re.compile(cfg.date_pattern).groups < 1:
+            raise ValueError(f"data.date_pattern: needs a group, the date, in {cfg.date_pattern}")
+    except re.error as exc:
+        raise ValueError(f"data.date_pattern: not a regular expression ({exc})") from None
     if cfg.stats_files < 1:
         raise ValueError(f"data.stats_files: must be >= 1, got {cfg.stats_files}")
     for band in cfg.bands:

@@ -26,6 +26,7 @@ from mim.modalities.image.decode import read, to_rgb  # noqa: F401  (to_rgb: the
 from mim.modalities.image.demo import demo_files, lfw_split
 from mim.modalities.image.raster import ARRAY_SUFFIXES
 from mim.modalities.image.shards import ImageShards, build_shards, shard_items
+from mim.modalities.image.stacks import RasterStacks, stack_folders
 from mim.modalities.image.transforms import PretrainTransform, RasterTransform, Transform
 
 log = logging.getLogger("mim.data")
@@ -125,12 +126,18 @@ def resolve_data(cfg: ImageDataConfig) -> ImageDataConfig:
     return resolve(cfg, folder_items(files))
 
 
-def build_dataset(cfg: ImageDataConfig) -> ImageFolder | ImageShards:
+def build_dataset(cfg: ImageDataConfig) -> ImageFolder | ImageShards | RasterStacks:
     if cfg.reader == "auto":  # not through validation (a test, a script): resolve here
         cfg = resolve_data(cfg)
     if cfg.format == "wds":
         return build_shards(cfg, is_image_file, pretrain_view(cfg), band_reader(cfg))
     root, files = data_files(cfg)
+    if cfg.time_steps > 1:
+        stacks = stack_folders(files)
+        log.info("image data: %d time stacks (folders) of %d files under %s", len(stacks),
+                 len(files), root)
+        return RasterStacks(stacks, pretrain_view(cfg), BandReader(cfg), cfg.time_steps,
+                            cfg.date_pattern)
     labels, classes = file_labels(files, root, cfg.labels)
     log.info("image data: %d files under %s%s", len(files), root,
              "" if cfg.root else f" (built-in demo: {cfg.demo})")

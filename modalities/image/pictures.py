@@ -5,7 +5,8 @@ Photos are shown as they were read. A raster (any band count) is shown as a fals
 composite of three bands (``composite_bands``: the red, green and blue bands where the names say
 which, else the first three), each stretched between its 2nd and 98th percentile over the
 originals, no data black; ``<stem>-bands.png`` beside it is the per-band montage: for each
-sample a row of its original bands over a row of their pasted reconstruction.
+sample a row of its original bands over a row of their pasted reconstruction. A time stack
+gets a row per date.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 from PIL import Image
 
 from mim.spec import Panels
@@ -46,10 +48,11 @@ def _grid(tiles: list[torch.Tensor]) -> np.ndarray:
 
 def _denormalised(panels: Panels, cfg: ImageDataConfig) -> list[torch.Tensor]:
     mean, std = photo_stats(cfg) if cfg.reader != "raster" else (cfg.mean, cfg.std)
-    mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)  # [1, C, 1, 1]
-    std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    mean = torch.tensor(mean, dtype=torch.float32)  # [C]
+    std = torch.tensor(std, dtype=torch.float32)
     columns = [panels.original, panels.masked, panels.reconstruction, panels.pasted]
-    return [c * std + mean for c in columns]  # each [N, C, H, W], the file's units / scale
+    shape = (1, -1) + (1,) * (columns[0].dim() - 2)  # [1, C, 1, ...]
+    return [c * std.view(shape) + mean.view(shape) for c in columns]  # the file's units / scale
 
 
 def _stretch(columns: list[torch.Tensor], bands: list[int]) -> list[torch.Tensor]:
@@ -75,6 +78,8 @@ def _montage(columns: list[torch.Tensor], stem: Path) -> None:
 
 def render(panels: Panels, cfg: ImageDataConfig, stem: Path) -> Path:
     columns = _denormalised(panels, cfg)
+    if columns[0].dim() == 5:  # time stacks: one row per sample and date
+        columns = [rearrange(c, "n c t h w -> (n t) c h w") for c in columns]
     path = stem.with_suffix(".png")
     if cfg.reader != "raster":
         tiles = [c.clamp(0, 1) for c in columns]  # each [N, 3, H, W]

@@ -19,6 +19,7 @@ from typing import Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from PIL import Image
 
 from mim.modalities.image.config import ImageDataConfig, photo_stats
@@ -194,13 +195,28 @@ class RasterTransform:
         return 1.0  # rasters are read whole
 
     def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
-        """float [C, H, W] in the file's units / data.scale -> normalised [C, size, size]."""
+        """float [C, H, W] (or a time stack [C, T, H, W], every date cropped alike) in the
+        file's units / data.scale -> normalised [C, (T,) size, size]."""
         rng = random.Random(seed)
         left, top, right, bottom = crop_box(x.shape[-1], x.shape[-2], self.scale, (3 / 4, 4 / 3),
                                             rng)
-        out = resize_bands(x[:, top:bottom, left:right], self.size)
-        out = out.flip(-1) if rng.random() < self.hflip else out
-        return (out - self.mean) / self.std
+        flip = rng.random() < self.hflip
+        out = self.per_date(x, lambda bands: resize_bands(bands[:, top:bottom, left:right],
+                                                          self.size))
+        return self.normalise(out.flip(-1) if flip else out)
+
+    @staticmethod
+    def per_date(x: torch.Tensor, view) -> torch.Tensor:
+        """``view`` (bands [C', h, w] -> [C', h', w']) on x [C, H, W] or [C, T, H, W]."""
+        if x.dim() == 3:
+            return view(x)
+        out = view(rearrange(x, "c t h w -> (c t) h w"))
+        return rearrange(out, "(c t) h w -> c t h w", t=x.shape[1])
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - mean) / std per band of x [C, *spatial]."""
+        shape = (-1,) + (1,) * (x.dim() - 1)  # [C, 1, ...]
+        return (x - self.mean.view(shape)) / self.std.view(shape)
 
 
 class RasterCentreTransform(RasterTransform):
@@ -213,10 +229,10 @@ class RasterCentreTransform(RasterTransform):
 
     def __call__(self, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
         height, width = x.shape[-2:]
-        side = min(height, width) * self.size / self.resize  # the file's pixels kept
+        side = max(1, round(min(height, width) * self.size / self.resize))  # pixels kept
         top, left = int((height - side) // 2), int((width - side) // 2)
-        crop = x[:, top:top + max(1, round(side)), left:left + max(1, round(side))]
-        return (resize_bands(crop, self.size) - self.mean) / self.std
+        return self.normalise(self.per_date(x, lambda bands: resize_bands(
+            bands[:, top:top + side, left:left + side], self.size)))
 
 
 Transform = Union[PretrainTransform, CentreTransform, RasterTransform]

@@ -1,0 +1,84 @@
+"""Time stacks (data.time_steps): a folder per sample, a raster per date -> [C, T, H, W] in date
+order; a stack of another date count, a missing or repeated date or other sizes is skipped."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mim  # noqa: F401
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from mim.models.factory import create_model
+from mim.modalities.image.config import ImageDataConfig
+from mim.modalities.image.dataset import build_dataset, resolve_data
+from mim.modalities.image.stacks import parse_date
+
+BANDS, DATES = 6, ("2020-03-01", "2020123", "20200901")  # out of order on purpose
+
+
+def write(path: Path, value: int, size: int = 32) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, np.full((BANDS, size, size), value, np.uint16),
+                     photometric="minisblack", planarconfig="separate")
+
+
+def stacks(root: Path) -> None:
+    for place in range(3):
+        for step, date in enumerate(DATES):
+            write(root / f"place_{place}" / f"HLS_{date}.tif", 100 * (place + 1) + step)
+
+
+def config(root: Path, **keys) -> ImageDataConfig:
+    return resolve_data(ImageDataConfig(root=str(root), input_size=16, time_steps=3,
+                                        mean=[0.0] * BANDS, std=[1.0] * BANDS, **keys))
+
+
+def test_a_stack_is_bands_by_dates_in_date_order(tmp_path):
+    stacks(tmp_path / "data")
+    ds = build_dataset(config(tmp_path / "data"))
+    assert len(ds) == 3
+    x = ds[(0, 5)].x
+    assert x.shape == (BANDS, 3, 16, 16)
+    # 2020-03-01 (step 0, 100), day 123 = 2020-05-02 (step 1, 101), 2020-09-01 (step 2, 102)
+    assert x[0, :, 0, 0].tolist() == pytest.approx([100.0, 101.0, 102.0], abs=1e-4)
+    assert parse_date("2020123").isoformat() == "2020-05-02"
+
+
+def test_stacks_that_cannot_be_samples_are_skipped_and_named(tmp_path):
+    root = tmp_path / "data"
+    stacks(root)
+    (root / "place_1" / f"HLS_{DATES[0]}.tif").unlink()  # two dates of three
+    write(root / "place_2" / "HLS_20200301_b.tif", 7)  # a fourth file, a repeated date
+    for date in DATES:
+        write(root / "place_3" / f"x_{date}.tif", 9, size=32 if date != DATES[1] else 40)
+    for name in ("a.tif", "b.tif", "c.tif"):
+        write(root / "place_4" / name, 5)  # no dates
+    ds = build_dataset(config(root))
+    reasons = {}
+    for index in range(len(ds)):
+        reasons.update(dict(ds[(index, 0)].skipped))
+    assert "2 dates, where data.time_steps=3" in reasons[str(root / "place_1")]
+    assert "4 dates" in reasons[str(root / "place_2")]
+    assert "other sizes" in reasons[str(root / "place_3")]
+    assert "no date in its name" in reasons[str(root / "place_4")]
+    assert str(root / "place_0") not in reasons
+
+
+def test_a_stack_trains_through_the_cube_tokenizer(tmp_path):
+    stacks(tmp_path / "data")
+    ds = build_dataset(config(tmp_path / "data"))
+    model = create_model("mae_vit_tiny_patch16", in_chans=BANDS, patch_size=8,
+                         tokenizer="cube", tubelet_size=1, decoder_depth=1)
+    x = torch.stack([ds[(i, 1)].x for i in range(2)])  # [B, C, T, H, W]
+    grid = model.tokenizer.grid(x.shape[1:])
+    assert grid == (3, 2, 2)  # Prithvi's tubelet of one date
+    mask = torch.zeros(2, 12, dtype=torch.bool)
+    mask[:, :9] = True
+    assert torch.isfinite(model(x, mask).loss)
+
+
+def test_time_stacks_need_folders():
+    with pytest.raises(ValueError, match="data.time_steps: time stacks are read from folders"):
+        ImageDataConfig(time_steps=2, format="wds", root="/x")
