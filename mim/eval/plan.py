@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from mim.config.compose import resolved_data
+from mim.init import source_bands
+from mim.models.tokenizers.base import SelectsBands
+from mim.registry import TOKENIZERS
 from mim.config.errors import ConfigError
 from mim.config.overrides import apply, integer, parse, plain, typed, unknown_option, without
 from mim.convert import Converted
@@ -48,6 +51,9 @@ class EvalPlan:
     params: Any  # the protocol's section
     out_file: Path  # the results file (JSON)
     labelled: LabelledData  # the splits (file lists; nothing decoded yet)
+    # the weights' band indices the data holds, where an encoder that takes a subset of its
+    # bands (channel2d, spectral2d) evaluates on fewer; None: all of them
+    band_ids: list[int] | None = None
 
     def record(self) -> dict[str, Any]:
         """The resolved settings, for the results file."""
@@ -69,6 +75,24 @@ def labelled_data(modality: ModalitySpec, data: Any) -> LabelledData:
         return modality.evaluation.labelled(data)
     except (FileNotFoundError, ValueError) as exc:
         raise data_error(exc) from None
+
+
+def subset_ids(weights: Converted, model: ModelConfig, names: list[str] | None,
+               count: int) -> list[int]:
+    """The weights' indices of the data's bands, by name, for a tokenizer that encodes a
+    subset of its bands; otherwise the one-line refusal of another channel count."""
+    refusal = f"data: the weights take {weights.in_chans} channels, the data has {count}"
+    if not issubclass(TOKENIZERS.get(model.tokenizer_name), SelectsBands):
+        raise ConfigError(refusal)
+    theirs = source_bands(weights)
+    if not theirs or not names:
+        raise ConfigError(f"{refusal}; a subset needs the bands by name on both sides")
+    missing = [b for b in names if b not in theirs]
+    if missing:
+        raise ConfigError(f"data.bands: the weights have no band {missing[0]} (theirs: "
+                          f"{', '.join(theirs)})")
+    log.info("eval: the encoder's bands %s of its %d", ", ".join(names), len(theirs))
+    return [theirs.index(b) for b in names]
 
 
 def check_grid(model: ModelConfig, shape: tuple[int, ...]) -> None:
@@ -146,17 +170,18 @@ def load_eval(protocol: str, overrides: list[str]) -> EvalPlan:
     data = typed(modality.evaluation.data_config, plain(final.data, "data"), "data")
     data = resolved_data(modality.evaluation.resolve, data)
     shape = tuple(modality.sample_shape(data))
+    band_ids = None
     if weights is not None and weights.in_chans != shape[0]:
-        raise ConfigError(f"data: the weights take {weights.in_chans} channels, the data has "
-                          f"{shape[0]}")
-    check_grid(model, shape)
+        band_ids = subset_ids(weights, model, modality.derived(data).get("bands"), shape[0])
+    check_grid(model, (weights.in_chans, *shape[1:]) if band_ids else shape)
     source = "random init" if settings.init == "random" else str(weights_path or run_dir)
     labelled = labelled_data(modality, data)
     check_splits(labelled, data, protocol, params)  # before any feature is computed
-    return EvalPlan(protocol, integer("seed", seed), modality, data, model, shape[0],
+    return EvalPlan(protocol, integer("seed", seed), modality, data, model,
+                    weights.in_chans if band_ids else shape[0],
                     weights if settings.init == "pretrained" else None, source, settings,
                     params, results_file(settings.out, run_dir, protocol, settings.init, data),
-                    labelled)
+                    labelled, band_ids)
 
 
 def results_file(out: str | None, run_dir: str | None, protocol: str, init: str,

@@ -43,6 +43,8 @@ def evaluate(plan: EvalPlan) -> dict[str, Any]:
     seed_all(plan.seed)  # seeded as train() seeds before building: the same initial weights
     model = build_encoder(plan.model, plan.in_chans, plan.weights, plan.settings.kernel_resize,
                           plan.labelled.train.nodata)
+    if plan.band_ids is not None:  # the data holds a subset of the encoder's bands
+        model.tokenizer.select_bands(plan.band_ids)
     device = _device(plan.settings.device)
     model = model.to(device)
     data = plan.labelled

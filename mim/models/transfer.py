@@ -113,11 +113,6 @@ def fit_pos_table(kind: str, table: torch.Tensor | None, grid: tuple[int, ...] |
     return repeat(out, "l d -> (t l) d", t=target[0])  # [t h w, dim]: 'l' is (h w)
 
 
-def kernel_size(cfg: ModelConfig) -> tuple[int, ...]:
-    spatial = (cfg.patch_size, cfg.patch_size)
-    return spatial if cfg.tokenizer_name == "patch2d" else (cfg.tubelet_size, *spatial)
-
-
 def build_encoder(cfg: ModelConfig, in_chans: int, weights: Converted | None,
                   kernel_method: str = "bicubic", nodata: bool = False) -> torch.nn.Module:
     """A MaskedAutoencoder of architecture ``cfg`` holding ``weights`` adapted to it (None:
@@ -127,9 +122,10 @@ def build_encoder(cfg: ModelConfig, in_chans: int, weights: Converted | None,
     if weights is None:
         return model
     state = dict(weights.state)
-    if KERNEL in state:
-        state[KERNEL] = fit_patch_kernel(state[KERNEL], kernel_size(cfg), kernel_method)
     own = model.state_dict()
+    if KERNEL in state and KERNEL in own:  # the model's own kernel size (its tokenizer's)
+        state[KERNEL] = fit_patch_kernel(state[KERNEL], tuple(own[KERNEL].shape[2:]),
+                                         kernel_method)
     decoder_misfit = [k for k in state if is_decoder(k) and k in own
                       and own[k].shape != state[k].shape]
     for k in decoder_misfit:

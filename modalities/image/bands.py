@@ -304,6 +304,17 @@ def _auto_stats(cfg: ImageDataConfig, items: Items) -> ImageDataConfig:
                                std=stats.std if cfg.std in (None, "auto") else cfg.std)
 
 
+def _chosen_stats(cfg: ImageDataConfig) -> ImageDataConfig:
+    """Statistics given for every band of the files (e.g. a run's, inherited by an evaluation
+    on some of its bands) taken for the chosen bands."""
+    out = {}
+    for key in ("mean", "std"):
+        value = getattr(cfg, key)
+        if (isinstance(value, list) and len(value) == len(cfg.band_names) != len(cfg.bands)):
+            out[key] = [value[i] for i in cfg.bands]
+    return dataclasses.replace(cfg, **out) if out else cfg
+
+
 def _check_lengths(cfg: ImageDataConfig) -> None:
     count = len(cfg.bands)
     for key in ("mean", "std"):
@@ -317,7 +328,7 @@ def resolve(cfg: ImageDataConfig, items: Items) -> ImageDataConfig:
     if not items.count:
         raise FileNotFoundError(f"data.root: no image files under {cfg.root}")
     reader = choose_reader(cfg, items)
-    cfg = _photo_bands(cfg) if reader == "photo" else _raster_bands(cfg, items)
+    cfg = _chosen_stats(_photo_bands(cfg) if reader == "photo" else _raster_bands(cfg, items))
     if reader == "photo" and "auto" not in (cfg.mean, cfg.std):
         _check_lengths(cfg)
         return cfg

@@ -51,7 +51,8 @@ class ImageDataConfig:
     # a constant divisor of the file's values before normalisation (10000: Sentinel-2
     # reflectance); null: 255 for photos, 1 for rasters
     scale: Optional[float] = None
-    # per-band normalisation mean, in the file's units divided by data.scale; auto: computed
+    # per-band normalisation mean, in the file's units divided by data.scale, one per band of
+    # the sample (or one per band of the files: those of data.bands are taken); auto: computed
     # once over data.stats_files files of the data (derived.json: band_mean); null: ImageNet's
     # for photos, auto for rasters
     mean: Any = None

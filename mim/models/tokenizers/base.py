@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
@@ -128,3 +128,11 @@ def visible_ids(mask: torch.Tensor) -> torch.Tensor:
 def gather_tokens(tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """tokens [B, L, D], ids [B, Lk] -> [B, Lk, D]."""
     return torch.gather(tokens, 1, ids.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+
+
+@runtime_checkable
+class SelectsBands(Protocol):
+    """A tokenizer whose encoder takes any subset of the bands it was trained on (channel2d,
+    spectral2d): ``select_bands(ids)``, the run's band indices the next inputs hold."""
+
+    def select_bands(self, ids: Sequence[int] | None) -> None: ...
