@@ -434,3 +434,25 @@ def test_convert_refuses_an_input_size_that_is_not_one(given) -> None:
         _convert_config(["input=a", "output=b", "to=hf", f"input_size={given}"])
     assert _convert_config(["input=a", "output=b", "to=hf", "input_size=64"])[
         "input_size"] == [64, 64]
+
+
+def test_a_13_band_encoder_exports_to_timm_with_identical_features(tmp_path: Path) -> None:
+    """A multispectral run's encoder: timm takes it with in_chans=13, by file and by folder."""
+    torch.manual_seed(0)
+    model = mim.create_model("mae_vit_tiny_patch16", in_chans=13, patch_size=PATCH,
+                             embed_dim=DIM, depth=2, num_heads=HEADS, decoder_embed_dim=32,
+                             decoder_depth=1, decoder_num_heads=2).eval()
+    run = tmp_path / "export"
+    conv = mim.convert.Converted(_config(), 13, model.state_dict(), "mim", (SIZE, SIZE))
+    mim.convert.WRITERS["mim"](conv, run)
+    folder = convert(run, tmp_path / "timm", to="timm")
+    args = mim.convert.vit.timm_arguments(read_weights(run), (SIZE // PATCH,) * 2)
+    assert args["in_chans"] == 13
+    by_file = timm.create_model("vit_base_patch16_224", pretrained=True, **args,
+                                pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors")))
+    by_folder = timm.create_model(f"local-dir:{folder}", pretrained=True)
+    x = torch.randn(2, 13, SIZE, SIZE)
+    with torch.no_grad():
+        ours = model.encode(x).tokens
+        for vit in (by_file.eval(), by_folder.eval()):
+            torch.testing.assert_close(vit.forward_features(x), ours, atol=ATOL, rtol=0)
