@@ -27,7 +27,7 @@ from mim.data import LOAD_ERRORS, MimDataset, sample_seed
 from mim.reconstruction import reconstruction_panels
 from mim.pretrained import HEAD_KEYS, base_data, eval_modality, read, run_config
 from mim.models.transfer import build_encoder
-from mim.masking import DecoderMasking, MaskConfigError, build_mask
+from mim.masking import DecoderMasking, MaskConfigError, build_mask, nodata_cells, nodata_first
 from mim.registry import MASKS
 from mim.spec import ModalitySpec
 
@@ -133,8 +133,9 @@ def visualize(plan: VisualizePlan) -> list[Path]:
     """Write the pictures; returns their paths (one picture holds up to ``num`` inputs, one row
     each). Unreadable inputs are skipped with a line each; none readable: ValueError, and no
     folder is made."""
-    model = build_encoder(plan.weights.config, plan.weights.in_chans, plan.weights).eval()
     dataset = plan.inputs
+    model = build_encoder(plan.weights.config, plan.weights.in_chans, plan.weights,
+                          nodata=dataset.nodata).eval()
     shape = tuple(plan.modality.sample_shape(plan.data))
     grid = model.tokenizer.mask_grid(shape)
     try:
@@ -153,9 +154,12 @@ def visualize(plan: VisualizePlan) -> list[Path]:
         skipped.clear()
         x = torch.stack([item for _, item in chunk])  # [N, C, *spatial]
         masks, targets = [], []
-        for i, _ in chunk:
+        for i, item in chunk:
             g = torch.Generator().manual_seed(sample_seed(plan.seed, 0, i, "visualize"))
             masks.append(plan.mask(grid, g))  # [L]
+            mostly = nodata_cells(item, grid) if dataset.nodata else None
+            if mostly is not None and mostly.any():  # as in training: no data masked first
+                masks[-1] = nodata_first(masks[-1], mostly, g)
             if isinstance(plan.mask, DecoderMasking):  # the part the decoder scores
                 targets.append(plan.mask.targets(grid, g, masks[-1]))  # [L]
         panels = reconstruction_panels(model, x, torch.stack(masks), torch.stack(targets)

@@ -315,7 +315,16 @@ def _chosen_stats(cfg: ImageDataConfig) -> ImageDataConfig:
     return dataclasses.replace(cfg, **out) if out else cfg
 
 
+def _check_composite(cfg: ImageDataConfig) -> None:
+    names = run_band_names(cfg)
+    for band in cfg.composite:
+        if (str(band) not in names) if isinstance(band, str) else not 0 <= band < len(names):
+            raise ValueError(f"data.composite: {band!r} is not a band of the samples "
+                             f"({', '.join(names)})")
+
+
 def _check_lengths(cfg: ImageDataConfig) -> None:
+    _check_composite(cfg)
     count = len(cfg.bands)
     for key in ("mean", "std"):
         if len(getattr(cfg, key)) != count:

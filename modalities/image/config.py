@@ -64,6 +64,10 @@ class ImageDataConfig:
     # [low, high]: the values a valid pixel may take; a file with others is skipped and counted
     valid_range: list[float] = field(default_factory=list)
     stats_files: int = 256  # files read for data.mean / data.std = auto (evenly spaced)
+    # the three bands a raster's false-colour picture shows, by index or name, as red, green,
+    # blue (e.g. [B08,B04,B03]); []: the red, green and blue bands where names say, else the
+    # first three
+    composite: list[Any] = field(default_factory=list)
     # T > 1: a sample is a time stack [C, T, H, W] of T co-registered rasters of one place, a
     # folder per sample holding one file per date (Prithvi-EO's input; train it with
     # model.tokenizer=cube and model.tubelet_size, 1 for Prithvi); 1: single rasters
@@ -150,6 +154,9 @@ def check_raster_settings(cfg: ImageDataConfig) -> None:
         raise ValueError(f"data.date_pattern: not a regular expression ({exc})") from None
     if cfg.stats_files < 1:
         raise ValueError(f"data.stats_files: must be >= 1, got {cfg.stats_files}")
+    if cfg.composite and len(cfg.composite) != 3:
+        raise ValueError(f"data.composite: three bands (red, green, blue), got "
+                         f"{list(cfg.composite)}")
     for band in cfg.bands:
         if isinstance(band, bool) or not isinstance(band, (int, str)):
             raise ValueError(f"data.bands: band indices or names, got {list(cfg.bands)}")

@@ -27,8 +27,11 @@ RGB_NAMES = (("red", "green", "blue"), ("B04", "B03", "B02"), ("B4", "B3", "B2")
              ("RED", "GREEN", "BLUE"))
 
 
-def composite_bands(names: list[str]) -> list[int]:
-    """The three bands a false-colour composite shows (indices into ``names``)."""
+def composite_bands(names: list[str], chosen: list | None = None) -> list[int]:
+    """The three bands a false-colour composite shows (indices into ``names``, the sample's
+    bands): ``chosen`` (``data.composite``, names or indices), else by their names."""
+    if chosen:
+        return [names.index(b) if isinstance(b, str) else int(b) for b in chosen]
     for rgb in RGB_NAMES:
         if all(n in names for n in rgb):
             return [names.index(n) for n in rgb]
@@ -84,7 +87,7 @@ def render(panels: Panels, cfg: ImageDataConfig, stem: Path) -> Path:
     if cfg.reader != "raster":
         tiles = [c.clamp(0, 1) for c in columns]  # each [N, 3, H, W]
     else:
-        tiles = _stretch(columns, composite_bands(run_band_names(cfg)))
+        tiles = _stretch(columns, composite_bands(run_band_names(cfg), cfg.composite))
         _montage(columns, stem)
     Image.fromarray(_grid(tiles)).save(path)
     return path

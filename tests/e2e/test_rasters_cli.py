@@ -33,6 +33,16 @@ def test_channel2d_pretrains_on_13_bands_and_evaluates_on_3(cli, tmp_path):
 def test_a_patch_encoder_refuses_a_band_subset_in_one_line(cli, tmp_path):
     run = tmp_path / "run"
     assert cli.run(*RUN, f"run.dir={run}").returncode == 0
+    # pictures of the user's own rasters: a scene with a nodata swath, chosen false colours
+    from mim.modalities.image.raster_demo import labelled_folder
+
+    scene = sorted(labelled_folder().rglob("scene_*4.tif"))[0]  # index % 5 == 4: nodata
+    out = tmp_path / "pictures"
+    result = cli.run("visualize", f"run.dir={run}", f"input={scene}", f"out={out}",
+                     "data.composite=[B08,B04,B03]")
+    assert result.returncode == 0, cli.describe(result)
+    assert sorted(p.name for p in out.iterdir()) == ["reconstruction_000-bands.png",
+                                                     "reconstruction_000.png"]
     result = cli.run("eval", "knn", f"run.dir={run}", "data.bands=[B04,B03,B02]",
                      "eval.num_workers=0")
     assert result.returncode == 2 and "Traceback" not in result.stderr
