@@ -262,3 +262,16 @@ def test_data_stats_prints_and_writes_the_per_band_statistics(tmp_path):
     assert stats["names"] == ["B02", "B01"]
     expected = np.stack(arrays).astype(np.float64)[:, [1, 0]].mean(axis=(0, 2, 3))
     np.testing.assert_allclose(stats["mean"], expected, rtol=1e-9)
+
+
+def test_packed_rasters_keep_their_dtype_and_bands_and_give_the_folders_samples(tmp_path):
+    from mim.data.pack import pack
+
+    scenes(tmp_path / "data", count=4)
+    pack(str(tmp_path / "data"), str(tmp_path / "shards"))
+    folder = build_dataset(resolved(tmp_path / "data"))
+    shards = build_dataset(resolve_data(ImageDataConfig(root=str(tmp_path / "shards"),
+                                                        format="wds", input_size=16)))
+    assert len(shards) == len(folder) == 4 and shards.bands is not None
+    for index in range(4):
+        torch.testing.assert_close(shards[(index, 9)].x, folder[(index, 9)].x)
