@@ -4,6 +4,7 @@
     python -m bench --only image,paper   # some figures
     python -m bench --quick              # tiny models: checks that it runs (seconds)
     python -m bench --only gpu           # figure 6, on a CUDA machine
+    python -m bench --only raster        # figure 12: the raster loader on 13-band GeoTIFFs
     python -m bench --threads 1          # steadier ratios on a busy shared CPU
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from bench.harness import Row, Settings, machine, precisions, table
 from mim.engine import compiling
 
 FIGURES = ("image", "video", "paper", "data", "pipeline", "shards", "memory", "resolution",
-           "feed", "gpu")
+           "feed", "gpu", "raster")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -115,6 +116,9 @@ def run_figure(figure: str, settings: Settings, args: argparse.Namespace) -> lis
     if figure == "memory":
         from bench import memory
         return memory.run(settings)
+    if figure == "raster":
+        from bench import raster
+        return raster.run(settings)
     from bench import gpu
     return gpu.run(settings, args)
 

@@ -182,6 +182,8 @@ class BandReader:
         except Exception as exc:  # tifffile, rasterio, numpy and PIL raise many types
             raise UnreadableSample(f"{type(exc).__name__}: {exc}", "unreadable raster") from exc
         self._check(raster)
+        if self.bands == list(range(self.count)):
+            return raster.values  # every band, in order: no copy
         return raster.values[self.bands]  # [C, H, W]
 
     def _check(self, raster: Raster) -> None:
@@ -197,27 +199,29 @@ class BandReader:
     def __call__(self, source: "Path | bytes", name: str) -> np.ndarray:
         values = self.raw(source, name)
         x = values.astype(np.float32)  # [C, H, W]; uint16 and int16 are exact in float32
-        nodata = self._nodata(values)
-        finite = np.isfinite(x)
-        if not finite.all() and (self.nodata is None or not math.isnan(self.nodata)):
+        nodata = self._nodata(values)  # [H, W] or None
+        nan_is_nodata = self.nodata is not None and math.isnan(self.nodata)
+        if values.dtype.kind == "f" and not nan_is_nodata and not np.isfinite(x).all():
             raise UnreadableSample("NaN or infinite values (data.nodata=nan treats NaN as no "
                                    "data)", "NaN values")
-        if nodata is not None:
+        if nodata is not None and nodata.any():
             if nodata.all():
                 raise UnreadableSample("every pixel is nodata", "all nodata")
-            x[nodata] = np.nan
+            x[:, nodata] = np.nan  # every band of a pixel one band marks
         self._check_range(x)
-        return x / self.scale if self.scale != 1.0 else x
+        if self.scale != 1.0:
+            x /= self.scale
+        return x
 
     def _nodata(self, values: np.ndarray) -> Optional[np.ndarray]:
-        """bool [C, H, W]: a pixel of no data, in every band where one band says so."""
+        """bool [H, W]: a pixel of no data, where one band of it says so (None: no nodata)."""
         if self.nodata is None:
             return None
         if math.isnan(self.nodata):
-            hit = np.isnan(values) if values.dtype.kind == "f" else np.zeros(values.shape, bool)
-        else:
-            hit = values == self.nodata
-        return np.broadcast_to(hit.any(axis=0), values.shape)  # [C, H, W]
+            if values.dtype.kind != "f":
+                return None  # integers hold no NaN
+            return np.isnan(values).any(axis=0)
+        return (values == self.nodata).any(axis=0)
 
     def _check_range(self, x: np.ndarray) -> None:
         if self.valid_range is None:

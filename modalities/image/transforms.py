@@ -164,9 +164,9 @@ def resize_bands(x: torch.Tensor, size: int) -> torch.Tensor:
     """float [C, h, w], NaN where there is no data -> [C, size, size] by antialiased bilinear
     interpolation (no ringing: bicubic's overshoot would invent reflectance beyond the data);
     a pixel is no data where any no-data pixel reaches it (the valid map resized alike)."""
-    valid = ~torch.isnan(x)  # [C, h, w]
-    if valid.all():
+    if not x.sum().isnan():  # NaN propagates through the sum: no pixel of no data
         return F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True)[0]
+    valid = ~torch.isnan(x)  # [C, h, w]
     filled = torch.where(valid, x, torch.zeros((), dtype=x.dtype))[None]  # [1, C, h, w]
     out = F.interpolate(filled, size=(size, size), mode="bilinear", antialias=True)[0]
     reach = F.interpolate(valid[None].to(x.dtype), size=(size, size), mode="bilinear",
