@@ -13,12 +13,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from mim.data import resolution
 from mim.config.run_spec import RunSpec
 from mim.config.errors import ConfigError
 from mim.data import MaskingCollate
 from mim.engine.optim import effective_lr
 from mim.models.factory import token_grids
+from mim.models.flops import forward_flops
 from mim.masking import decoder_targets
 from mim.rundir import run_dir
 from mim.data.stream import Feed, Source, epoch_steps
@@ -47,6 +50,11 @@ class Plan:
     @property
     def in_chans(self) -> int:
         return self.sources[0].sample_shape[0]
+
+    def flops(self) -> dict[str, float]:
+        """GFLOPs of one sample's forward through the encoder and the decoder, at the run's
+        sample shape (the last resolution stage's)."""
+        return _sample_flops(self.spec, self.sources[0].sample_shape)
 
     @property
     def nodata(self) -> bool:
@@ -85,8 +93,17 @@ class Plan:
                 **spec.modality.derived(spec.data),  # the modality's word on its data
                 "decoder_embed_dim": spec.model.decoder_embed_dim,
                 "encoder_params": params["encoder"], "decoder_params": params["decoder"],
+                **self.flops(),
                 "precision": precision, "precision_reason": reason, "compile": compile,
                 "run_dir": str(run_dir(spec))}
+
+
+def _sample_flops(spec: RunSpec, shape: tuple[int, ...]) -> dict[str, float]:
+    """One sample's forward GFLOPs (``mim/models/flops.py``) under a mask of the run's policy
+    (its count is every mask's)."""
+    mask = spec.mask(spec.mask_grid, torch.Generator().manual_seed(0))  # [L]
+    flops = forward_flops(spec.model, shape, mask, decoder_targets(spec.mask, spec.mask_grid))
+    return {key: round(value, 6) for key, value in flops.items()}
 
 
 def plan(spec: RunSpec, world_size: int) -> Plan:
