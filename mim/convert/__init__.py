@@ -6,8 +6,10 @@
 Readable: mim runs, checkpoints and exports; facebookresearch/mae checkpoints (with decoder, or
 encoder-only releases); timm ViT weights (file or ``config.json`` folder); Hugging Face
 ``save_pretrained`` folders of the model types registered in ``hf.HF_READERS`` (ViTMAE here,
-3D layouts from modality plugins). Writable: ``mim``, ``mae``, ``timm`` (the encoder as a
-VisionTransformer) and ``hf`` (the layout registered for the model's grid rank).
+3D layouts from modality plugins); Prithvi-EO 1.0 / 2.0 weights (file, or the repository's
+folder with its ``config.json``); SatMAE's group-channel checkpoints (onto ``group2d``).
+Writable: ``mim``, ``mae``, ``timm`` (the encoder as a VisionTransformer), ``hf`` (the layout
+registered for the model's grid rank) and ``prithvi`` (Prithvi-EO-2.0's names and config).
 Nothing is ever unpickled beyond tensors (see ``storage.py``).
 """
 from __future__ import annotations
@@ -19,12 +21,14 @@ from typing import Any, Callable
 from mim.convert.common import ConvertError, Converted
 from mim.convert.formats import read_weights, write_mim
 from mim.convert.hf import write_hf
+from mim.convert.prithvi import write_prithvi
 from mim.convert.vit import write_mae, write_timm
 from mim.rundir import check_export_target, discard, publish, staging_path
 
 log = logging.getLogger("mim")
 WRITERS: dict[str, Callable[..., Path]] = {"mim": write_mim, "mae": write_mae,
-                                            "timm": write_timm, "hf": write_hf}
+                                            "timm": write_timm, "hf": write_hf,
+                                            "prithvi": write_prithvi}
 
 
 def load_pretrained(path: str | Path, **overrides: Any):
@@ -36,7 +40,7 @@ def load_pretrained(path: str | Path, **overrides: Any):
 
 def convert(source: str | Path, output: str | Path, to: str,
             input_size: tuple[int, ...] | None = None, overwrite: bool = False,
-            **overrides: Any) -> Path:
+            drop_coords: bool = False, **overrides: Any) -> Path:
     """Read ``source`` (format detected) and write it as ``to`` at ``output``.
 
     ``output`` must be new or empty, and outside any run directory (a ``ConfigError``
@@ -44,12 +48,13 @@ def convert(source: str | Path, output: str | Path, to: str,
     a ``mim-export.json`` lists), nothing else. The export is written into a temporary sibling
     and renamed into place once complete (``mim/rundir.py``).
     ``input_size`` (spatial sizes) exports for another input size than the weights were made
-    for: the position table is resized to its token grid; the size is logged."""
+    for: the position table is resized to its token grid; the size is logged.
+    ``drop_coords``: read Prithvi-EO TL weights without their date and location embeddings."""
     if to not in WRITERS:
         raise ConvertError(f"to: unknown format '{to}'; valid: {', '.join(WRITERS)}")
     target = Path(output).expanduser().absolute()
     check_export_target(target, overwrite)
-    converted = read_weights(source, **overrides)
+    converted = read_weights(source, drop_coords=drop_coords, **overrides)
     size = tuple(int(s) for s in input_size) if input_size is not None else None
     staged = staging_path(target)
     staged.mkdir(parents=True)

@@ -24,7 +24,8 @@ from mim.rundir import EXPORT_MARKER, mim_wrote
 log = logging.getLogger("mim")
 PLACEHOLDER = "path/to/export"  # where the snippets expect the export
 CARD = "README.md"
-LIBRARY = {"hf": "transformers", "timm": "timm", "mae": "timm", "mim": "mim"}
+LIBRARY = {"hf": "transformers", "timm": "timm", "mae": "timm", "mim": "mim",
+           "prithvi": "terratorch"}
 MARK = ("- mim", "- masked-autoencoder")  # the front matter's tags
 
 
@@ -64,11 +65,26 @@ def _training_lines(conv: Converted, facts: RunFacts) -> list[str]:
             "- " + _unknown("samples seen", conv),
             f"- mask: {mask}" if mask else "- " + _unknown("mask", conv),
             f"- data: modality `{facts.modality}`" + (
-                f", {_data_source(data)}" if isinstance(data, dict) else "")
+                f", {_data_source(data, conv)}" if isinstance(data, dict) else "")
             if facts.modality else "- " + _unknown("data", conv),
             f"- input normalisation: mean {mean}, std {std}" if facts.mean is not None else
             f"- input normalisation: {_unrecorded_norm(facts)}; the export's processor settings "
-            f"assume ImageNet's mean {mean}, std {std}"]
+            f"assume ImageNet's mean {mean}, std {std}", *_band_lines(facts.data)]
+
+
+def _band_lines(data: dict[str, Any]) -> list[str]:
+    """The bands of a raster run, in the order the encoder takes them, with what a user must
+    feed it alike (none for photos)."""
+    if data.get("reader") != "raster" or not data.get("bands"):
+        return []
+    waves = data.get("wavelengths") or []
+    named = ", ".join(f"{b} ({w:g} µm)" for b, w in zip(data["bands"], waves)) if waves \
+        else ", ".join(map(str, data["bands"]))
+    return [f"- bands, in input order: {named}",
+            f"- values: the file's divided by {data.get('scale')} before the normalisation "
+            f"above; nodata {data.get('nodata')} (such pixels were never scored)"
+            + (f"; {data['time_steps']} dates per sample" if data.get("time_steps", 1) > 1
+               else "")]
 
 
 def _history_lines(history: list[dict[str, Any]]) -> list[str]:
@@ -85,10 +101,12 @@ def _unrecorded_norm(facts: RunFacts) -> str:
     return "not recorded by the source"
 
 
-def _data_source(data: dict[str, Any]) -> str:
+def _data_source(data: dict[str, Any], conv: Converted) -> str:
     for key in ("list_file", "root"):
         if data.get(key):
             return f"`{key}`: `{data[key]}`"
+    if conv.format != "mim":  # a foreign config's data settings name no files
+        return f"its files not recorded by the source ({conv.format})"
     return "the built-in demo data"
 
 
@@ -103,6 +121,8 @@ def _snippets(export: str, conv: Converted, grid: tuple[int, ...] | None,
         return _timm_snippet()
     if export == "mae":
         return _mae_snippet(details)
+    if export == "prithvi":
+        return _prithvi_snippet(details)
     return _mim_snippet(conv)
 
 
@@ -172,6 +192,24 @@ def _mae_snippet(details: dict[str, Any]) -> list[str]:
             "The checkpoint's `args` hold the run's settings (`mask_ratio`, "
             "`norm_pix_loss`, `input_size`), as facebookresearch/mae's do. transformers: "
             + _convert_hint(f"{PLACEHOLDER}/{details['file']}", "hf", "transformers")]
+
+
+def _prithvi_snippet(details: dict[str, Any]) -> list[str]:
+    """``details``: the weight file's name and terratorch's variant of these sizes, if any."""
+    variant = details.get("architecture")
+    terratorch = (f'`BACKBONE_REGISTRY.build("{variant}", pretrained=True, '
+                  f'ckpt_path="{PLACEHOLDER}/{details["file"]}", num_frames=N)` builds it, '
+                  "its loaders replacing the position tables with Prithvi's own sin-cos (see the "
+                  "notes)." if variant else
+                  "no registered variant has these sizes; build `PrithviMAE(**pretrained_cfg)` "
+                  "(its prithvi_mae.py) and load the state dict.")
+    return ["torch (a plain state dict in Prithvi-EO-2.0's names, and its config):",
+            "```python", "import json, torch",
+            f'state = torch.load("{PLACEHOLDER}/{details["file"]}", weights_only=True)',
+            f'config = json.load(open("{PLACEHOLDER}/config.json"))["pretrained_cfg"]',
+            "```", "", "terratorch: " + terratorch, "",
+            "mim (reads the folder back):", "```python", "import mim",
+            f'model = mim.load_pretrained("{PLACEHOLDER}")  # a MaskedAutoencoder', "```"]
 
 
 def _mim_snippet(conv: Converted) -> list[str]:

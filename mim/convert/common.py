@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from mim.models.keys import TABLE
+from mim.models.keys import BLOCK_PARTS, TABLE
 from mim.models.factory import ModelConfig, build_model, with_changes
 from mim.models.model import is_decoder
 from mim.models.pos_embed import POS_EMBEDS, sincos_pos_embed
@@ -90,6 +90,23 @@ def count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
     if ids and ids != set(range(len(ids))):
         raise ConvertError(f"blocks under '{prefix}' are not numbered 0..N-1: {sorted(ids)}")
     return len(ids)
+
+
+def copy_blocks(state: dict[str, torch.Tensor], src: str, dst: str, depth: int,
+                dim: int) -> dict[str, torch.Tensor]:
+    """timm-named blocks ``src<N>.*`` of ``state`` -> ``dst<N>.*`` (a missing qkv bias, as
+    timm's ``qkv_bias=False`` leaves it, becomes the zero bias: the same map)."""
+    out = {}
+    for i in range(depth):
+        for part in BLOCK_PARTS:
+            key = f"{src}{i}.{part}"
+            if key in state:
+                out[f"{dst}{i}.{part}"] = state[key]
+            elif part == "attn.qkv.bias":
+                out[f"{dst}{i}.{part}"] = torch.zeros(3 * dim)
+            else:
+                raise ConvertError(f"missing {key}")
+    return out
 
 
 def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

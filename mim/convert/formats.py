@@ -4,8 +4,12 @@ Detection looks at what is there, never at names alone: a directory with ``check
 mim run (its newest complete checkpoint), one with ``state.pt`` a mim checkpoint, one with
 ``dcp/`` a sharded one (``torch.distributed.checkpoint``, read by ``dcp.py``), one with ``ds/``
 (or DeepSpeed's folder itself) one of ``backend=deepspeed`` (read by ``deepspeed.py``), one with a
-``config.json`` a Hugging Face (``model_type``), timm (``architecture``) or mim export
-(``format: mim``) folder; a single file is read (weights only) and recognised by its keys.
+``config.json`` a Hugging Face (``model_type``), Prithvi-EO (``pretrained_cfg`` with
+``num_frames``: ``prithvi.py``), timm (``architecture``) or mim export (``format: mim``) folder;
+a single file is read (weights only) and recognised by its keys: Prithvi-EO's (2.0's
+``encoder.patch_embed.proj.weight``, 1.0's 5D ``patch_embed.proj.weight``; a Prithvi
+``config.json`` beside the file is read with it), SatMAE's group-channel model
+(``patch_embed.0.proj``, ``channel_embed``: ``satmae.py``), MAE's and timm's (``vit.py``).
 """
 from __future__ import annotations
 
@@ -23,9 +27,11 @@ from mim.convert.common import ConvertError, Converted, with_overrides
 from mim.convert.dcp import dcp_folder, read_dcp_checkpoint
 from mim.convert.deepspeed import deepspeed_folder, read_deepspeed_checkpoint
 from mim.convert.hf import read_hf
+from mim.convert.prithvi import is_prithvi_config, prithvi_version, read_prithvi, sibling_config
 from mim.convert.provenance import checkpoint_record
 from mim.convert.storage import (SAFE_SUFFIX, TORCH_SUFFIXES, load_safetensors,
                                  load_tensor_file, load_torch, save_tensors, write_json)
+from mim.convert.satmae import is_satmae_group, read_satmae, refuse_temporal
 from mim.convert.vit import is_vit_layout, read_vit
 from mim.models.factory import ModelConfig
 
@@ -98,7 +104,19 @@ def _latest_checkpoint(run: Path) -> Path:
     return latest
 
 
-def _read_folder(folder: Path, overrides: dict[str, Any]) -> Converted:
+def _prithvi_weights(folder: Path) -> Path:
+    """The one weight file of a Prithvi folder (its releases hold a single ``.pt``)."""
+    found = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix in (SAFE_SUFFIX, *TORCH_SUFFIXES))
+    if len(found) != 1:
+        raise ConvertError(f"{folder}: a Prithvi config.json with "
+                           f"{'no weight file' if not found else 'several weight files'} beside it"
+                           f"{': ' + ', '.join(p.name for p in found) if found else ''}; pass the "
+                           "weight file itself")
+    return found[0]
+
+
+def _read_folder(folder: Path, overrides: dict[str, Any], drop_coords: bool) -> Converted:
     run = folder if (folder / "checkpoints").is_dir() else None
     if run is not None:
         folder = _latest_checkpoint(run)
@@ -114,6 +132,10 @@ def _read_folder(folder: Path, overrides: dict[str, Any]) -> Converted:
             return read_mim_export(folder, **overrides)
         if "model_type" in meta:
             return read_hf(folder, **overrides)
+        if is_prithvi_config(meta):  # before timm's: Prithvi's config names an architecture too
+            weights = _prithvi_weights(folder)
+            return read_prithvi(_unwrap(load_tensor_file(weights), weights), weights, meta,
+                                drop_coords, **overrides)
         if "architecture" in meta:  # a timm folder (save_for_hf / local-dir layout)
             weights = next((folder / n for n in ("model.safetensors", "pytorch_model.bin")
                             if (folder / n).is_file()), None)
@@ -145,7 +167,7 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _read_file(path: Path, overrides: dict[str, Any]) -> Converted:
+def _read_file(path: Path, overrides: dict[str, Any], drop_coords: bool) -> Converted:
     if path.name == STATE_FILE:
         return read_mim_checkpoint(path, **overrides)
     if path.suffix not in (SAFE_SUFFIX, *TORCH_SUFFIXES):
@@ -156,20 +178,30 @@ def _read_file(path: Path, overrides: dict[str, Any]) -> Converted:
         return read_mim_checkpoint(path, **overrides)
     args = raw.get("args") if isinstance(raw, dict) else None
     state = _unwrap(raw, path)
+    if prithvi_version(state) is not None:  # before MAE's: 1.0 has MAE's names
+        return read_prithvi(state, path, sibling_config(path), drop_coords, **overrides)
+    if is_satmae_group(state):
+        return read_satmae(state, args, path, **overrides)
     if is_vit_layout(state):
+        refuse_temporal(state, path)
         fmt = "mae" if "decoder_embed.weight" in state or args is not None else "timm"
         return read_vit(state, fmt, args=args, **overrides)
     if any(".embeddings.patch_embeddings." in k for k in state):
         raise ConvertError(f"{path}: Hugging Face weights; pass the save_pretrained folder "
                            "(with its config.json) instead of the weight file")
     raise ConvertError(f"{path}: unrecognised layout (first keys: {sorted(state)[:5]}); "
-                       "readable: mim, facebookresearch/mae, timm ViT, Hugging Face folders")
+                       "readable: mim, facebookresearch/mae, timm ViT, Prithvi-EO, SatMAE "
+                       "group-channel, Hugging Face folders")
 
 
-def read_weights(path: str | Path, **overrides: Any) -> Converted:
+def read_weights(path: str | Path, drop_coords: bool = False, **overrides: Any) -> Converted:
     """Any supported weights -> ``Converted`` (mim names + architecture). ``overrides`` set
-    ModelConfig fields the file cannot tell (``num_heads``, ``norm_pix_loss``, ...)."""
+    ModelConfig fields the file cannot tell (``num_heads``, ``norm_pix_loss``, ...).
+    ``drop_coords``: read Prithvi-EO TL weights without their date and location embeddings
+    (refused otherwise; ``prithvi.py``)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise ConvertError(f"{path}: no such file or directory")
-    return _read_folder(path, overrides) if path.is_dir() else _read_file(path, overrides)
+    if path.is_dir():
+        return _read_folder(path, overrides, drop_coords)
+    return _read_file(path, overrides, drop_coords)

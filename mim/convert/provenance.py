@@ -55,6 +55,9 @@ class RunFacts:
     sections: dict[str, Any] = field(default_factory=dict)  # RUN_SECTIONS found in the config
     # starts and resumes, oldest first: {"time", "event", "step", "changed": {key: [old, new]}}
     history: list[dict[str, Any]] = field(default_factory=list)
+    # what the modality says of the run's data (ModalitySpec.derived; image: the bands by
+    # name, band_mean, band_std, scale, nodata, wavelengths)
+    data: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mask_ratio(self) -> float | None:
@@ -70,15 +73,21 @@ def _name(section: Any) -> str | None:
     return section.get("name") if isinstance(section, dict) else section
 
 
-def _data_config(modality: str | None, data: dict[str, Any]) -> Any:
-    """The modality's typed data config (its defaults filled in), or None if it cannot be built."""
+def _data_config(modality: str | None, data: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The modality's typed data config (its defaults filled in) and what the modality derives
+    of it, or (None, {}) if it cannot be built."""
     from mim.registry import MODALITIES, UnknownNameError
 
     try:
         spec = MODALITIES.get(modality)
-        return spec.data_config(**data)
+        typed = spec.data_config(**data)
+        return typed, dict(spec.derived(typed))
     except (TypeError, ValueError, UnknownNameError):
-        return None
+        return None, {}
+
+
+def _numbers(value: Any) -> list[float] | None:
+    return [float(v) for v in value] if isinstance(value, (list, tuple)) else None
 
 
 def run_facts(conv: Converted) -> RunFacts:
@@ -88,12 +97,11 @@ def run_facts(conv: Converted) -> RunFacts:
     loop = dict(conv.run.get("loop") or {})
     modality = _name(tree.get("modality"))
     data = tree.get("data") if isinstance(tree.get("data"), dict) else {}
-    typed = _data_config(modality, data) if modality else None
+    typed, described = _data_config(modality, data) if modality else (None, {})
     mean, std = getattr(typed, "mean", None), getattr(typed, "std", None)
     return RunFacts(
         modality=modality, mask=dict(tree.get("mask") or {}),
-        mean=[float(v) for v in mean] if mean is not None else None,
-        std=[float(v) for v in std] if std is not None else None,
+        mean=_numbers(mean), std=_numbers(std), data=described,
         steps=int(loop["step"]) if "step" in loop else None,
         samples=int(loop["samples"]) if "samples" in loop else None,
         sections={k: tree[k] for k in RUN_SECTIONS if k in tree},

@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from mim.convert.common import (ConvertError, Converted,
-                                check_plain_tokenizer, count_blocks, decoder_table_matches,
-                                described_config, encoder_table, encoder_table_for_export,
-                                export_grid, heads_for, square_grid, with_overrides)
+from mim.convert.common import (ConvertError, Converted, check_plain_tokenizer, copy_blocks,
+                                count_blocks, decoder_table_matches, described_config,
+                                encoder_table, encoder_table_for_export, export_grid, heads_for,
+                                square_grid, with_overrides)
 from mim.convert.card import write_card
-from mim.models.keys import BLOCK_PARTS, CLS, DECODER_TENSORS, KERNEL, KERNEL_BIAS, TABLE
+from mim.models.keys import CLS, DECODER_TENSORS, KERNEL, KERNEL_BIAS, TABLE
 from mim.convert.provenance import run_facts
 from mim.convert.storage import save_tensors, write_json
 from mim.models.model import split_state
@@ -112,7 +112,7 @@ def _read_encoder(state: dict[str, torch.Tensor], fmt: str, proj: torch.Tensor,
         out[CLS] = cls
     if table is not None:
         out[TABLE] = table
-    out.update(_blocks(state, "blocks.", "blocks.", depth, dim))
+    out.update(copy_blocks(state, "blocks.", "blocks.", depth, dim))
     norm, norm_notes = _final_norm(state, fmt)
     out.update(norm)
     table_notes = [] if table is None else [
@@ -169,21 +169,6 @@ def _args_run(args: Any) -> dict[str, Any]:
     return {"config": {"mask": {"ratio": float(ratio)}}} if ratio is not None else {}
 
 
-def _blocks(state: dict[str, torch.Tensor], src: str, dst: str, depth: int,
-            dim: int) -> dict[str, torch.Tensor]:
-    out = {}
-    for i in range(depth):
-        for part in BLOCK_PARTS:
-            key = f"{src}{i}.{part}"
-            if key in state:
-                out[f"{dst}{i}.{part}"] = state[key]
-            elif part == "attn.qkv.bias":  # qkv_bias=False: a zero bias is the same map
-                out[f"{dst}{i}.{part}"] = torch.zeros(3 * dim)
-            else:
-                raise ConvertError(f"missing {key}")
-    return out
-
-
 def _decoder(state: dict[str, torch.Tensor], grid: tuple[int, int], mlp_ratio: float,
              fmt: str) -> tuple[dict[str, torch.Tensor], int]:
     """The decoder's tensors in mim's names (MAE's are mim's) and its width."""
@@ -198,7 +183,7 @@ def _decoder(state: dict[str, torch.Tensor], grid: tuple[int, int], mlp_ratio: f
         raise ConvertError(f"{fmt}: decoder_pos_embed is not MAE's sin-cos table; a learned "
                            "decoder table has no counterpart in mim")
     out = {k: state[k] for k in DECODER_TENSORS}
-    out.update(_blocks(state, "decoder_blocks.", "decoder_blocks.", depth, width))
+    out.update(copy_blocks(state, "decoder_blocks.", "decoder_blocks.", depth, width))
     return out, width
 
 
@@ -214,7 +199,7 @@ def _encoder_state(conv: Converted, grid: tuple[int, ...]) -> dict[str, torch.Te
            "norm.weight": s["norm.weight"], "norm.bias": s["norm.bias"]}
     if cfg.cls_token:
         out["cls_token"] = s[CLS]
-    out.update(_blocks(s, "blocks.", "blocks.", cfg.depth, cfg.embed_dim))
+    out.update(copy_blocks(s, "blocks.", "blocks.", cfg.depth, cfg.embed_dim))
     return out
 
 
