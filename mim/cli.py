@@ -10,13 +10,17 @@
                               weights=PATH); eval.init=random for the untrained baseline
   mim visualize run.dir=RUN input=PATH [mask.ratio=0.75 ...]
                               reconstruction pictures of your own files
-  mim convert input=PATH output=PATH to=mim|mae|timm|hf [input_size=[224,224]] [overwrite=true]
-                              weights between mim, facebookresearch/mae, timm and Hugging Face
+  mim convert input=PATH output=PATH to=mim|mae|timm|hf|prithvi [input_size=[224,224]]
+              [overwrite=true] [drop_coords=true]
+                              weights between mim, facebookresearch/mae, timm, Hugging Face and
+                              Prithvi-EO (drop_coords: Prithvi's TL weights read without their
+                              date and location embeddings)
                               (output: new or empty, or with overwrite=true an export mim
                               wrote, as its mim-export.json lists; never in a run dir)
   mim data pack input=DIR|LIST output=DIR [shard_size=1000] [max_side=N] [labels=none|folders|CSV]
-  mim data stats data.root=DIR [data.bands=[...]] [data.nodata=V] [out=FILE.json]
                               WebDataset shards for data.format=wds, a manifest (overwrite=true)
+  mim data stats data.root=DIR [data.bands=[...]] [data.nodata=V] [out=FILE.json]
+                              per-band mean, std, min, max, nodata share (data.mean=auto's)
 
 Note: OpenMMLab's ``openmim`` package also installs a command named ``mim``; in an environment
 with both, use ``python -m mim``.
@@ -178,7 +182,7 @@ def _convert_config(args: list[str]) -> dict:
     from mim.convert import WRITERS
 
     tree = {"input": None, "output": None, "to": None, "input_size": None, "overwrite": False,
-            "model": {}}
+            "drop_coords": False, "model": {}}
     config = plain(apply(tree, parse(args)[1], open_keys=("model",)), "")
     to = config["to"]
     if to not in WRITERS:
@@ -187,8 +191,9 @@ def _convert_config(args: list[str]) -> dict:
     for key in ("input", "output"):
         if config[key] is None:
             raise ConfigError(f"{key}: required (mim convert input=PATH output=PATH to=...)")
-    if not isinstance(config["overwrite"], bool):
-        raise ConfigError(f"overwrite: {config['overwrite']!r} is not one of: true, false")
+    for key in ("overwrite", "drop_coords"):
+        if not isinstance(config[key], bool):
+            raise ConfigError(f"{key}: {config[key]!r} is not one of: true, false")
     if not isinstance(config["model"], dict):
         raise ConfigError("model: convert takes model.<key>=VALUE (ModelConfig fields)")
     size = config["input_size"]
@@ -207,7 +212,7 @@ def _convert(args: list[str]) -> int:
     def work() -> None:
         c = _convert_config(args)
         print(convert(str(c["input"]), str(c["output"]), c["to"], c["input_size"],
-                      c["overwrite"], **c["model"]))
+                      c["overwrite"], c["drop_coords"], **c["model"]))
 
     return _guarded(work)
 

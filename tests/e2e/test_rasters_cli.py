@@ -43,6 +43,14 @@ def test_a_patch_encoder_refuses_a_band_subset_in_one_line(cli, tmp_path):
     assert result.returncode == 0, cli.describe(result)
     assert sorted(p.name for p in out.iterdir()) == ["reconstruction_000-bands.png",
                                                      "reconstruction_000.png"]
+    # exports say which bands the encoder takes, in order, and how they were scaled
+    for to in ("timm", "prithvi"):
+        folder = tmp_path / to
+        result = cli.run("convert", f"input={run}", f"output={folder}", f"to={to}")
+        assert result.returncode == 0, cli.describe(result)
+        card = (folder / "README.md").read_text()
+        assert "bands, in input order: B01 (0.443 µm), B02 (0.49 µm)" in card, card
+        assert "divided by 10000.0" in card and "nodata 0" in card
     result = cli.run("eval", "knn", f"run.dir={run}", "data.bands=[B04,B03,B02]",
                      "eval.num_workers=0")
     assert result.returncode == 2 and "Traceback" not in result.stderr
