@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+from einops import rearrange
 
 from mim.data import UnreadableSample
 from mim.wording import plural
 from mim.modalities.image.config import ImageDataConfig, nodata_value, photo_stats
 from mim.modalities.image.raster import (
-    RasterError, Raster, default_names, band_index, is_array_file, is_tiff_file, read_raster)
+    Header, RasterError, Raster, default_names, band_index, is_array_file, is_tiff_file, read_raster)
 
 log = logging.getLogger("mim.data")
 
@@ -111,8 +112,22 @@ def _wavelengths(cfg: ImageDataConfig, header) -> list[float]:
     return list(header.wavelengths)
 
 
+def _per_date(cfg: ImageDataConfig, header: Header) -> Header:
+    """A stack file's header as one date's: its T x C bands -> C (their names the first
+    date's)."""
+    dates = dates_in_file(cfg)
+    if dates == 1:
+        return header
+    if header.bands % dates:
+        raise ValueError(f"data.time_steps: the files have {header.bands} bands, not a "
+                         f"multiple of {dates} dates (data.stack=file)")
+    count = header.bands // dates
+    return dataclasses.replace(header, bands=count, names=header.names[:count],
+                               wavelengths=header.wavelengths[:count])
+
+
 def _raster_bands(cfg: ImageDataConfig, items: Items) -> ImageDataConfig:
-    header = _first_header(items, cfg.layout)
+    header = _per_date(cfg, _first_header(items, cfg.layout))
     names, from_file = _names(cfg, header)
     bands = band_index(names, list(cfg.bands), header.bands, from_file) if cfg.bands \
         else list(range(header.bands))
@@ -163,12 +178,19 @@ def sample_shape(cfg: ImageDataConfig, size: int) -> tuple[int, ...]:
 
 
 # -- reading one file to the run's bands -------------------------------------------------------
+def dates_in_file(cfg: ImageDataConfig) -> int:
+    """Dates one file holds: T for stacks stored a file each (``data.stack=file``), else 1."""
+    return cfg.time_steps if cfg.time_steps > 1 and cfg.stack == "file" else 1
+
+
 class BandReader:
-    """A file -> float32 [C, H, W] of the run's bands divided by ``data.scale``, NaN where the
-    file has no data; a file that cannot be one of the run's samples -> ``UnreadableSample``."""
+    """A file -> float32 [C, H, W] of the run's bands divided by ``data.scale`` ([C, T, H, W]
+    for a stack stored as one file), NaN where the file has no data; a file that cannot be one
+    of the run's samples -> ``UnreadableSample``."""
 
     def __init__(self, cfg: ImageDataConfig):
-        self.bands, self.count = list(cfg.bands), len(cfg.band_names)
+        self.dates = dates_in_file(cfg)
+        self.bands, self.count = list(cfg.bands), len(cfg.band_names) * self.dates
         self.dtype, self.layout, self.scale = cfg.dtype, cfg.layout, float(cfg.scale or 1.0)
         self.nodata = nodata_value(cfg.nodata)
         self.valid_range = tuple(cfg.valid_range) if cfg.valid_range else None
@@ -182,16 +204,21 @@ class BandReader:
         except Exception as exc:  # tifffile, rasterio, numpy and PIL raise many types
             raise UnreadableSample(f"{type(exc).__name__}: {exc}", "unreadable raster") from exc
         self._check(raster)
-        if self.bands == list(range(self.count)):
-            return raster.values  # every band, in order: no copy
-        return raster.values[self.bands]  # [C, H, W]
+        values = raster.values  # [(T C), H, W]: dates outermost
+        if self.dates > 1:
+            values = rearrange(values, "(t c) h w -> c t h w", t=self.dates)
+        if self.bands == list(range(self.count // self.dates)):
+            return values  # every band, in order: no copy
+        return values[self.bands]  # [C, (T,) H, W]
 
     def _check(self, raster: Raster) -> None:
         header = raster.header
         if header.bands != self.count:
+            dates = f" ({self.dates} dates of {self.count // self.dates})" if self.dates > 1 \
+                else ""
             raise UnreadableSample(
-                f"{plural(header.bands, 'band')}, where the run's files have {self.count}: "
-                "never zero-filled", "other band count")
+                f"{plural(header.bands, 'band')}, where the run's files have {self.count}"
+                f"{dates}: never zero-filled", "other band count")
         if header.dtype != self.dtype:
             raise UnreadableSample(f"dtype {header.dtype}, where the run's files are "
                                    f"{self.dtype} (data.dtype): never cast", "other dtype")
@@ -277,9 +304,10 @@ def band_statistics(read: Callable[[int], np.ndarray], items: Items, names: list
         total += flat.sum(1)
         squares += (flat ** 2).sum(1)
         counts += valid.reshape(len(names), -1).sum(1)
-        pixels += x[0].size
-        low = np.minimum(low, np.nanmin(np.where(valid, x, np.inf), axis=(1, 2)))
-        high = np.maximum(high, np.nanmax(np.where(valid, x, -np.inf), axis=(1, 2)))
+        pixels += x[0].size  # per band: H*W, or T*H*W
+        spatial = tuple(range(1, x.ndim))  # (H, W), or (T, H, W) for a stack in one file
+        low = np.minimum(low, np.nanmin(np.where(valid, x, np.inf), axis=spatial))
+        high = np.maximum(high, np.nanmax(np.where(valid, x, -np.inf), axis=spatial))
     if not counts.all():
         raise FileNotFoundError(f"data.mean / data.std = auto: no valid pixel in "
                                 f"{plural(len(chosen), 'file')} of the data")

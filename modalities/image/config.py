@@ -72,6 +72,9 @@ class ImageDataConfig:
     # folder per sample holding one file per date (Prithvi-EO's input; train it with
     # model.tokenizer=cube and model.tubelet_size, 1 for Prithvi); 1: single rasters
     time_steps: int = 1
+    # how a time stack is stored: folder (a folder per sample, a file per date) or file (a file
+    # per sample holding T x C bands, date-major: a multi-page TIFF's pages, or [T*C, H, W])
+    stack: str = "folder"
     # where a file's name gives its date, which orders a stack: a regular expression whose
     # first group is the date, as YYYYMMDD, YYYY-MM-DD or YYYYDDD (day of the year, HLS's)
     date_pattern: str = r"(?<!\d)(\d{4}-\d{2}-\d{2}|\d{8}|\d{7})(?!\d)"
@@ -105,6 +108,7 @@ class ImageDataConfig:
 
 READERS = ("auto", "photo", "raster")
 LAYOUTS = ("chw", "hwc")
+STACKS = ("folder", "file")
 
 
 def _check_stats(cfg: ImageDataConfig) -> None:
@@ -142,6 +146,8 @@ def check_raster_settings(cfg: ImageDataConfig) -> None:
     if cfg.valid_range and (len(cfg.valid_range) != 2 or
                             cfg.valid_range[0] > cfg.valid_range[1]):
         raise ValueError(f"data.valid_range: [low, high], got {list(cfg.valid_range)}")
+    if cfg.stack not in STACKS:
+        raise ValueError(f"data.stack: '{cfg.stack}' is not one of: {', '.join(STACKS)}")
     if cfg.time_steps < 1:
         raise ValueError(f"data.time_steps: must be >= 1, got {cfg.time_steps}")
     if cfg.time_steps > 1 and cfg.format != "folder":

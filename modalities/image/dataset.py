@@ -133,9 +133,9 @@ def build_dataset(cfg: ImageDataConfig) -> ImageFolder | ImageShards | RasterSta
         return build_shards(cfg, is_image_file, pretrain_view(cfg), band_reader(cfg))
     root, files = data_files(cfg)
     if cfg.time_steps > 1:
-        stacks = stack_folders(files)
-        log.info("image data: %d time stacks (folders) of %d files under %s", len(stacks),
-                 len(files), root)
+        stacks = [[f] for f in files] if cfg.stack == "file" else stack_folders(files)
+        log.info("image data: %d time stacks (%s) of %d files under %s", len(stacks),
+                 "files" if cfg.stack == "file" else "folders", len(files), root)
         return RasterStacks(stacks, pretrain_view(cfg), BandReader(cfg), cfg.time_steps,
                             cfg.date_pattern)
     labels, classes = file_labels(files, root, cfg.labels)

@@ -2,8 +2,8 @@
 
 What reads what (``read_raster``):
 - TIFF (``.tif``, ``.tiff``): rasterio where it is installed (the ``raster`` extra: GeoTIFF and
-  COG, every compression GDAL reads; band descriptions, nodata, the geotransform), else
-  tifffile. tifffile reads the same metadata GDAL writes (the GDAL_METADATA tag's per-band
+  COG, every compression GDAL reads; band descriptions, nodata, the geotransform), else, and for
+  a multi-page TIFF (GDAL opens its first page only), tifffile. tifffile reads the same metadata GDAL writes (the GDAL_METADATA tag's per-band
   DESCRIPTION and WAVELENGTH items, the GDAL_NODATA tag). A page's samples are its bands; the
   pages of a multi-page TIFF are bands too.
 - ``.npy`` / ``.npz`` (one array, or the one named ``image`` / ``x``): ``[C, H, W]``, or
@@ -204,6 +204,8 @@ def _rasterio_open(path: Path | bytes):
 def rasterio_read(path: Path | bytes, pixels: bool = True) -> Raster | Header:
     memfile, src = _rasterio_open(path)
     try:
+        if src.subdatasets:  # GDAL_DIR:n pages beyond the first
+            raise MultiPage()
         header = _rasterio_header(src)
         if len(set(src.dtypes)) > 1:
             raise RasterError(f"bands of several dtypes ({', '.join(sorted(set(src.dtypes)))})",
@@ -281,6 +283,11 @@ def read_pil(path: Path | bytes, pixels: bool = True) -> Raster | Header:
 
 
 # -- the one entry point -------------------------------------------------------------------------
+class MultiPage(Exception):
+    """A TIFF of several pages, which GDAL opens as its first page alone (the others are its
+    subdatasets): tifffile reads it whole, its pages as bands."""
+
+
 def read_raster(path: Path | bytes, name: str, layout: str = "chw",
                 pixels: bool = True) -> Raster | Header:
     """The file's bands ``[C, H, W]`` in its dtype (``pixels=False``: its ``Header`` only);
@@ -290,7 +297,10 @@ def read_raster(path: Path | bytes, name: str, layout: str = "chw",
         return read_array(path, layout, pixels)
     if is_tiff_file(name):
         if rasterio_available():
-            return rasterio_read(path, pixels)
+            try:
+                return rasterio_read(path, pixels)
+            except MultiPage:
+                pass
         return read_tiff(path) if pixels else tiff_header(path)
     return read_pil(path, pixels)
 

@@ -1,5 +1,6 @@
-"""Time stacks (``data.time_steps=T``): a folder per sample holding one raster per date ->
-``[C, T, H, W]``, the dates in order (Prithvi-EO's multi-temporal input).
+"""Time stacks (``data.time_steps=T``): a folder per sample holding one raster per date, or
+(``data.stack=file``) a file per sample holding its T dates of C bands, date-major (a
+multi-page TIFF) -> ``[C, T, H, W]``, the dates in order (Prithvi-EO's multi-temporal input).
 
 Each file is read to the run's bands by ``BandReader`` as a single raster is; the date of each
 comes from its name (``data.date_pattern``: YYYYMMDD, YYYY-MM-DD, or HLS's YYYYDDD). A stack
@@ -58,7 +59,9 @@ class RasterStacks(MimDataset):
         return len(self.stacks)
 
     def describe(self, index: int) -> str:
-        return str(self.stacks[index][0].parent)
+        """The stack's folder, or its file (``data.stack=file``)."""
+        first = self.stacks[index][0]
+        return str(first if self.bands.dates > 1 else first.parent)
 
     def at_shape(self, shape: tuple[int, ...]) -> "RasterStacks":
         other = copy.copy(self)
@@ -79,6 +82,10 @@ class RasterStacks(MimDataset):
         return dated
 
     def load(self, index: int, seed: int) -> tuple[torch.Tensor, int]:
+        if self.bands.dates > 1:  # a file per stack, its dates stored in order
+            path = self.stacks[index][0]
+            return self.transform(torch.from_numpy(self.bands(path, path.name)), seed), \
+                self.labels[index]  # [C, T, H, W]
         frames = [torch.from_numpy(self.bands(path, path.name))  # each [C, H, W]
                   for _, path in self.dated(index)]
         sizes = sorted({tuple(f.shape[1:]) for f in frames})

@@ -82,3 +82,23 @@ def test_a_stack_trains_through_the_cube_tokenizer(tmp_path):
 def test_time_stacks_need_folders():
     with pytest.raises(ValueError, match="data.time_steps: time stacks are read from folders"):
         ImageDataConfig(time_steps=2, format="wds", root="/x")
+
+
+def test_a_multi_page_tiff_is_a_stack_of_its_pages(tmp_path):
+    root = tmp_path / "pages"
+    root.mkdir()
+    for place in range(2):  # 3 dates x 6 bands as 18 pages, dates outermost
+        pages = np.stack([np.full((BANDS, 32, 32), 10 * place + t, np.uint16) for t in range(3)])
+        tifffile.imwrite(root / f"place_{place}.tif", pages.reshape(3 * BANDS, 32, 32),
+                         photometric="minisblack")
+    cfg = config(root, stack="file")
+    assert cfg.bands == list(range(BANDS))  # one date's bands, not the file's 18
+    ds = build_dataset(cfg)
+    x = ds[(1, 0)].x
+    assert x.shape == (BANDS, 3, 16, 16)
+    assert x[2, :, 0, 0].tolist() == pytest.approx([10.0, 11.0, 12.0], abs=1e-4)
+    tifffile.imwrite(root / "place_9.tif", np.ones((2 * BANDS, 32, 32), np.uint16),
+                     photometric="minisblack")  # two dates of three
+    ds = build_dataset(config(root, stack="file"))
+    reasons = dict(ds[(ds.stacks.index([root / "place_9.tif"]), 0)].skipped)
+    assert "3 dates of 6" in reasons[str(root / "place_9.tif")]
