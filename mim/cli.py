@@ -14,7 +14,7 @@
               [overwrite=true] [drop_coords=true]
                               weights between mim, facebookresearch/mae, timm, Hugging Face and
                               Prithvi-EO (drop_coords: Prithvi's TL weights read without their
-                              date and location embeddings)
+                              date and location embeddings, else as model.coords)
                               (output: new or empty, or with overwrite=true an export mim
                               wrote, as its mim-export.json lists; never in a run dir)
   mim data pack input=DIR|LIST output=DIR [shard_size=1000] [max_side=N] [labels=none|folders|CSV]

@@ -14,7 +14,8 @@ from mim.spec import Panels
 
 @torch.no_grad()
 def reconstruction_panels(model: MaskedAutoencoder, x: torch.Tensor, mask: torch.Tensor,
-                          targets: torch.Tensor | None = None) -> Panels:
+                          targets: torch.Tensor | None = None,
+                          coords: torch.Tensor | None = None) -> Panels:
     """x [N, C, *spatial], mask [N, L] -> Panels, each [N, C, *spatial] on the CPU, fp32.
 
     ``targets`` [N, L] (decoder masking): the decoder predicts only those masked tokens, as in
@@ -22,7 +23,7 @@ def reconstruction_panels(model: MaskedAutoencoder, x: torch.Tensor, mask: torch
     brightest values alternating) in the reconstruction panels, so scored and unscored differ.
     """
     tokenizer = model.tokenizer
-    pred = model(x, mask, targets).pred.float()  # [N, L, P]
+    pred = model(x, mask, targets, coords).pred.float()  # [N, L, P]; coords [N, T, 4]
     patches = tokenizer.patchify(x).float()  # [N, L, P]; NaN where there is no data
     if model.norm_pix_loss:  # the target's own statistics (over the data's values), inverted
         weight = model.value_weight(x, ~torch.isnan(x) if model.nodata else None)

@@ -231,6 +231,10 @@ def validate(raw: DictConfig) -> RunSpec:
     spec.data = data = resolved_data(modality.resolve_data, data, raw, notes)
     with _noted(notes):
         _data_wavelengths(spec, raw)
+    if spec.model.coords != "none" and not spec.modality.derived(spec.data).get("coords"):
+        raise ConfigError(f"model.coords: '{spec.model.coords}' needs each sample's dates and "
+                          "place, which this data does not give (image rasters: "
+                          "data.coords=true)")
     spec.notes = tuple(notes)
     spec.grid, spec.mask_grid = token_grid(spec)
     spec.stage_grids = resolution.check(spec.model, spec.mask, resolution.stage_shapes(spec),

@@ -19,9 +19,10 @@ decoder_pred}``. Tokens are in (t, h, w) order, targets ``(s p q c)`` per cube (
 layout). LayerNorm is torch's default, eps 1e-5 (kept as ``model.norm_eps``). The TL variants
 add ``encoder.temporal_embed_enc.scale`` and ``encoder.location_embed_enc.scale`` (and
 ``decoder.*_embed_dec.scale``): learned weights of sin-cos codes of the date and the place,
-added only when those coordinates are given. mim has no such input: they are refused in one
-line, unless ``drop_coords=True``, which reads the rest (the model then encodes as Prithvi does
-without coordinates, and a note says so). Prithvi-EO-1.0 has the same tensors without the
+added only when those coordinates are given. mim's ``model.coords`` computes the same codes
+(``mim/models/coords.py``), so they are read as its scales (``COORD_KEYS``), exactly, and
+written back by ``to=prithvi``; ``drop_coords=True`` leaves them out instead (the model then
+encodes as Prithvi does without coordinates, and a note says so). Prithvi-EO-1.0 has the same tensors without the
 ``encoder.`` / ``decoder.`` prefixes (facebookresearch/mae's names, a Conv3d kernel).
 
 Positions. Prithvi's 3D sin-cos splits the width into sixteenths, 6 for the column, 6 for the
@@ -161,19 +162,45 @@ def _split(state: dict[str, torch.Tensor], version: int
     return enc, dec, other
 
 
+# Prithvi-EO-2.0 TL's date and location embedding scales -> mim's (mim/models/coords.py: the
+# same sin-cos codes, so the scales are all there is to carry)
+COORD_KEYS = {"encoder.temporal_embed_enc.scale": "coords_embed.time_scale",
+              "encoder.location_embed_enc.scale": "coords_embed.location_scale",
+              "decoder.temporal_embed_dec.scale": "decoder_coords_embed.time_scale",
+              "decoder.location_embed_dec.scale": "decoder_coords_embed.location_scale"}
+
+
+# model.coords -> Prithvi's pretrained_cfg coords_encoding
+COORD_ENCODING = {"none": [], "time": ["time"], "location": ["location"],
+                  "both": ["time", "location"]}
+
+
+def coords_kind(keys: set[str]) -> str:
+    """model.coords of a state holding the encoder's ``keys`` of mim's names."""
+    time, place = "coords_embed.time_scale" in keys, "coords_embed.location_scale" in keys
+    return {(True, True): "both", (True, False): "time", (False, True): "location"}.get(
+        (time, place), "none")
+
+
 def _drop_coords(state: dict[str, torch.Tensor], source: Path, drop: bool
-                 ) -> tuple[dict[str, torch.Tensor], list[str]]:
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[str]]:
+    """(the state without the TL weights, those in mim's names, notes): read as model.coords,
+    or with ``drop`` left out."""
     coords = sorted(k for k in state if any(part in k for part in COORD_PARTS))
     if not coords:
-        return state, []
-    if not drop:
-        raise ConvertError(f"{source}: Prithvi TL weights: {', '.join(coords)} (the weights of "
-                           "the date and location embeddings) have no counterpart in mim; "
-                           "drop_coords=True (read_weights, convert) reads the rest, which then "
-                           "encodes as Prithvi does without coordinates")
-    return ({k: v for k, v in state.items() if k not in coords},
-            [f"dropped (drop_coords): {', '.join(coords)}; the model encodes as Prithvi does "
-             "without date and location coordinates"])
+        return state, {}, []
+    rest = {k: v for k, v in state.items() if k not in coords}
+    if drop:
+        return rest, {}, [f"dropped (drop_coords): {', '.join(coords)}; the model encodes as "
+                          "Prithvi does without date and location coordinates"]
+    unknown = [k for k in coords if k not in COORD_KEYS]
+    if unknown:
+        raise ConvertError(f"{source}: Prithvi TL weights {', '.join(unknown)} are not the "
+                           "date and location scales mim reads; drop_coords=True reads the rest")
+    mapped = {COORD_KEYS[k]: state[k].reshape(1) for k in coords}
+    return rest, mapped, [f"date and location embeddings (model.coords="
+                          f"{coords_kind(set(mapped))}): their scales {', '.join(coords)}; "
+                          "give the data's dates and place with data.coords=true"]
 
 
 def _sizes(cfg: dict[str, Any]) -> tuple[int, tuple[int, int]] | None:
@@ -340,7 +367,7 @@ def read_prithvi(state: dict[str, torch.Tensor], source: Path, meta: dict[str, A
     a cube MaskedAutoencoder's. ``overrides``: ModelConfig fields; ``pos_grid=[t,h,w]`` also
     says the token grid where neither a config nor the table tells it."""
     version = prithvi_version(state)
-    state, notes = _drop_coords(state, source, drop_coords)
+    state, coord_state, notes = _drop_coords(state, source, drop_coords)
     enc, dec, other = _split(state, version)
     kernel = _need(enc, "patch_embed.proj.weight", source)  # [D, C, t, p, p]
     if kernel.dim() != 5 or kernel.shape[-1] != kernel.shape[-2]:
@@ -372,12 +399,16 @@ def read_prithvi(state: dict[str, torch.Tensor], source: Path, meta: dict[str, A
         norm_pix_loss=bool(cfg.get("norm_pix_loss", False)),
         norm_eps=float(cfg.get("norm_eps", PRITHVI_EPS)),
         decoder_embed_dim=width, decoder_depth=dec_depth or int(cfg.get("decoder_depth", 1)),
-        decoder_num_heads=dec_heads)
+        decoder_num_heads=dec_heads, coords=coords_kind(set(coord_state)),
+        coords_learn_scale=bool(cfg.get("coords_scale_learn", False)))
     run, band_notes = _run(cfg, in_chans)
     layout = ("Prithvi-EO-1.0 layout (MAE's names, a Conv3d kernel)" if version == 1 else
               "Prithvi-EO-2.0 layout (encoder. / decoder.)")
     rest = {k: v for k, v in overrides.items() if k not in HEAD_FIELDS}
-    return Converted(with_overrides(config, rest), in_chans, {**encoder, **decoder}, "prithvi",
+    if not decoder:  # the decoder's scales go with the decoder
+        coord_state = {k: v for k, v in coord_state.items() if not k.startswith("decoder")}
+    return Converted(with_overrides(config, rest), in_chans,
+                     {**encoder, **decoder, **coord_state}, "prithvi",
                      input_size=(grid[0] * t, grid[1] * p, grid[2] * p),
                      has_decoder=bool(decoder),
                      notes=[layout, *notes, *pos_notes, *dec_notes, *band_notes], run=run)
@@ -423,7 +454,8 @@ def prithvi_config(conv: Converted, grid3: tuple[int, int, int], tubelet: int) -
         "in_chans": conv.in_chans, "embed_dim": cfg.embed_dim, "depth": cfg.depth,
         "num_heads": cfg.num_heads, "decoder_embed_dim": cfg.decoder_embed_dim,
         "decoder_depth": cfg.decoder_depth, "decoder_num_heads": cfg.decoder_num_heads,
-        "mlp_ratio": cfg.mlp_ratio, "coords_encoding": [], "coords_scale_learn": False,
+        "mlp_ratio": cfg.mlp_ratio, "coords_encoding": COORD_ENCODING[cfg.coords],
+        "coords_scale_learn": cfg.coords_learn_scale,
         **({"mask_ratio": facts.mask_ratio} if facts.mask_ratio is not None else {}),
         "norm_pix_loss": cfg.norm_pix_loss, "bands": _export_bands(conv),
         "mean": mean, "std": std,
@@ -449,6 +481,11 @@ def write_prithvi(conv: Converted, folder: Path, input_size: tuple[int, ...] | N
                "norm.weight": s["norm.weight"], "norm.bias": s["norm.bias"],
                **copy_blocks(s, "blocks.", "blocks.", cfg.depth, cfg.embed_dim)}
     state = {f"encoder.{k}": v for k, v in encoder.items()}
+    theirs = {mine: prithvi for prithvi, mine in COORD_KEYS.items()}
+    coords = {k: v for k, v in s.items() if k in theirs}  # the date and location scales
+    if not conv.has_decoder:
+        coords = {k: v for k, v in coords.items() if not k.startswith("decoder")}
+    state.update({theirs[k]: v for k, v in coords.items()})
     notes, warn = [], []
     if not _is_prithvi_table(table.float(), grid3):
         warn.append("the encoder's position table is mim's, not Prithvi's 3D sin-cos: a strict "
@@ -457,7 +494,8 @@ def write_prithvi(conv: Converted, folder: Path, input_size: tuple[int, ...] | N
     if conv.has_decoder:
         dec_table = POS_EMBEDS.get(cfg.pos_embed, POS_EMBEDS["joint"])(cfg.decoder_embed_dim,
                                                                       grid)  # [L, Dd]
-        decoder = {**split_state(s)[1], "decoder_pos_embed": torch.cat(
+        own = {k: v for k, v in split_state(s)[1].items() if k not in theirs}
+        decoder = {**own, "decoder_pos_embed": torch.cat(
             [torch.zeros(1, dec_table.shape[1]), dec_table]).unsqueeze(0)}  # [1, 1 + L, Dd]
         state.update({f"decoder.{k}": v for k, v in decoder.items()})
         notes.append("decoder_pos_embed holds mim's decoder table (mim's decoder has no other); "

@@ -58,6 +58,9 @@ class Sample:
     label: int = -1  # -1: unlabelled
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) replaced
     padded: list[tuple[str, str]] = field(default_factory=list)  # (path, how) filled up
+    # [T, 4]: per date (year, day of the year), and the place (latitude, longitude) on every
+    # row, NaN where unknown (``MimDataset.coords``); None: the dataset gives none
+    coords: torch.Tensor | None = None
 
 
 @dataclass
@@ -69,13 +72,14 @@ class Batch:
     targets: torch.Tensor | None = None  # [B, L] bool: masked tokens to reconstruct (None: all)
     items: int = 0  # dataset items read for this batch (B / views); skipped ones not counted
     padded: list[tuple[str, str]] = field(default_factory=list)  # (path, how) filled up
+    coords: torch.Tensor | None = None  # [B, T, 4]: the samples' dates and places (or None)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=non_blocking)
 
         return Batch(move(self.x), move(self.mask), move(self.label), self.skipped,
-                     move(self.targets), self.items, self.padded)
+                     move(self.targets), self.items, self.padded, move(self.coords))
 
 
 def sample_seed(seed: int, epoch: int, position: int, stream: str = "") -> int:
@@ -142,8 +146,13 @@ class MimDataset(Dataset, ABC):
                 skipped.append(Skipped(self.describe(current), reason,
                                        getattr(exc, "kind", None), getattr(exc, "remedy", None)))
                 continue
-            return Sample(x, label, skipped, [(self.describe(current), how)] if how else [])
+            return Sample(x, label, skipped, [(self.describe(current), how)] if how else [],
+                          self.coords(current))
         raise none_readable(skipped, len(self))
+
+    def coords(self, index: int) -> torch.Tensor | None:
+        """Item ``index``'s dates and place, [T, 4] (``Sample.coords``); None: none given."""
+        return None
 
 
 def items_per_epoch(num_items: int, global_batch: int) -> int:
@@ -229,7 +238,7 @@ class MaskingCollate:
         return x.unsqueeze(0) if x.dim() == self.sample_dims else x
 
     def __call__(self, samples: list[tuple[Sample, int]]) -> Batch:
-        xs, masks, targets, labels = [], [], [], []
+        xs, masks, targets, labels, coords = [], [], [], [], []
         decoder_part = self.policy.targets if isinstance(self.policy, DecoderMasking) else None
         spatial = tuple(self._views(samples[0][0].x).shape[2:])
         grid = self.grids.get(spatial, self.grid)
@@ -242,6 +251,7 @@ class MaskingCollate:
                     targets.append(decoder_part(grid, g, masks[-1]))  # [L]
             xs.append(views)
             labels += [sample.label] * views.shape[0]
+            coords += [sample.coords] * views.shape[0]
         return Batch(
             x=torch.cat(xs),  # [B * K, C, *spatial]
             mask=torch.stack(masks),  # [B * K, L]
@@ -250,6 +260,7 @@ class MaskingCollate:
             targets=torch.stack(targets) if targets else None,  # [B * K, L]
             items=len(samples),
             padded=[item for s, _ in samples for item in s.padded],
+            coords=None if any(c is None for c in coords) else torch.stack(coords),  # [B, T, 4]
         )
 
 

@@ -97,10 +97,17 @@ def label_ids(names: list[str | None], classes: list[str] | None = None
     return [-1 if n is None else ids[n] for n in names], list(classes)
 
 
-def stamp(path: str) -> int | None:
-    """A local path's modification time in ns (None: not a local path): the key under which
-    what is read of a folder once (validation, then the plan) is kept."""
+def stamp(path: str) -> tuple | None:
+    """A local path's state: a file's (size, mtime), a folder's entries' (name, size, mtime);
+    None for what is not a local path. The key under which what is read of a folder once
+    (validation, then the plan, in one process) is kept: a file written, replaced or removed at
+    its top level reads it again."""
     try:
-        return os.stat(path).st_mtime_ns
+        if not os.path.isdir(path):
+            info = os.stat(path)
+            return (info.st_size, info.st_mtime_ns)
+        with os.scandir(path) as entries:
+            return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns)
+                                for e in entries))
     except (OSError, ValueError):
         return None

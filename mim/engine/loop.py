@@ -148,7 +148,7 @@ class Trainer:
             batch = next(micro_batches)
             self.reports.tell(batch.skipped, batch.padded)
             with backend.autocast():
-                out = self.runner(batch.x, batch.mask, batch.targets)
+                out = self.runner(batch.x, batch.mask, batch.targets, batch.coords)
             loss = out.loss
             if faults.fires("loss.nan"):
                 loss = loss * float("nan")
@@ -285,7 +285,9 @@ def picture_writer(spec: Any, data_cfg: Any, samples: Batch, out_dir: Path, logg
         device = next(model.parameters()).device
         panels = reconstruction_panels(model, samples.x.to(device), samples.mask.to(device),
                                        None if samples.targets is None else
-                                       samples.targets.to(device))  # decoder masking's part
+                                       samples.targets.to(device),  # decoder masking's part
+                                       None if samples.coords is None else
+                                       samples.coords.to(device))
         if not is_main:
             return None
         out_dir.mkdir(parents=True, exist_ok=True)

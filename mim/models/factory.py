@@ -20,6 +20,7 @@ import torch
 from mim.config.overrides import typed
 from mim.models.model import MaskedAutoencoder, check_choices
 from mim.registry import MODELS, TOKENIZERS, UnknownNameError
+from mim.models.coords import KINDS as COORDS
 from mim.models.tokenizers.base import Tokenizer
 
 
@@ -55,11 +56,22 @@ class ModelConfig:
     # weights to start a new run from (any format ``mim convert`` reads; mim/init.py): not a
     # resume, and a checkpoint of the run itself wins over it
     init: Optional[str] = None
+    # dates and place added to the tokens (Prithvi-EO-2.0's TL; mim/models/coords.py): none |
+    # time | location | both; the data must give them (data.coords=true)
+    coords: str = "none"
+    coords_learn_scale: bool = False  # learn each embedding's scale (from 0.1; else 1, fixed)
+    # the share of samples whose dates and place are dropped in training, so that the model
+    # also works without them (Prithvi-EO-2.0 drops them at random)
+    coords_drop: float = 0.1
     # model.init from weights of other bands: match (the weights' bands mapped by name; a band
     # of the run the weights lack stops the run) or random (such bands start at random, listed)
     init_bands: str = "match"
 
     def __post_init__(self) -> None:
+        if self.coords not in COORDS:
+            raise ValueError(f"model.coords: '{self.coords}' is not one of: {', '.join(COORDS)}")
+        if not 0.0 <= self.coords_drop < 1.0:
+            raise ValueError(f"model.coords_drop: a share in [0, 1), got {self.coords_drop}")
         if self.init_bands not in ("match", "random"):
             raise ValueError(f"model.init_bands: '{self.init_bands}' is not one of: match, "
                              "random")
@@ -174,7 +186,8 @@ def build_model(cfg: ModelConfig, in_chans: int, nodata: bool = False) -> Masked
         loss_on=cfg.loss_on,
         drop_path=cfg.drop_path, norm_eps=cfg.norm_eps,
         pos_grid=tuple(cfg.pos_grid) if cfg.pos_grid is not None else None,
-        activation_checkpointing=cfg.activation_checkpointing, nodata=nodata)
+        activation_checkpointing=cfg.activation_checkpointing, nodata=nodata,
+        coords=cfg.coords, coords_learn_scale=cfg.coords_learn_scale, coords_drop=cfg.coords_drop)
 
 
 def create_model(name: str, in_chans: int = 3, **overrides) -> MaskedAutoencoder:

@@ -20,6 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from mim.masking import MIN_VALID
 from mim.models.keys import DECODER_PREFIXES
 from mim.models.blocks import Block
+from mim.models.coords import CoordsEmbed
 from mim.models.pos_embed import POS_EMBEDS, LearnedPosEmbed, sincos_1d
 from mim.models.tokenizers.base import Tokenizer, gather_tokens, visible_ids
 
@@ -145,6 +146,9 @@ class MaskedAutoencoder(nn.Module):
         pos_grid: tuple[int, ...] | None = None,
         activation_checkpointing: str = "none",
         nodata: bool = False,
+        coords: str = "none",
+        coords_learn_scale: bool = False,
+        coords_drop: float = 0.0,
     ):
         super().__init__()
         check_choices(pos_embed=pos_embed, loss_on=loss_on,
@@ -172,6 +176,13 @@ class MaskedAutoencoder(nn.Module):
         self.loss_on = loss_on
         # inputs hold NaN where there is no data: zero for the encoder, never scored
         self.nodata = nodata
+        # dates and location added to the tokens (mim/models/coords.py), encoder and decoder;
+        # a sample's dropped with coords_drop in training
+        self.coords_embed = CoordsEmbed(dim, coords, coords_learn_scale) \
+            if coords != "none" else None
+        self.decoder_coords_embed = CoordsEmbed(decoder_embed_dim, coords, coords_learn_scale) \
+            if coords != "none" else None
+        self.coords_drop = coords_drop
         self._pos_cache: dict[tuple, torch.Tensor] = {}
         self._init_weights()
 
@@ -221,23 +232,26 @@ class MaskedAutoencoder(nn.Module):
 
     # -- the four steps ----------------------------------------------------------------------
     def forward(self, x: torch.Tensor, mask: torch.Tensor,
-                targets: torch.Tensor | None = None) -> MAEOutput:
+                targets: torch.Tensor | None = None,
+                coords: torch.Tensor | None = None) -> MAEOutput:
         """x [B, C, *spatial], mask bool [B, L] (True = masked) -> MAEOutput.
 
         ``targets`` bool [B, L] (decoder masking): reconstruct and score only these masked
-        tokens; None reconstructs every token and scores the masked ones.
+        tokens; None reconstructs every token and scores the masked ones. ``coords`` [B, T, 4]:
+        each sample's dates and place (``mim/models/coords.py``), where the model takes them.
         """
+        coords = self._kept_coords(coords)
         self._check_mask(x, mask, targets)
         valid = None
         if self.nodata:  # NaN: no data (data.nodata); the encoder sees the band mean, 0
             valid = ~torch.isnan(x)  # [B, C, *spatial]
             x = torch.where(valid, x, torch.zeros((), dtype=x.dtype, device=x.device))
-        encoded = self.encode(x, mask)
+        encoded = self.encode(x, mask, coords)
         if self.loss_on == "masked" and targets is None and encoded.ids_keep is not None \
                 and encoded.ids_keep.shape[1] == mask.shape[1]:  # Lv is already on the host
             raise ValueError("mask: no token is masked, so the loss over masked tokens is "
                              "undefined; mask at least one token per row (True = masked)")
-        pred = self.decode(encoded, targets)
+        pred = self.decode(encoded, targets, coords)
         return MAEOutput(loss=self.loss(x, pred, mask if targets is None else targets,
                                         self.value_weight(x, valid)),
                          pred=pred, mask=mask)
@@ -258,7 +272,16 @@ class MaskedAutoencoder(nn.Module):
                     f"the grid of an input {tuple(x.shape[1:])}), got {value.dtype} "
                     f"{list(value.shape)}")
 
-    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
+    def _kept_coords(self, coords: torch.Tensor | None) -> torch.Tensor | None:
+        """``coords`` with each sample's dropped (NaN) at ``coords_drop`` in training."""
+        if coords is None or self.coords_embed is None or not self.training \
+                or not self.coords_drop:
+            return coords
+        dropped = torch.rand(coords.shape[0], device=coords.device) < self.coords_drop  # [B]
+        return coords.masked_fill(dropped[:, None, None], float("nan"))
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+               coords: torch.Tensor | None = None) -> Encoded:
         """Encode the visible tokens (all tokens when ``mask`` is None); under ``nodata`` a
         NaN (no data) is encoded as 0, the band's mean."""
         if self.nodata:
@@ -269,7 +292,12 @@ class MaskedAutoencoder(nn.Module):
         lead = self.tokenizer.leading_axes  # band or group axes share the spatial table
         pos = (self.pos_embed(grid, tokens.shape[-1], tokens) if self.learned_pos_embed is None
                else over_leading(self.learned_pos_embed(grid[lead:]), grid, lead).to(tokens.dtype))
-        tokens = tokens + (pos[ids_keep] if ids_keep is not None else pos)  # [B, Lv, D]
+        if self.coords_embed is not None and coords is not None:
+            # [L, D] + [B, L, D]: the grid's positions with each sample's dates and place
+            pos = pos + self.coords_embed(coords, pos.shape[0]).to(tokens.dtype)
+            tokens = tokens + (gather_tokens(pos, ids_keep) if ids_keep is not None else pos)
+        else:
+            tokens = tokens + (pos[ids_keep] if ids_keep is not None else pos)  # [B, Lv, D]
         if self.cls_token is not None:  # its position embedding is zero (MAE)
             cls = self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
             tokens = torch.cat([cls, tokens], dim=1)  # [B, 1 + Lv, D]
@@ -288,7 +316,8 @@ class MaskedAutoencoder(nn.Module):
         kernel = self.tokenizer.pyramid_pool
         return [*encoded.stages, top, pool(top, kernel, kernel)]
 
-    def decode(self, encoded: Encoded, targets: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(self, encoded: Encoded, targets: torch.Tensor | None = None,
+               coords: torch.Tensor | None = None) -> torch.Tensor:
         """Encoded visible tokens -> predictions [B, L, P] for every grid position, or, with
         ``targets`` [B, L], for the visible and target positions only (zeros elsewhere)."""
         tokens = encoded.tokens  # [B, prefix + Lv, D]
@@ -305,6 +334,8 @@ class MaskedAutoencoder(nn.Module):
             index = encoded.ids_keep.unsqueeze(-1).expand(-1, -1, width)  # [B, Lv, Dd]
             full = full.scatter(1, index, visible)  # [B, L, Dd]
         full = full + self.pos_embed(encoded.grid, width, full, decoder=True)  # [B, L, Dd]
+        if self.decoder_coords_embed is not None and coords is not None:
+            full = full + self.decoder_coords_embed(coords, num_tokens).to(full.dtype)
         ids = None
         if targets is not None and encoded.ids_keep is not None:
             ids = torch.cat([encoded.ids_keep, visible_ids(~targets)], dim=1)  # [B, Lv + Lt]

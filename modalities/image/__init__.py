@@ -28,13 +28,13 @@ def derived(cfg: ImageDataConfig) -> dict:
     return {"reader": cfg.reader, "bands": run_band_names(cfg), "band_mean": cfg.mean,
             "band_std": cfg.std, "scale": cfg.scale, "nodata": cfg.nodata,
             "wavelengths": [cfg.wavelengths[i] for i in cfg.bands] if cfg.wavelengths else [],
-            "time_steps": cfg.time_steps}
+            "time_steps": cfg.time_steps, "coords": cfg.coords and cfg.reader == "raster"}
 
 
 # the data keys an evaluation or a picture of a run's weights takes from the run unless set:
 # the input geometry, the bands and how they were normalised
 INHERITED = ("input_size", "demo", "mean", "std", "reader", "bands", "band_names", "wavelengths",
-             "layout", "dtype", "scale", "nodata", "valid_range", "time_steps", "stack", "date_pattern",
+             "layout", "dtype", "scale", "nodata", "valid_range", "time_steps", "stack", "date_pattern", "coords",
              "composite")
 
 

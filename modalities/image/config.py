@@ -64,6 +64,10 @@ class ImageDataConfig:
     # [low, high]: the values a valid pixel may take; a file with others is skipped and counted
     valid_range: list[float] = field(default_factory=list)
     stats_files: int = 256  # files read for data.mean / data.std = auto (evenly spaced)
+    # give each raster sample its dates and place (for model.coords, Prithvi-EO-2.0's TL): the
+    # dates from the file names (data.date_pattern), latitude and longitude from the GeoTIFF's
+    # georeference (rasterio); unknown ones are NaN, and the model then adds nothing for them
+    coords: bool = False
     # the three bands a raster's false-colour picture shows, by index or name, as red, green,
     # blue (e.g. [B08,B04,B03]); []: the red, green and blue bands where names say, else the
     # first three

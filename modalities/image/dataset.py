@@ -9,7 +9,9 @@ path and reason.
 """
 from __future__ import annotations
 
+import copy
 import logging
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from mim.modalities.image.decode import read, to_rgb  # noqa: F401  (to_rgb: the
 from mim.modalities.image.demo import demo_files, lfw_split
 from mim.modalities.image.raster import ARRAY_SUFFIXES
 from mim.modalities.image.shards import ImageShards, build_shards, shard_items
-from mim.modalities.image.stacks import RasterStacks, stack_folders
+from mim.modalities.image.stacks import RasterStacks, sample_coords, stack_folders
 from mim.modalities.image.transforms import PretrainTransform, RasterTransform, Transform
 
 log = logging.getLogger("mim.data")
@@ -54,10 +56,13 @@ class ImageFolder(MimDataset):
     photos (``decode.py``)."""
 
     def __init__(self, files: list[Path], labels: list[int], transform: Transform,
-                 classes: list[str] | None = None, bands: BandReader | None = None):
+                 classes: list[str] | None = None, bands: BandReader | None = None,
+                 coords: str | None = None):
         self.files, self.labels, self.transform = files, labels, transform
         self.classes = classes or []
         self.bands = bands
+        # data.date_pattern where each raster gives its date and place (data.coords)
+        self.date_pattern = re.compile(coords) if coords else None
         self.nodata = bands is not None and bands.nodata is not None
 
     def __len__(self) -> int:
@@ -68,8 +73,15 @@ class ImageFolder(MimDataset):
 
     def at_shape(self, shape: tuple[int, ...]) -> "ImageFolder":
         """The same files cropped to ``shape`` (C, H, W) (progressive resolution)."""
-        return ImageFolder(self.files, self.labels, self.transform.resized(shape[-1]),
-                           self.classes, self.bands)
+        other = copy.copy(self)
+        other.transform = self.transform.resized(shape[-1])
+        return other
+
+    def coords(self, index: int) -> torch.Tensor | None:
+        """[1, 4]: the raster's date (from its name) and place (``data.coords``)."""
+        if self.date_pattern is None:
+            return None
+        return sample_coords([self.files[index]], self.date_pattern)
 
     def load(self, index: int, seed: int) -> tuple[torch.Tensor, int]:
         path = self.files[index]
@@ -99,7 +111,7 @@ def pretrain_view(cfg: ImageDataConfig) -> Transform:
 
 
 @lru_cache(maxsize=4)
-def _scan(root: str, stamp: int | None) -> tuple[Path, ...]:
+def _scan(root: str, stamp: tuple | None) -> tuple[Path, ...]:
     return tuple(scan(Path(root)))  # validation and the plan index a folder once
 
 
@@ -137,11 +149,12 @@ def build_dataset(cfg: ImageDataConfig) -> ImageFolder | ImageShards | RasterSta
         log.info("image data: %d time stacks (%s) of %d files under %s", len(stacks),
                  "files" if cfg.stack == "file" else "folders", len(files), root)
         return RasterStacks(stacks, pretrain_view(cfg), BandReader(cfg), cfg.time_steps,
-                            cfg.date_pattern)
+                            cfg.date_pattern, cfg.coords)
     labels, classes = file_labels(files, root, cfg.labels)
     log.info("image data: %d files under %s%s", len(files), root,
              "" if cfg.root else f" (built-in demo: {cfg.demo})")
-    return ImageFolder(files, labels, pretrain_view(cfg), classes, band_reader(cfg))
+    return ImageFolder(files, labels, pretrain_view(cfg), classes, band_reader(cfg),
+                       cfg.date_pattern if cfg.coords and cfg.reader == "raster" else None)
 
 
 def data_stats(cfg: ImageDataConfig) -> dict:

@@ -332,3 +332,22 @@ DEFAULT_NAME = re.compile(r"^band\d+$")
 def default_names(count: int) -> list[str]:
     """Names for a file that gives none: band0, band1, ..."""
     return [f"band{i}" for i in range(count)]
+
+
+def location(path: Path | bytes) -> tuple[float, float]:
+    """(latitude, longitude) of a GeoTIFF's centre, from its georeference by rasterio; NaN
+    where the file has none or rasterio is not installed (a plain TIFF, a PNG, an array)."""
+    nan = (float("nan"), float("nan"))
+    if isinstance(path, bytes) or not is_tiff_file(path.name) or not rasterio_available():
+        return nan
+    from rasterio.warp import transform
+
+    memfile, src = _rasterio_open(path)
+    try:
+        if src.crs is None:
+            return nan
+        x, y = src.xy(src.height // 2, src.width // 2)
+        lons, lats = transform(src.crs, "EPSG:4326", [x], [y])
+        return float(lats[0]), float(lons[0])
+    finally:
+        src.close()

@@ -89,7 +89,7 @@ def _open(root: str, accept: Callable[[str], bool]) -> tuple[Shards, list]:
 
 
 @lru_cache(maxsize=2)
-def _opened(root: str, when: int, accept: Callable[[str], bool]) -> tuple[Shards, list]:
+def _opened(root: str, when: tuple, accept: Callable[[str], bool]) -> tuple[Shards, list]:
     return _open(root, accept)  # ``when``: the folder's stamp, part of the key
 
 

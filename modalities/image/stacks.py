@@ -19,6 +19,7 @@ import torch
 
 from mim.data import MimDataset, UnreadableSample
 from mim.modalities.image.bands import BandReader
+from mim.modalities.image.raster import location
 
 
 def parse_date(text: str) -> datetime.date:
@@ -41,6 +42,22 @@ def file_date(path: Path, pattern: re.Pattern) -> datetime.date:
                                "no date") from None
 
 
+def date_coords(path: Path, pattern: re.Pattern) -> tuple[float, float]:
+    """(year, day of the year) of the date in a file's name; NaN where it has none."""
+    try:
+        date = file_date(path, pattern)
+    except UnreadableSample:
+        return float("nan"), float("nan")
+    return float(date.year), float(date.timetuple().tm_yday)
+
+
+def sample_coords(dated: list[tuple[Path, ...]] | list[Path], pattern: re.Pattern
+                  ) -> torch.Tensor:
+    """[T, 4]: per file (a date) its (year, day of the year), and the first file's place."""
+    place = location(dated[0])
+    return torch.tensor([[*date_coords(path, pattern), *place] for path in dated])
+
+
 def stack_folders(files: list[Path]) -> list[list[Path]]:
     """The files grouped by their folder (a sample each), folders in path order."""
     ordered = sorted(files, key=lambda p: (str(p.parent), p.name))
@@ -49,8 +66,9 @@ def stack_folders(files: list[Path]) -> list[list[Path]]:
 
 class RasterStacks(MimDataset):
     def __init__(self, stacks: list[list[Path]], transform, bands: BandReader, steps: int,
-                 pattern: str):
+                 pattern: str, coords: bool = False):
         self.stacks, self.transform, self.bands = stacks, transform, bands
+        self.give_coords = coords
         self.steps, self.pattern = steps, re.compile(pattern)
         self.labels, self.classes = [-1] * len(stacks), []
         self.nodata = bands.nodata is not None
@@ -80,6 +98,17 @@ class RasterStacks(MimDataset):
         if repeated:
             raise UnreadableSample(f"two files of {repeated[0]}", "repeated date")
         return dated
+
+    def coords(self, index: int) -> torch.Tensor | None:
+        """[T, 4]: the dates of the stack's files, in order, and its place (``data.coords``); a
+        stack stored as one file has no dates per page (NaN)."""
+        if not self.give_coords:
+            return None
+        if self.bands.dates > 1:
+            nan = float("nan")
+            place = location(self.stacks[index][0])
+            return torch.tensor([[nan, nan, *place]] * self.bands.dates)  # [T, 4]
+        return sample_coords([path for _, path in self.dated(index)], self.pattern)
 
     def load(self, index: int, seed: int) -> tuple[torch.Tensor, int]:
         if self.bands.dates > 1:  # a file per stack, its dates stored in order

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+pytestmark = pytest.mark.e2e
+
 RUN = ("train", "modality=image", "experiment=raster_demo", "train.max_steps=2",
        "train.vis_every=2", "train.ckpt_every=2", "train.num_workers=0", "train.batch_size=8",
        "model.decoder_depth=1", "data.input_size=32")

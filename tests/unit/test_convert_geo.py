@@ -375,18 +375,57 @@ def test_a_2d_mim_model_exports_with_a_one_frame_kernel(tmp_path: Path, caplog) 
                                    atol=ATOL, rtol=0)
 
 
-def test_tl_weights_are_refused_in_one_line_unless_dropped(tmp_path: Path) -> None:
+def tl_codes(dim: int, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """terratorch's TemporalEncoder / LocationEncoder code, written from its formula: the
+    sin-cos of ``first`` on dim // 2 and of ``second`` on the rest, float32 as Prithvi's."""
+    def sincos(width: int, pos: torch.Tensor) -> torch.Tensor:
+        omega = 1.0 / 10000 ** (torch.arange(width // 2, dtype=torch.float32) / (width / 2.0))
+        out = pos.float().reshape(-1)[:, None] * omega[None]  # [M, width/2]
+        return torch.cat([out.sin(), out.cos()], dim=1)  # [M, width]
+
+    return torch.cat([sincos(dim // 2, first), sincos(dim - dim // 2, second)], dim=-1)
+
+
+def test_tl_weights_are_read_as_date_and_location_embeddings(tmp_path: Path) -> None:
+    ref = prithvi(coords=True)
+    with torch.no_grad():
+        ref.encoder.temporal_embed_enc.scale.fill_(0.7)
+        ref.encoder.location_embed_enc.scale.fill_(1.3)
+    path = tmp_path / "Prithvi_EO_V2_tiny_TL.pt"
+    torch.save(ref.state_dict(), path)
+    conv = read_weights(path, **HEADS_GIVEN)
+    assert conv.config.coords == "both"
+    assert any("model.coords=both" in n for n in conv.notes)
+    years = torch.tensor([[2019.0, 2020.0]])[:, :FRAMES]  # [B, T]
+    days = torch.tensor([[100.0, 250.0]])[:, :FRAMES]
+    place = torch.tensor([[45.9, 7.7]])  # [B, 2]
+    coords = torch.cat([years[..., None], days[..., None],
+                        place[:, None].expand(-1, years.shape[1], -1)], dim=-1)  # [B, T, 4]
+    x = torch.randn(1, BANDS, FRAMES, SIZE, SIZE)
+    tokens = ref.encoder.grid[0] * ref.encoder.grid[1] * ref.encoder.grid[2]
+    when = 0.7 * tl_codes(DIM, years.reshape(-1), days.reshape(-1))  # [T, D]
+    where = 1.3 * tl_codes(DIM, place[:, 0], place[:, 1])  # [1, D]
+    extra = when.repeat_interleave(tokens // years.shape[1], dim=0) + where  # [L, D]
+    with torch.no_grad():  # Prithvi's forward with the codes added after the table
+        enc = ref.encoder
+        grid_tokens = enc.patch_embed.proj(x).flatten(2).transpose(1, 2) + enc.pos_embed[:, 1:]
+        hidden = torch.cat([(enc.cls_token + enc.pos_embed[:, :1]), grid_tokens + extra], dim=1)
+        for block in enc.blocks:
+            hidden = block(hidden)
+        expected = enc.norm(hidden)
+        ours = conv.build().eval().encode(x, None, coords).tokens
+    torch.testing.assert_close(ours, expected, atol=ATOL, rtol=0)
+    back = read_weights(convert(path, tmp_path / "again", to="prithvi", **HEADS_GIVEN))
+    assert back.config.coords == "both"  # to=prithvi writes them back in Prithvi's names
+    assert torch.equal(back.state["coords_embed.time_scale"], torch.tensor([0.7]))
+
+
+def test_tl_weights_are_dropped_on_request(tmp_path: Path) -> None:
     ref = prithvi(coords=True)
     path = tmp_path / "Prithvi_EO_V2_tiny_TL.pt"
     torch.save(ref.state_dict(), path)
-    with pytest.raises(ConvertError) as error:
-        read_weights(path, **HEADS_GIVEN)
-    text = one_line(error)
-    for key in ("encoder.temporal_embed_enc.scale", "encoder.location_embed_enc.scale",
-                "decoder.temporal_embed_dec.scale", "decoder.location_embed_dec.scale"):
-        assert key in text
-    assert "drop_coords=True" in text
     conv = read_weights(path, drop_coords=True, **HEADS_GIVEN)
+    assert conv.config.coords == "none"
     assert any(n.startswith("dropped (drop_coords): decoder.location_embed_dec.scale")
                for n in conv.notes)
     x = torch.randn(1, BANDS, FRAMES, SIZE, SIZE)

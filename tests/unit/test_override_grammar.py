@@ -144,7 +144,7 @@ def test_visualize_and_convert_use_the_same_grammar(tmp_path) -> None:
 
     for bad, text in [(["input=x", "out=y", "to=mim", "model.depth=1,2"],
                        "model.depth: one value expected"),
-                      (["+bogus=1"], "bogus: unknown key; valid keys: input, input_size, model,"),
+                      (["+bogus=1"], "bogus: unknown key; valid keys: drop_coords, input, input_size,"),
                       (["~to"], "to: not set (null), so there is nothing to delete"),
                       (["to=mim", "~to"], "to: required; it cannot be deleted")]:
         with pytest.raises(ConfigError) as info:

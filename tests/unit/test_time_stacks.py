@@ -102,3 +102,47 @@ def test_a_multi_page_tiff_is_a_stack_of_its_pages(tmp_path):
     ds = build_dataset(config(root, stack="file"))
     reasons = dict(ds[(ds.stacks.index([root / "place_9.tif"]), 0)].skipped)
     assert "3 dates of 6" in reasons[str(root / "place_9.tif")]
+
+
+def test_dates_and_place_reach_the_model_as_prithvis_tl_embeddings(tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from mim.data import MaskingCollate
+    from mim.masking import RandomMask
+
+    root = tmp_path / "geo"
+    for step, date in enumerate(DATES):  # UTM 32N, 10 m pixels: near 45.9 N, 7.5 E
+        path = root / "place_0" / f"S2_{date}.tif"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(path, "w", driver="GTiff", height=32, width=32, count=BANDS,
+                           dtype="uint16", crs="EPSG:32632",
+                           transform=from_origin(400000, 5090000, 10, 10)) as dst:
+            dst.write(np.full((BANDS, 32, 32), 100 + step, np.uint16))
+    ds = build_dataset(config(root, coords=True))
+    sample = ds[(0, 0)]
+    assert sample.coords.shape == (3, 4)
+    assert sample.coords[:, :2].tolist() == [[2020, 61], [2020, 123], [2020, 245]]  # by date
+    assert sample.coords[0, 2] == pytest.approx(45.95, abs=0.05)
+    assert sample.coords[0, 3] == pytest.approx(7.72, abs=0.05)
+    batch = MaskingCollate(RandomMask(0.75), (3, 2, 2), sample_dims=4)([(sample, 0)] * 2)
+    assert batch.coords.shape == (2, 3, 4)
+    model = create_model("mae_vit_tiny_patch16", in_chans=BANDS, patch_size=8,
+                         tokenizer="cube", tubelet_size=1, decoder_depth=1, coords="both").eval()
+    with_coords = model(batch.x, batch.mask, None, batch.coords).loss
+    without = model(batch.x, batch.mask).loss  # works without them: nothing added
+    unknown = model(batch.x, batch.mask, None, torch.full_like(batch.coords, float("nan"))).loss
+    assert with_coords != without and torch.equal(unknown, without)
+
+
+def test_date_and_place_embeddings_need_data_that_gives_them(tmp_path):
+    from mim.config.compose import load
+    from mim.config.errors import ConfigError
+
+    stacks(tmp_path / "data")
+    base = [f"data.root={tmp_path / 'data'}", "data.time_steps=3", "data.input_size=16",
+            "model=mae_vit_tiny_patch16", "model.tokenizer=cube", "model.tubelet_size=1",
+            "model.patch_size=8", "model.coords=both", "train.batch_size=2"]
+    with pytest.raises(ConfigError, match="model.coords: 'both' needs each sample's dates"):
+        load(base)
+    assert load([*base, "data.coords=true"]).model.coords == "both"

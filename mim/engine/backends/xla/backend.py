@@ -237,8 +237,9 @@ class XLABackend(TorchStep):
             for batch in batches:
                 host.append((batch.skipped, batch.items, batch.padded))
                 fields = {"x": batch.x, "mask": batch.mask, "label": batch.label}
-                if batch.targets is not None:
-                    fields["targets"] = batch.targets
+                for name in ("targets", "coords"):  # the optional ones, where given
+                    if getattr(batch, name) is not None:
+                        fields[name] = getattr(batch, name)
                 yield fields
 
         source = tensors()
@@ -255,7 +256,7 @@ class XLABackend(TorchStep):
         for fields in loader:
             skipped, items, padded = host.popleft()
             yield Batch(fields["x"], fields["mask"], fields["label"], skipped,
-                        fields.get("targets"), items, padded)
+                        fields.get("targets"), items, padded, fields.get("coords"))
 
     def mean_across_ranks(self, value: torch.Tensor) -> torch.Tensor:
         return value  # one device, or SPMD: the value is already the global one
