@@ -34,8 +34,8 @@ def derived(cfg: ImageDataConfig) -> dict:
 # the data keys an evaluation or a picture of a run's weights takes from the run unless set:
 # the input geometry, the bands and how they were normalised
 INHERITED = ("input_size", "demo", "mean", "std", "reader", "bands", "band_names", "wavelengths",
-             "layout", "dtype", "scale", "nodata", "valid_range", "time_steps", "stack", "date_pattern", "coords",
-             "composite")
+             "layout", "dtype", "scale", "nodata", "valid_range", "time_steps", "stack",
+             "date_pattern", "coords", "coords_file", "composite")
 
 
 SPEC = ModalitySpec(

@@ -68,6 +68,9 @@ class ImageDataConfig:
     # dates from the file names (data.date_pattern), latitude and longitude from the GeoTIFF's
     # georeference (rasterio); unknown ones are NaN, and the model then adds nothing for them
     coords: bool = False
+    # a CSV of each file's date and place where names and georeferences do not say them: a
+    # header naming path (relative to data.root) and any of date, lat, lon; empty cells unknown
+    coords_file: Optional[str] = None
     # the three bands a raster's false-colour picture shows, by index or name, as red, green,
     # blue (e.g. [B08,B04,B03]); []: the red, green and blue bands where names say, else the
     # first three

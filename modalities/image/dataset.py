@@ -28,7 +28,7 @@ from mim.modalities.image.decode import read, to_rgb  # noqa: F401  (to_rgb: the
 from mim.modalities.image.demo import demo_files, lfw_split
 from mim.modalities.image.raster import ARRAY_SUFFIXES
 from mim.modalities.image.shards import ImageShards, build_shards, shard_items
-from mim.modalities.image.stacks import RasterStacks, sample_coords, stack_folders
+from mim.modalities.image.stacks import Dating, RasterStacks, read_coords_file, stack_folders
 from mim.modalities.image.transforms import PretrainTransform, RasterTransform, Transform
 
 log = logging.getLogger("mim.data")
@@ -57,12 +57,11 @@ class ImageFolder(MimDataset):
 
     def __init__(self, files: list[Path], labels: list[int], transform: Transform,
                  classes: list[str] | None = None, bands: BandReader | None = None,
-                 coords: str | None = None):
+                 dating: Dating | None = None):
         self.files, self.labels, self.transform = files, labels, transform
         self.classes = classes or []
         self.bands = bands
-        # data.date_pattern where each raster gives its date and place (data.coords)
-        self.date_pattern = re.compile(coords) if coords else None
+        self.dating = dating  # where each raster's date and place come from (data.coords)
         self.nodata = bands is not None and bands.nodata is not None
 
     def __len__(self) -> int:
@@ -79,9 +78,7 @@ class ImageFolder(MimDataset):
 
     def coords(self, index: int) -> torch.Tensor | None:
         """[1, 4]: the raster's date (from its name) and place (``data.coords``)."""
-        if self.date_pattern is None:
-            return None
-        return sample_coords([self.files[index]], self.date_pattern)
+        return None if self.dating is None else self.dating.coords([self.files[index]])
 
     def load(self, index: int, seed: int) -> tuple[torch.Tensor, int]:
         path = self.files[index]
@@ -134,7 +131,9 @@ def resolve_data(cfg: ImageDataConfig) -> ImageDataConfig:
         return cfg
     if cfg.format == "wds":
         return resolve(cfg, shard_items(cfg, is_image_file))
-    _, files = data_files(cfg)
+    root, files = data_files(cfg)
+    if cfg.coords_file:  # its problems are config errors, said before any compute
+        read_coords_file(cfg.coords_file, root)
     return resolve(cfg, folder_items(files))
 
 
@@ -149,12 +148,18 @@ def build_dataset(cfg: ImageDataConfig) -> ImageFolder | ImageShards | RasterSta
         log.info("image data: %d time stacks (%s) of %d files under %s", len(stacks),
                  "files" if cfg.stack == "file" else "folders", len(files), root)
         return RasterStacks(stacks, pretrain_view(cfg), BandReader(cfg), cfg.time_steps,
-                            cfg.date_pattern, cfg.coords)
+                            dating(cfg, root), cfg.coords)
     labels, classes = file_labels(files, root, cfg.labels)
     log.info("image data: %d files under %s%s", len(files), root,
              "" if cfg.root else f" (built-in demo: {cfg.demo})")
     return ImageFolder(files, labels, pretrain_view(cfg), classes, band_reader(cfg),
-                       cfg.date_pattern if cfg.coords and cfg.reader == "raster" else None)
+                       dating(cfg, root) if cfg.coords and cfg.reader == "raster" else None)
+
+
+def dating(cfg: ImageDataConfig, root: Path) -> Dating:
+    """The dates and places of a config's files: ``data.coords_file``, the names, GeoTIFFs."""
+    table = read_coords_file(cfg.coords_file, root) if cfg.coords_file else {}
+    return Dating(re.compile(cfg.date_pattern), table)
 
 
 def data_stats(cfg: ImageDataConfig) -> dict:

@@ -10,8 +10,11 @@ number of dates, a file without a date or two of one date, dates of other sizes.
 from __future__ import annotations
 
 import copy
+import csv
 import datetime
+import math
 import re
+from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 
@@ -30,32 +33,83 @@ def parse_date(text: str) -> datetime.date:
     return datetime.datetime.strptime(digits, "%Y%m%d").date()
 
 
-def file_date(path: Path, pattern: re.Pattern) -> datetime.date:
-    match = pattern.search(path.name)
-    if match is None:
-        raise UnreadableSample(f"{path.name}: no date in its name (data.date_pattern: "
-                               f"{pattern.pattern})", "no date")
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class Dating:
+    """Where a file's date and place come from: ``data.coords_file``'s row for it, else the
+    date in its name (``data.date_pattern``) and the GeoTIFF's georeference."""
+
+    pattern: re.Pattern
+    table: dict[str, tuple[datetime.date | None, float, float]] = field(default_factory=dict)
+
+    def date(self, path: Path) -> datetime.date:
+        row = self.table.get(str(path))
+        if row is not None and row[0] is not None:
+            return row[0]
+        match = self.pattern.search(path.name)
+        if match is None:
+            raise UnreadableSample(f"{path.name}: no date in its name (data.date_pattern: "
+                                   f"{self.pattern.pattern}) or data.coords_file", "no date")
+        try:
+            return parse_date(match.group(1))
+        except ValueError:
+            raise UnreadableSample(f"{path.name}: '{match.group(1)}' is not a date",
+                                   "no date") from None
+
+    def place(self, path: Path) -> tuple[float, float]:
+        row = self.table.get(str(path))
+        if row is not None and not math.isnan(row[1]):
+            return row[1], row[2]
+        return location(path)
+
+    def when(self, path: Path) -> tuple[float, float]:
+        """(year, day of the year); NaN where the file has no date."""
+        try:
+            date = self.date(path)
+        except UnreadableSample:
+            return NAN, NAN
+        return float(date.year), float(date.timetuple().tm_yday)
+
+    def coords(self, paths: list[Path]) -> torch.Tensor:
+        """[T, 4]: per file (a date) its (year, day of the year), and the place of the first
+        file that says one."""
+        places = (self.place(path) for path in paths)
+        place = next((p for p in places if not math.isnan(p[0])), (NAN, NAN))
+        return torch.tensor([[*self.when(path), *place] for path in paths])
+
+
+def _cell(text: str, line: int, key: str) -> float:
     try:
-        return parse_date(match.group(1))
+        return float(text) if text.strip() else NAN
     except ValueError:
-        raise UnreadableSample(f"{path.name}: '{match.group(1)}' is not a date",
-                               "no date") from None
+        raise ValueError(f"data.coords_file: line {line}: {key} '{text}' is not a number") \
+            from None
 
 
-def date_coords(path: Path, pattern: re.Pattern) -> tuple[float, float]:
-    """(year, day of the year) of the date in a file's name; NaN where it has none."""
-    try:
-        date = file_date(path, pattern)
-    except UnreadableSample:
-        return float("nan"), float("nan")
-    return float(date.year), float(date.timetuple().tm_yday)
-
-
-def sample_coords(dated: list[tuple[Path, ...]] | list[Path], pattern: re.Pattern
-                  ) -> torch.Tensor:
-    """[T, 4]: per file (a date) its (year, day of the year), and the first file's place."""
-    place = location(dated[0])
-    return torch.tensor([[*date_coords(path, pattern), *place] for path in dated])
+def read_coords_file(path: str, root: Path) -> dict[str, tuple[datetime.date | None, float,
+                                                              float]]:
+    """``data.coords_file``: a CSV with a header naming ``path`` and any of ``date``, ``lat``,
+    ``lon``; ``path`` relative to data.root (or absolute), an empty cell unknown ->
+    {absolute path: (date, latitude, longitude)}; ValueError naming the line of a bad value."""
+    with open(Path(path).expanduser(), newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    table = {}
+    for line, row in enumerate(rows, start=2):
+        if not row.get("path"):
+            raise ValueError(f"data.coords_file: line {line}: no path (the header names "
+                             "path,date,lat,lon)")
+        text = (row.get("date") or "").strip()
+        try:
+            date = parse_date(text) if text else None
+        except ValueError:
+            raise ValueError(f"data.coords_file: line {line}: '{text}' is not a date "
+                             "(YYYY-MM-DD, YYYYMMDD or YYYYDDD)") from None
+        full = Path(row["path"]) if Path(row["path"]).is_absolute() else root / row["path"]
+        table[str(full)] = (date, _cell(row.get("lat") or "", line, "lat"),
+                            _cell(row.get("lon") or "", line, "lon"))
+    return table
 
 
 def stack_folders(files: list[Path]) -> list[list[Path]]:
@@ -66,10 +120,10 @@ def stack_folders(files: list[Path]) -> list[list[Path]]:
 
 class RasterStacks(MimDataset):
     def __init__(self, stacks: list[list[Path]], transform, bands: BandReader, steps: int,
-                 pattern: str, coords: bool = False):
+                 dating: Dating, coords: bool = False):
         self.stacks, self.transform, self.bands = stacks, transform, bands
         self.give_coords = coords
-        self.steps, self.pattern = steps, re.compile(pattern)
+        self.steps, self.dating = steps, dating
         self.labels, self.classes = [-1] * len(stacks), []
         self.nodata = bands.nodata is not None
 
@@ -93,7 +147,7 @@ class RasterStacks(MimDataset):
         if len(files) != self.steps:
             raise UnreadableSample(f"{len(files)} dates, where data.time_steps={self.steps}",
                                    "other date count")
-        dated = sorted((file_date(f, self.pattern), f) for f in files)
+        dated = sorted((self.dating.date(f), f) for f in files)
         repeated = [d for (d, _), (e, _) in zip(dated, dated[1:]) if d == e]
         if repeated:
             raise UnreadableSample(f"two files of {repeated[0]}", "repeated date")
@@ -105,10 +159,9 @@ class RasterStacks(MimDataset):
         if not self.give_coords:
             return None
         if self.bands.dates > 1:
-            nan = float("nan")
-            place = location(self.stacks[index][0])
-            return torch.tensor([[nan, nan, *place]] * self.bands.dates)  # [T, 4]
-        return sample_coords([path for _, path in self.dated(index)], self.pattern)
+            place = self.dating.place(self.stacks[index][0])
+            return torch.tensor([[NAN, NAN, *place]] * self.bands.dates)  # [T, 4]
+        return self.dating.coords([path for _, path in self.dated(index)])
 
     def load(self, index: int, seed: int) -> tuple[torch.Tensor, int]:
         if self.bands.dates > 1:  # a file per stack, its dates stored in order

@@ -146,3 +146,19 @@ def test_date_and_place_embeddings_need_data_that_gives_them(tmp_path):
     with pytest.raises(ConfigError, match="model.coords: 'both' needs each sample's dates"):
         load(base)
     assert load([*base, "data.coords=true"]).model.coords == "both"
+
+
+def test_a_coords_file_gives_dates_and_places_the_names_do_not(tmp_path):
+    root = tmp_path / "data"
+    for name in ("a.tif", "b.tif", "c.tif"):
+        write(root / "place_0" / name, 1)
+    table = tmp_path / "coords.csv"
+    table.write_text("path,date,lat,lon\nplace_0/a.tif,2021-06-01,-12.5,130.75\n"
+                     "place_0/b.tif,2021-01-15,,\nplace_0/c.tif,2021123,,\n")
+    ds = build_dataset(config(root, coords=True, coords_file=str(table)))
+    coords = ds[(0, 0)].coords  # ordered by the table's dates: b, c, a
+    assert coords[:, :2].tolist() == [[2021, 15], [2021, 123], [2021, 152]]
+    assert coords[0, 2:].tolist() == [-12.5, 130.75]  # the first file's row has the place
+    table.write_text("path,date\nplace_0/a.tif,June\n")
+    with pytest.raises(ValueError, match="data.coords_file: line 2: 'June' is not a date"):
+        config(root, coords=True, coords_file=str(table))
