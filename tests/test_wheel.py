@@ -115,7 +115,8 @@ def test_requirements_resolve_per_platform(wheel: Path, platform: str) -> None:
     assert "deepspeed" in requirements(wheel, platform, "deepspeed")
     everything = requirements(wheel, platform, "all")
     extras = set(metadata(wheel).get_all("Provides-Extra")) - {"all", "test"}
-    assert extras == {"bench", "deepspeed", "hf", "nifti", "raster", "mlflow", "wandb"}
+    assert extras == {"bench", "deepspeed", "hf", "nifti", "raster", "monai", "mlflow",
+                      "wandb"}
     for extra in extras:
         assert set(requirements(wheel, platform, extra)) <= set(everything), extra
     assert "pytest" not in everything and ("decord" in everything) == ("decord" in base)

@@ -9,7 +9,9 @@ encoder-only releases); timm ViT weights (file or ``config.json`` folder); Huggi
 3D layouts from modality plugins); Prithvi-EO 1.0 / 2.0 weights (file, or the repository's
 folder with its ``config.json``); SatMAE's group-channel checkpoints (onto ``group2d``).
 Writable: ``mim``, ``mae``, ``timm`` (the encoder as a VisionTransformer), ``hf`` (the layout
-registered for the model's grid rank) and ``prithvi`` (Prithvi-EO-2.0's names and config).
+registered for the model's grid rank), ``prithvi`` (Prithvi-EO-2.0's names and config) and
+``monai`` (the encoder as MONAI's ``ViT`` / ``UNETR.vit``, 2D patches or spatial 3D cubes; not
+read back: ``monai.py``).
 Nothing is ever unpickled beyond tensors (see ``storage.py``).
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Callable
 from mim.convert.common import ConvertError, Converted
 from mim.convert.formats import read_weights, write_mim
 from mim.convert.hf import write_hf
+from mim.convert.monai import write_monai
 from mim.convert.prithvi import write_prithvi
 from mim.convert.vit import write_mae, write_timm
 from mim.rundir import check_export_target, discard, publish, staging_path
@@ -28,7 +31,7 @@ from mim.rundir import check_export_target, discard, publish, staging_path
 log = logging.getLogger("mim")
 WRITERS: dict[str, Callable[..., Path]] = {"mim": write_mim, "mae": write_mae,
                                             "timm": write_timm, "hf": write_hf,
-                                            "prithvi": write_prithvi}
+                                            "prithvi": write_prithvi, "monai": write_monai}
 
 
 def load_pretrained(path: str | Path, **overrides: Any):

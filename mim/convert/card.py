@@ -25,7 +25,7 @@ log = logging.getLogger("mim")
 PLACEHOLDER = "path/to/export"  # where the snippets expect the export
 CARD = "README.md"
 LIBRARY = {"hf": "transformers", "timm": "timm", "mae": "timm", "mim": "mim",
-           "prithvi": "terratorch"}
+           "prithvi": "terratorch", "monai": "monai"}
 MARK = ("- mim", "- masked-autoencoder")  # the front matter's tags
 
 
@@ -118,11 +118,13 @@ def _snippets(export: str, conv: Converted, grid: tuple[int, ...] | None,
     if export == "hf":
         return _videomae_snippet(conv, grid)
     if export == "timm":
-        return _timm_snippet()
+        return _timm_snippet() + _vitdet_lines(conv, grid)
     if export == "mae":
         return _mae_snippet(details)
     if export == "prithvi":
         return _prithvi_snippet(details)
+    if export == "monai":
+        return _monai_snippet(conv, details)
     return _mim_snippet(conv)
 
 
@@ -177,6 +179,104 @@ def _timm_snippet() -> list[str]:
             "here; " + _convert_hint(PLACEHOLDER, "hf", "transformers")]
 
 
+def _vitdet_lines(conv: Converted, grid: tuple[int, ...]) -> list[str]:
+    """How detectron2's ViTDet takes these weights, as its code does (detectron2 at 02b5c4e:
+    ``modeling/backbone/vit.py`` ``ViT`` and ``utils.py`` ``get_abs_pos``,
+    ``checkpoint/detection_checkpoint.py`` on fvcore's ``Checkpointer``, which ``torch.load``s
+    the file and skips a tensor of another shape with a warning;
+    ``configs/common/models/mask_rcnn_vitdet.py``)."""
+    cfg = conv.config
+    head = ("Detection, detectron2's ViTDet (`detectron2.modeling.ViT` inside "
+            "`SimpleFeaturePyramid`): its backbone names the tensors as timm does, under "
+            "`backbone.net.`, and has no final `norm` and no `cls_token`")
+    if grid[0] != grid[1]:
+        return ["", head + "; its position table is square (`pretrain_img_size`), so export "
+                "a square size first: `input_size=[S,S]`."]
+    side = grid[0] * cfg.patch_size
+    mean, std = run_facts(conv).normalisation()
+    eps = (f"`norm_layer=partial(nn.LayerNorm, eps={cfg.norm_eps:g})`"
+           + (" as ViTDet's configs set it" if abs(cfg.norm_eps - 1e-6) <= 1e-12 else
+              " (ViTDet's configs set 1e-6; these weights were trained with this one)"))
+    pixels = (f" `model.pixel_mean` / `model.pixel_std` are in detectron2's 0-255 units: "
+              f"{[round(m * 255, 3) for m in mean]} / {[round(v * 255, 3) for v in std]} for "
+              "this run's normalisation of pictures." if conv.in_chans == 3 else "")
+    return ["", head + ". detectron2 reads torch files (not safetensors); write one with those "
+            "names:", "```python", "import torch", "from safetensors.torch import load_file",
+            f'state = load_file("{PLACEHOLDER}/model.safetensors")',
+            'vitdet = {f"backbone.net.{k}": v for k, v in state.items()',
+            '          if not k.startswith(("norm.", "cls_token"))}  # ViTDet has neither',
+            f'torch.save({{"model": vitdet}}, "{PLACEHOLDER}-vitdet.pth")', "```",
+            "In a ViTDet LazyConfig (e.g. `projects/ViTDet/configs/COCO/"
+            "mask_rcnn_vitdet_b_100ep.py`): "
+            f"`train.init_checkpoint = \"{PLACEHOLDER}-vitdet.pth\"` (the names are "
+            "already the detector's: no `?matching_heuristics=True`), and "
+            f"`model.backbone.net`'s `embed_dim={cfg.embed_dim}`, `depth={cfg.depth}`, "
+            f"`num_heads={cfg.num_heads}`, `patch_size={cfg.patch_size}`, "
+            f"`in_chans={conv.in_chans}`, `mlp_ratio={cfg.mlp_ratio:g}`, `qkv_bias=True`, "
+            f"`pretrain_img_size={side}`, `pretrain_use_cls_token={cfg.cls_token}`, "
+            "`use_abs_pos=True` (the default): at every forward `get_abs_pos` "
+            + ("drops the table's cls row and " if cfg.cls_token else "")
+            + f"resizes its {grid[0]}x{grid[1]} grid bicubically to the detector's "
+            "(`img_size / patch_size`) where they differ; a `pretrain_img_size` of another size "
+            "gives `pos_embed` another shape, which the checkpointer skips with a warning. "
+            f"{eps}. Window attention and the "
+            "relative positions (`use_rel_pos`, `rel_pos_h` / `rel_pos_w`) are ViTDet's own, "
+            "initialised by it; set `num_layers` of `optimizer.params.lr_factor_func` to "
+            f"{cfg.depth}.{pixels}"]
+
+
+def _monai_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(map(str, value)) + ")"
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+def _monai_call(name: str, args: dict[str, Any]) -> str:
+    return f"{name}(" + ", ".join(f"{k}={_monai_value(v)}" for k, v in args.items()) + ")"
+
+
+def _monai_snippet(conv: Converted, details: dict[str, Any]) -> list[str]:
+    """``details``: the weight file's name, ``ViT``'s arguments (``config.json``), whether
+    ``UNETR`` takes them and the LayerNorm eps the weights were trained with (``monai.py``)."""
+    args, eps = details["args"], float(details["eps"])
+    volume = args["spatial_dims"] == 3
+    unetr = {k: v for k, v in args.items() if k not in ("patch_size", "num_layers")}
+    unetr = {"in_channels": unetr.pop("in_channels"), "out_channels": 2, **unetr}
+    sample = ", ".join(map(str, [1, args["in_channels"], *args["img_size"]]))
+    lines = ["MONAI (`config.json` holds `ViT`'s arguments: `ViT(**config)`):", "```python",
+             "import torch", "from monai.networks.nets import "
+             + ("UNETR, ViT" if details["unetr"] else "ViT"),
+             f'state = torch.load("{PLACEHOLDER}/{details["file"]}", weights_only=True)',
+             f"vit = {_monai_call('ViT', args)}", "vit.load_state_dict(state, strict=True)"]
+    encoders = ["vit"]
+    if details["unetr"]:
+        lines += [f"unetr = {_monai_call('UNETR', unetr)}  # out_channels: your classes",
+                  "unetr.vit.load_state_dict(state, strict=True)"]
+        encoders.append("unetr.vit")
+    if abs(eps - 1e-5) > 1e-12:
+        lines += [f"for module in [{', '.join(f'*{e}.modules()' for e in encoders)}]:  "
+                  "# mim's LayerNorm eps (MONAI builds 1e-5)",
+                  "    if isinstance(module, torch.nn.LayerNorm):", f"        module.eps = {eps!r}"]
+    lines += [f"x = torch.zeros({sample})  # [B, C, {'D, H, W' if volume else 'H, W'}]",
+              "features, hidden_states = vit(x)  # [B, L, D] after the final norm; each "
+              "block's [B, L, D]", "```", "",
+              "`strict=True` holds for MONAI 1.6 (the layout checked): MONAI 1.3 has no "
+              "`norm_cross_attn` and 1.4-1.5 also build an unused `cross_attn` in every block; "
+              "there load with `strict=False` and check that only those keys are reported."]
+    if not details["unetr"]:
+        lines.append("`UNETR` builds its ViT with 12 blocks and 16-wide patches on every axis: "
+                     "these weights load into `ViT` only.")
+    if volume:
+        lines.append("Inputs are [B, C, D, H, W] in mim's volume axes: a NIfTI reoriented to RAS "
+                     "and transposed to (S, A, R). From MONAI's `LoadImaged` + "
+                     "`EnsureChannelFirstd` + `Orientationd(axcodes=\"RAS\")` ([C, R, A, S]) add "
+                     "`Transposed(keys, indices=(0, 3, 2, 1))`; the run's spacing and intensity "
+                     "settings are in its config above.")
+    lines += ["", "mim does not read this folder back: keep a `to=mim` (or `to=timm`) export "
+              "of the same weights for that."]
+    return lines
+
+
 def _mae_snippet(details: dict[str, Any]) -> list[str]:
     """``details``: the checkpoint's file name and the timm architecture and arguments that
     hold its encoder (see ``write_mae``)."""
@@ -225,7 +325,7 @@ def _mim_snippet(conv: Converted) -> list[str]:
 
 def model_card(conv: Converted, export: str, grid: tuple[int, ...] | None,
                details: dict[str, Any] | None = None) -> str:
-    """The card's markdown for ``conv`` written as ``export`` (hf | timm | mae | mim)."""
+    """The card's markdown for ``conv`` written as ``export`` (a key of ``WRITERS``)."""
     facts = run_facts(conv)
     lines = ["---", f"library_name: {LIBRARY[export]}", "tags:", *MARK, "---", "",
              f"# {conv.config.name} (encoder width {conv.config.embed_dim}, depth "

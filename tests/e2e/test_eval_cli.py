@@ -177,7 +177,7 @@ def test_visualize_and_convert_a_run(module_cli, image_run, cache, tmp_path: Pat
     result = module_cli.run("convert", f"input={image_run}", "output=o", "to=onnx", env=cache)
     assert result.returncode == 2
     assert result.stderr.strip() == ("mim: config error: to: unknown format 'onnx'; valid: "
-                                      "mim, mae, timm, hf, prithvi")
+                                      "mim, mae, timm, hf, prithvi, monai")
 
 
 VIDEO = ["modality=video", "experiment=video_demo", "data.input_size=48", "model.patch_size=8",
