@@ -5,15 +5,16 @@
   mim --version               the installed version; `mim COMMAND --help`: its keys and groups
   mim train ... --cfg         print the composed config and derived values; trains nothing
   mim plugins                 list registered tokenizers, masks, models, modalities, backends, launchers
-  mim eval knn|linprobe|finetune [key=value ...]
+  mim eval knn|linprobe|finetune|segment [key=value ...]
                               evaluate an encoder on labelled data, e.g. run.dir=runs/... (or
-                              weights=PATH); eval.init=random for the untrained baseline
+                              weights=PATH); eval.init=random for the untrained baseline;
+                              segment: a linear, UperNet or UNETR head on label maps
   mim visualize run.dir=RUN input=PATH [mask.ratio=0.75 ...]
                               reconstruction pictures of your own files
-  mim convert input=PATH output=PATH to=mim|mae|timm|hf|prithvi [input_size=[224,224]]
+  mim convert input=PATH output=PATH to=mim|mae|timm|hf|prithvi|monai [input_size=[224,224]]
               [overwrite=true] [drop_coords=true]
-                              weights between mim, facebookresearch/mae, timm, Hugging Face and
-                              Prithvi-EO (drop_coords: Prithvi's TL weights read without their
+                              weights between mim, facebookresearch/mae, timm, Hugging Face,
+                              Prithvi-EO and MONAI (drop_coords: Prithvi's TL weights read without their
                               date and location embeddings, else as model.coords)
                               (output: new or empty, or with overwrite=true an export mim
                               wrote, as its mim-export.json lists; never in a run dir)
@@ -159,7 +160,7 @@ def _eval(args: list[str]) -> int:
 
     def work() -> None:
         if not args or "=" in args[0]:
-            raise ConfigError("protocol: mim eval knn|linprobe|finetune [key=value ...]")
+            raise ConfigError("protocol: mim eval knn|linprobe|finetune|segment [key=value ...]")
         print(summary(evaluate(load_eval(args[0], args[1:]))))
 
     return _guarded(work)

@@ -40,6 +40,25 @@ class LabelledData:
 
 
 @dataclass(frozen=True)
+class SegmentData:
+    """Labelled splits for ``mim eval segment``: whole items as ``Sample(x, label)`` with x
+    [C, *spatial] normalised as in pretraining and label a class-id map [*spatial] (int64, the
+    ignore index where there is no label); the core crops, rescales and flips them
+    (``mim/data/segmentation.py``)."""
+
+    train: MimDataset
+    val: MimDataset
+    classes: list[str]  # class names, in id order
+    rank: int  # spatial axes of a label map (image 2, volume 3)
+    flips: tuple[float, ...]  # P(flip) of each spatial axis in training (image: H 0, W 0.5)
+    scale: tuple[float, float] = (1.0, 1.0)  # training rescale range (``segment.scale``)
+    foreground: float = 0.0  # share of training crops centred on a labelled pixel or voxel
+    # (x [C, *spatial], label [*spatial], prediction [*spatial], classes, path stem) -> the
+    # picture written (``segment.pictures``); None: the modality draws none
+    render: Optional[Callable[..., Path]] = None
+
+
+@dataclass(frozen=True)
 class EvalSupport:
     """What a modality provides for evaluation and ``mim visualize``."""
 
@@ -52,6 +71,11 @@ class EvalSupport:
     size_keys: Callable[[tuple[int, ...]], dict[str, Any]] = lambda size: {}
     # eval data config -> the same with what the labelled files decide (as resolve_data)
     resolve: Callable[[Any], Any] | None = None
+    # (eval data config, SegmentRules) -> SegmentData for ``mim eval segment``; None: the
+    # modality has no segmentation data; and its ``resolve`` (the bands and statistics of the
+    # images, not of the annotations beside them)
+    segmentation: Callable[[Any, Any], SegmentData] | None = None
+    resolve_segment: Callable[[Any], Any] | None = None
 
 
 @dataclass(frozen=True)

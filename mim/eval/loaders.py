@@ -31,7 +31,10 @@ class _Keyed(Dataset):
 
 def _collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, int]:
     x = torch.stack([s.x for s in samples])  # [B, (V,) C, *spatial]
-    labels = torch.tensor([s.label for s in samples], dtype=torch.long)  # [B]
+    if isinstance(samples[0].label, torch.Tensor):  # label maps (segmentation): [B, *spatial]
+        labels = torch.stack([s.label for s in samples])
+    else:
+        labels = torch.tensor([s.label for s in samples], dtype=torch.long)  # [B]
     return x, labels, sum(len(s.skipped) for s in samples)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +26,11 @@ from mim.registry import TOKENIZERS
 from mim.config.errors import ConfigError
 from mim.config.overrides import apply, integer, parse, plain, typed, unknown_option, without
 from mim.convert import Converted
-from mim.eval.schema import PROTOCOLS, EvalSettings
+from mim.data.segmentation import SegmentRules
+from mim.eval.schema import PROTOCOLS, EvalSettings, SegmentConfig
 from mim.models.factory import ModelConfig, model_config, token_grids
 from mim.registry import MODELS, UnknownNameError
-from mim.spec import LabelledData, ModalitySpec
+from mim.spec import LabelledData, ModalitySpec, SegmentData
 from mim.pretrained import HEAD_KEYS, base_data, eval_modality, read, run_config
 
 log = logging.getLogger("mim")
@@ -50,7 +52,7 @@ class EvalPlan:
     settings: EvalSettings
     params: Any  # the protocol's section
     out_file: Path  # the results file (JSON)
-    labelled: LabelledData  # the splits (file lists; nothing decoded yet)
+    labelled: LabelledData | SegmentData  # the splits (file lists; nothing decoded yet)
     # the weights' band indices the data holds, where an encoder that takes a subset of its
     # bands (channel2d, spectral2d) evaluates on fewer; None: all of them
     band_ids: list[int] | None = None
@@ -68,6 +70,43 @@ def data_error(exc: Exception) -> ConfigError:
     """A dataset's complaint (missing folder, no labelled files) as a config error."""
     text = " ".join(str(exc).split())
     return ConfigError(text if text.startswith("data") else f"data: {text}")
+
+
+def _resolver(modality: ModalitySpec, protocol: str):
+    support = modality.evaluation
+    return support.resolve_segment if protocol == "segment" else support.resolve
+
+
+def segment_data(modality: ModalitySpec, data: Any, params: SegmentConfig) -> SegmentData:
+    """The modality's images or volumes with their label maps (``SegmentData``)."""
+    if modality.evaluation.segmentation is None:
+        raise ConfigError(f"modality: '{modality.name}' has no segmentation data; "
+                          "mim eval segment takes images and volumes")
+    if getattr(data, "time_steps", 1) > 1:
+        raise ConfigError("data.time_steps: mim eval segment takes single dates (a time "
+                          "stack's label map is not defined here yet)")
+    rules = SegmentRules(params.num_classes, params.ignore_index, params.reduce_zero_label)
+    try:
+        return modality.evaluation.segmentation(data, rules)
+    except (FileNotFoundError, ValueError) as exc:
+        raise data_error(exc) from None
+
+
+def resolved_head(params: SegmentConfig, rank: int) -> SegmentConfig:
+    """``auto`` choices made for samples of ``rank`` spatial axes: the head (linear in 2D,
+    unetr in 3D), the loss (ce, dice_ce) and the window weighting (constant, gaussian)."""
+    head = params.head if params.head != "auto" else ("linear" if rank == 2 else "unetr")
+    if head == "upernet" and rank != 2:
+        raise ConfigError("segment.head: upernet is for 2D label maps; volumes take unetr "
+                          "or linear")
+    if head == "unetr" and importlib.util.find_spec("monai") is None:
+        raise ConfigError("segment.head: unetr is built from MONAI's blocks: pip install "
+                          "'mim-pretrain[monai]'")
+    return dataclasses.replace(
+        params, head=head,
+        loss=params.loss if params.loss != "auto" else ("ce" if rank == 2 else "dice_ce"),
+        weighting=params.weighting if params.weighting != "auto" else (
+            "constant" if rank == 2 else "gaussian"))
 
 
 def labelled_data(modality: ModalitySpec, data: Any) -> LabelledData:
@@ -168,14 +207,23 @@ def load_eval(protocol: str, overrides: list[str]) -> EvalPlan:
     if protocol == "finetune":  # stochastic depth is a fine-tuning setting (MAE Table 9)
         model = dataclasses.replace(model, drop_path=params.drop_path)
     data = typed(modality.evaluation.data_config, plain(final.data, "data"), "data")
-    data = resolved_data(modality.evaluation.resolve, data)
+    data = resolved_data(_resolver(modality, protocol), data)
     shape = tuple(modality.sample_shape(data))
     band_ids = None
     if weights is not None and weights.in_chans != shape[0]:
         band_ids = subset_ids(weights, model, modality.derived(data).get("bands"), shape[0])
     check_grid(model, (weights.in_chans, *shape[1:]) if band_ids else shape)
     source = "random init" if settings.init == "random" else str(weights_path or run_dir)
-    labelled = labelled_data(modality, data)
+    if protocol == "segment":
+        params = resolved_head(params, len(shape) - 1)  # before the labels are read
+        labelled = segment_data(modality, data, params)
+        if labelled.rank != len(shape) - 1:
+            raise ConfigError(f"data: samples of {len(shape) - 1} axes, label maps of "
+                              f"{labelled.rank}")
+        if params.head != "linear":  # a fine-tuned encoder: stochastic depth (mmseg's MAE)
+            model = dataclasses.replace(model, drop_path=params.drop_path)
+    else:
+        labelled = labelled_data(modality, data)
     check_splits(labelled, data, protocol, params)  # before any feature is computed
     return EvalPlan(protocol, integer("seed", seed), modality, data, model,
                     weights.in_chans if band_ids else shape[0],
@@ -203,11 +251,14 @@ def results_file(out: str | None, run_dir: str | None, protocol: str, init: str,
     return folder / f"{protocol}-{init}{tag}.json"
 
 
-def check_splits(labelled: LabelledData, data: Any, protocol: str, params: Any) -> None:
+def check_splits(labelled: LabelledData | SegmentData, data: Any, protocol: str, params: Any) -> None:
     """Sizes the protocols need, checked from the file lists: a held-out and a training item
     (ConfigError naming the key); one class or k-NN's k above the training set warned about."""
     root = "data.root" if getattr(data, "root", None) else "data.root (the demo set)"
     held = "data.val_root" if getattr(data, "val_root", None) else root
+    if len(labelled.val) == 0 and protocol == "segment":
+        raise ConfigError(f"{root}: no held-out pair (an empty validation split); add pairs "
+                          "or set data.val_fraction")
     if len(labelled.val) == 0:
         raise ConfigError(f"{held}: no held-out item: a class needs two or more items to hold "
                           "one out (data.val_fraction), or give a held-out set in data.val_root")

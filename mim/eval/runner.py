@@ -15,6 +15,8 @@ from mim.eval.features import accuracy, extract, pool_name
 from mim.eval.finetune import finetune
 from mim.eval.knn import knn_scores
 from mim.eval.linprobe import linear_probe
+from mim.eval.segment.heads import build_segmenter
+from mim.eval.segment.protocol import Scoring, summary_of, train_head
 from mim.models.transfer import build_encoder
 from mim.seeding import seed_all
 
@@ -37,6 +39,22 @@ def run_knn(model, data, plan: EvalPlan, how: str, device: torch.device) -> dict
             "k": min(p.k, len(train))}
 
 
+def run_segment(model, plan: EvalPlan, device: torch.device) -> dict[str, Any]:
+    """A head on the encoder, trained and scored (``mim/eval/segment/``)."""
+    p, s, data = plan.params, plan.settings, plan.labelled
+    crop = list(plan.modality.sample_shape(plan.data)[1:])
+    torch.manual_seed(plan.seed)  # the head's initial weights
+    segmenter = build_segmenter(model, p.head, len(data.classes), p.blocks, data.rank,
+                                plan.in_chans, tuple(crop), p.channels, p.feature_size)
+    pictures = plan.out_file.with_name(f"{plan.out_file.stem}-pictures")
+    if p.pictures:
+        pictures.mkdir(parents=True, exist_ok=True)
+    score = Scoring(tuple(crop), p.overlap, p.weighting, s.batch_size, s.num_workers,
+                    p.ignore_index, p.pictures, pictures)
+    return {"head": p.head, "blocks": segmenter.blocks, **train_head(
+        segmenter.to(device), data, p, crop, score, device, plan.seed, data.rank)}
+
+
 def evaluate(plan: EvalPlan) -> dict[str, Any]:
     """Run ``plan.protocol``; returns the results (also written to ``plan.out_file``)."""
     start = time.perf_counter()
@@ -55,6 +73,8 @@ def evaluate(plan: EvalPlan) -> dict[str, Any]:
     elif plan.protocol == "linprobe":
         metrics = linear_probe(model, data, plan.params, how, device, s.batch_size,
                                s.num_workers, plan.seed)
+    elif plan.protocol == "segment":
+        metrics = run_segment(model, plan, device)
     else:
         metrics = finetune(model, data, plan.params, how, device, s.batch_size, s.num_workers,
                            plan.seed)
@@ -72,6 +92,10 @@ def evaluate(plan: EvalPlan) -> dict[str, Any]:
 
 def summary(result: dict[str, Any]) -> str:
     m = result["metrics"]
+    if result["protocol"] == "segment":
+        return (f"segment ({result['init']}, {m['head']} head): {summary_of(m)} on "
+                f"{m['items']} held-out items ({len(result['classes'])} classes); results: "
+                f"{Path(result['path'])}")
     extra = f", best {m['best_top1']:.2f}%" if "best_top1" in m else ""
     return (f"{result['protocol']} ({result['init']}, {result['pool']} features): top-1 "
             f"{m['top1']:.2f}%{extra} on {result['num_val']} held-out items "

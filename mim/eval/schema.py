@@ -72,7 +72,7 @@ class Schedule:
                 raise ValueError(f"{section}.{key}: must be >= 1, got {getattr(self, key)}")
         if self.warmup_epochs < 0 or self.min_lr < 0 or self.weight_decay < 0:
             raise ValueError(f"{section}.warmup_epochs / min_lr / weight_decay: must be >= 0")
-        if self.blr <= 0 or (self.lr is not None and self.lr <= 0):
+        if (self.blr is not None and self.blr <= 0) or (self.lr is not None and self.lr <= 0):
             raise ValueError(f"{section}.blr / {section}.lr: must be > 0")
 
     def peak_lr(self, batch: int) -> float:
@@ -129,5 +129,86 @@ class FinetuneConfig(Schedule):
             raise ValueError(f"finetune.betas: two values in [0, 1) expected, got {self.betas}")
 
 
+HEADS = ("auto", "linear", "upernet", "unetr")
+# base lr per head (lr = blr x batch / 256): the frozen encoder's linear head learns from
+# scratch at 1e-3 for a batch of 16; the fine-tuned heads take mmseg's MAE / BEiT UperNet rate
+# (1e-4 at 16) and MONAI's UNETR tutorial's (1e-4)
+HEAD_BLR = {"linear": 1.6e-2, "upernet": 1.6e-3, "unetr": 1.6e-3}
+
+
+@dataclass
+class SegmentConfig(Schedule):
+    """``mim eval segment``: a head on the encoder's token maps, trained on crops, evaluated by
+    sliding windows on whole images or volumes (``mim/eval/segment/``)."""
+
+    # auto: linear for 2D labels, unetr for 3D | linear (frozen encoder, BatchNorm + 1x1 conv,
+    # the DINOv2 linear protocol) | upernet (2D, fine-tuned: feature pyramid + UperNet) |
+    # unetr (fine-tuned: UNETR's decoder, MONAI's blocks)
+    head: str = "auto"
+    epochs: int = 50  # passes over the training images or volumes
+    warmup_epochs: float = 5.0  # linear lr warmup, then a cosine decay to min_lr
+    batch_size: int = 16  # crops per step
+    blr: Optional[float] = None  # base lr; None: the head's (HEAD_BLR)
+    min_lr: float = 1e-6  # the lr at the end of the cosine decay
+    weight_decay: float = 0.05  # AdamW's
+    eval_every: int = 10  # epochs between validation passes (and one at the end)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW's (beta1, beta2)
+    layer_decay: float = 0.65  # fine-tuned heads: each encoder block below the top x this
+    drop_path: float = 0.1  # fine-tuned heads: stochastic depth of the encoder
+    # encoder blocks (0-based) whose outputs feed the head; None: evenly spaced, 4 for upernet
+    # (blocks 2, 5, 8, 11 of 12; mmseg's MAE config takes [3, 5, 7, 11]), log2(patch) for unetr
+    # (UNETR's 3, 6, 9, 12 counted from 1), the last for linear
+    blocks: Optional[list[int]] = None
+    num_classes: Optional[int] = None  # None: from the class names or the largest label id
+    ignore_index: int = 255  # label value left out of the loss and the metrics (mmseg's)
+    reduce_zero_label: bool = False  # label 0 becomes ignore, the rest shift down (ADE20K)
+    # training crops: each image or volume rescaled by a factor drawn in this range (None: the
+    # modality's, images [0.5, 2.0] as mmseg's ADE20K pipeline, volumes [1, 1]), then a crop of
+    # data.input_size, padded with ignore where smaller, and the modality's flips
+    scale: Optional[list[float]] = None
+    # the share of crops centred on a labelled (non-zero) voxel: MONAI's RandCropByPosNegLabel
+    # at 1:1 for volumes; None: the modality's (images 0, volumes 0.5)
+    foreground: Optional[float] = None
+    overlap: float = 0.25  # sliding-window inference: overlap of neighbouring windows
+    weighting: str = "auto"  # windows blended: constant | gaussian | auto (gaussian in 3D)
+    channels: int = 512  # upernet's width (mmseg's)
+    feature_size: int = 16  # unetr's feature_size (MONAI's)
+    loss: str = "auto"  # ce | dice_ce | auto: ce in 2D, dice_ce in 3D (UNETR's)
+    pictures: int = 0  # held-out items drawn as image | ground truth | prediction
+
+    def __post_init__(self) -> None:
+        self.check("segment")
+        if self.head not in HEADS:
+            raise ValueError(f"segment.head: '{self.head}' is not one of: {', '.join(HEADS)}")
+        if not 0 < self.layer_decay <= 1 or not 0 <= self.drop_path < 1:
+            raise ValueError("segment.layer_decay / segment.drop_path: must be in (0, 1] / [0, 1)")
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ValueError(f"segment.num_classes: must be >= 2, got {self.num_classes}")
+        if self.scale is not None and (len(self.scale) != 2 or not 0 < self.scale[0] <=
+                                       self.scale[1]):
+            raise ValueError(f"segment.scale: [low, high] with 0 < low <= high, got {self.scale}")
+        if self.foreground is not None and not 0 <= self.foreground <= 1:
+            raise ValueError(f"segment.foreground: must be in [0, 1], got {self.foreground}")
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"segment.overlap: must be in [0, 1), got {self.overlap}")
+        if self.weighting not in ("auto", "constant", "gaussian"):
+            raise ValueError(f"segment.weighting: '{self.weighting}' is not one of: auto, "
+                             "constant, gaussian")
+        if self.loss not in ("auto", "ce", "dice_ce"):
+            raise ValueError(f"segment.loss: '{self.loss}' is not one of: auto, ce, dice_ce")
+        if min(self.channels, self.feature_size) < 1 or self.pictures < 0:
+            raise ValueError("segment.channels / segment.feature_size / segment.pictures: "
+                             "must be >= 1 / >= 1 / >= 0")
+        if self.blocks is not None and (not self.blocks or min(self.blocks) < 0):
+            raise ValueError(f"segment.blocks: block indices >= 0 expected, got {self.blocks}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"segment.betas: two values in [0, 1) expected, got {self.betas}")
+
+    def peak_lr(self, batch: int) -> float:
+        if self.lr is not None:
+            return self.lr
+        return (self.blr if self.blr is not None else HEAD_BLR[self.head]) * batch / 256
+
+
 PROTOCOLS: dict[str, type] = {"knn": KnnConfig, "linprobe": LinprobeConfig,
-                              "finetune": FinetuneConfig}
+                              "finetune": FinetuneConfig, "segment": SegmentConfig}

@@ -284,6 +284,27 @@ class MaskedAutoencoder(nn.Module):
                coords: torch.Tensor | None = None) -> Encoded:
         """Encode the visible tokens (all tokens when ``mask`` is None); under ``nodata`` a
         NaN (no data) is encoded as 0, the band's mean."""
+        tokens, ids_keep, grid, out = self._embed(x, mask, coords)
+        tokens = _run(self.blocks, tokens, self.recompute[0])
+        return Encoded(self.norm(tokens), ids_keep, grid, self.num_prefix, out.skip, out.stages)
+
+    def hidden_states(self, x: torch.Tensor, blocks: list[int],
+                      coords: torch.Tensor | None = None) -> tuple[list[torch.Tensor], Encoded]:
+        """The whole input's tokens [B, prefix + L, D] after each of ``blocks`` (0-based, in
+        order; the last block's after the final norm, as ``encode`` gives it), and the
+        ``Encoded`` of the last one asked for (its grid and the tokenizer's stages)."""
+        tokens, ids_keep, grid, out = self._embed(x, None, coords)
+        wanted, states = set(blocks), []
+        for index, block in enumerate(self.blocks[: max(blocks) + 1]):
+            tokens = block(tokens)
+            if index in wanted:
+                last = index == len(self.blocks) - 1
+                states.append(self.norm(tokens) if last else tokens)
+        return states, Encoded(states[-1], ids_keep, grid, self.num_prefix, out.skip, out.stages)
+
+    def _embed(self, x: torch.Tensor, mask: torch.Tensor | None, coords: torch.Tensor | None):
+        """The visible tokens with their positions (and the cls token) before the blocks ->
+        (tokens [B, prefix + Lv, D], ids_keep, grid, the tokenizer's output)."""
         if self.nodata:
             x = torch.nan_to_num(x, nan=0.0)
         grid = self.tokenizer.grid(x.shape[1:])
@@ -301,8 +322,7 @@ class MaskedAutoencoder(nn.Module):
         if self.cls_token is not None:  # its position embedding is zero (MAE)
             cls = self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
             tokens = torch.cat([cls, tokens], dim=1)  # [B, 1 + Lv, D]
-        tokens = _run(self.blocks, tokens, self.recompute[0])
-        return Encoded(self.norm(tokens), ids_keep, grid, self.num_prefix, out.skip, out.stages)
+        return tokens, ids_keep, grid, out
 
     def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Multi-scale features of the whole input for feature-pyramid heads (MCMAE Sec. 2.3,

@@ -4,7 +4,7 @@ Registered through the ``mim.plugins`` entry point exactly as a third-party moda
 """
 from mim.registry import MODALITIES
 from mim.spec import EvalSupport, ModalitySpec
-from mim.modalities.image import labelled
+from mim.modalities.image import labelled, segment
 from mim.modalities.image import presets  # noqa: F401  (mae_vit_*, lsmae_*, mcmae_* presets)
 from mim.modalities.image.bands import run_band_names
 from mim.modalities.image.bands import sample_shape as band_shape
@@ -52,7 +52,9 @@ SPEC = ModalitySpec(
     demo_experiment="demo",
     evaluation=EvalSupport(data_config=labelled.ImageEvalDataConfig, labelled=labelled.labelled,
                            inputs=labelled.inputs, inherit=INHERITED, resolve=labelled.resolve_eval,
-                           size_keys=lambda size: {"input_size": size[-1]}),
+                           size_keys=lambda size: {"input_size": size[-1]},
+                           segmentation=segment.segmentation,
+                           resolve_segment=segment.resolve_segment),
 )
 MODALITIES.register("image", obj=SPEC)
 

@@ -10,7 +10,7 @@ from mim.data.shards import check_format
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
-DEMOS = ("photos", "lfw", "raster")
+DEMOS = ("photos", "lfw", "raster", "segment")
 
 
 @dataclass
@@ -30,6 +30,7 @@ class ImageDataConfig:
     # without a root: "photos" (scikit-image's photographs), "lfw" (the training part of the
     # labelled LFW face / non-face set that ``mim eval`` holds out from, see labelled.py) or
     # "raster" (procedural 13-band Sentinel-2-like scenes, uint16, some nodata: raster_demo.py)
+    # or "segment" (the training scenes of mim eval segment's textured shapes: segment_demo.py)
     demo: str = "photos"
     # how files are read: photo (RGB pictures, 8 bits: grayscale, palette and CMYK become RGB,
     # as ImageNet pipelines do), raster (every band at its own bit depth: TIFF, GeoTIFF,

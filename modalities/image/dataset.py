@@ -20,7 +20,7 @@ from PIL import Image
 
 from mim.data import MimDataset, UnreadableSample
 from mim.data.files import file_labels, find_files, stamp
-from mim.modalities.image import raster_demo
+from mim.modalities.image import raster_demo, segment_demo
 from mim.modalities.image.bands import (BandReader, band_statistics, folder_items, resolve,
                                         run_band_names)
 from mim.modalities.image.config import ImageDataConfig
@@ -121,6 +121,8 @@ def data_files(cfg: ImageDataConfig) -> tuple[Path, list[Path]]:
         return lfw_split("train")
     if cfg.demo == "raster":
         return raster_demo.pretrain_files()
+    if cfg.demo == "segment":
+        return segment_demo.training_images()
     return demo_files()
 
 

@@ -17,6 +17,7 @@ import torch
 from einops import rearrange
 from PIL import Image
 
+from mim.eval.segment.pictures import colour, overlay
 from mim.spec import Panels
 from mim.modalities.image.bands import run_band_names
 from mim.modalities.image.config import ImageDataConfig, photo_stats
@@ -90,4 +91,25 @@ def render(panels: Panels, cfg: ImageDataConfig, stem: Path) -> Path:
         tiles = _stretch(columns, composite_bands(run_band_names(cfg), cfg.composite))
         _montage(columns, stem)
     Image.fromarray(_grid(tiles)).save(path)
+    return path
+
+
+def render_segmentation(cfg: ImageDataConfig, x: torch.Tensor, label: torch.Tensor,
+                        pred: torch.Tensor, classes: list[str], stem: Path) -> Path:
+    """image | ground truth | prediction of one held-out image (x [C, H, W] normalised,
+    label and pred [H, W]), the label colours over the picture."""
+    mean, std = photo_stats(cfg) if cfg.reader != "raster" else (cfg.mean, cfg.std)
+    shape = (-1, 1, 1)
+    values = x * torch.tensor(std, dtype=torch.float32).view(shape) + torch.tensor(
+        mean, dtype=torch.float32).view(shape)  # [C, H, W] in the file's units / scale
+    if cfg.reader == "raster":
+        rgb = _stretch([values[None]], composite_bands(run_band_names(cfg), cfg.composite))[0][0]
+    else:
+        rgb = values.clamp(0, 1)
+    picture = (rgb.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # [H, W, 3]
+    tiles = [picture, overlay(picture, colour(label, len(classes))),
+             overlay(picture, colour(pred, len(classes)))]
+    gap = np.full((picture.shape[0], GAP, 3), 255, np.uint8)
+    path = stem.with_suffix(".png")
+    Image.fromarray(np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1)).save(path)
     return path

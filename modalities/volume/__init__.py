@@ -7,7 +7,7 @@ hybrid MCMAE encoder with masked 3D convolutions (``presets.py``).
 """
 from mim.registry import MODALITIES
 from mim.spec import EvalSupport, ModalitySpec
-from mim.modalities.volume import labelled
+from mim.modalities.volume import labelled, segment
 from mim.modalities.volume import presets  # noqa: F401  (mae3d_*, mcmae3d_* model presets)
 from mim.modalities.volume.config import VolumeDataConfig
 from mim.modalities.volume.dataset import VolumeDataset, build_dataset, is_volume_file
@@ -33,7 +33,8 @@ SPEC = ModalitySpec(
         inputs=labelled.inputs,
         inherit=("input_size", "channels", "intensity", "p_low", "p_high", "window_min",
                  "window_max", "zscore", "target_spacing", "pad_value"),
-        size_keys=lambda size: {"input_size": list(size)}),
+        size_keys=lambda size: {"input_size": list(size)},
+        segmentation=segment.segmentation, resolve_segment=segment.resolve_segment),
 )
 MODALITIES.register("volume", obj=SPEC)
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
+from mim.eval.segment.pictures import colour, overlay
 from mim.modalities.volume.config import VolumeDataConfig
 from mim.spec import Panels
 
@@ -58,4 +60,33 @@ def render(panels: Panels, cfg: VolumeDataConfig, stem: Path) -> Path:
                 canvas[top:top + pixels.shape[0], left:left + pixels.shape[1]] = pixels
     path = stem.with_suffix(".png")
     Image.fromarray(canvas).save(path)  # uint8 [H, W] -> mode L
+    return path
+
+
+def _tile(plane: np.ndarray, scale: int) -> np.ndarray:
+    return plane.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def render_segmentation(cfg: VolumeDataConfig, x: torch.Tensor, label: torch.Tensor,
+                        pred: torch.Tensor, classes: list[str], stem: Path) -> Path:
+    """Three rows (the axial, coronal and sagittal centre slices) of volume | ground truth |
+    prediction, the label colours over channel 0 of x [C, D, H, W]."""
+    volume = x[0].float().numpy()  # [D, H, W]
+    low, high = _display_range(volume)
+    scale = max(1, -(-MIN_TILE // min(volume.shape)))
+    rows = []
+    for plane, truth, guess in zip(centre_slices(volume), centre_slices(label),
+                                   centre_slices(pred)):
+        gray = (np.clip((plane - low) / (high - low), 0, 1) * 255).round().astype(np.uint8)
+        picture = np.repeat(gray[..., None], 3, axis=-1)  # [h, w, 3]
+        tiles = [picture, overlay(picture, colour(torch.as_tensor(truth), len(classes))),
+                 overlay(picture, colour(torch.as_tensor(guess), len(classes)))]
+        gap = np.full((picture.shape[0], GAP, 3), BACKGROUND, np.uint8)
+        rows.append(_tile(np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1),
+                          scale))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, GAP), (0, width - r.shape[1]), (0, 0)), constant_values=BACKGROUND)
+            for r in rows]
+    path = stem.with_suffix(".png")
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
     return path

@@ -1,0 +1,1 @@
+"""Dense evaluation: ``mim eval segment`` (heads.py, protocol.py, sliding.py, metrics.py)."""
