@@ -7,7 +7,6 @@ MONAI takes seconds, which every 2D evaluation would pay.
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Callable, Sequence
 
 import torch
@@ -62,6 +61,3 @@ def sliding_window(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     logits = total / count
     return logits[(slice(None), slice(None), *(slice(0, s) for s in size))]
 
-
-def window_count(size: Sequence[int], window: Sequence[int], overlap: float) -> int:
-    return math.prod(len(starts(max(s, w), w, overlap)) for s, w in zip(size, window))
