@@ -102,3 +102,28 @@ def test_block_choices():
     assert upsampling_steps((16, 16, 16)) == 4 and upsampling_steps((8, 8)) == 3
     with pytest.raises(ValueError, match="2\\^n"):
         upsampling_steps((12, 12))
+
+
+def _tiny(name: str, **kw):
+    from mim import create_model
+
+    return create_model(name, embed_dim=32, depth=4, num_heads=2, decoder_embed_dim=16,
+                        decoder_depth=1, decoder_num_heads=2, **kw)
+
+
+def test_heads_give_logits_at_the_input_size_and_upernet_takes_a_hybrids_pyramid():
+    from mim.eval.segment.heads import build_segmenter
+
+    torch.manual_seed(0)
+    hybrid = _tiny("mcmae_base", patch_size=8, tokenizer={"dims": [8, 16], "depths": [1, 1]})
+    seg = build_segmenter(hybrid, "upernet", 5, None, 2, 3, (32, 32), 16, 8)
+    assert seg.use_pyramid and [m.shape[1] for m in seg.features(torch.zeros(1, 3, 32, 32))] \
+        == [8, 16, 32, 32]  # the conv stages, the tokens, their pooled map
+    assert seg(torch.randn(2, 3, 32, 32)).shape == (2, 5, 32, 32)
+    plain = _tiny("mae_vit_tiny_patch16", patch_size=8)
+    for head, blocks in (("linear", [3]), ("upernet", [0, 1, 2, 3]), ("unetr", [0, 2, 3])):
+        seg = build_segmenter(plain, head, 4, None, 2, 3, (32, 32), 16, 8)
+        assert seg.blocks == blocks and not seg.use_pyramid
+        assert seg(torch.randn(2, 3, 32, 32)).shape == (2, 4, 32, 32)
+    with pytest.raises(ValueError, match="segment.blocks"):
+        build_segmenter(plain, "upernet", 4, [1, 9], 2, 3, (32, 32), 16, 8)
