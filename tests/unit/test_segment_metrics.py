@@ -127,3 +127,19 @@ def test_heads_give_logits_at_the_input_size_and_upernet_takes_a_hybrids_pyramid
         assert seg(torch.randn(2, 3, 32, 32)).shape == (2, 4, 32, 32)
     with pytest.raises(ValueError, match="segment.blocks"):
         build_segmenter(plain, "upernet", 4, [1, 9], 2, 3, (32, 32), 16, 8)
+
+
+def test_constant_blending_equals_monais_sliding_window_inference():
+    """The same windows as MONAI's ``sliding_window_inference`` (its scan interval, the last
+    window flush with the end, zero padding of a small input): the same logits."""
+    monai = pytest.importorskip("monai.inferers")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 5, padding=2), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 3, 3, padding=1))
+    for shape, overlap in (((70, 45), 0.25), ((100, 64), 0.5), ((20, 90), 0.25)):
+        x = torch.randn(1, 2, *shape)
+        with torch.no_grad():
+            theirs = monai.sliding_window_inference(x, (32, 32), 4, net, overlap=overlap,
+                                                    mode="constant", padding_mode="constant")
+        assert torch.allclose(sliding_window(net, x, (32, 32), overlap, "constant", 4), theirs,
+                              atol=1e-6)

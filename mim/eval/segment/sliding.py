@@ -1,8 +1,10 @@
 """Sliding-window inference in 2D and 3D: windows of the training crop's size, overlapping by
 ``overlap``, their logits blended (constant weights, or a Gaussian of sigma = window / 8 per
-axis as nnU-Net and MONAI weight them), the input padded up to a window where smaller and the
-result cut back to it. Ours, not MONAI's ``sliding_window_inference`` (the same rule): importing
-MONAI takes seconds, which every 2D evaluation would pay.
+axis as nnU-Net and MONAI weight them), the input padded up to a window where smaller (half
+before, half after) and the result cut back to it. Ours, not MONAI's ``sliding_window_inference`` (the same windows; with
+constant weights the same logits, tested): importing MONAI takes seconds, which every 2D
+evaluation would pay. MONAI's Gaussian is its ``GaussianFilter`` (erf-approximated, centred at
+window // 2) on a delta; ours samples exp(-x^2 / 2 sigma^2) about the window's true centre.
 """
 from __future__ import annotations
 
@@ -41,8 +43,10 @@ def sliding_window(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     every window, ``batch`` windows at a time."""
     size = tuple(x.shape[2:])
     extra = [max(0, w - s) for w, s in zip(window, size)]
+    before = [e // 2 for e in extra]  # padded on both sides, as MONAI pads
     if any(extra):
-        x = F.pad(x, [v for e in reversed(extra) for v in (0, e)])  # F.pad: last axis first
+        x = F.pad(x, [v for e, b in zip(reversed(extra), reversed(before))
+                      for v in (b, e - b)])  # F.pad: last axis first
     padded = tuple(x.shape[2:])
     corners = list(itertools.product(*(starts(s, w, overlap) for s, w in zip(padded, window))))
     weight = (gaussian(window, x.device) if weighting == "gaussian"
@@ -59,5 +63,5 @@ def sliding_window(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
             total[(0, slice(None), *box)] += out * weight
             count[box] += weight
     logits = total / count
-    return logits[(slice(None), slice(None), *(slice(0, s) for s in size))]
+    return logits[(slice(None), slice(None), *(slice(b, b + s) for b, s in zip(before, size)))]
 
