@@ -155,7 +155,9 @@ def _summary(scores: dict[str, Any]) -> str:
 
 def train_head(model: Segmenter, data: SegmentData, cfg: SegmentConfig, crop: list[int],
                score: Scoring, device: torch.device, seed: int, rank: int) -> dict[str, Any]:
-    train = data.train.cropped(crop, data.scale, data.flips, data.foreground)
+    scale = tuple(cfg.scale) if cfg.scale is not None else data.scale  # else the modality's
+    foreground = cfg.foreground if cfg.foreground is not None else data.foreground
+    train = data.train.cropped(crop, scale, data.flips, foreground)
     batch = min(cfg.batch_size, len(train))
     if batch < 2:
         raise ValueError(f"segment: {len(train)} training items; need at least 2 "
