@@ -35,6 +35,7 @@ from typing import Callable, Iterator
 
 import fsspec
 
+from mim.data.cache import cache_root
 from mim.data.dataset import LOAD_ERRORS, UnreadableSample
 from mim.data.files import label_ids
 from mim.wording import first_names, plural
@@ -148,8 +149,7 @@ def cache_place(url: str, size: int, mtime: int | str | None) -> str:
     a shard rewritten in place gets an index of its own."""
     where = os.path.abspath(url) if is_local(url) and "://" not in url else url
     digest = hashlib.blake2b(f"{where}\n{size}\n{mtime}".encode(), digest_size=10).hexdigest()
-    base = os.environ.get("MIM_CACHE_DIR") or os.path.join("~", ".cache", "mim")
-    return os.path.join(os.path.expanduser(base), "shard_index", digest + INDEX_SUFFIX)
+    return str(cache_root() / "shard_index" / (digest + INDEX_SUFFIX))
 
 
 def scan_members(url: str) -> tuple[list[tuple[str, int, int]], str | None]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mim.data.cache import cache_root
 from mim.data.files import file_labels, find_files
 from mim.data.labelled import stratified_split
 
@@ -38,8 +39,7 @@ LFW_CLASSES = ("face", "nonface")  # lfw_subset(): rows 0-99 faces, 100-199 non-
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("MIM_CACHE_DIR") or os.path.join("~", ".cache", "mim")
-    return Path(base).expanduser() / "demo_image"
+    return cache_root() / "demo_image"
 
 
 def lfw_folder() -> Path:

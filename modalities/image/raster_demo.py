@@ -55,12 +55,11 @@ machine, and the files byte-identical for the same tifffile.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
+
+from mim.data.cache import cache_root, written_once
 
 log = logging.getLogger("mim.data")
 
@@ -113,8 +112,7 @@ PARTS = {"pretrain": 0, "labelled": 1}
 def cache_dir() -> Path:
     """``$MIM_CACHE_DIR/demo_raster`` (default ``~/.cache/mim/demo_raster``), the sibling of
     ``demo.cache_dir()``."""
-    base = os.environ.get("MIM_CACHE_DIR") or os.path.join("~", ".cache", "mim")
-    return Path(base).expanduser() / "demo_raster"
+    return cache_root() / "demo_raster"
 
 
 # -- one scene -----------------------------------------------------------------------------------
@@ -367,21 +365,8 @@ def _write_set(root: Path) -> None:
 def raster_demo_folder() -> Path:
     """The demo set's version folder (``pretrain/``, ``labelled/``), written on first use."""
     folder = cache_dir() / VERSION
-    if folder.is_dir():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
-    try:
-        _write_set(tmp)
-        tmp.rename(folder)  # atomic publish; a concurrent writer may have won
-        log.info("demo rasters: wrote %d Sentinel-2-like scenes into %s",
-                 PRETRAIN_COUNT + PER_CLASS * len(CLASSES), folder)
-    except OSError:
-        if not folder.is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return written_once(folder, _write_set, f"demo rasters: wrote "
+                        f"{PRETRAIN_COUNT + PER_CLASS * len(CLASSES)} Sentinel-2-like scenes")
 
 
 def pretrain_files() -> tuple[Path, list[Path]]:

@@ -54,12 +54,11 @@ byte-identical for the same Pillow and zlib.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
+
+from mim.data.cache import cache_root, written_once
 
 log = logging.getLogger("mim.data")
 
@@ -89,8 +88,7 @@ SPREAD = 0.28
 def cache_dir() -> Path:
     """``$MIM_CACHE_DIR/demo_segment`` (default ``~/.cache/mim/demo_segment``), the sibling of
     ``raster_demo.cache_dir()``."""
-    base = os.environ.get("MIM_CACHE_DIR") or os.path.join("~", ".cache", "mim")
-    return Path(base).expanduser() / "demo_segment"
+    return cache_root() / "demo_segment"
 
 
 # -- fields --------------------------------------------------------------------------------------
@@ -273,21 +271,8 @@ def segment_demo_folder() -> Path:
     """The demo set's version folder (``classes.txt``, ``images/``, ``annotations/``), written
     on first use."""
     folder = cache_dir() / VERSION
-    if folder.is_dir():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
-    try:
-        _write_set(tmp)
-        tmp.rename(folder)  # atomic publish; a concurrent writer may have won
-        log.info("demo segmentation: wrote %d labelled scenes into %s",
-                 TRAINING_COUNT + VALIDATION_COUNT, folder)
-    except OSError:
-        if not folder.is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return written_once(folder, _write_set, f"demo segmentation: wrote "
+                        f"{TRAINING_COUNT + VALIDATION_COUNT} labelled scenes")
 
 
 def training_images() -> tuple[Path, list[Path]]:

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mim.data.cache import cache_root
+
 log = logging.getLogger("mim.data")
 
 VERSION = "v1"  # bump when the recipe below changes
@@ -32,8 +34,7 @@ GIF = "no_time_for_that_tiny.gif"
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("MIM_CACHE_DIR") or os.path.join("~", ".cache", "mim")
-    return Path(base).expanduser() / "demo_video" / VERSION
+    return cache_root() / "demo_video" / VERSION
 
 
 def _photo(name: str) -> np.ndarray:

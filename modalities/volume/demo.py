@@ -51,13 +51,13 @@ import io
 import json
 import logging
 import os
-import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
+
+from mim.data.cache import cache_root, written_once
 
 log = logging.getLogger("mim.data")
 
@@ -76,8 +76,7 @@ SEGMENT_LABELS = ("background", "organ", "vessel", "lesion")
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("MIM_CACHE_DIR") or os.path.join("~", ".cache", "mim")
-    return Path(base).expanduser() / "demo_volume" / VERSION
+    return cache_root() / "demo_volume" / VERSION
 
 
 def _layout(index: int) -> tuple[tuple[int, int, int], tuple[float, float, float], str]:
@@ -341,18 +340,6 @@ def decathlon_folder() -> Path:
         nib = None
     folder = decathlon_dir() / (DECATHLON_VERSION if nib is not None
                                 else f"{DECATHLON_VERSION}-npz")
-    if folder.is_dir():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
-    try:
-        _write_decathlon(tmp, nib)
-        tmp.rename(folder)  # atomic publish; a concurrent writer may have won
-        log.info("volume demo: wrote %d labelled phantoms into %s",
-                 DECATHLON_TRAINING + DECATHLON_TEST, folder)
-    except OSError:
-        if not folder.is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return written_once(folder, lambda root: _write_decathlon(root, nib),
+                        f"volume demo: wrote {DECATHLON_TRAINING + DECATHLON_TEST} labelled "
+                        "phantoms")
