@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import shlex
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Optional
 import torch
 
 from mim.data import MimDataset, UnreadableSample
+from mim.data import listfile
 from mim.data.files import find_files
 from mim.data.shards import Member, Shards, shard_members
 from mim.modalities.video import demo
@@ -108,50 +108,11 @@ def scan(root: Path) -> list[Path]:
                       f"video files (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
 
 
-def _number(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
 def read_list(list_file: Path) -> tuple[list[VideoItem], list[str]]:
-    """Parse ``path [label] [start_sec end_sec]`` lines -> items and class names."""
-    if not list_file.is_file():
-        raise FileNotFoundError(f"data.list_file: {list_file} is not a file")
-    rows = []
-    for number, line in enumerate(list_file.read_text().splitlines(), 1):
-        where = f"data.list_file: {list_file} line {number}"
-        try:
-            parts = shlex.split(line, comments=True)
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
-        if not parts:
-            continue
-        path, rest, start, end = parts[0], parts[1:], None, None
-        if len(rest) >= 2 and _number(rest[-1]) is not None and _number(rest[-2]) is not None:
-            start, end = _number(rest[-2]), _number(rest[-1])
-            rest = rest[:-2]
-            if not 0 <= start < end:
-                raise ValueError(f"{where}: need 0 <= start_sec < end_sec, got {start:g} "
-                                 f"{end:g}")
-        if len(rest) > 1:
-            raise ValueError(f"{where}: expected 'path [label] [start_sec end_sec]', got "
-                             f"{len(parts)} fields (quote paths with spaces)")
-        resolved = Path(path).expanduser()
-        if not resolved.is_absolute():
-            resolved = list_file.parent / resolved
-        rows.append((resolved, rest[0] if rest else None, start, end))
-    if not rows:
-        raise FileNotFoundError(f"data.list_file: {list_file} lists no videos")
-    names = sorted({label for _, label, _, _ in rows if label is not None})
-    numeric = all(name.lstrip("-").isdigit() for name in names)
-    classes = [] if numeric else names
-    items = [VideoItem(path, -1 if label is None else int(label) if numeric
-                       else classes.index(label), start, end)
-             for path, label, start, end in rows]
-    return items, classes
+    """Parse ``path [label] [start_sec end_sec]`` lines (``mim/data/listfile.py``) -> items and
+    class names."""
+    listed, classes = listfile.read_list(list_file, what="videos")
+    return [VideoItem(i.path, i.label, i.start, i.end) for i in listed], classes
 
 
 def build_dataset(cfg: VideoDataConfig) -> VideoDataset:
