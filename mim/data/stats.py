@@ -18,6 +18,14 @@ ALL_FILES = 10 ** 9  # data.stats_files unless given: every file
 RESOLVE_FILES = 16  # files the resolution's own (unused) statistics read
 
 
+def sample_indices(count: int, wanted: int) -> list[int]:
+    """``wanted`` indices spread evenly over ``count`` items (all of them if fewer): the files
+    ``data.mean / data.std = auto`` read, in every modality."""
+    if wanted >= count:
+        return list(range(count))
+    return sorted({int(i * count / wanted) for i in range(wanted)})
+
+
 def _table(stats: dict) -> str:
     rows = [f"{'band':>10} {'mean':>12} {'std':>12} {'min':>12} {'max':>12} {'nodata':>7}"]
     for i, name in enumerate(stats["names"]):

@@ -21,6 +21,7 @@ import numpy as np
 from einops import rearrange
 
 from mim.data import UnreadableSample
+from mim.data.stats import sample_indices
 from mim.wording import plural
 from mim.modalities.image.config import ImageDataConfig, nodata_value, photo_stats
 from mim.modalities.image.raster import (
@@ -276,13 +277,6 @@ class BandStats:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def sample_indices(count: int, wanted: int) -> list[int]:
-    """``wanted`` indices spread evenly over ``count`` items (all of them if fewer)."""
-    if wanted >= count:
-        return list(range(count))
-    return sorted({int(i * count / wanted) for i in range(wanted)})
 
 
 def band_statistics(read: Callable[[int], np.ndarray], items: Items, names: list[str],
