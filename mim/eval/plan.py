@@ -228,8 +228,15 @@ def load_eval(protocol: str, overrides: list[str]) -> EvalPlan:
     return EvalPlan(protocol, integer("seed", seed), modality, data, model,
                     weights.in_chans if band_ids else shape[0],
                     weights if settings.init == "pretrained" else None, source, settings,
-                    params, results_file(settings.out, run_dir, protocol, settings.init, data),
+                    params, results_file(settings.out, run_dir, result_name(protocol, params),
+                                         settings.init, data),
                     labelled, band_ids)
+
+
+def result_name(protocol: str, params: Any) -> str:
+    """The protocol's part of a results file's name: segment's names its head too, so a linear
+    run does not replace the UNETR run's results beside it."""
+    return f"segment-{params.head}" if protocol == "segment" else protocol
 
 
 def results_file(out: str | None, run_dir: str | None, protocol: str, init: str,
