@@ -157,7 +157,8 @@ class SegmentConfig(Schedule):
     drop_path: float = 0.1  # fine-tuned heads: stochastic depth of the encoder
     # encoder blocks (0-based) whose outputs feed the head; None: evenly spaced, 4 for upernet
     # (blocks 2, 5, 8, 11 of 12; mmseg's MAE config takes [3, 5, 7, 11]), log2(patch) for unetr
-    # (UNETR's 3, 6, 9, 12 counted from 1), the last for linear
+    # (UNETR's 3, 6, 9, 12 counted from 1), the last for linear (several: their maps
+    # concatenated)
     blocks: Optional[list[int]] = None
     num_classes: Optional[int] = None  # None: from the class names or the largest label id
     ignore_index: int = 255  # label value left out of the loss and the metrics (mmseg's)

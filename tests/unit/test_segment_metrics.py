@@ -127,6 +127,14 @@ def test_heads_give_logits_at_the_input_size_and_upernet_takes_a_hybrids_pyramid
         assert seg(torch.randn(2, 3, 32, 32)).shape == (2, 4, 32, 32)
     with pytest.raises(ValueError, match="segment.blocks"):
         build_segmenter(plain, "upernet", 4, [1, 9], 2, 3, (32, 32), 16, 8)
+    # several blocks for linear: every one of them reaches the head (their maps concatenated)
+    seg = build_segmenter(plain, "linear", 4, [1, 3], 2, 3, (32, 32), 16, 8)
+    assert seg.head.conv.in_channels == 2 * 32
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = seg(x)
+        seg.head.conv.weight[:, :32] = 0  # block 1's share of the head
+        assert not torch.allclose(seg(x), before)
 
 
 def test_constant_blending_equals_monais_sliding_window_inference():

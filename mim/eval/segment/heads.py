@@ -67,12 +67,17 @@ class ConvNormAct(nn.Sequential):
 
 
 class LinearHead(nn.Module):
-    def __init__(self, dim: int, classes: int, rank: int):
+    """BatchNorm + 1x1 conv on the chosen blocks' token maps, concatenated along channels
+    (one block: the DINOv2 linear protocol; several: its multi-layer variant)."""
+
+    def __init__(self, widths: list[int], classes: int, rank: int):
         super().__init__()
+        dim = sum(widths)
         self.norm, self.conv = NORM[rank](dim), CONV[rank](dim, classes, 1)
 
     def forward(self, maps: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return self.conv(self.norm(maps[-1]))  # [B, classes, *grid]
+        stacked = torch.cat(maps, dim=1)  # [B, sum of widths, *grid]
+        return self.conv(self.norm(stacked))  # [B, classes, *grid]
 
 
 class Pyramid(nn.Module):
@@ -221,7 +226,7 @@ def build_segmenter(mae: MaskedAutoencoder, head: str, classes: int, blocks: lis
         widths = [m.shape[1] for m in probe.features(torch.zeros(1, in_chans, *crop))]
     dim = widths[-1]
     if head == "linear":
-        module: nn.Module = LinearHead(dim, classes, rank)
+        module: nn.Module = LinearHead(widths, classes, rank)
     elif head == "upernet":
         if not pyramid and len(blocks) != 4:
             raise ValueError(f"segment.blocks: upernet takes 4 blocks, got {len(blocks)}")
