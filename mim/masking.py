@@ -5,6 +5,7 @@ encoder's visible length is fixed, as XLA needs and as the long-sequence MAE pap
 masks in the data loader). ``check(grid)`` raises ``MaskConfigError`` for a grid the policy
 cannot serve, so a bad config fails before training starts. ``MaskPolicy`` is the contract;
 ``DecoderMasking`` adds the part of the masked tokens the decoder reconstructs (``running_cell``).
+``time_freq`` masks whole rows and columns of a 2D (time, frequency) grid (AudioMAE).
 """
 from __future__ import annotations
 
@@ -206,6 +207,70 @@ class BlockMask:
             full = repeat(units, "t h w -> (t ut) (h uh) (w uw)", ut=unit[0], uh=unit[1],
                           uw=unit[2])
         return rearrange(full, "... -> (...)")  # [L]
+
+
+@MASKS.register("time_freq")
+@dataclass
+class TimeFreqMask:
+    """AudioMAE's fine-tuning masking (Huang et al. 2022, arXiv 2207.06405; ``mask_2d``):
+    SpecAugment (Park et al. 2019) on the patch grid of a spectrogram. Whole rows and whole
+    columns of the 2D token grid ``(time, frequency)`` are masked: grid axis 0 is time (frames),
+    axis 1 frequency (mel bins). ``time_ratio`` of the rows and ``freq_ratio`` of the columns
+    are drawn at random, and a token is masked where its row or its column is.
+
+    Each axis keeps ``int(n * (1 - ratio))`` of its ``n`` entries (MAE's count, as AudioMAE's
+    ``random_masking_2d`` draws it), so a draw on ``(H, W)`` masks exactly
+    ``H * W - (H - t) * (W - f)`` tokens for ``t`` rows and ``f`` columns: the same for every
+    sample (static shapes). AudioMAE pretrains with unstructured masking (``mask=random``, ratio
+    0.8); this policy is its fine-tuning masking (time 0.2, frequency 0.2 in its AudioSet
+    script).
+    """
+
+    time_ratio: float = 0.2  # fraction of the time steps (grid axis 0: whole rows) masked
+    freq_ratio: float = 0.2  # fraction of the frequency bins (grid axis 1: whole columns) masked
+
+    def __post_init__(self) -> None:
+        for key in ("time_ratio", "freq_ratio"):
+            value = getattr(self, key)
+            if not 0.0 <= value < 1.0:
+                raise MaskConfigError(f"mask.{key}: must be in [0, 1), got {value}")
+
+    def _counts(self, grid: tuple[int, ...]) -> tuple[int, int]:
+        """(masked rows, masked columns) on ``grid``; MaskConfigError where it cannot serve."""
+        if len(grid) != 2:
+            raise MaskConfigError(
+                f"mask: time_freq masks rows (time) and columns (frequency) of a 2D token grid "
+                f"(time, frequency), got {list(grid)}; use mask=random or mask=block")
+        counts = []
+        for n, key, what in ((grid[0], "time_ratio", "time steps"),
+                             (grid[1], "freq_ratio", "frequency bins")):
+            ratio = getattr(self, key)
+            keep = int(n * (1.0 - ratio))
+            if keep < 1:
+                raise MaskConfigError(
+                    f"mask.{key}: {ratio} of the {n} {what} of the token grid {list(grid)} "
+                    f"leaves none visible; need at least 1 visible")
+            counts.append(n - keep)
+        if not any(counts):
+            raise MaskConfigError(
+                f"mask.time_ratio: time_ratio={self.time_ratio} and freq_ratio="
+                f"{self.freq_ratio} on the token grid {list(grid)} mask no token; raise one "
+                f"of them")
+        return counts[0], counts[1]
+
+    def check(self, grid: tuple[int, ...]) -> None:
+        self._counts(grid)
+
+    def num_masked(self, grid: tuple[int, ...]) -> int:
+        t, f = self._counts(grid)
+        h, w = grid
+        return h * w - (h - t) * (w - f)
+
+    def __call__(self, grid: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        t, f = self._counts(grid)
+        rows = _random_subset(grid[0], t, generator)  # [H] masked time steps
+        cols = _random_subset(grid[1], f, generator)  # [W] masked frequency bins
+        return (rows[:, None] | cols[None, :]).reshape(-1)  # [H, W] -> [L]
 
 
 def build_mask(name: str, **params) -> MaskPolicy:
