@@ -20,7 +20,7 @@ from mim.config.run_spec import RunSpec
 from mim.config.errors import ConfigError
 from mim.data import MaskingCollate
 from mim.engine.optim import effective_lr
-from mim.models.factory import token_grids
+from mim.models.factory import check_decoder_grid, token_grids
 from mim.models.flops import forward_flops
 from mim.masking import decoder_targets
 from mim.rundir import run_dir
@@ -139,8 +139,9 @@ def _mask_grid(spec: RunSpec, source: Source, policy: Any) -> tuple[int, ...]:
             spec.data)):
         return spec.mask_grid
     try:
-        _, grid = token_grids(spec.model, source.sample_shape)
+        tokens, grid = token_grids(spec.model, source.sample_shape)
         policy.check(grid)
+        check_decoder_grid(spec.model, tokens, policy)  # model.decoder_window's windows
     except ValueError as exc:  # MaskConfigError included
         raise ConfigError(f"{exc} (source '{source.name}')") from None
     return grid

@@ -6,7 +6,7 @@ point group. The core only ever talks to the spec.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -87,6 +87,9 @@ class ModalitySpec:
     render: Callable[[Panels, Any, Path], Path]  # panels, data config, path stem -> picture file
     default_model: str | None = None  # model preset chosen by ``modality=<name>``
     default_mask: str | None = None  # mask policy chosen by ``modality=<name>``
+    # fields the modality sets on whichever mask a run takes, where the policy has them (audio:
+    # AudioMAE's ratio 0.8); the command line and experiments still win
+    mask_defaults: dict = field(default_factory=dict)
     views: Callable[[Any], int] = lambda cfg: 1  # clips per item (repeated sampling)
     # several data sources mixed per step (OmniMAE); None: one source from build_dataset
     sources: Callable[[Any], list[Source]] | None = None

@@ -63,6 +63,8 @@ def _mask(run_tree: dict | None, modality: ModalitySpec, choice: str | None,
     if run_tree and name != run_tree["mask"]["name"]:
         params = {}  # another policy: its own defaults
     params.pop("name", None)
+    if not run_tree and name == modality.default_mask:
+        params.update(modality.mask_defaults)
     params.update(values)
     try:
         return build_mask(name, **params)

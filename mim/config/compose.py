@@ -33,7 +33,7 @@ from mim.config.run_spec import Plugin, RunSpec
 from mim.config.schema import BaseConfig, OptimConfig, RunConfig, TrainConfig
 from mim.masking import MaskConfigError, build_mask
 from mim.data import resolution
-from mim.models.factory import ModelConfig, token_grids
+from mim.models.factory import ModelConfig, check_decoder_grid, token_grids
 from mim.registry import ALL, BACKENDS, CONFIG_DIRS, LAUNCHERS, MASKS, MODALITIES, MODELS
 from mim.registry import TRACKERS
 from mim.plugins import load_plugins
@@ -84,8 +84,10 @@ def register_configs() -> None:
         # a modality may choose its own default model and mask; the command line still wins
         defaults = [{f"override /{group}": choice} for group, choice in
                     (("model", spec.default_model), ("mask", spec.default_mask)) if choice]
-        cs.store(group="modality", name=name, package="_global_",
-                 node={"defaults": defaults, "modality": {"name": name}})
+        node = {"defaults": defaults, "modality": {"name": name}}
+        if spec.mask_defaults:  # after the mask group in the defaults list: overrides it
+            node["mask"] = dict(spec.mask_defaults)
+        cs.store(group="modality", name=name, package="_global_", node=node)
         cs.store(group="data", name=name, node=spec.data_config)
     for name in BACKENDS.names():
         cs.store(group="backend", name=name,
@@ -184,6 +186,15 @@ def _plugin(cls: Any, node: dict[str, Any], section: str) -> Plugin:
     return Plugin(node["name"], typed(config, params, section))
 
 
+def policy_params(modality: Any, name: str, params: dict) -> dict:
+    """The mask's parameters less the modality's ``mask_defaults`` that the policy ``name``
+    has no field for (audio's ratio under mask=time_freq), where they still hold the
+    modality's value; a value set otherwise is the policy's to refuse."""
+    fields = {f.name for f in dataclasses.fields(MASKS.get(name))}
+    return {k: v for k, v in params.items()
+            if k in fields or modality.mask_defaults.get(k, object()) != v}
+
+
 def validate(raw: DictConfig) -> RunSpec:
     """Check every section of a composed config; the first problem -> ConfigError."""
     expected = {"seed", "tracker", "train", "optim", "run", "model", "mask", "modality", "data",
@@ -194,7 +205,11 @@ def validate(raw: DictConfig) -> RunSpec:
         modality = MODALITIES.get(plain_tree["modality"]["name"])
         mask_params = dict(plain_tree["mask"])
         mask_name = mask_params.pop("name")
-        mask = build_mask(mask_name, **mask_params)
+        kept = policy_params(modality, mask_name, mask_params)
+        with open_dict(raw):  # config.yaml holds the parameters the policy took
+            for key in set(mask_params) - set(kept):
+                del raw.mask[key]
+        mask = build_mask(mask_name, **kept)
         backend, launcher = plain_tree["backend"], plain_tree["launcher"]
         BACKENDS.get(backend["name"])
         LAUNCHERS.get(launcher["name"])
@@ -365,7 +380,8 @@ def token_grid(spec: RunSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
                           f"{spec.model.patch_size})") from None
     try:
         spec.mask.check(mask_grid)
-    except MaskConfigError as exc:
+        check_decoder_grid(spec.model, grid, spec.mask)  # model.decoder_window's windows
+    except ValueError as exc:  # MaskConfigError included
         raise ConfigError(str(exc)) from None
     return grid, mask_grid
 

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mim.config.errors import ConfigError
-from mim.models.factory import ModelConfig, token_grids
-from mim.masking import MaskConfigError
+from mim.models.factory import ModelConfig, check_decoder_grid, token_grids
 
 KEY = "data.resolution_schedule"
 log = logging.getLogger("mim")
@@ -71,7 +70,7 @@ def check(model: ModelConfig, mask: Any, shapes: list[tuple[int, ...]],
     grids = {}
     for shape in shapes:
         try:
-            _, mask_grid = token_grids(model, shape)
+            grid, mask_grid = token_grids(model, shape)
         except ValueError:
             valid = valid_sizes(model, full)
             raise ConfigError(f"{KEY}: {shape[-1]} does not fit model.patch_size="
@@ -79,7 +78,8 @@ def check(model: ModelConfig, mask: Any, shapes: list[tuple[int, ...]],
                               ) from None
         try:
             mask.check(mask_grid)
-        except MaskConfigError as exc:
+            check_decoder_grid(model, grid, mask)  # model.decoder_window's windows
+        except ValueError as exc:  # MaskConfigError included
             raise ConfigError(f"{KEY}: size {shape[-1]}: {exc}") from None
         grids[tuple(shape[1:])] = mask_grid
     return grids

@@ -1,6 +1,6 @@
 """The model factory: ``ModelConfig`` and building a model from it (``model_config``,
-``build_tokenizer``, ``token_grids``, ``build_model``, ``create_model``, ``list_models`` over
-``MODELS``).
+``build_tokenizer``, ``token_grids``, ``check_decoder_grid``, ``build_model``, ``create_model``,
+``list_models`` over ``MODELS``).
 
 ``mim/models/model.py`` holds the model itself (``MaskedAutoencoder``); this file turns a preset
 name or a config into one.
@@ -18,7 +18,9 @@ from typing import Any, Optional
 import torch
 
 from mim.config.overrides import typed
-from mim.models.model import MaskedAutoencoder, check_choices
+from mim.masking import DecoderMasking
+from mim.models.blocks import check_window
+from mim.models.model import WINDOW_WITH_TARGETS, MaskedAutoencoder, check_choices
 from mim.registry import MODELS, TOKENIZERS, UnknownNameError
 from mim.models.coords import KINDS as COORDS
 from mim.models.tokenizers.base import Tokenizer
@@ -66,6 +68,13 @@ class ModelConfig:
     # model.init from weights of other bands: match (the weights' bands mapped by name; a band
     # of the run the weights lack stops the run) or random (such bands start at random, listed)
     init_bands: str = "match"
+    # the decoder's attention within windows of the token grid, one size per grid axis, each
+    # dividing its axis (AudioMAE's local decoder: [4, 4] on its 64 x 8 grid); odd decoder
+    # blocks move the windows (model.decoder_window_shift); null: global attention
+    decoder_window: Optional[list[int]] = None
+    # how far the odd decoder blocks move their windows, per grid axis, each below its window
+    # (AudioMAE: [2, 0], along time only); null: half the window on every axis (Swin)
+    decoder_window_shift: Optional[list[int]] = None
 
     def __post_init__(self) -> None:
         if self.coords not in COORDS:
@@ -98,7 +107,26 @@ class ModelConfig:
             raise ValueError(f"model.norm_eps: must be in (0, 1), got {self.norm_eps}")
         if not 0.0 <= self.drop_path < 1.0:
             raise ValueError(f"model.drop_path: must be in [0, 1), got {self.drop_path}")
+        self._check_window()
         self.tokenizer = tokenizer_node(self)
+
+    def _check_window(self) -> None:
+        window, shift = self.decoder_window, self.decoder_window_shift
+        if window is None:
+            if shift is not None:
+                raise ValueError("model.decoder_window_shift: only with model.decoder_window; "
+                                 "remove it or set model.decoder_window=[...]")
+            return
+        if not window or any(isinstance(w, bool) or not isinstance(w, int) or w < 1
+                             for w in window):
+            raise ValueError(f"model.decoder_window: one positive integer per grid axis "
+                             f"expected, got {list(window)}")
+        if shift is not None and (len(shift) != len(window) or any(
+                isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < w
+                for s, w in zip(shift, window))):
+            raise ValueError(f"model.decoder_window_shift: one integer per window axis in "
+                             f"[0, window) expected for model.decoder_window={list(window)}, "
+                             f"got {list(shift)}")
 
     @property
     def tokenizer_name(self) -> str:
@@ -175,6 +203,17 @@ def token_grids(cfg: ModelConfig, sample_shape: tuple[int, ...]
     return tokenizer.grid(shape), tokenizer.mask_grid(shape)
 
 
+def check_decoder_grid(cfg: ModelConfig, grid: tuple[int, ...], policy: Any = None) -> None:
+    """ValueError naming ``model.decoder_window`` where its windows do not tile the token
+    ``grid`` (one size per axis, each dividing it), or where the mask ``policy`` decodes only
+    part of the grid (decoder masking); nothing without a window."""
+    if cfg.decoder_window is None:
+        return
+    check_window(tuple(cfg.decoder_window), tuple(grid))
+    if isinstance(policy, DecoderMasking):
+        raise ValueError(WINDOW_WITH_TARGETS)
+
+
 def build_model(cfg: ModelConfig, in_chans: int, nodata: bool = False) -> MaskedAutoencoder:
     """``nodata``: samples hold NaN where there is no data (``MaskedAutoencoder``)."""
     tokenizer = build_tokenizer(cfg, in_chans)
@@ -187,7 +226,10 @@ def build_model(cfg: ModelConfig, in_chans: int, nodata: bool = False) -> Masked
         drop_path=cfg.drop_path, norm_eps=cfg.norm_eps,
         pos_grid=tuple(cfg.pos_grid) if cfg.pos_grid is not None else None,
         activation_checkpointing=cfg.activation_checkpointing, nodata=nodata,
-        coords=cfg.coords, coords_learn_scale=cfg.coords_learn_scale, coords_drop=cfg.coords_drop)
+        coords=cfg.coords, coords_learn_scale=cfg.coords_learn_scale, coords_drop=cfg.coords_drop,
+        decoder_window=tuple(cfg.decoder_window) if cfg.decoder_window is not None else None,
+        decoder_window_shift=tuple(cfg.decoder_window_shift)
+        if cfg.decoder_window_shift is not None else None)
 
 
 def create_model(name: str, in_chans: int = 3, **overrides) -> MaskedAutoencoder:

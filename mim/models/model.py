@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mim.masking import MIN_VALID
 from mim.models.keys import DECODER_PREFIXES
-from mim.models.blocks import Block
+from mim.models.blocks import Block, WindowBlock
 from mim.models.coords import CoordsEmbed
 from mim.models.pos_embed import POS_EMBEDS, LearnedPosEmbed, sincos_1d
 from mim.models.tokenizers.base import Tokenizer, gather_tokens, visible_ids
@@ -51,6 +51,16 @@ def _blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float
     return nn.ModuleList(Block(dim, heads, mlp_ratio, qkv_bias=True, drop_path=r, eps=eps)
                          for r in rates)
 
+
+def _window_blocks(dim: int, depth: int, heads: int, mlp_ratio: float,
+                   window: tuple[int, ...], shift: tuple[int, ...] | None,
+                   eps: float = 1e-6) -> nn.ModuleList:
+    """The decoder's windowed blocks (AudioMAE's local decoder): even blocks on the grid's
+    windows, odd ones on windows moved by ``shift`` (None: half the window on every axis,
+    Swin's)."""
+    shift = tuple(w // 2 for w in window) if shift is None else tuple(shift)
+    return nn.ModuleList(WindowBlock(dim, heads, window, shift if k % 2 else None, mlp_ratio,
+                                     qkv_bias=True, eps=eps) for k in range(depth))
 
 
 
@@ -107,6 +117,12 @@ CHOICES = {"pos_embed": (*POS_EMBEDS, "learned"), "loss_on": ("masked", "all"),
            "activation_checkpointing": tuple(RECOMPUTE)}
 
 
+# decoder masking decodes part of the grid, windows need all of it (validation says it too)
+WINDOW_WITH_TARGETS = ("model.decoder_window: windowed attention needs every token of the grid "
+                       "in the decoder, decoder masking (mask=running_cell) decodes part of "
+                       "them; remove model.decoder_window or choose another mask")
+
+
 def check_choices(**values: str) -> None:
     """ValueError naming ``model.<key>`` and its valid values for a value not in ``CHOICES``;
     ModelConfig and MaskedAutoencoder both call it."""
@@ -115,15 +131,16 @@ def check_choices(**values: str) -> None:
             raise ValueError(f"model.{key}: '{value}' is not one of: {', '.join(CHOICES[key])}")
 
 
-def _run(blocks: nn.ModuleList, x: torch.Tensor, recompute: bool) -> torch.Tensor:
+def _run(blocks: nn.ModuleList, x: torch.Tensor, recompute: bool, **context) -> torch.Tensor:
     """The blocks in turn on x [B, N, D]; with ``recompute`` while gradients are recorded, each
     block keeps only its input for backward and runs again there (activation checkpointing:
-    less memory for about one more forward pass; drop-path draws are replayed)."""
+    less memory for about one more forward pass; drop-path draws are replayed). ``context``:
+    what windowed blocks take besides x (the grid, the prefix tokens)."""
     for block in blocks:
         if recompute and torch.is_grad_enabled():
-            x = checkpoint(block, x, use_reentrant=False)
+            x = checkpoint(block, x, use_reentrant=False, **context)
         else:
-            x = block(x)
+            x = block(x, **context)
     return x
 
 
@@ -149,6 +166,8 @@ class MaskedAutoencoder(nn.Module):
         coords: str = "none",
         coords_learn_scale: bool = False,
         coords_drop: float = 0.0,
+        decoder_window: tuple[int, ...] | None = None,
+        decoder_window_shift: tuple[int, ...] | None = None,
     ):
         super().__init__()
         check_choices(pos_embed=pos_embed, loss_on=loss_on,
@@ -167,8 +186,17 @@ class MaskedAutoencoder(nn.Module):
 
         self.decoder_embed = nn.Linear(dim, decoder_embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
-        self.decoder_blocks = _blocks(decoder_embed_dim, decoder_depth, decoder_num_heads,
-                                      mlp_ratio, 0.0, norm_eps)
+        # decoder_window: attention within windows of the token grid, shifted in odd blocks
+        # (AudioMAE's local decoder, mim/models/blocks.py); None: global attention
+        self.decoder_window = tuple(decoder_window) if decoder_window is not None else None
+        if self.decoder_window is None:
+            self.decoder_blocks = _blocks(decoder_embed_dim, decoder_depth, decoder_num_heads,
+                                          mlp_ratio, 0.0, norm_eps)
+        else:
+            self.decoder_blocks = _window_blocks(decoder_embed_dim, decoder_depth,
+                                                 decoder_num_heads, mlp_ratio,
+                                                 self.decoder_window, decoder_window_shift,
+                                                 norm_eps)
         self.decoder_norm = nn.LayerNorm(decoder_embed_dim, eps=norm_eps)
         self.decoder_pred = nn.Linear(decoder_embed_dim, tokenizer.patch_dim)
 
@@ -358,10 +386,14 @@ class MaskedAutoencoder(nn.Module):
             full = full + self.decoder_coords_embed(coords, num_tokens).to(full.dtype)
         ids = None
         if targets is not None and encoded.ids_keep is not None:
+            if self.decoder_window is not None:
+                raise ValueError(WINDOW_WITH_TARGETS)
             ids = torch.cat([encoded.ids_keep, visible_ids(~targets)], dim=1)  # [B, Lv + Lt]
             full = gather_tokens(full, ids)  # [B, Lv + Lt, Dd]
         y = torch.cat([prefix, full], dim=1)  # [B, prefix + Ld, Dd]
-        y = _run(self.decoder_blocks, y, self.recompute[1])
+        context = ({} if self.decoder_window is None
+                   else {"grid": tuple(encoded.grid), "num_prefix": encoded.num_prefix})
+        y = _run(self.decoder_blocks, y, self.recompute[1], **context)
         y = self.decoder_pred(self.decoder_norm(y))[:, encoded.num_prefix:]  # [B, Ld, P]
         if ids is None:
             return y  # [B, L, P]
