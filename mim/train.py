@@ -218,13 +218,20 @@ def _model(spec: RunSpec, run: Plan, directory: Path) -> torch.nn.Module:
     return model
 
 
+
+def _data_source(spec: RunSpec) -> str:
+    """Where the run's items come from, for its log: the root, a list file, or the demo."""
+    if spec.modality.uses_builtin_data(spec.data):
+        return "built-in demo"
+    return str(getattr(spec.data, "root", None) or getattr(spec.data, "list_file", None))
+
 def _log_data(spec: RunSpec, backend: Backend, run: Plan) -> None:
     log.info("precision: %s (%s)", *backend.precision_and_reason)
     for feed in run.feeds:
         policy, grid = feed.collate.policy, feed.collate.grid
         targets = decoder_targets(policy, grid)
         log.info("data: %s, %d items (%s), grid %s, %d masked%s", feed.source.name,
-                 len(feed.source.dataset), getattr(spec.data, "root", None) or "built-in demo",
+                 len(feed.source.dataset), _data_source(spec),
                  list(grid), policy.num_masked(grid),
                  "" if targets is None else f", the decoder reconstructs and scores {targets}")
 
