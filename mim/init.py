@@ -198,5 +198,6 @@ def init_model(model: nn.Module, cfg: ModelConfig, resume_from: Path | None,
     model.load_state_dict(state, strict=False)  # what is absent was listed in ``left``
     parts = sorted(dict.fromkeys(_part(k) for k in own if k in state),  # the model's order,
                    key=lambda part: part == "decoder")  # the decoder last
-    log.info("model.init: %s (%s) loaded: %s; not loaded: %s", path, source.format,
-             ", ".join(parts), "; ".join(left) or "nothing")
+    log.info("model.init: %s (%s) loaded: %s; not loaded: %s%s", path, source.format,
+             ", ".join(parts), "; ".join(left) or "nothing",
+             "".join(f"; the reader: {note}" for note in source.notes))

@@ -52,9 +52,15 @@ def read_vit(state: dict[str, torch.Tensor], fmt: str, args: Any = None,
     dim, in_chans, patch = proj.shape[0], proj.shape[1], proj.shape[-1]
     depth = count_blocks(state, "blocks.")
     decoder_depth = count_blocks(state, "decoder_blocks.")
-    grid = _token_grid(state, fmt, patch,
-                       model_args.get("img_size") or getattr(args, "input_size", None))
-    out, kind, notes = _read_encoder(state, fmt, proj, grid, depth)
+    notes = []
+    if any(k.startswith("decoder_blocks.") and "relative_position" in k for k in state):
+        decoder_depth = 0  # AudioMAE's local decoder: Swin blocks with a relative position bias
+        notes.append("decoder: Swin blocks with a relative position bias (AudioMAE's local "
+                     "decoder) have no counterpart in mim; encoder only, the decoder starts at "
+                     "random")
+    grid = _token_grid(state, fmt, patch, model_args.get("img_size") or _input_size(args))
+    out, kind, encoder_notes = _read_encoder(state, fmt, proj, grid, depth)
+    notes += encoder_notes
     mlp_ratio = state["blocks.0.mlp.fc1.weight"].shape[0] / dim if depth else 4.0
     decoder, width = _decoder(state, grid, mlp_ratio, fmt) if decoder_depth else ({}, 512)
     out.update(decoder)
@@ -72,6 +78,14 @@ def read_vit(state: dict[str, torch.Tensor], fmt: str, args: Any = None,
                      input_size=(grid[0] * patch, grid[1] * patch),
                      has_decoder=bool(decoder_depth), notes=notes + _args_notes(args),
                      run=_args_run(args))
+
+
+def _input_size(args: Any) -> Any:
+    """The input size MAE's saved args record: AudioMAE's (``audio_exp``) is its
+    ``target_length`` frames by 128 mel bins (its ``input_size`` stays MAE's 224, unused)."""
+    if getattr(args, "audio_exp", False) and getattr(args, "target_length", None):
+        return [int(args.target_length), 128]
+    return getattr(args, "input_size", None)
 
 
 def _refuse_unsupported(state: dict[str, torch.Tensor], fmt: str) -> None:

@@ -170,3 +170,23 @@ def test_the_timm_export_loads_as_the_communitys_audio_vit(module_cli, demo_run,
     with torch.no_grad():
         torch.testing.assert_close(vit.eval().forward_features(x), ours.encode(x).tokens,
                                    atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("image", [False, True])
+def test_model_init_from_audiomae_and_from_an_image_mae(cli, tmp_path, image):
+    """AudioMAE's own checkpoint starts an audio run; so does an image MAE (AudioMAE starts
+    from ImageNet): 3 channels summed into 1, 14 x 14 sin-cos positions recomputed for 8 x 8."""
+    from tests.unit.test_audio_convert import audiomae_checkpoint
+
+    ckpt = audiomae_checkpoint(tmp_path / "ckpt.pth", frames=128, image=image)
+    args = [a for a in TINY if not a.startswith(("model.embed_dim", "train.max_steps"))]
+    run = tmp_path / "run"
+    result = cli.run("train", *args, "model.embed_dim=192", "train.max_steps=1",
+                     f"model.init={ckpt}", f"run.dir={run}", env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, cli.describe(result)
+    line = next(x for x in result.stderr.splitlines() if "model.init:" in x and "loaded" in x)
+    assert "loaded: cls_token, tokenizer, blocks, norm" in line, line
+    if image:
+        assert "patch kernel" in result.stderr, cli.describe(result)  # 3 -> 1 channel, said
+    else:
+        assert "AudioMAE's local decoder" in result.stderr, cli.describe(result)
