@@ -50,13 +50,20 @@ class AudioEvalDataConfig(AudioDataConfig):
         check_val_fraction(self.val_fraction)
         if self.labels == "none":
             raise ValueError("data.labels: evaluation needs labels: folders or a CSV path")
-        if self.freqm is None:
-            self.freqm = self.num_mel_bins * 48 // 128
-        if self.timem is None:
-            self.timem = self.num_frames * 192 // 1024
-        if not 0 <= self.freqm <= self.num_mel_bins or not 0 <= self.timem <= self.num_frames:
+        if not 0 <= self.freq_mask <= self.num_mel_bins or not 0 <= self.time_mask <= \
+                self.num_frames:
             raise ValueError(f"data.freqm / data.timem: 0..{self.num_mel_bins} bins and "
                              f"0..{self.num_frames} frames, got {self.freqm}, {self.timem}")
+
+    @property
+    def freq_mask(self) -> int:
+        """The widest SpecAugment band in mel bins (``freqm``, or AudioMAE's share)."""
+        return self.num_mel_bins * 48 // 128 if self.freqm is None else self.freqm
+
+    @property
+    def time_mask(self) -> int:
+        """The widest SpecAugment band in frames (``timem``, or AudioMAE's share)."""
+        return self.num_frames * 192 // 1024 if self.timem is None else self.timem
 
 
 class SpecAugmented(AudioDataset):
@@ -66,7 +73,7 @@ class SpecAugmented(AudioDataset):
         x, label, how = super().load_padded(index, seed)  # x [C, frames, mel]
         rng = np.random.default_rng((seed, 1))  # the clip's own draws stay as they were
         x = x.clone()
-        for axis, most in ((2, self.cfg.freqm), (1, self.cfg.timem)):
+        for axis, most in ((2, self.cfg.freq_mask), (1, self.cfg.time_mask)):
             width = int(rng.integers(0, most + 1))
             start = int(rng.integers(0, x.shape[axis] - width + 1))
             x.narrow(axis, start, width).zero_()

@@ -190,3 +190,18 @@ def test_model_init_from_audiomae_and_from_an_image_mae(cli, tmp_path, image):
         assert "patch kernel" in result.stderr, cli.describe(result)  # 3 -> 1 channel, said
     else:
         assert "AudioMAE's local decoder" in result.stderr, cli.describe(result)
+
+
+def test_finetuning_with_specaugment_and_mixup_on_longer_clips(module_cli, demo_run, tmp_path):
+    """Fine-tuning on 2.58 s clips of an encoder pretrained on 1.29 s ones: the grid grows
+    from 8 x 8 to 16 x 8 (sin-cos positions computed for it), SpecAugment and mixup on."""
+    run, env = demo_run
+    out = tmp_path / "finetune.json"
+    result = module_cli.run("eval", "finetune", f"run.dir={run}", "data.num_frames=256",
+                            "finetune.epochs=1", "finetune.batch_size=16", "finetune.mixup=0.5",
+                            "finetune.cutmix=0", "eval.num_workers=0", f"eval.out={out}",
+                            env=env)
+    assert result.returncode == 0, module_cli.describe(result)
+    tuned = json.loads(out.read_text())
+    assert tuned["data"]["num_frames"] == 256 and tuned["data"]["timem"] is None  # 48 frames
+    assert 0 <= tuned["metrics"]["top1"] <= 100 and tuned["metrics"]["history"]

@@ -148,6 +148,9 @@ def test_bad_settings_name_their_key() -> None:
             AudioDataConfig(**fields)
     with pytest.raises(ValueError, match="data.freqm / data.timem"):
         AudioEvalDataConfig(num_frames=100, timem=200)
+    # unset, SpecAugment's widths follow the clip: AudioMAE's 48 of 128 bins, 192 of 1024 frames
+    short = AudioEvalDataConfig(num_frames=256, num_mel_bins=64)
+    assert (short.freq_mask, short.time_mask) == (24, 48)
 
 
 def test_specaugment_masks_one_band_of_each_axis(tmp_path: Path) -> None:

@@ -189,7 +189,7 @@ def test_cutmix_folding_keeps_the_time_axis_together() -> None:
     ("finetune", ["finetune.compile=fast"],
      "finetune.compile: 'fast' is not one of: none, blocks, model"),
     ("knn", ["eval.init=random", "data.root=/nonexistent"], "data.root: /nonexistent is not a"),
-    ("knn", ["eval.init=random", "modality=omni"], "provides no labelled data for evaluation; valid: image"),
+    ("knn", ["eval.init=random", "modality=omni"], "provides no labelled data for evaluation; valid: audio, image, video, volume"),
 ])
 def test_bad_eval_configs_are_one_line_errors(protocol, overrides, text) -> None:
     with pytest.raises(ConfigError) as info:

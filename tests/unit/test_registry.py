@@ -73,7 +73,7 @@ def test_builtin_registries_are_filled():
 def test_every_model_preset_comes_from_the_presets_of_a_modality():
     # one rule: a preset is registered by the modality whose samples it pretrains on
     modules = {MODELS.get(name).__module__ for name in MODELS.names()}
-    assert modules == {f"mim.modalities.{m}.presets" for m in ("image", "video", "volume")}
+    assert modules == {f"mim.modalities.{m}.presets" for m in ("image", "video", "volume", "audio")}
     assert MODELS.get("mae_vit_base_patch16").__module__ == "mim.modalities.image.presets"
     assert MODELS.get("mae3d_vit_base_patch16").__module__ == "mim.modalities.volume.presets"
     assert MODELS.get("mcmae_base").__module__ == "mim.modalities.image.presets"
