@@ -45,8 +45,8 @@ class Features:
     def __call__(self, wave: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
         wave = wave - wave.mean(dim=1, keepdim=True)  # [C, N], AudioMAE's DC removal
-        banks = torch.stack([fbank(w, cfg.sample_rate, cfg.num_mel_bins) for w in wave])
-        return (banks - float(cfg.mean)) / (2.0 * float(cfg.std))  # [C, frames, mel]
+        banks = fbank(wave, cfg.sample_rate, cfg.num_mel_bins)  # [C, frames, mel]
+        return (banks - float(cfg.mean)) / (2.0 * float(cfg.std))
 
 
 def fit_length(wave: torch.Tensor, samples: int) -> tuple[torch.Tensor, int]:

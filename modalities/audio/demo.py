@@ -118,17 +118,12 @@ def sound(kind: str, split: str, index: int) -> np.ndarray:
     return (wave + 10 ** (-50 / 20) * rng.standard_normal(n)).astype(np.float32)
 
 
-def _resampled(wave: np.ndarray, rate: int) -> np.ndarray:
-    from scipy.signal import resample_poly
-
-    g = np.gcd(rate, RATE)
-    return resample_poly(wave, rate // g, RATE // g).astype(np.float32)
-
-
 def _write(path: Path, wave: np.ndarray, rate: int, channels: int) -> None:
     import soundfile as sf
 
-    wave = _resampled(wave, rate) if rate != RATE else wave
+    from mim.modalities.audio.decode import resample
+
+    wave = resample(wave[None], RATE, rate)[0]  # the reader's resampler, [N] at ``rate``
     if channels == 2:
         wave = np.stack([wave, 0.5 * wave], axis=1)  # [N, 2]
     subtype = {"wav": "PCM_16", "flac": "PCM_16", "ogg": "VORBIS"}[path.suffix[1:]]
