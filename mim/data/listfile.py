@@ -51,9 +51,11 @@ def _row(line: str, where: str, folder: Path) -> tuple | None:
             rest[0] if rest else None, start, end)
 
 
-def read_list(list_file: Path, key: str = "data.list_file", what: str = "items"
-              ) -> tuple[list[ListedItem], list[str]]:
-    """Parse ``list_file`` -> (items, class names; [] where the labels are numbers)."""
+def read_list(list_file: Path, key: str = "data.list_file", what: str = "items",
+              classes: list[str] | None = None) -> tuple[list[ListedItem], list[str]]:
+    """Parse ``list_file`` -> (items, class names; [] where the labels are numbers); with
+    ``classes`` (a held-out list beside a training one) named labels are mapped onto those
+    classes, -1 for a name not among them."""
     if not list_file.is_file():
         raise FileNotFoundError(f"{key}: {list_file} is not a file")
     rows = []
@@ -65,8 +67,9 @@ def read_list(list_file: Path, key: str = "data.list_file", what: str = "items"
         raise FileNotFoundError(f"{key}: {list_file} lists no {what}")
     names = sorted({label for _, label, _, _ in rows if label is not None})
     numeric = all(name.lstrip("-").isdigit() for name in names)
-    classes = [] if numeric else names
+    if names and not numeric and classes is not None:
+        names = classes
     items = [ListedItem(path, -1 if label is None else int(label) if numeric
-                        else classes.index(label), start, end)
+                        else names.index(label) if label in names else -1, start, end)
              for path, label, start, end in rows]
-    return items, classes
+    return items, [] if numeric else names

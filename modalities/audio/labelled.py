@@ -80,16 +80,6 @@ class SpecAugmented(AudioDataset):
         return x, label, how
 
 
-def _list_items(path: Path, classes: list[str] | None) -> tuple[list[ListedItem], list[str]]:
-    """A list file's items; a held-out list (``classes`` given) maps onto those classes."""
-    items, names = read_list(path, what="sound files")
-    if classes is not None and names:
-        items = [ListedItem(i.path, classes.index(names[i.label]) if names[i.label] in classes
-                            else -1, i.start, i.end) for i in items]
-        names = classes
-    return items, names
-
-
 def _folder_items(root: Path, how: str, classes: list[str] | None, key: str
                   ) -> tuple[list[ListedItem], list[str]]:
     files, labels, names = labelled_files(root, how, classes, key, scan)
@@ -107,13 +97,14 @@ def _items(cfg: AudioEvalDataConfig) -> tuple[list[ListedItem], list | None, lis
     if not (cfg.list_file or cfg.root):
         return _demo()
     if cfg.list_file:
-        items, classes = _list_items(Path(cfg.list_file).expanduser(), None)
+        items, classes = read_list(Path(cfg.list_file).expanduser(), what="sound files")
     else:
         items, classes = _folder_items(Path(cfg.root).expanduser(), cfg.labels, None,
                                        "data.root")
     val = None
     if cfg.val_list_file:
-        val, _ = _list_items(Path(cfg.val_list_file).expanduser(), classes or None)
+        val, _ = read_list(Path(cfg.val_list_file).expanduser(), what="sound files",
+                           classes=classes or None)
     elif cfg.val_root:
         val, _ = _folder_items(Path(cfg.val_root).expanduser(), cfg.labels, classes,
                                "data.val_root")

@@ -108,10 +108,11 @@ def scan(root: Path) -> list[Path]:
                       f"video files (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
 
 
-def read_list(list_file: Path) -> tuple[list[VideoItem], list[str]]:
+def read_list(list_file: Path, classes: list[str] | None = None
+              ) -> tuple[list[VideoItem], list[str]]:
     """Parse ``path [label] [start_sec end_sec]`` lines (``mim/data/listfile.py``) -> items and
-    class names."""
-    listed, classes = listfile.read_list(list_file, what="videos")
+    class names (``classes``: a held-out list's names mapped onto those)."""
+    listed, classes = listfile.read_list(list_file, what="videos", classes=classes)
     return [VideoItem(i.path, i.label, i.start, i.end) for i in listed], classes
 
 

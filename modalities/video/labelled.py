@@ -169,15 +169,6 @@ def _folder_items(root: Path, classes: list[str] | None, key: str
     return [VideoItem(p, label) for p, label in zip(files, labels)], names
 
 
-def _list_items(path: Path, classes: list[str] | None) -> tuple[list[VideoItem], list[str]]:
-    items, names = read_list(path)
-    if classes is not None and names:
-        items = [VideoItem(i.path, classes.index(names[i.label]) if names[i.label] in classes
-                           else -1, i.start, i.end) for i in items]
-        names = classes
-    return items, names
-
-
 def labelled(cfg: VideoEvalDataConfig) -> LabelledData:
     cfg = dataclasses.replace(cfg, decoder=resolve_decoder(cfg.decoder))  # before the workers
     list_file, val_list = cfg.list_file, cfg.val_list_file
@@ -185,7 +176,7 @@ def labelled(cfg: VideoEvalDataConfig) -> LabelledData:
         train_path, val_path = demo_lists()
         list_file, val_list = str(train_path), str(val_path)
     if list_file:
-        items, classes = _list_items(Path(list_file).expanduser(), None)
+        items, classes = read_list(Path(list_file).expanduser())
     else:
         items, classes = _folder_items(Path(cfg.root).expanduser(), None, "data.root")
     items = [i for i in items if i.label >= 0]
@@ -193,7 +184,7 @@ def labelled(cfg: VideoEvalDataConfig) -> LabelledData:
         raise FileNotFoundError("data: no labelled videos (list lines need a label)")
     val = None  # a held-out list or folders, else a split of the training items
     if val_list:
-        val, _ = _list_items(Path(val_list).expanduser(), classes or None)
+        val, _ = read_list(Path(val_list).expanduser(), classes or None)
     elif cfg.val_root:
         val, _ = _folder_items(Path(cfg.val_root).expanduser(), classes, "data.val_root")
     items, val = split_items(items, [i.label for i in items], val, cfg.val_fraction,
