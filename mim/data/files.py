@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from mim.data.dataset import UnreadableSample
+
 # suffixes of a compression wrapped around another format: they keep the suffix before them
 COMPRESSIONS = frozenset({".gz", ".bz2", ".xz", ".zst", ".lz4", ".z"})
 
@@ -111,3 +113,17 @@ def stamp(path: str) -> tuple | None:
                                 for e in entries))
     except (OSError, ValueError):
         return None
+
+
+MISSING, EMPTY = "missing", "empty"  # the kinds of UnreadableSample that check_file raises
+
+
+def check_file(path: Path, not_a_file: str) -> None:
+    """UnreadableSample unless ``path`` is a regular file with bytes in it (kind ``missing``,
+    ``empty``, or ``not_a_file``, the modality's kind for what it cannot open)."""
+    if not path.exists():
+        raise UnreadableSample("file not found", MISSING)
+    if not path.is_file():
+        raise UnreadableSample("not a regular file (a directory?)", not_a_file)
+    if path.stat().st_size == 0:
+        raise UnreadableSample("empty file (0 bytes)", EMPTY)

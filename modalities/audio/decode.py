@@ -19,11 +19,10 @@ import numpy as np
 import torch
 
 from mim.data import UnreadableSample
+from mim.data.files import EMPTY, MISSING, check_file  # noqa: F401  (kinds re-exported)
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".aac", ".opus",
                               ".wma", ".aif", ".aiff"})
-MISSING = "missing"
-EMPTY = "empty"
 NOT_AUDIO = "not audio (cannot be opened)"
 NO_STREAM = "no audio stream"
 DAMAGED = "truncated or corrupt"
@@ -48,15 +47,6 @@ class AudioInfo:
 def _line(exc: BaseException) -> str:
     strerror = getattr(exc, "strerror", None)  # av's errors are OSErrors
     return (" ".join((strerror or str(exc)).split()) or type(exc).__name__)[:200]
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise UnreadableSample("file not found", MISSING)
-    if not path.is_file():
-        raise UnreadableSample("not a regular file (a directory?)", NOT_AUDIO)
-    if path.stat().st_size == 0:
-        raise UnreadableSample("empty file (0 bytes)", EMPTY)
 
 
 def _probe_soundfile(path: Path) -> AudioInfo | None:
@@ -106,7 +96,7 @@ def _probe_pyav(path: Path) -> AudioInfo:
 def probe(path: Path) -> AudioInfo:
     """The header of ``path``; UnreadableSample where it is no usable sound."""
     path = Path(path)
-    _check_file(path)
+    check_file(path, NOT_AUDIO)
     info = _probe_soundfile(path) or _probe_pyav(path)
     if info.frames < 2:
         raise UnreadableSample(f"{info.frames} sample(s): too short to be a sound", TOO_SHORT)

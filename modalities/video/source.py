@@ -11,10 +11,9 @@ from typing import Callable, Optional
 import numpy as np
 from torch.utils.data import get_worker_info
 
-from mim.data import UnreadableSample
+from mim.data import UnreadableSample, files
 
-EMPTY = "empty"
-MISSING = "missing"
+EMPTY, MISSING = files.EMPTY, files.MISSING
 NOT_VIDEO = "not a video (cannot be opened)"
 DAMAGED = "truncated or corrupt (frames fail to decode)"
 PAST_END = "start past the end of the video (data.list_file)"
@@ -71,12 +70,7 @@ def decoder_threads() -> int:
 
 
 def check_file(path: Path) -> None:
-    if not path.exists():
-        raise UnreadableSample("file not found", MISSING)
-    if not path.is_file():
-        raise UnreadableSample("not a regular file (a directory?)", NOT_VIDEO)
-    if path.stat().st_size == 0:
-        raise UnreadableSample("empty file (0 bytes)", EMPTY)
+    files.check_file(path, NOT_VIDEO)
 
 
 def kind_of(exc: UnreadableSample, kind: str) -> UnreadableSample:
