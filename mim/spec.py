@@ -76,6 +76,9 @@ class EvalSupport:
     # images, not of the annotations beside them)
     segmentation: Callable[[Any, Any], SegmentData] | None = None
     resolve_segment: Callable[[Any], Any] | None = None
+    # the spatial axes of its label maps (image 2, volume 3): a sample's last axes; those
+    # before them (a time stack's dates) are averaged by the heads
+    segment_rank: int = 0
 
 
 @dataclass(frozen=True)

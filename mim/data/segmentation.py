@@ -155,18 +155,23 @@ def _mode(rank: int) -> str:
 
 def rescale(x: torch.Tensor, label: torch.Tensor, factor: float) -> tuple[torch.Tensor,
                                                                            torch.Tensor]:
-    """x [C, *s] (linear) and label [*s] (nearest) to round(s * factor)."""
+    """x [C, *lead, *s] (linear, per leading index: a time stack's dates) and label [*s]
+    (nearest) to round(s * factor)."""
     size = [max(1, round(s * factor)) for s in label.shape]
     if list(label.shape) == size:
         return x, label
-    x = F.interpolate(x[None], size=size, mode=_mode(label.dim()), align_corners=False)[0]
+    rank = label.dim()
+    lead = x.shape[:-rank]
+    flat = x.reshape(1, -1, *x.shape[-rank:])  # [1, C * prod(lead), *s]
+    flat = F.interpolate(flat, size=size, mode=_mode(rank), align_corners=False)
     label = F.interpolate(label[None, None].float(), size=size, mode="nearest-exact")[0, 0]
-    return x, label.long()  # [C, *size], [*size]
+    return flat.reshape(*lead, *size), label.long()  # [C, *lead, *size], [*size]
 
 
 def pad_to(x: torch.Tensor, label: torch.Tensor, size: Sequence[int],
            ignore: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad the ends of every spatial axis up to ``size``: x with 0, label with ``ignore``."""
+    """Pad the ends of every spatial axis (the last ones of x) up to ``size``: x with 0, label
+    with ``ignore``."""
     extra = [max(0, want - have) for want, have in zip(size, label.shape)]
     if not any(extra):
         return x, label
@@ -190,23 +195,24 @@ def crop_start(label: torch.Tensor, size: Sequence[int], rng: random.Random,
 def training_view(x: torch.Tensor, label: torch.Tensor, size: Sequence[int], seed: int,
                   data_scale: tuple[float, float], flips: Sequence[float], foreground: float,
                   ignore: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rescale, crop (pad first where smaller) and flip x [C, *s] and label [*s] alike ->
-    ([C, *size], [*size])."""
+    """Rescale, crop (pad first where smaller) and flip x [C, *lead, *s] and label [*s] alike
+    -> ([C, *lead, *size], [*size])."""
     rng = random.Random(seed)
     x, label = rescale(x, label, rng.uniform(*data_scale))
     x, label = pad_to(x, label, size, ignore)
     start = crop_start(label, size, rng, foreground, ignore)
     box = tuple(slice(a, a + s) for a, s in zip(start, size))
-    x, label = x[(slice(None), *box)], label[box]
+    x, label = x[(..., *box)], label[box]
     axes = [i for i, p in enumerate(flips) if p and rng.random() < p]
     if axes:
-        x, label = x.flip([a + 1 for a in axes]), label.flip(axes)
+        rank = label.dim()
+        x, label = x.flip([a - rank for a in axes]), label.flip(axes)
     return x.contiguous(), label.contiguous()
 
 
 class SegmentItems(MimDataset):
-    """Image / annotation pairs as ``Sample(x [C, *s], label [*s])``: whole (``size`` None)
-    or training crops of ``size``."""
+    """Image / annotation pairs as ``Sample(x [C, *lead, *s], label [*s])`` (``lead``: a time
+    stack's dates, or nothing): whole (``size`` None) or training crops of ``size``."""
 
     def __init__(self, pairs: Sequence[tuple[Path, Path]],
                  read: Callable[[Path, Path], tuple[torch.Tensor, np.ndarray]],
@@ -231,12 +237,13 @@ class SegmentItems(MimDataset):
                             self.nodata)
 
     def load(self, index: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, raw = self.read(*self.pairs[index])  # [C, *s] float, [*s]
+        x, raw = self.read(*self.pairs[index])  # [C, *lead, *s] float, [*s]
         label = torch.from_numpy(mapped(raw, self.rules))  # [*s] int64
         ignore = self.rules.ignore_index
         if self.size is not None:
             x, label = training_view(x, label, self.size, seed, self.scale, self.flips,
                                      self.foreground, ignore)
-        if self.nodata:  # a pixel without data in any band is not scored
-            label = label.masked_fill(torch.isnan(x).any(dim=0), ignore)
+        if self.nodata:  # a pixel without data in any band (or date) is not scored
+            missing = torch.isnan(x).reshape(-1, *label.shape).any(dim=0)  # [*s]
+            label = label.masked_fill(missing, ignore)
         return x, label

@@ -82,9 +82,6 @@ def segment_data(modality: ModalitySpec, data: Any, params: SegmentConfig) -> Se
     if modality.evaluation.segmentation is None:
         raise ConfigError(f"modality: '{modality.name}' has no segmentation data; "
                           "mim eval segment takes images and volumes")
-    if getattr(data, "time_steps", 1) > 1:
-        raise ConfigError("data.time_steps: mim eval segment takes single dates (a time "
-                          "stack's label map is not defined here yet)")
     rules = SegmentRules(params.num_classes, params.ignore_index, params.reduce_zero_label)
     try:
         return modality.evaluation.segmentation(data, rules)
@@ -215,9 +212,10 @@ def load_eval(protocol: str, overrides: list[str]) -> EvalPlan:
     check_grid(model, (weights.in_chans, *shape[1:]) if band_ids else shape)
     source = "random init" if settings.init == "random" else str(weights_path or run_dir)
     if protocol == "segment":
-        params = resolved_head(params, len(shape) - 1)  # before the labels are read
+        rank = modality.evaluation.segment_rank
+        params = resolved_head(params, rank)  # before the labels are read
         labelled = segment_data(modality, data, params)
-        if labelled.rank != len(shape) - 1:
+        if labelled.rank != rank or len(shape) - 1 < rank:
             raise ConfigError(f"data: samples of {len(shape) - 1} axes, label maps of "
                               f"{labelled.rank}")
         if params.head != "linear":  # a fine-tuned encoder: stochastic depth (mmseg's MAE)

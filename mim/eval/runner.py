@@ -42,10 +42,11 @@ def run_knn(model, data, plan: EvalPlan, how: str, device: torch.device) -> dict
 def run_segment(model, plan: EvalPlan, device: torch.device) -> dict[str, Any]:
     """A head on the encoder, trained and scored (``mim/eval/segment/``)."""
     p, s, data = plan.params, plan.settings, plan.labelled
-    crop = list(plan.modality.sample_shape(plan.data)[1:])
+    sample = tuple(plan.modality.sample_shape(plan.data))  # [C, *lead, *spatial]
+    crop = list(sample[-data.rank:])
     torch.manual_seed(plan.seed)  # the head's initial weights
-    segmenter = build_segmenter(model, p.head, len(data.classes), p.blocks, data.rank,
-                                plan.in_chans, tuple(crop), p.channels, p.feature_size)
+    segmenter = build_segmenter(model, p.head, len(data.classes), p.blocks, data.rank, sample,
+                                p.channels, p.feature_size)
     pictures = plan.out_file.with_name(f"{plan.out_file.stem}-pictures")
     if p.pictures:
         pictures.mkdir(parents=True, exist_ok=True)

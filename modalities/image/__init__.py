@@ -54,7 +54,8 @@ SPEC = ModalitySpec(
                            inputs=labelled.inputs, inherit=INHERITED, resolve=labelled.resolve_eval,
                            size_keys=lambda size: {"input_size": size[-1]},
                            segmentation=segment.segmentation,
-                           resolve_segment=segment.resolve_segment),
+                           resolve_segment=segment.resolve_segment,
+                           segment_rank=2),
 )
 MODALITIES.register("image", obj=SPEC)
 

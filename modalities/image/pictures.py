@@ -96,8 +96,10 @@ def render(panels: Panels, cfg: ImageDataConfig, stem: Path) -> Path:
 
 def render_segmentation(cfg: ImageDataConfig, x: torch.Tensor, label: torch.Tensor,
                         pred: torch.Tensor, classes: list[str], stem: Path) -> Path:
-    """image | ground truth | prediction of one held-out image (x [C, H, W] normalised,
-    label and pred [H, W]), the label colours over the picture."""
+    """image | ground truth | prediction of one held-out image (x [C, H, W] normalised, or a
+    time stack [C, T, H, W]: its last date; label and pred [H, W]), the label colours over the
+    picture."""
+    x = x[:, -1] if x.dim() == 4 else x  # [C, H, W]
     mean, std = photo_stats(cfg) if cfg.reader != "raster" else (cfg.mean, cfg.std)
     shape = (-1, 1, 1)
     values = x * torch.tensor(std, dtype=torch.float32).view(shape) + torch.tensor(

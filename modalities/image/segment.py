@@ -15,6 +15,13 @@ Class names: ``classes.txt`` at the root (one per line, in id order), else ``cla
 Without ``data.root``: the built-in scenes (``segment_demo.py``). Images are read as in
 pretraining (``data.reader``, the run's bands and statistics) and normalised whole; the core
 crops, rescales and flips (``mim/data/segmentation.py``).
+
+Time stacks (``data.time_steps=T``, Prithvi-EO's multi-temporal crop segmentation): one label
+map for the T dates of a place. With ``data.stack=file`` an image is a raster of its T x C bands,
+date-major, as in pretraining; with ``data.stack=folder`` an "image" is a folder of one raster
+per date (ordered by the date in each name, ``data.date_pattern``) and its annotation is named
+after the folder (``images/training/place_7/*.tif`` with ``annotations/training/place_7.png``).
+A sample is then ``[C, T, H, W]`` with a ``[H, W]`` label; the heads average the dates' tokens.
 """
 from __future__ import annotations
 
@@ -29,11 +36,12 @@ from mim.data.dataset import UnreadableSample
 from mim.data.segmentation import SegmentItems, SegmentRules, pair_by_stem, scan, split_pairs
 from mim.modalities.image import segment_demo
 from mim.modalities.image.bands import folder_items, resolve
-from mim.modalities.image.dataset import band_reader, scan as scan_images
+from mim.modalities.image.dataset import band_reader, dating, scan as scan_images
 from mim.modalities.image.decode import read as read_picture
 from mim.modalities.image.labelled import ImageEvalDataConfig
 from mim.modalities.image.pictures import render_segmentation
 from mim.modalities.image.raster import read_raster
+from mim.modalities.image.stacks import RasterStacks
 from mim.modalities.image.transforms import PretrainTransform, RasterTransform
 from mim.spec import SegmentData
 
@@ -84,10 +92,28 @@ def _listed(root: Path, list_file: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _folder_pairs(images: Path, labels: Path) -> list[tuple[Path, Path]]:
+def stacked_by_folder(cfg: ImageEvalDataConfig) -> bool:
+    """Whether an "image" is a folder of one raster per date (``data.stack=folder``)."""
+    return cfg.time_steps > 1 and cfg.stack == "folder"
+
+
+def _holds_items(folder: Path) -> bool:
+    return folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir())
+
+
+def _images(cfg: ImageEvalDataConfig, folder: Path) -> list[Path]:
+    """The image files under ``folder``, or its stack folders (those holding image files)."""
+    if not folder.is_dir():
+        return []
+    files = scan_images(folder)
+    return sorted({f.parent for f in files} - {folder}) if stacked_by_folder(cfg) else files
+
+
+def _folder_pairs(cfg: ImageEvalDataConfig, images: Path, labels: Path
+                  ) -> list[tuple[Path, Path]]:
     found = [p for p in sorted(labels.iterdir()) if p.is_file() and not p.name.startswith(".")
              ] if labels.is_dir() else []
-    return pair_by_stem(scan_images(images) if images.is_dir() else [], found, str(images))
+    return pair_by_stem(_images(cfg, images), found, str(images))
 
 
 def splits(cfg: ImageEvalDataConfig) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
@@ -103,9 +129,9 @@ def splits(cfg: ImageEvalDataConfig) -> tuple[list[tuple[Path, Path]], list[tupl
             f"data.root: {root} has neither images/training + annotations/training (ADE20K) "
             "nor img_dir/train + ann_dir/train (mmseg); or give data.labels=<a file of "
             "image,annotation lines>")
-    train = _folder_pairs(layout[0], layout[1])
-    if layout[2].is_dir() and any(p.is_file() for p in layout[2].iterdir()):
-        return train, _folder_pairs(layout[2], layout[3])
+    train = _folder_pairs(cfg, layout[0], layout[1])
+    if _holds_items(layout[2]):
+        return train, _folder_pairs(cfg, layout[2], layout[3])
     return split_pairs(train, cfg.val_fraction, cfg.split_seed)
 
 
@@ -134,6 +160,9 @@ def read_label(path: Path) -> np.ndarray:
 
 
 def image_shape(cfg: ImageEvalDataConfig, path: Path) -> tuple[int, int]:
+    """(H, W) from the header: of the image, or of the first date of a stack folder."""
+    if path.is_dir():
+        path = scan_images(path)[0]
     header = read_raster(path, path.name, cfg.layout, pixels=False)
     return header.height, header.width
 
@@ -145,9 +174,19 @@ class Reader:
     def __init__(self, cfg: ImageEvalDataConfig):
         self.bands = band_reader(cfg)
         self.view = RasterTransform(cfg) if self.bands is not None else PretrainTransform(cfg)
+        self.steps = cfg.time_steps if stacked_by_folder(cfg) else 1
+        self.dating = dating(cfg, Path(cfg.root or ".").expanduser()) if self.steps > 1 else None
+
+    def stack(self, folder: Path) -> torch.Tensor:
+        """A stack folder's dates, in date order -> [C, T, H, W] normalised."""
+        stacks = RasterStacks([scan_images(folder)], lambda x, seed: self.view.normalise(x),
+                              self.bands, self.steps, self.dating)
+        return stacks.load(0, 0)[0]
 
     def __call__(self, image: Path, label: Path) -> tuple[torch.Tensor, np.ndarray]:
-        if self.bands is not None:
+        if self.steps > 1:
+            x = self.stack(image)  # [C, T, H, W]
+        elif self.bands is not None:  # [C, H, W], or [C, T, H, W] for a stack in one file
             x = self.view.normalise(torch.from_numpy(self.bands(image, image.name)))
         else:
             try:
@@ -168,7 +207,10 @@ class Reader:
 def resolve_segment(cfg: ImageEvalDataConfig) -> ImageEvalDataConfig:
     """The reader, bands and statistics decided from the training images (as a run's)."""
     train, _ = splits(cfg)
-    return resolve(cfg, folder_items([image for image, _ in train]))
+    images = [image for image, _ in train]
+    if stacked_by_folder(cfg):  # the stacks' files, as pretraining resolves them
+        images = [f for folder in images for f in scan_images(folder)]
+    return resolve(cfg, folder_items(images))
 
 
 def segmentation(cfg: ImageEvalDataConfig, rules: SegmentRules) -> SegmentData:

@@ -34,7 +34,8 @@ SPEC = ModalitySpec(
         inherit=("input_size", "channels", "intensity", "p_low", "p_high", "window_min",
                  "window_max", "zscore", "target_spacing", "pad_value"),
         size_keys=lambda size: {"input_size": list(size)},
-        segmentation=segment.segmentation, resolve_segment=segment.resolve_segment),
+        segmentation=segment.segmentation, resolve_segment=segment.resolve_segment,
+        segment_rank=3),
 )
 MODALITIES.register("volume", obj=SPEC)
 

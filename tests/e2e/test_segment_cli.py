@@ -114,6 +114,49 @@ def test_rasters_segment_with_their_bands(module_cli, tmp_path, env) -> None:
     assert out["model"]["name"] and out["metrics"]["items"] == 4
 
 
+DATES = ("20210301", "20210501", "20210701")
+
+
+def dated_cells(root: Path, counts=(16, 4), bands: int = 4) -> Path:
+    """Time stacks of 3 dates in a folder per place, uint16 rasters of ``bands`` bands in 8 px
+    cells: class 0 is dim on every date, class k (1-3) bright on date k alone, so every class
+    but 0 has the same mean over the dates and one date alone cannot tell 1 from 2 or 3."""
+    import tifffile
+
+    rng = np.random.default_rng(1)
+    for split, count in zip(("training", "validation"), counts):
+        labels = root / "annotations" / split
+        labels.mkdir(parents=True)
+        for i in range(count):
+            label = rng.integers(0, 4, size=(4, 5)).repeat(8, 0).repeat(8, 1).astype(np.uint8)
+            for step, date in enumerate(DATES):
+                bright = (label == step + 1)[None] * 1000  # [1, H, W]
+                values = 500 + bright + rng.integers(-50, 51, size=(bands, *label.shape))
+                path = root / "images" / split / f"place_{i}" / f"S2_{date}.tif"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tifffile.imwrite(path, values.astype(np.uint16), photometric="minisblack",
+                                 planarconfig="separate")
+            Image.fromarray(label, mode="L").save(labels / f"place_{i}.png")
+    return root
+
+
+def test_time_stacks_segment_with_their_dates(module_cli, tmp_path, env) -> None:
+    """A label map for the dates of a place (Prithvi's multi-temporal crop segmentation):
+    classes 1-3 differ only in which date is bright, so a head that saw one date (or their
+    mean) would score at most about (100 + 3 x 33) / 4 = 50 % mIoU."""
+    root = dated_cells(tmp_path / "stacks")
+    cube = [o for o in TINY if o != "model.patch_size=8"] + [
+        "model.patch_size=8", "model.tokenizer=cube", "model.tubelet_size=1"]
+    out = segment(module_cli, *cube, *FAST, f"data.root={root}", "data.time_steps=3",
+                  "data.input_size=32", "data.mean=auto", "data.std=auto", "segment.epochs=8",
+                  "segment.lr=0.01", "segment.pictures=1", f"eval.out={tmp_path / 't.json'}",
+                  env=env)
+    m = out["metrics"]
+    assert out["data"]["time_steps"] == 3 and m["items"] == 4
+    assert m["mIoU"] > 70, m
+    assert Path(m["pictures"][0]).is_file()
+
+
 @pytest.mark.parametrize("overrides, message", [
     (("segment.head=upernet", "modality=volume", "model=mae3d_vit_tiny_patch16"),
      "segment.head: upernet is for 2D"),

@@ -115,6 +115,60 @@ def test_training_views_keep_image_and_label_aligned():
     assert torch.equal(big[0].round(), big[0]) or big.shape == (2, 16, 16)
 
 
+def test_a_time_stack_is_cut_as_each_of_its_dates():
+    """x [C, T, H, W]: the same rescale, crop and flips on every date as on one date alone."""
+    rng = np.random.default_rng(2)
+    label = torch.from_numpy(rng.integers(0, 4, size=(30, 45)))
+    stack = torch.from_numpy(rng.normal(size=(2, 3, 30, 45))).float()  # [C, T, H, W]
+    for seed in range(8):
+        cut, cut_label = training_view(stack, label, (24, 24), seed, (0.7, 1.4), (0.5, 0.5),
+                                       0.0, 255)
+        assert cut.shape == (2, 3, 24, 24) and cut_label.shape == (24, 24)
+        for date in range(3):
+            alone, alone_label = training_view(stack[:, date], label, (24, 24), seed,
+                                               (0.7, 1.4), (0.5, 0.5), 0.0, 255)
+            assert torch.allclose(cut[:, date], alone, atol=1e-6)
+            assert torch.equal(cut_label, alone_label)
+
+
+def test_a_stack_in_one_file_reads_as_the_same_stack_in_a_folder(tmp_path):
+    """data.stack=file (T x C bands, date-major) and data.stack=folder (a raster per date,
+    named by date) give the same [C, T, H, W] sample and label."""
+    import tifffile
+
+    rng = np.random.default_rng(3)
+    dates = ("20200101", "20200301", "20200601")
+    for form in ("file", "folder"):
+        for split in ("training", "validation"):
+            (tmp_path / form / "annotations" / split).mkdir(parents=True)
+    for split, count in (("training", 3), ("validation", 1)):
+        for i in range(count):
+            values = rng.integers(0, 4000, size=(3, 2, 20, 24)).astype(np.uint16)  # [T, C, ..]
+            label = rng.integers(0, 3, size=(20, 24)).astype(np.uint8)
+            images = tmp_path / "file" / "images" / split
+            images.mkdir(parents=True, exist_ok=True)
+            tifffile.imwrite(images / f"p{i}.tif", values.reshape(6, 20, 24),
+                             photometric="minisblack", planarconfig="separate")
+            for step, date in enumerate(dates):  # out of order on disk: named by date
+                folder = tmp_path / "folder" / "images" / split / f"p{i}"
+                folder.mkdir(parents=True, exist_ok=True)
+                tifffile.imwrite(folder / f"{2 - step}_{date}.tif", values[step],
+                                 photometric="minisblack", planarconfig="separate")
+            for form in ("file", "folder"):
+                Image.fromarray(label, mode="L").save(
+                    tmp_path / form / "annotations" / split / f"p{i}.png")
+    samples = {}
+    for form in ("file", "folder"):
+        cfg = resolve_segment(ImageEvalDataConfig(
+            root=str(tmp_path / form), input_size=16, time_steps=3, stack=form,
+            mean=[0.0, 0.0], std=[1.0, 1.0]))
+        data = segmentation(cfg, SegmentRules())
+        assert (len(data.train), len(data.val), data.rank) == (3, 1, 2)
+        samples[form] = data.val.load(0, 0)
+    (x, label), (y, again) = samples["file"], samples["folder"]
+    assert x.shape == (2, 3, 20, 24) and torch.equal(x, y) and torch.equal(label, again)
+
+
 def test_foreground_crops_hold_a_labelled_pixel():
     label = torch.zeros(64, 64, dtype=torch.long)
     label[50:53, 5:8] = 2

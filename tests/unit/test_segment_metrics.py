@@ -95,6 +95,17 @@ def test_a_pointwise_model_is_the_same_through_any_windows(weighting):
         assert torch.allclose(out, conv(x), atol=1e-5)
 
 
+def test_windows_slide_over_the_last_axes_and_keep_the_dates_whole():
+    """x [1, C, T, H, W] with 2D windows: every window holds all dates; a model folding the
+    dates into its channels gives the same logits through windows as whole."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(2 * 3, 4, 1)
+    fold = lambda x: conv(x.flatten(1, 2))  # noqa: E731  [n, C, T, h, w] -> [n, K, h, w]
+    x = torch.randn(1, 2, 3, 40, 50)
+    out = sliding_window(fold, x, (32, 32), 0.25, "gaussian", 2)
+    assert out.shape == (1, 4, 40, 50) and torch.allclose(out, fold(x), atol=1e-5)
+
+
 def test_block_choices():
     assert evenly_spaced(12, 4) == [2, 5, 8, 11]
     assert evenly_spaced(4, 4) == [0, 1, 2, 3]
@@ -116,19 +127,19 @@ def test_heads_give_logits_at_the_input_size_and_upernet_takes_a_hybrids_pyramid
 
     torch.manual_seed(0)
     hybrid = _tiny("mcmae_base", patch_size=8, tokenizer={"dims": [8, 16], "depths": [1, 1]})
-    seg = build_segmenter(hybrid, "upernet", 5, None, 2, 3, (32, 32), 16, 8)
+    seg = build_segmenter(hybrid, "upernet", 5, None, 2, (3, 32, 32), 16, 8)
     assert seg.use_pyramid and [m.shape[1] for m in seg.features(torch.zeros(1, 3, 32, 32))] \
         == [8, 16, 32, 32]  # the conv stages, the tokens, their pooled map
     assert seg(torch.randn(2, 3, 32, 32)).shape == (2, 5, 32, 32)
     plain = _tiny("mae_vit_tiny_patch16", patch_size=8)
     for head, blocks in (("linear", [3]), ("upernet", [0, 1, 2, 3]), ("unetr", [0, 2, 3])):
-        seg = build_segmenter(plain, head, 4, None, 2, 3, (32, 32), 16, 8)
+        seg = build_segmenter(plain, head, 4, None, 2, (3, 32, 32), 16, 8)
         assert seg.blocks == blocks and not seg.use_pyramid
         assert seg(torch.randn(2, 3, 32, 32)).shape == (2, 4, 32, 32)
     with pytest.raises(ValueError, match="segment.blocks"):
-        build_segmenter(plain, "upernet", 4, [1, 9], 2, 3, (32, 32), 16, 8)
+        build_segmenter(plain, "upernet", 4, [1, 9], 2, (3, 32, 32), 16, 8)
     # several blocks for linear: every one of them reaches the head (their maps concatenated)
-    seg = build_segmenter(plain, "linear", 4, [1, 3], 2, 3, (32, 32), 16, 8)
+    seg = build_segmenter(plain, "linear", 4, [1, 3], 2, (3, 32, 32), 16, 8)
     assert seg.head.conv.in_channels == 2 * 32
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

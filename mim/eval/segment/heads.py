@@ -14,8 +14,11 @@
   ... patch / 2, and the last block's map decoded up through them. UNETR fixes the patch at
   16 (three skips); a patch of 2^n here takes n - 1 skips, from n evenly spaced blocks.
 
-Token maps: the prefix (cls) dropped, tokens laid on their grid, and grid axes before the
-``rank`` spatial ones (a band tokenizer's bands or groups, a time stack's dates) averaged.
+Token maps: the prefix (cls) dropped, tokens laid on their grid; of the grid axes before the
+``rank`` spatial ones, a time stack's dates are concatenated into the channels (terratorch's
+``ReshapeTokensToImage`` with its ``effective_time_dim``: the head sees each date's features,
+so a class told by its change over time can be found), and a band tokenizer's bands or groups
+averaged.
 """
 from __future__ import annotations
 
@@ -35,13 +38,18 @@ POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 POOL_SCALES = (1, 2, 3, 6)  # UperNet's pyramid pooling module
 
 
-def token_map(tokens: torch.Tensor, encoded: Encoded, rank: int) -> torch.Tensor:
-    """tokens [B, prefix + L, D] on ``encoded.grid`` -> [B, D, *grid[-rank:]] (leading grid
-    axes averaged)."""
+def token_map(tokens: torch.Tensor, encoded: Encoded, rank: int, dates: int = 0
+              ) -> torch.Tensor:
+    """tokens [B, prefix + L, D] on ``encoded.grid`` -> [B, D', *grid[-rank:]]: of the leading
+    grid axes, the last ``dates`` (a time stack's) concatenated into the channels, the others
+    (a band tokenizer's) averaged; D' = D x their sizes."""
     maps = tokens[:, encoded.num_prefix:].transpose(1, 2)  # [B, D, L]
     maps = maps.reshape(*maps.shape[:2], *encoded.grid)  # [B, D, *grid]
     lead = len(encoded.grid) - rank
-    return maps.mean(dim=tuple(range(2, 2 + lead))) if lead > 0 else maps  # [B, D, *spatial]
+    fold = min(dates, lead)
+    if lead > fold:
+        maps = maps.mean(dim=tuple(range(2, 2 + lead - fold)))  # [B, D, *dates, *spatial]
+    return maps.flatten(1, 1 + fold)  # [B, D * prod(dates), *spatial]
 
 
 def evenly_spaced(depth: int, count: int) -> list[int]:
@@ -161,6 +169,7 @@ class UnetrDecoder(nn.Module):
         self.out = UnetOutBlock(spatial_dims=rank, in_channels=features, out_channels=classes)
 
     def forward(self, maps: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """x [B, C, *spatial]: a time stack's dates are folded into its channels first."""
         skips = [self.stem(x)] + [block(m) for block, m in zip(self.skips, maps[:-1])]
         y = maps[-1]
         for up, skip in zip(self.ups, reversed(skips)):
@@ -172,9 +181,10 @@ class Segmenter(nn.Module):
     """An encoder, the blocks it hands on, and a head -> logits at the input's size."""
 
     def __init__(self, mae: MaskedAutoencoder, head: nn.Module, blocks: list[int], rank: int,
-                 frozen: bool, pyramid: bool = False):
+                 frozen: bool, pyramid: bool = False, dates: int = 0):
         super().__init__()
         self.encoder, self.head, self.blocks, self.rank = mae, head, blocks, rank
+        self.dates = dates  # a sample's axes between its channels and its spatial ones
         self.frozen, self.use_pyramid = frozen, pyramid
         if frozen:
             self.encoder.requires_grad_(False)
@@ -190,25 +200,30 @@ class Segmenter(nn.Module):
         if self.use_pyramid:  # a hybrid model's own stages (MCMAE: strides 4 to 32)
             return self.encoder.pyramid(x)
         states, encoded = self.encoder.hidden_states(x, self.blocks)
-        return [token_map(s, encoded, self.rank) for s in states]
+        return [token_map(s, encoded, self.rank, self.dates) for s in states]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, C, *spatial] -> logits [B, classes, *spatial]."""
+        """x [B, C, *lead, *spatial] -> logits [B, classes, *spatial] (``lead``: a time
+        stack's dates)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             maps = self.features(x)
-        logits = self.head(maps, torch.nan_to_num(x) if self.encoder.nodata else x)
-        if tuple(logits.shape[2:]) != tuple(x.shape[2:]):
-            logits = _resize(logits, tuple(x.shape[2:]))
+        spatial = tuple(x.shape[-self.rank:])
+        pixels = x.reshape(x.shape[0], -1, *spatial)  # [B, C * prod(lead), *spatial]
+        logits = self.head(maps, torch.nan_to_num(pixels) if self.encoder.nodata else pixels)
+        if tuple(logits.shape[2:]) != spatial:
+            logits = _resize(logits, spatial)
         return logits
 
 
 def build_segmenter(mae: MaskedAutoencoder, head: str, classes: int, blocks: list[int] | None,
-                    rank: int, in_chans: int, crop: tuple[int, ...], channels: int,
+                    rank: int, sample: tuple[int, ...], channels: int,
                     features: int) -> Segmenter:
-    """The head ``head`` on ``mae``: the blocks it reads, the channels of their maps (one
-    forward of a zero crop), the head built to fit."""
+    """The head ``head`` on ``mae`` for crops of ``sample`` ([C, *lead, *spatial], ``rank``
+    spatial axes): the blocks it reads, the channels of their maps (one forward of a zero
+    crop), the head built to fit."""
     depth = len(mae.blocks)
-    hybrid = bool(mae.encode(torch.zeros(1, in_chans, *crop)).stages)
+    zero = torch.zeros(1, *sample)  # [1, C, *lead, *spatial]
+    hybrid = bool(mae.encode(zero).stages)
     if head == "unetr":
         steps = upsampling_steps(tuple(mae.tokenizer.patch_size[-rank:]))
         blocks = blocks or evenly_spaced(depth, steps)
@@ -221,9 +236,11 @@ def build_segmenter(mae: MaskedAutoencoder, head: str, classes: int, blocks: lis
         raise ValueError(f"segment.blocks: the encoder has blocks 0 to {depth - 1}, got "
                          f"{max(blocks)}")
     pyramid = hybrid and head == "upernet"
-    probe = Segmenter(mae, nn.Identity(), blocks, rank, frozen=False, pyramid=pyramid)
+    dates = len(sample) - 1 - rank
+    probe = Segmenter(mae, nn.Identity(), blocks, rank, frozen=False, pyramid=pyramid,
+                      dates=dates)
     with torch.no_grad():
-        widths = [m.shape[1] for m in probe.features(torch.zeros(1, in_chans, *crop))]
+        widths = [m.shape[1] for m in probe.features(zero)]
     dim = widths[-1]
     if head == "linear":
         module: nn.Module = LinearHead(widths, classes, rank)
@@ -232,8 +249,10 @@ def build_segmenter(mae: MaskedAutoencoder, head: str, classes: int, blocks: lis
             raise ValueError(f"segment.blocks: upernet takes 4 blocks, got {len(blocks)}")
         module = UperNet(widths if pyramid else [dim] * 4, channels, classes, rank, not pyramid)
     else:
-        module = UnetrDecoder(in_chans, dim, classes, rank, steps, features)
-    return Segmenter(mae, module, blocks, rank, frozen=head == "linear", pyramid=pyramid)
+        stem_chans = math.prod(sample[:-rank])  # C * prod(lead)
+        module = UnetrDecoder(stem_chans, dim, classes, rank, steps, features)
+    return Segmenter(mae, module, blocks, rank, frozen=head == "linear", pyramid=pyramid,
+                     dates=dates)
 
 
 def flat_logits(logits: torch.Tensor) -> torch.Tensor:

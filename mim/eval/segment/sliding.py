@@ -39,15 +39,16 @@ def gaussian(window: Sequence[int], device: torch.device) -> torch.Tensor:
 def sliding_window(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                    window: Sequence[int], overlap: float, weighting: str,
                    batch: int) -> torch.Tensor:
-    """x [1, C, *s] -> logits [1, K, *s]: ``model`` ([n, C, *window] -> [n, K, *window]) on
-    every window, ``batch`` windows at a time."""
-    size = tuple(x.shape[2:])
+    """x [1, C, *lead, *s] -> logits [1, K, *s]: ``model`` ([n, C, *lead, *window] ->
+    [n, K, *window]) on every window of the last axes (``lead``: a time stack's dates, kept
+    whole), ``batch`` windows at a time."""
+    size = tuple(x.shape[-len(window):])
     extra = [max(0, w - s) for w, s in zip(window, size)]
     before = [e // 2 for e in extra]  # padded on both sides, as MONAI pads
     if any(extra):
         x = F.pad(x, [v for e, b in zip(reversed(extra), reversed(before))
                       for v in (b, e - b)])  # F.pad: last axis first
-    padded = tuple(x.shape[2:])
+    padded = tuple(x.shape[-len(window):])
     corners = list(itertools.product(*(starts(s, w, overlap) for s, w in zip(padded, window))))
     weight = (gaussian(window, x.device) if weighting == "gaussian"
               else torch.ones(tuple(window), device=x.device))
@@ -55,7 +56,7 @@ def sliding_window(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     for first in range(0, len(corners), batch):
         chunk = corners[first:first + batch]
         boxes = [tuple(slice(a, a + w) for a, w in zip(c, window)) for c in chunk]
-        logits = model(torch.cat([x[(slice(None), slice(None), *b)] for b in boxes])).float()
+        logits = model(torch.cat([x[(..., *b)] for b in boxes])).float()
         if total is None:  # [1, K, *padded] and [*padded]
             total = x.new_zeros((1, logits.shape[1], *padded), dtype=torch.float32)
             count = x.new_zeros(padded, dtype=torch.float32)
