@@ -35,7 +35,7 @@ from typing import Callable, Iterator
 
 import fsspec
 
-from mim.data.cache import cache_root
+from mim.data.cache import cache_root, write_json
 from mim.data.dataset import LOAD_ERRORS, UnreadableSample
 from mim.data.files import label_ids
 from mim.wording import first_names, plural
@@ -181,14 +181,6 @@ def header_digest(url: str, members: list) -> str:
     return digest.hexdigest()
 
 
-def _write_json(path: str, data: dict) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    temp = f"{path}.{os.getpid()}.tmp"  # ranks indexing the same shard: each renames its own
-    with open(temp, "w") as f:
-        json.dump(data, f)
-    os.replace(temp, path)
-
-
 def _cached(url: str, place: str, size: int) -> dict | None:
     """The index at ``place`` when it is this shard's (its size and tar headers), else None
     (said in the log where one was there but stale or unreadable)."""
@@ -230,7 +222,7 @@ def shard_index(url: str, beside: bool = False) -> dict:
     places = [url.removeprefix("file://") + INDEX_SUFFIX] if beside and is_local(url) else []
     for place in [*places, cached]:  # the cache where the pack's folder is not writable
         try:
-            _write_json(place, index)
+            write_json(place, index)
             break
         except OSError:
             continue

@@ -217,7 +217,8 @@ def segmentation(cfg: ImageEvalDataConfig, rules: SegmentRules) -> SegmentData:
     root = segment_root(cfg)
     train, val = splits(cfg)
     names = class_names(root)
-    kept = [scan(pairs, read_label, lambda p: image_shape(cfg, p), rules, names, where)
+    kept = [scan(pairs, read_label, lambda p: image_shape(cfg, p), rules, names, where,
+                 key=f"image layout={cfg.layout}")
             for pairs, where in ((train, "training pairs"), (val, "held-out pairs"))]
     count = max(k.num_classes for k in kept)
     names = names or [f"class_{i}" for i in range(count)]

@@ -179,7 +179,7 @@ def segmentation(cfg: VolumeEvalDataConfig, rules: SegmentRules) -> SegmentData:
     names = class_names(manifest)
 
     kept = [scan(pairs, read_label, lambda p: header(p, cfg.channels)[0], rules, names, where,
-                 read.check)
+                 read.check, key=f"volume channels={cfg.channels}")
             for pairs, where in ((train, "training pairs"), (val, "held-out pairs"))]
     count = max(k.num_classes for k in kept)
     names = names or [f"class_{i}" for i in range(count)]

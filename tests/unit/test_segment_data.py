@@ -95,6 +95,44 @@ def test_every_misfit_is_left_out_counted_and_named(tmp_path, caplog):
                                                           "s7.png"]
 
 
+def test_a_second_scan_reads_only_the_annotations_that_changed(tmp_path, monkeypatch, caplog):
+    """The checks of every pair are kept in mim's cache: a second scan of the same set reads
+    no annotation and finds the same pairs, refusals and class count; an annotation rewritten
+    since is read again; other rules are another entry."""
+    from mim.data import segmentation as core
+    from mim.modalities.image import segment as image_segment
+
+    monkeypatch.setenv("MIM_CACHE_DIR", str(tmp_path / "cache"))
+    write_ade(tmp_path / "set", counts=(6, 2))
+    labels = tmp_path / "set" / "annotations" / "training"
+    Image.fromarray(np.zeros((40, 52, 3), np.uint8)).save(labels / "s1.png")  # RGB: refused
+    read = []
+    real = image_segment.read_label
+    monkeypatch.setattr(image_segment, "read_label", lambda p: read.append(p.name) or real(p))
+
+    def scanned():
+        read.clear()
+        with caplog.at_level(logging.INFO):
+            caplog.clear()
+            data = load(tmp_path / "set")
+        return [p[0].name for p in data.train.pairs], data.classes, sorted(read), caplog.text
+
+    pairs, classes, first_reads, _ = scanned()
+    assert len(first_reads) == 8 and "s1.png" not in pairs and len(pairs) == 5
+    again, classes_again, reads, text = scanned()
+    assert (again, classes_again, reads) == (pairs, classes, [])
+    assert "6 pairs of 6 checked as in an earlier run" in text
+    assert "RGB annotation" in text and "s1.png" in text  # a cached refusal is said again
+    Image.fromarray(np.full((40, 52), 9, np.uint8), mode="L").save(labels / "s2.png")
+    again, classes_again, reads, _ = scanned()
+    assert reads == ["s2.png"] and len(classes_again) == 10  # the new largest id, 9, counts
+    cached = list((tmp_path / "cache" / "segment_scan").glob("*.json"))
+    assert len(cached) == 2  # the training and the held-out pairs
+    read.clear()
+    load(tmp_path / "set", reduce_zero_label=True)
+    assert len(read) == 8 and core.SCAN_VERSION >= 1  # other rules: read again
+
+
 def test_reduce_zero_label_as_mmseg():
     label = np.array([[0, 1, 2], [255, 150, 3]])
     assert reduce_zero(label, 255).tolist() == [[255, 0, 1], [255, 149, 2]]
