@@ -110,7 +110,10 @@ def eval_help(usage: str) -> str:
 
 
 def visualize_sections() -> list[tuple[str, type | None, str]]:
-    return [(f"mask={name}", MASKS.get(name), "mask.") for name in MASKS.names()] + _eval_data()
+    own = [(f"visualize (modality={name})", MODALITIES.get(name).visualize_options, "visualize.")
+           for name in MODALITIES.names() if MODALITIES.get(name).visualize_options is not None]
+    return ([(f"mask={name}", MASKS.get(name), "mask.") for name in MASKS.names()] + own
+            + _eval_data())
 
 
 def visualize_help(usage: str) -> str:

@@ -88,6 +88,10 @@ class ModalitySpec:
     build_dataset: Callable[[Any], MimDataset]  # data config -> dataset (demo data if no root)
     sample_shape: Callable[[Any], tuple[int, ...]]  # data config -> (C, *spatial)
     render: Callable[[Panels, Any, Path], Path]  # panels, data config, path stem -> picture file
+    # dataclass: the modality's own ``mim visualize`` keys (``visualize.*``; audio: ``audio``
+    # writes the reconstruction as sound); render then takes its value as ``options=``. None:
+    # the modality has none
+    visualize_options: type | None = None
     default_model: str | None = None  # model preset chosen by ``modality=<name>``
     default_mask: str | None = None  # mask policy chosen by ``modality=<name>``
     # fields the modality sets on whichever mask a run takes, where the policy has them (audio:

@@ -5,8 +5,10 @@ with the run's mask policy (``mask.ratio=`` and other ``mask.<key>=`` change it;
 another mask), and shown as original | masked | reconstruction | reconstruction with the
 visible patches pasted back. Norm-pix predictions are mapped back with each patch's own mean
 and variance (``mim.reconstruction``). Files: whatever the modality's ``render`` draws (the
-built-in ones: a PNG grid, an animated GIF plus a frame strip, slice montages), written to
-``out`` (default ``<run.dir>/pictures/visualize-<input name>``). The command line is read in
+built-in ones: a PNG grid, an animated GIF plus a frame strip, slice montages; with
+``visualize.audio=true`` for audio, the rows as sound too), written to ``out`` (default
+``<run.dir>/pictures/visualize-<input name>``). ``visualize.*`` are the modality's own keys
+(``ModalitySpec.visualize_options``). The command line is read in
 ``mim train``'s grammar (``mim.config.overrides``): ``mask=NAME`` and ``modality=NAME`` choose
 options of those groups.
 """
@@ -48,12 +50,15 @@ class VisualizePlan:
     out: Path
     seed: int
     num: int
+    options: Any = None  # the modality's visualize_options, as given
 
 
-def _tree(data: Any) -> dict[str, Any]:
-    """The config ``mim visualize`` applies the command line to (``data``: the base)."""
+def _tree(data: Any, options: Any = None) -> dict[str, Any]:
+    """The config ``mim visualize`` applies the command line to (``data``: the base;
+    ``options``: the modality's visualize_options, or none)."""
     return {"run": {"dir": None}, "weights": None, "input": None, "out": None, "seed": 0,
-            "num": 8, "mask": {}, "data": data, "model": {k: None for k in HEAD_KEYS}}
+            "num": 8, "mask": {}, "data": data, "model": {k: None for k in HEAD_KEYS},
+            "visualize": options() if options is not None else {}}
 
 
 def _mask(run_tree: dict | None, modality: ModalitySpec, choice: str | None,
@@ -80,7 +85,8 @@ def load_visualize(overrides: list[str]) -> VisualizePlan:
         raise ConfigError(unknown_option("mask", choices["mask"], MASKS.names()))
     # where the weights come from decides the data base, so the command line is first applied
     # to an open data section
-    first = apply(_tree({}), without(rest, "data"), GROUPS, open_keys=("mask",))
+    first = apply(_tree({}), without(without(rest, "data"), "visualize"), GROUPS,
+                  open_keys=("mask",))
     run_dir, weights_path = plain(first.run.dir, "run.dir"), plain(first.weights, "weights")
     source = plain(first.input, "input")
     if source is None:
@@ -98,8 +104,8 @@ def load_visualize(overrides: list[str]) -> VisualizePlan:
     if not weights.has_decoder:
         raise ConfigError("weights: they hold no decoder (an encoder-only file); reconstruction "
                           "pictures need the MAE decoder")
-    final = apply(_tree(base_data(modality, run_tree, weights)), rest, GROUPS,
-                  open_keys=("mask",))
+    final = apply(_tree(base_data(modality, run_tree, weights), modality.visualize_options),
+                  rest, GROUPS, open_keys=("mask",))
     mask = _mask(run_tree, modality, choices.get("mask"), plain(final.mask, "mask"))
     data = typed(modality.evaluation.data_config, plain(final.data, "data"), "data")
     seed, num = integer("seed", plain(final.seed, "seed")), plain(final.num, "num")
@@ -113,8 +119,10 @@ def load_visualize(overrides: list[str]) -> VisualizePlan:
     if out is None:
         base = Path(run_dir).expanduser() / "pictures" if run_dir else Path("pictures")
         out = base / f"visualize-{source.stem}"
+    options = (typed(modality.visualize_options, plain(final.visualize, "visualize"),
+                     "visualize") if modality.visualize_options is not None else None)
     return VisualizePlan(modality, data, weights, mask, inputs, Path(str(out)).expanduser(),
-                         seed, num)
+                         seed, num, options)
 
 
 def _readable(dataset: MimDataset, skipped: list[str]) -> Iterator[tuple[int, torch.Tensor]]:
@@ -168,8 +176,9 @@ def visualize(plan: VisualizePlan) -> list[Path]:
                                        if targets else None)  # each [N, C, *spatial]
         plan.out.mkdir(parents=True, exist_ok=True)  # only once there is a picture to write
         stem = plan.out / f"reconstruction_{picture:03d}"
-        plan.modality.render(panels, plan.data, stem)
-        written += sorted(plan.out.glob(f"{stem.name}.*"))  # e.g. a GIF beside the PNG
+        extra = {"options": plan.options} if plan.options is not None else {}
+        plan.modality.render(panels, plan.data, stem, **extra)
+        written += sorted(plan.out.glob(f"{stem.name}[._]*"))  # a GIF beside the PNG, sounds
     if not written:
         first = f"; {skipped[0]}" if len(skipped) == 1 else f"; the first: {skipped[0]}"
         raise ValueError(f"input: none of the {len(dataset)} input(s) could be read as "

@@ -16,7 +16,7 @@ from mim.modalities.audio.config import AudioDataConfig
 from mim.modalities.audio.dataset import AudioDataset, build_dataset, resolve_data
 from mim.modalities.audio.decode import is_audio_file
 from mim.modalities.audio.fbank import fbank
-from mim.modalities.audio.pictures import render
+from mim.modalities.audio.pictures import VisualizeOptions, render
 
 
 def sample_shape(cfg: AudioDataConfig) -> tuple[int, int, int]:
@@ -35,6 +35,7 @@ SPEC = ModalitySpec(
     build_dataset=build_dataset,
     sample_shape=sample_shape,
     render=render,
+    visualize_options=VisualizeOptions,
     accepts=is_audio_file,
     default_model="audiomae_vit_base_patch16_1024x128",
     default_mask="random",

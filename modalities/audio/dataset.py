@@ -48,6 +48,10 @@ class Features:
         banks = fbank(wave, cfg.sample_rate, cfg.num_mel_bins)  # [C, frames, mel]
         return (banks - float(cfg.mean)) / (2.0 * float(cfg.std))
 
+    def log_mel(self, x: torch.Tensor) -> torch.Tensor:
+        """The inverse of the normalisation: model values -> log mel energies, same shape."""
+        return x * (2.0 * float(self.cfg.std)) + float(self.cfg.mean)
+
 
 def fit_length(wave: torch.Tensor, samples: int) -> tuple[torch.Tensor, int]:
     """``wave [C, N]`` cut or padded with silence at its end to ``samples``; (wave, padding)."""

@@ -5,16 +5,29 @@ the bottom), in a perceptual dark-to-bright colour map (an inferno-like ramp) ov
 range per sample (the 1st-99th percentile of its original), so the rows compare. The masked
 row shows the hidden patches in gray (the panel holds them as exact zeros). Channel 0 is shown.
 Short grids are enlarged so that a tile is at least ``MIN_HEIGHT`` pixels high.
+
+``mim visualize ... visualize.audio=true`` also writes each sample's original, reconstruction
+and pasted rows as sound (``<stem>_<sample>_<row>.wav``, 16-bit PCM at ``data.sample_rate``):
+the normalisation undone (``Features.log_mel``), then the filterbank inverted by Griffin-Lim
+(``fbank.to_wave``, ``visualize.iterations`` rounds), so what the model heard can be listened to
+(AudioMAE issue #28). The phase is estimated and the detail within each mel band lost, so even
+the original row sounds coarser than the file; compare the rows with each other.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile
 from PIL import Image
 
 from mim.modalities.audio.config import AudioDataConfig
+from mim.modalities.audio.dataset import Features
+from mim.modalities.audio.fbank import to_wave
 from mim.spec import Panels
+
+SOUND_ROWS = ("original", "reconstruction", "pasted")  # the rows written as sound
 
 GAP = 2  # pixels between rows
 SAMPLE_GAP = 8  # extra pixels between samples
@@ -49,7 +62,34 @@ def spectrogram_tile(values: np.ndarray, low: float, high: float, scale: int,
     return rgb.repeat(scale, axis=0).repeat(scale, axis=1)
 
 
-def render(panels: Panels, cfg: AudioDataConfig, stem: Path) -> Path:
+@dataclass
+class VisualizeOptions:
+    """``mim visualize`` keys of the audio modality (``visualize.*``)."""
+
+    audio: bool = False  # also write the rows as sound (WAV)
+    iterations: int = 32  # Griffin-Lim rounds per sound
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1:
+            raise ValueError(f"visualize.iterations: must be >= 1, got {self.iterations}")
+
+
+def write_sounds(panels: Panels, cfg: AudioDataConfig, stem: Path, iterations: int
+                 ) -> list[Path]:
+    """Each sample's ``SOUND_ROWS`` (channel 0) as 16-bit WAV files beside ``stem``."""
+    features, paths = Features(cfg), []
+    for row in SOUND_ROWS:
+        values = getattr(panels, row)[:, 0].float()  # [N, frames, mel]
+        for i, x in enumerate(values):
+            wave = to_wave(features.log_mel(x), cfg.sample_rate, iterations)  # [samples]
+            path = stem.with_name(f"{stem.name}_{i:02d}_{row}.wav")
+            soundfile.write(path, wave.numpy(), cfg.sample_rate, subtype="PCM_16")
+            paths.append(path)
+    return paths
+
+
+def render(panels: Panels, cfg: AudioDataConfig, stem: Path,
+           options: VisualizeOptions | None = None) -> Path:
     columns = [panels.original, panels.masked, panels.reconstruction, panels.pasted]
     columns = [c[:, 0].float().numpy() for c in columns]  # each [N, frames, mel], channel 0
     n, frames, mel = columns[0].shape
@@ -65,5 +105,7 @@ def render(panels: Panels, cfg: AudioDataConfig, stem: Path) -> Path:
             canvas[top:top + tile_h] = spectrogram_tile(column[i], low, high, scale, hidden)
     path = stem.with_suffix(".png")
     Image.fromarray(canvas).save(path)
+    if options is not None and options.audio:
+        write_sounds(panels, cfg, stem, options.iterations)
     return path
 

@@ -143,6 +143,38 @@ def test_every_format_trains_and_bad_files_are_skipped_with_their_reason(cli, tm
     assert "0.30 s of a 1.29 s clip, padded with silence" in log
 
 
+def test_visualize_writes_the_rows_as_sound(module_cli, demo_run, tmp_path):
+    """visualize.audio=true: the original, reconstruction and pasted rows as 16-bit WAVs of the
+    clip's length at the run's rate; the original row's sound is the input's 440 Hz tone."""
+    from mim.modalities.audio.fbank import frame_sizes
+
+    run, env = demo_run
+    sf.write(tmp_path / "tone.wav", sine(2.0), RATE)
+    out = tmp_path / "pictures"
+    result = module_cli.run("visualize", f"run.dir={run}", f"input={tmp_path / 'tone.wav'}",
+                            "visualize.audio=true", "visualize.iterations=8", f"out={out}",
+                            env=env)
+    assert result.returncode == 0, module_cli.describe(result)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["reconstruction_000.png"] + [
+        f"reconstruction_000_00_{row}.wav" for row in ("original", "pasted", "reconstruction")]
+    window, shift, _ = frame_sizes(RATE, 25.0, 10.0)
+    sounds = {}
+    for row in ("original", "reconstruction", "pasted"):
+        info = sf.info(out / f"reconstruction_000_00_{row}.wav")
+        assert (info.samplerate, info.subtype, info.channels) == (RATE, "PCM_16", 1)
+        assert info.frames == window + shift * 127  # 128 frames again
+        sounds[row] = sf.read(out / f"reconstruction_000_00_{row}.wav")[0]
+    spectrum = np.abs(np.fft.rfft(sounds["original"]))
+    peak = np.fft.rfftfreq(len(sounds["original"]), 1 / RATE)[spectrum.argmax()]
+    assert abs(peak - 440) < 60, peak
+    assert not np.allclose(sounds["original"], sounds["reconstruction"])
+    refused = module_cli.run("visualize", f"run.dir={run}", f"input={tmp_path / 'tone.wav'}",
+                             "visualize.sound=true", f"out={out}", env=env)
+    assert refused.returncode == 2 and "visualize.sound" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+
 def test_knn_on_the_held_out_demo_sounds(module_cli, demo_run):
     run, env = demo_run
     result = module_cli.run("eval", "knn", f"run.dir={run}", "eval.num_workers=0", env=env)
