@@ -14,6 +14,7 @@ from typing import Optional
 from mim.data.shards import check_format
 
 INTENSITY_MODES = ("percentile", "window", "none")
+DEMOS = ("phantoms", "segment")
 
 
 @dataclass
@@ -22,6 +23,10 @@ class VolumeDataConfig:
     # folder: data.root is a folder of volume files; wds: WebDataset tar shards (KEY.npy ...),
     # data.root a folder of .tar, a list file, a quoted brace pattern or an fsspec URL
     format: str = "folder"
+    # the built-in set read without data.root: "phantoms" (24 classification phantoms of three
+    # kinds) or "segment" (the 32 images of mim eval segment's labelled phantoms, labels unused);
+    # modalities/volume/demo.py
+    demo: str = "phantoms"
     input_size: list[int] = field(default_factory=lambda: [96, 96, 96])  # crop (D, H, W)
     channels: int = 1  # arrays are [D, H, W] (one channel) or channel-first [C, D, H, W]
     # percentile: clip to the [p_low, p_high] percentiles of the volume, then z-score;
@@ -50,6 +55,8 @@ class VolumeDataConfig:
 
     def __post_init__(self) -> None:
         check_format(self.format, self.root, self.labels)
+        if self.demo not in DEMOS:
+            raise ValueError(f"data.demo: '{self.demo}' is not one of: {', '.join(DEMOS)}")
         self.input_size = [int(s) for s in self.input_size]
         if len(self.input_size) != 3 or min(self.input_size) < 1:
             raise ValueError(f"data.input_size: three sizes >= 1 (D, H, W) expected, got "

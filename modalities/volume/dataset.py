@@ -219,12 +219,13 @@ def build_dataset(cfg: VolumeDataConfig) -> VolumeDataset:
         files = scan(root)
         labels, classes = file_labels(files, root, cfg.labels)
     else:
-        from mim.modalities.volume.demo import demo_files
+        from mim.modalities.volume.demo import demo_files, segment_images
 
-        root, files, labels, classes = demo_files()
+        root, files, labels, classes = (demo_files() if cfg.demo == "phantoms"
+                                        else segment_images())
     if nibabel() is None and any(is_nifti(f) for f in files):
         log.warning("volume data: %d NIfTI files will be skipped; %s",
                     sum(is_nifti(f) for f in files), NIFTI_HINT)
     log.info("volume data: %d files under %s%s", len(files), root,
-             "" if cfg.root else " (built-in demo phantoms)")
+             "" if cfg.root else f" (built-in demo: {cfg.demo})")
     return VolumeDataset(files, labels, VolumeTransform(cfg), cfg.channels, classes)

@@ -28,20 +28,25 @@ Segmentation Decathlon's layout, in
     labelsTr/phantom_XXX.nii.gz   their labels, uint8, same shape and affine
     imagesTs/phantom_XXX.nii.gz   DECATHLON_TEST volumes without labels
 
-A labelled phantom is a body (label 0 with the air around it) holding 1-2 textured organs
-(1, ellipsoids), 1-3 small lesions inside an organ (3, darker or brighter than it) and 1-3
-vessels (2, straight tubes, brighter, crossing organs and lesions), every voxel labelled by
-the structure whose (hard) surface encloses it, the image drawn with the demo's soft edges and
-noise; lesion and vessel intensities overlap, so shape matters as well as brightness. Every side
-is drawn from 32..48 voxels (mostly not multiples of 16; never all three equal) and one volume
-in three has 1.5 mm slices (spacing 1.5 x 1 x 1). The NIfTI files hold [X, Y, Z] = [W, H, D]
-with a diagonal RAS affine of the spacing (so the readers' canonical view is [D, H, W] again),
-qform and sform code 1, millimetres, gzip with no timestamp: the files are byte-identical for
-the same NumPy, SciPy, nibabel and zlib. Without nibabel the same volumes are written as .npz
-(``image``, ``spacing``) into ``<DECATHLON_VERSION>-npz/``. The set is written once into a
-temporary sibling and published by an atomic rename (a concurrent writer may win); writing it
-(32 volumes and 28 label maps, 2.5 MB) took 0.83 s on one core (``taskset -c 0``, best of three
-on a busy machine) of an "Intel(R) Xeon(R) Processor @ 2.80GHz" (lscpu's model name).
+A labelled phantom is a body (label 0 with the air around it) holding 1-2 organs (1,
+ellipsoids), 1-3 lesions inside an organ (3) and 1-3 vessels (2, straight tubes crossing organs
+and lesions), every voxel labelled by the structure whose (hard) surface encloses it, the image
+drawn with the demo's soft edges and noise. A structure is told by its texture, not its
+brightness (version 2; in version 1 the structures differed in brightness, which a random
+encoder passes on as well as a pretrained one): the body's tissue is mottled (blobs of about 5
+mm), an organ layered (a plane wave of period 4-7 mm), a vessel beaded along its axis (period
+3-5 mm), a lesion grainy (noise at the voxel scale), every texture of the same contrast and
+every region's mean drawn from one range, so intensity alone tells organ, vessel and lesion
+apart no better than chance (tested). Every side is drawn from 32..48 voxels (mostly not
+multiples of 16; never all three equal) and one volume in three has 1.5 mm slices (spacing 1.5 x
+1 x 1). The NIfTI files hold [X, Y, Z] = [W, H, D] with a diagonal RAS affine of the spacing (so
+the readers' canonical view is [D, H, W] again), qform and sform code 1, millimetres, gzip with
+no timestamp: the files are byte-identical for the same NumPy, SciPy, nibabel and zlib. Without
+nibabel the same volumes are written as .npz (``image``, ``spacing``) into
+``<DECATHLON_VERSION>-npz/``. The set is written once into a temporary sibling and published by
+an atomic rename (a concurrent writer may win); writing it (32 volumes and 28 label maps, 2.5
+MB) took 0.83 s (version 1) on one core (``taskset -c 0``, best of three on a busy machine) of
+an "Intel(R) Xeon(R) Processor @ 2.80GHz" (lscpu's model name).
 """
 from __future__ import annotations
 
@@ -68,11 +73,15 @@ KINDS = ("ellipsoids", "tubes", "textured")
 LABELS_FILE = "labels.csv"
 
 # the labelled phantoms of the segmentation demo (decathlon_folder)
-DECATHLON_VERSION = "v1"
+DECATHLON_VERSION = "v2"
 DECATHLON_SEED = 20250612
 DECATHLON_TRAINING = 28
 DECATHLON_TEST = 4
 SEGMENT_LABELS = ("background", "organ", "vessel", "lesion")
+# every region's mean intensity is drawn from MEANS (air 0, then * 2000 - 1000 HU); its texture
+# (std 1) is added at TEXTURE: the labels follow texture, not brightness
+MEANS = (0.36, 0.46)
+TEXTURE = 0.06
 
 
 def cache_dir() -> Path:
@@ -230,49 +239,76 @@ def _labelled_layout(rng: np.random.Generator, index: int) -> tuple[tuple[int, i
     return shape, spacing
 
 
+def _unit(texture: np.ndarray) -> np.ndarray:
+    """``texture`` shifted and scaled to mean 0 and standard deviation 1."""
+    return (texture - texture.mean()) / (texture.std() + 1e-6)
+
+
+def _textures(rng: np.random.Generator, shape, spacing) -> dict[str, np.ndarray]:
+    """The four textures of a labelled phantom, each of mean 0 and std 1 over the volume:
+    ``mottle`` (smoothed noise, blobs of about 5 mm), ``layers`` (a plane wave of period 4-7 mm
+    in a random direction), ``beads`` (filled in per vessel, along its axis) and ``grain``
+    (noise at the voxel scale). [D, H, W] each."""
+    sigma = lambda mm: mm / np.asarray(spacing)  # noqa: E731
+    normal = lambda: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    mm = np.stack(np.meshgrid(*[(np.arange(n) + 0.5) * s for n, s in zip(shape, spacing)],
+                              indexing="ij")).astype(np.float32)  # [3, D, H, W]
+    direction = _rotation(rng)[0]
+    phase = np.einsum("i,i...->...", direction, mm) / rng.uniform(4.0, 7.0)
+    return {"mottle": _unit(gaussian_filter(normal(), sigma(2.5))),
+            "layers": _unit(np.cos(2 * np.pi * phase + rng.uniform(0, 2 * np.pi))),
+            "grain": _unit(gaussian_filter(normal(), sigma(0.5))),
+            "mm": mm}
+
+
 def labelled_phantom(index: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Labelled phantom ``index`` of the segmentation demo: (HU-like int16 [D, H, W]; labels,
-    uint8 [D, H, W], indices into ``SEGMENT_LABELS``; spacing (D, H, W) in mm)."""
+    uint8 [D, H, W], indices into ``SEGMENT_LABELS``; spacing (D, H, W) in mm).
+
+    A structure is told by its TEXTURE, not its brightness: the body's tissue is ``mottle``,
+    an organ ``layers``, a vessel ``beads`` along its axis, a lesion ``grain``, all of the same
+    contrast (``TEXTURE``), and every region's mean is drawn from the same range
+    (``MEANS``), so the intensity of a voxel says little about its label."""
     rng = np.random.default_rng([DECATHLON_SEED, index])
     shape, spacing = _labelled_layout(rng, index)
     xyz = _coords(shape, spacing)
+    texture = _textures(rng, shape, spacing)
     labels = np.zeros(shape, np.uint8)
     body_axes = rng.uniform(0.75, 0.95, 3)
     body_distance = _ellipsoid_distance(xyz, rng.uniform(-0.05, 0.05, 3), body_axes,
                                         _rotation(rng))
     body, in_body = _soft(body_distance), body_distance < 1.0
-    volume = 0.25 * body
+    volume = body * (rng.uniform(*MEANS) + TEXTURE * texture["mottle"])
 
     def paint(soft: np.ndarray, value) -> None:
         nonlocal volume
         volume = volume * (1.0 - soft) + value * soft
 
     organs = []
-    for _ in range(rng.integers(1, 3)):  # 1-2 textured organs
+    for _ in range(rng.integers(1, 3)):  # 1-2 layered organs
         centre = rng.uniform(-0.25, 0.25, 3) * body_axes
         axes, rotation = rng.uniform(0.45, 0.7, 3), _rotation(rng)
         distance = _ellipsoid_distance(xyz, centre, axes, rotation)
-        sigma = rng.uniform(1.0, 2.5) / np.asarray(spacing)
-        texture = gaussian_filter(rng.normal(size=shape).astype(np.float32), sigma)
-        texture /= texture.std() + 1e-6
-        paint(body * _soft(distance), rng.uniform(0.38, 0.5) + 0.05 * texture)
+        paint(body * _soft(distance), rng.uniform(*MEANS) + TEXTURE * texture["layers"])
         labels[in_body & (distance < 1.0)] = 1
         organs.append((centre, axes, rotation, distance))
-    for _ in range(rng.integers(1, 4)):  # 1-3 lesions, each inside an organ
+    for _ in range(rng.integers(1, 4)):  # 1-3 grainy lesions, each inside an organ
         centre, axes, rotation, organ = organs[int(rng.integers(len(organs)))]
         offset = rotation.T @ (rng.uniform(-0.45, 0.45, 3) * axes).astype(np.float32)
-        distance = _ellipsoid_distance(xyz, centre + offset, rng.uniform(0.12, 0.25, 3),
+        distance = _ellipsoid_distance(xyz, centre + offset, rng.uniform(0.15, 0.28, 3),
                                        _rotation(rng))
         inside = organ < 1.0
-        value = rng.uniform(0.12, 0.25) if rng.random() < 0.5 else rng.uniform(0.6, 0.75)
-        paint(body * _soft(organ) * _soft(distance), value)
+        paint(body * _soft(organ) * _soft(distance),
+              rng.uniform(*MEANS) + TEXTURE * texture["grain"])
         labels[in_body & inside & (distance < 1.0)] = 3
-    for _ in range(rng.integers(1, 4)):  # 1-3 vessels
+    for _ in range(rng.integers(1, 4)):  # 1-3 beaded vessels
         direction = rng.normal(size=3).astype(np.float32)
         direction /= np.linalg.norm(direction)
         distance = _tube_distance(xyz, rng.uniform(-0.4, 0.4, 3) * body_axes, direction,
-                                  rng.uniform(0.08, 0.15))
-        paint(body * _soft(distance), rng.uniform(0.55, 0.8))
+                                  rng.uniform(0.1, 0.16))
+        along = np.einsum("i,i...->...", direction, texture["mm"]) / rng.uniform(3.0, 5.0)
+        beads = _unit(np.cos(2 * np.pi * along))
+        paint(body * _soft(distance), rng.uniform(*MEANS) + TEXTURE * beads)
         labels[in_body & (distance < 1.0)] = 2
     volume = volume + rng.normal(0.0, 0.015, shape).astype(np.float32)
     hu = np.clip(np.rint(volume * 2000.0 - 1000.0), -1024, 3071).astype(np.int16)
@@ -343,3 +379,12 @@ def decathlon_folder() -> Path:
     return written_once(folder, lambda root: _write_decathlon(root, nib),
                         f"volume demo: wrote {DECATHLON_TRAINING + DECATHLON_TEST} labelled "
                         "phantoms")
+
+
+def segment_images() -> tuple[Path, list[Path], list[int], list[str]]:
+    """(root, files, labels, classes) of ``data.demo=segment``: every image of the labelled
+    phantoms (training and test; their labels are not read), unlabelled (-1)."""
+    folder = decathlon_folder()
+    files = sorted(p for part in ("imagesTr", "imagesTs") for p in (folder / part).iterdir()
+                   if not p.name.startswith("."))
+    return folder, files, [-1] * len(files), []
