@@ -169,7 +169,7 @@ class UnetrDecoder(nn.Module):
         self.out = UnetOutBlock(spatial_dims=rank, in_channels=features, out_channels=classes)
 
     def forward(self, maps: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """x [B, C, *spatial]: a time stack's dates are folded into its channels first."""
+        """x [B, C', *spatial]: the Segmenter has folded a time stack's dates into C'."""
         skips = [self.stem(x)] + [block(m) for block, m in zip(self.skips, maps[:-1])]
         y = maps[-1]
         for up, skip in zip(self.ups, reversed(skips)):
