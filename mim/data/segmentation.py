@@ -143,23 +143,23 @@ class ScanCache:
         self.fresh: dict[str, list] = {}
         self.hits = 0
 
-    def get(self, image: Path, label: Path) -> list | None:
+    def get(self, image: Path, label: Path) -> tuple[list | None, list | None]:
+        """(both files' stamps, the recorded outcome where they match); stamps None for a file
+        that is gone (its checks will say so, and nothing is kept)."""
         try:
             stamp = [_stamp(image), _stamp(label)]
         except OSError:
-            return None
+            return None, None
         entry = self.entries.get(f"{image}\n{label}")
         if entry is not None and entry[0] == stamp:
             self.fresh[f"{image}\n{label}"] = entry
             self.hits += 1
-            return entry[1]
-        return None
+            return stamp, entry[1]
+        return stamp, None
 
-    def put(self, image: Path, label: Path, outcome: list) -> None:
-        try:
-            self.fresh[f"{image}\n{label}"] = [[_stamp(image), _stamp(label)], outcome]
-        except OSError:  # gone since it was read: not kept
-            pass
+    def put(self, image: Path, label: Path, stamp: list | None, outcome: list) -> None:
+        if stamp is not None:
+            self.fresh[f"{image}\n{label}"] = [stamp, outcome]
 
     def save(self) -> None:
         """The entries of this scan (those of pairs no longer listed are dropped); a cache that
@@ -203,10 +203,10 @@ def scan(pairs: Sequence[tuple[Path, Path]], read_label: Callable[[Path], np.nda
     cache = ScanCache(pairs, rules, key)
     kept, largest, refused = [], [], {}
     for image, label_path in pairs:
-        outcome = cache.get(image, label_path)
+        stamp, outcome = cache.get(image, label_path)
         if outcome is None:
             outcome = _check_pair(image, label_path, read_label, image_shape, rules, check)
-            cache.put(image, label_path, outcome)
+            cache.put(image, label_path, stamp, outcome)
         if outcome[0] == "refused":
             refused.setdefault(outcome[1], []).append(f"{label_path}: {outcome[2]}")
             continue
